@@ -1,0 +1,219 @@
+//! Console (operator, viewer, platform backend) <-> coordinator.
+
+use serde::{Deserialize, Serialize};
+
+use super::info::{RecordingDetail, RecordingInfo, WorkerInfo};
+use super::UnixMillis;
+use crate::error::WireError;
+use crate::ids::{RecordingId, WorkerName};
+use crate::spec::RecordingSpec;
+use crate::state::RecordingState;
+
+/// How a drain treats the worker's recordings.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrainMode {
+    /// Let them run to their natural end.
+    Wait,
+    /// Move each to another worker, make-before-break.
+    Migrate,
+}
+
+/// One request on its own stream; the answer is one [`ConsoleResponse`].
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ConsoleRequest {
+    /// Who the coordinator sees (role and name from the certificate).
+    WhoAmI,
+    /// No-op round trip to the coordinator.
+    Ping {
+        /// Echoed back.
+        payload: Vec<u8>,
+    },
+    /// No-op round trip through the coordinator to a worker and back.
+    PingWorker {
+        /// The worker.
+        worker: WorkerName,
+        /// Echoed back.
+        payload: Vec<u8>,
+    },
+    /// All workers.
+    ListWorkers,
+    /// All recordings, optionally only those in the given states.
+    ListRecordings {
+        /// Empty means every state.
+        states: Vec<RecordingState>,
+    },
+    /// One recording with its segments and manifest.
+    ShowRecording {
+        /// The recording.
+        id: RecordingId,
+    },
+    /// Start a recording (idempotent by id). Operator role.
+    StartRecording(RecordingSpec),
+    /// Stop a recording. Operator role.
+    StopRecording {
+        /// The recording.
+        id: RecordingId,
+    },
+    /// Drain a worker. Operator role.
+    Drain {
+        /// The worker.
+        worker: WorkerName,
+        /// Wait or migrate.
+        mode: DrainMode,
+        /// After this many seconds, what remains is migrated; `None` = default.
+        deadline_secs: Option<u32>,
+        /// Migrate now, whatever the mode (Nomad's `-force`).
+        force: bool,
+    },
+    /// Return a drained worker to service. Operator role.
+    Undrain {
+        /// The worker.
+        worker: WorkerName,
+        /// End the drain but keep the worker ineligible for new work.
+        keep_ineligible: bool,
+    },
+    /// Move a recording, make-before-break. Operator role.
+    Reassign {
+        /// The recording.
+        id: RecordingId,
+        /// The target; `None` lets the scheduler pick.
+        to: Option<WorkerName>,
+    },
+}
+
+impl ConsoleRequest {
+    /// Whether the request changes the fleet (and so needs the operator role).
+    pub fn is_action(&self) -> bool {
+        matches!(
+            self,
+            ConsoleRequest::StartRecording(_)
+                | ConsoleRequest::StopRecording { .. }
+                | ConsoleRequest::Drain { .. }
+                | ConsoleRequest::Undrain { .. }
+                | ConsoleRequest::Reassign { .. }
+        )
+    }
+}
+
+/// The answer to a [`ConsoleRequest`].
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ConsoleResponse {
+    /// The request failed.
+    Error(WireError),
+    /// Answer to `WhoAmI`.
+    Identity {
+        /// `coordinator`, `agent`, `operator` or `viewer`.
+        role: String,
+        /// The certificate's name.
+        name: String,
+        /// The coordinator's build version.
+        coordinator_version: String,
+    },
+    /// Answer to a ping.
+    Pong {
+        /// The payload, echoed.
+        payload: Vec<u8>,
+    },
+    /// Answer to `ListWorkers`.
+    Workers(Vec<WorkerInfo>),
+    /// Answer to `ListRecordings`.
+    Recordings(Vec<RecordingInfo>),
+    /// Answer to `ShowRecording`.
+    Recording(Box<RecordingDetail>),
+    /// Answer to `StartRecording`.
+    Started {
+        /// The recording (new or existing).
+        recording: RecordingInfo,
+        /// False when the id already existed with the same spec.
+        created: bool,
+    },
+    /// An action was accepted; what happens next arrives as events.
+    Accepted {
+        /// What the coordinator will do, in one sentence.
+        message: String,
+    },
+}
+
+/// Frames on a subscription stream, coordinator -> console.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SubscriptionFrame {
+    /// The whole state; events that follow have `seq` greater than this one.
+    Snapshot {
+        /// The event number this snapshot includes.
+        seq: u64,
+        /// Every worker.
+        workers: Vec<WorkerInfo>,
+        /// Every recording not yet ended, plus recently ended ones.
+        recordings: Vec<RecordingInfo>,
+    },
+    /// One change.
+    Event(Event),
+    /// The subscriber fell behind and `missed` events were dropped; a fresh
+    /// snapshot follows.
+    Lagged {
+        /// How many events were dropped.
+        missed: u64,
+    },
+    /// The subscription was refused (e.g. an agent certificate).
+    Refused(WireError),
+}
+
+/// A numbered change in the fleet.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Strictly increasing per coordinator run... and across restarts (stored).
+    pub seq: u64,
+    /// Wall clock at the coordinator.
+    pub at: UnixMillis,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A worker connected (or reconnected); its current info.
+    WorkerUp(WorkerInfo),
+    /// A worker's info changed (state, load, drain progress).
+    WorkerChanged(WorkerInfo),
+    /// A worker disconnected cleanly (it said so).
+    WorkerLeft {
+        /// The worker.
+        name: WorkerName,
+    },
+    /// A worker stopped answering and was declared lost.
+    WorkerLost {
+        /// The worker.
+        name: WorkerName,
+    },
+    /// A recording's info changed (state, placement, progress).
+    RecordingChanged(RecordingInfo),
+    /// A drain's progress: what is still running and why.
+    DrainProgress {
+        /// The worker.
+        worker: WorkerName,
+        /// Recordings still on it.
+        remaining: Vec<RecordingId>,
+        /// One sentence on where the drain stands.
+        message: String,
+        /// True once every slot process group of the worker is reaped.
+        complete: bool,
+    },
+    /// A note for the operator (a refused reassign, no capacity, ...).
+    Notice {
+        /// The recording concerned, if any.
+        recording: Option<RecordingId>,
+        /// The worker concerned, if any.
+        worker: Option<WorkerName>,
+        /// What happened.
+        message: String,
+    },
+}

@@ -1,0 +1,117 @@
+//! The fleet as consoles see it: workers and recordings.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::UnixMillis;
+use crate::ids::{Epoch, RecordingId, WorkerName};
+use crate::manifest::Manifest;
+use crate::spec::RecordingSpec;
+use crate::state::RecordingState;
+
+/// A worker's state in the registry.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Connected and taking work.
+    Ready,
+    /// Taking no new work; its recordings end or move.
+    Draining,
+    /// Connected but kept out of placement (drained with keep-ineligible).
+    Ineligible,
+    /// Silent past the timeout; its recordings were placed elsewhere.
+    Lost,
+    /// Left cleanly.
+    Gone,
+}
+
+impl WorkerState {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Ready => "ready",
+            WorkerState::Draining => "draining",
+            WorkerState::Ineligible => "ineligible",
+            WorkerState::Lost => "lost",
+            WorkerState::Gone => "gone",
+        }
+    }
+}
+
+/// A worker, as listed.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Its name (from its certificate).
+    pub name: WorkerName,
+    /// Its state.
+    pub state: WorkerState,
+    /// The address it connects from.
+    pub address: String,
+    /// Its build version.
+    pub version: String,
+    /// Capacity units offered.
+    pub capacity: u32,
+    /// Capacity units in use.
+    pub used: u32,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// CPU in thousandths of a core (worker and children).
+    pub cpu_millicores: u32,
+    /// Resident memory, bytes.
+    pub rss_bytes: u64,
+    /// Round-trip time of its QUIC connection, microseconds.
+    pub rtt_us: u32,
+    /// When it connected (this session).
+    pub connected_at: UnixMillis,
+    /// Last message received.
+    pub last_seen: UnixMillis,
+    /// Recordings it runs now.
+    pub recordings: Vec<RecordingId>,
+}
+
+/// A recording, as listed.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingInfo {
+    /// Its id.
+    pub id: RecordingId,
+    /// Its state.
+    pub state: RecordingState,
+    /// The page.
+    pub url: String,
+    /// The worker running its current placement, if any.
+    pub worker: Option<WorkerName>,
+    /// The current placement.
+    pub epoch: Epoch,
+    /// When it was requested.
+    pub created_at: UnixMillis,
+    /// First captured frame of the whole recording.
+    pub started_at: Option<UnixMillis>,
+    /// When it reached an end state.
+    pub ended_at: Option<UnixMillis>,
+    /// Bytes written over all segments.
+    pub bytes: u64,
+    /// Current encoding rate, thousandths of a frame per second.
+    pub fps_milli: u32,
+    /// Slot restarts over all placements.
+    pub restarts: u32,
+    /// Number of segment files.
+    pub segments: u32,
+    /// Why it failed or was interrupted, if it did.
+    pub reason: Option<String>,
+}
+
+/// A recording with everything known of it.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordingDetail {
+    /// The summary.
+    pub info: RecordingInfo,
+    /// The request.
+    pub spec: RecordingSpec,
+    /// Segments, gaps and overlaps so far (final once completed).
+    pub manifest: Manifest,
+}

@@ -1,0 +1,214 @@
+//! Worker <-> coordinator: the control stream.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::UnixMillis;
+use crate::error::WireError;
+use crate::ids::{Epoch, RecordingId, WorkerName};
+use crate::manifest::SegmentEndReason;
+use crate::spec::RecordingSpec;
+
+/// The worker's first frame: who it is, what it offers, what it already runs
+/// (after a coordinator restart or a partition, so the two can reconcile).
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerHello {
+    /// Must equal the name in the agent certificate.
+    pub name: WorkerName,
+    /// Build version of the worker (`recfleet-agent --version`).
+    pub version: String,
+    /// Capacity units it offers.
+    pub capacity: u32,
+    /// Labels that recordings may require.
+    pub labels: BTreeMap<String, String>,
+    /// Segments it is running now.
+    pub running: Vec<RunningSegment>,
+    /// Whether it is draining itself (SIGTERM) and takes no new work.
+    pub draining: bool,
+}
+
+/// A segment a worker runs, as reported in hello and reconciled by epoch.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningSegment {
+    /// The recording.
+    pub recording: RecordingId,
+    /// The placement the worker holds.
+    pub epoch: Epoch,
+    /// The file part within the placement (restarts make new parts).
+    pub part: u32,
+    /// When the placement started on the worker.
+    pub started_at: UnixMillis,
+    /// The last captured frame, if any.
+    pub last_frame_at: Option<UnixMillis>,
+}
+
+/// Worker -> coordinator, after the hello.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkerMessage {
+    /// Periodic load and per-slot progress.
+    Telemetry(WorkerTelemetry),
+    /// A segment part's processes are up and its file is open.
+    SegmentStarted {
+        /// The recording.
+        recording: RecordingId,
+        /// The placement.
+        epoch: Epoch,
+        /// The file part.
+        part: u32,
+        /// The segment file, relative to the output root.
+        file: String,
+        /// Wall clock of the start.
+        at: UnixMillis,
+    },
+    /// The encoder produced the first frame of a part: the moment capture is
+    /// real (make-before-break waits for this).
+    FirstFrame {
+        /// The recording.
+        recording: RecordingId,
+        /// The placement.
+        epoch: Epoch,
+        /// The file part.
+        part: u32,
+        /// Wall clock of the first frame.
+        at: UnixMillis,
+    },
+    /// A part ended (the placement may go on in a new part after a restart).
+    SegmentEnded(SegmentReport),
+    /// The placement is over on this worker: stopped, finished, or given up.
+    PlacementEnded {
+        /// The recording.
+        recording: RecordingId,
+        /// The placement.
+        epoch: Epoch,
+        /// Why it ended.
+        reason: SegmentEndReason,
+    },
+    /// Answer to [`CoordinatorMessage::Ping`].
+    Pong {
+        /// The ping's id.
+        id: u64,
+        /// The ping's payload, echoed.
+        payload: Vec<u8>,
+    },
+    /// The worker starts draining itself (it got SIGTERM).
+    Draining {
+        /// Seconds it will wait for its recordings to move before it exits.
+        grace_secs: u32,
+    },
+}
+
+/// Load and progress, about once a second.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct WorkerTelemetry {
+    /// Wall clock of the sample.
+    pub at: UnixMillis,
+    /// CPU of the worker and its children, in thousandths of one core.
+    pub cpu_millicores: u32,
+    /// Resident memory of the worker and its children, bytes.
+    pub rss_bytes: u64,
+    /// Per running slot.
+    pub slots: Vec<SlotProgress>,
+}
+
+/// Progress of one slot.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SlotProgress {
+    /// The recording.
+    pub recording: Option<RecordingId>,
+    /// The placement.
+    pub epoch: Epoch,
+    /// The current file part.
+    pub part: u32,
+    /// Frames encoded in the current part.
+    pub frames: u64,
+    /// Encoding rate, in thousandths of a frame per second.
+    pub fps_milli: u32,
+    /// Bytes written, all parts of the placement.
+    pub bytes: u64,
+    /// Captured media time of the current part, ms.
+    pub media_ms: u64,
+    /// Restarts of the slot in this placement.
+    pub restarts: u32,
+    /// Wall clock of the last frame seen.
+    pub last_frame_at: Option<UnixMillis>,
+}
+
+/// What a worker knows of a finished part.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentReport {
+    /// The recording.
+    pub recording: RecordingId,
+    /// The placement.
+    pub epoch: Epoch,
+    /// The file part.
+    pub part: u32,
+    /// File path relative to the output root.
+    pub file: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+    /// Wall clock of the part's start.
+    pub started_at: UnixMillis,
+    /// Wall clock of its end.
+    pub ended_at: UnixMillis,
+    /// First captured frame, if any.
+    pub first_frame_at: Option<UnixMillis>,
+    /// Last captured frame, if any.
+    pub last_frame_at: Option<UnixMillis>,
+    /// Why it ended.
+    pub reason: SegmentEndReason,
+}
+
+/// Coordinator -> worker.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CoordinatorMessage {
+    /// The hello was accepted.
+    Welcome {
+        /// The coordinator's build version.
+        version: String,
+        /// How often the worker should send telemetry, ms.
+        telemetry_interval_ms: u32,
+    },
+    /// The hello was refused; the stream is closed after this frame.
+    Refused(WireError),
+    /// Start (or keep) a placement of a recording.
+    StartSegment {
+        /// The placement's epoch; higher than any before for this recording.
+        epoch: Epoch,
+        /// What to record.
+        spec: RecordingSpec,
+        /// Wall clock when the recording should stop by itself (max duration
+        /// measured from the recording's first start, not this placement's).
+        deadline: Option<UnixMillis>,
+    },
+    /// Stop a placement. A worker holding an older epoch stops it too.
+    StopSegment {
+        /// The recording.
+        recording: RecordingId,
+        /// The placement to stop.
+        epoch: Epoch,
+        /// Why.
+        reason: SegmentEndReason,
+    },
+    /// A no-op round trip through the worker (status probes, benchmarks).
+    Ping {
+        /// Echoed in the pong.
+        id: u64,
+        /// Echoed in the pong.
+        payload: Vec<u8>,
+    },
+    /// Drain state changed for this worker (e.g. an operator drained it).
+    DrainState {
+        /// Whether it may take new work.
+        draining: bool,
+    },
+}

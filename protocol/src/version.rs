@@ -1,0 +1,29 @@
+//! Protocol versioning. ALPN carries the version, so peers of different
+//! versions find out during the handshake and are told so plainly.
+
+/// The ALPN id of this protocol version.
+pub const ALPN: &[u8] = b"recfleet/1";
+
+/// The version as text.
+pub const VERSION: &str = "recfleet/1";
+
+/// Other `recfleet/N` versions a server accepts at the TLS level only in
+/// order to refuse them with a clear message (close code
+/// [`crate::error::close::VERSION_MISMATCH`]) rather than a bare TLS alert.
+pub const REFUSED_ALPNS: &[&[u8]] = &[b"recfleet/0", b"recfleet/2", b"recfleet/3", b"recfleet/4"];
+
+/// The ALPN list a server offers: the real one first.
+pub fn server_alpns() -> Vec<Vec<u8>> {
+    std::iter::once(ALPN)
+        .chain(REFUSED_ALPNS.iter().copied())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// The message for a peer speaking `other`.
+pub fn mismatch_message(other: &[u8]) -> String {
+    format!(
+        "protocol version mismatch: the peer speaks {}, this build speaks {VERSION}",
+        String::from_utf8_lossy(other)
+    )
+}

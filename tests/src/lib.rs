@@ -1,0 +1,3 @@
+//! Shared harness for recfleet's cross-process tests.
+
+#![forbid(unsafe_code)]
