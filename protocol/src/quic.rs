@@ -87,6 +87,9 @@ fn alert_meaning(code: u64) -> Option<&'static str> {
         46 => "certificate unknown",
         48 => "unknown CA: the certificate is not signed by this fleet's CA",
         49 => "access denied",
+        // Every fleet CA has the same subject, so a certificate of another
+        // fleet finds "its" issuer here and fails on the signature.
+        51 => "bad signature: the certificate is not signed by this fleet's CA",
         116 => "certificate required: the client presented no certificate",
         120 => "no application protocol: the peer does not speak this recfleet protocol version",
         _ => return None,

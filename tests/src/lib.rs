@@ -1,3 +1,5 @@
 //! Shared harness for recfleet's cross-process tests.
 
 #![forbid(unsafe_code)]
+
+pub mod pki;

@@ -1,0 +1,59 @@
+# recfleet: the two commands of the README, and the pieces they are made of.
+#   make demo   a local fleet (coordinator + 2 workers) records the demo class
+#   make test   installs what is missing, then runs every check and test
+
+SHELL := /bin/bash
+CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian packages the project needs at run time and in tests.
+APT_PACKAGES := chromium chromium-driver ffmpeg xvfb pulseaudio pulseaudio-utils \
+	iproute2 procps tmux python3 python3-venv ca-certificates
+PYTHON_VENV := .venv
+
+.PHONY: demo test deps apt-deps py-deps build lint unit fmt bench clean
+
+demo: deps
+	$(CARGO) build --release -p recfleet-agent -p recfleet-console
+	./target/release/recfleet-agent dev --workers 2 --record-demo 20s
+
+test: deps lint
+	$(CARGO) nextest run --workspace --profile ci
+	$(CARGO) test --workspace --doc
+
+deps: apt-deps py-deps
+
+# Installs only what is missing (dpkg -s), so a ready machine pays nothing.
+apt-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg -s "$$p" >/dev/null 2>&1 || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@command -v cargo-nextest >/dev/null || $(CARGO) install --locked cargo-nextest
+
+# The external capture example (selenium) runs in its own virtualenv.
+py-deps: $(PYTHON_VENV)/.installed
+$(PYTHON_VENV)/.installed: examples/capture/requirements.txt
+	python3 -m venv $(PYTHON_VENV)
+	$(PYTHON_VENV)/bin/pip install -q -r examples/capture/requirements.txt
+	touch $@
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+bench: deps
+	$(CARGO) build --release --workspace
+	@echo "benchmarks arrive with the benchmark issue"
+
+clean:
+	$(CARGO) clean
