@@ -1,7 +1,74 @@
-//! `recfleet-agent`: the recfleet daemon.
+//! `recfleet-agent`: the recfleet daemon and its tools.
 
 #![forbid(unsafe_code)]
 
-fn main() {
-    println!("recfleet-agent {}", env!("CARGO_PKG_VERSION"));
+use std::process::ExitCode;
+
+use recfleet_agent::{record, worker};
+
+use clap::{Parser, Subcommand};
+
+/// The recfleet agent: records live classes with real browsers.
+#[derive(Debug, Parser)]
+#[command(name = "recfleet-agent", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Record one page on this machine (no coordinator) and write a manifest.
+    Record(record::RecordArgs),
+    /// Internal: kills a worker's leftover processes when the worker dies.
+    #[command(hide = true)]
+    Guard {
+        /// The worker instance tag.
+        #[arg(long)]
+        tag: String,
+    },
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("RECFLEET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Guard { tag } = &cli.command {
+        // No runtime, no logging: the guard only waits and sweeps.
+        return match worker::guard::run(tag) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Record(args) => record::run(args).await,
+            Command::Guard { .. } => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
 }

@@ -2,4 +2,6 @@
 
 #![forbid(unsafe_code)]
 
+pub mod media;
 pub mod pki;
+pub mod procs;

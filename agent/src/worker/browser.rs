@@ -1,0 +1,330 @@
+//! ChromeDriver and, through it, Chromium on the slot's display, driven with
+//! thirtyfour: the page is opened, waited for, and watched.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use thirtyfour::prelude::*;
+use thirtyfour::ChromiumLikeCapabilities;
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+use super::pipeline::{PartContext, StartError};
+use super::process::{self, SlotProcess};
+use recfleet_protocol::spec::PageSignal;
+
+/// Chromium's flags (docs/capture.md says why each is there).
+pub fn chromium_args(ctx: &PartContext, profile: &std::path::Path) -> Vec<String> {
+    let v = ctx.spec.viewport;
+    let mut args: Vec<String> = [
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-default-apps",
+        "--disable-extensions",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--autoplay-policy=no-user-gesture-required",
+        "--disable-features=Translate,MediaRouter,OptimizationHints,DialMediaRouteProvider",
+        "--password-store=basic",
+        "--use-mock-keychain",
+        "--disable-dev-shm-usage",
+        "--window-position=0,0",
+        "--kiosk",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.push(format!("--window-size={},{}", v.width, v.height));
+    args.push(format!("--user-data-dir={}", profile.display()));
+    if nix::unistd::geteuid().is_root() {
+        // Chromium's sandbox cannot run as root; the slot's isolation is the
+        // process group, its own display and sink, and a fresh profile.
+        args.push("--no-sandbox".into());
+    }
+    args
+}
+
+/// Starts ChromeDriver on a free loopback port and waits until it listens.
+pub async fn start_chromedriver(
+    ctx: &PartContext,
+    display: &str,
+    pulse_server: Option<&str>,
+    pulse_sink: Option<&str>,
+) -> Result<(SlotProcess, u16), StartError> {
+    let port = free_port().map_err(|e| StartError::new("chromedriver", e))?;
+    let home = ctx.dir.join("home");
+    let tmp = ctx.dir.join("tmp");
+    for d in [&home, &tmp] {
+        std::fs::create_dir_all(d).map_err(|e| StartError::new("chromedriver", e))?;
+    }
+    let mut cmd = Command::new(&ctx.bins.chromedriver);
+    cmd.arg(format!("--port={port}"))
+        .arg("--allowed-ips=127.0.0.1")
+        .env("DISPLAY", display)
+        .env("HOME", &home)
+        .env("TMPDIR", &tmp);
+    if let (Some(server), Some(sink)) = (pulse_server, pulse_sink) {
+        cmd.env("PULSE_SERVER", server).env("PULSE_SINK", sink);
+    }
+    let spawned = process::spawn(
+        "chromedriver",
+        cmd,
+        &ctx.tag,
+        &ctx.log("chromedriver"),
+        false,
+        false,
+        ctx.exits.clone(),
+    )
+    .map_err(|e| StartError::new("chromedriver", e))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if tokio::time::Instant::now() > deadline {
+            return Err(StartError::msg(
+                "chromedriver",
+                "did not listen within 10 s (see chromedriver.log)",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok((spawned.process, port))
+}
+
+fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Opens a Chromium session and loads the page. A page that does not load
+/// (network error, HTTP error page) is a start failure with the reason.
+pub async fn open_page(ctx: &PartContext, port: u16) -> Result<WebDriver, StartError> {
+    let profile = ctx.dir.join("profile");
+    std::fs::create_dir_all(&profile).map_err(|e| StartError::new("chromium", e))?;
+    let mut caps = DesiredCapabilities::chrome();
+    let wd = |e: WebDriverError| StartError::msg("chromium", e.to_string());
+    caps.set_binary(&ctx.bins.chromium.display().to_string())
+        .map_err(wd)?;
+    for arg in chromium_args(ctx, &profile) {
+        caps.add_arg(&arg).map_err(wd)?;
+    }
+    // No "controlled by automated software" bar in the picture.
+    caps.add_exclude_switch("enable-automation").map_err(wd)?;
+    let driver = WebDriver::new(format!("http://127.0.0.1:{port}"), caps)
+        .await
+        .map_err(|e| StartError::msg("chromium", format!("no browser session: {e}")))?;
+    let load = async {
+        driver.set_page_load_timeout(ctx.timeouts.page_load).await?;
+        driver.goto(ctx.spec.url.as_str()).await?;
+        driver.current_url().await
+    };
+    match load.await {
+        Ok(_) => match load_failure(&driver).await {
+            None => Ok(driver),
+            Some(why) => {
+                let _ = driver.quit().await;
+                Err(StartError::page(format!(
+                    "{} did not load: {why}",
+                    ctx.spec.url
+                )))
+            }
+        },
+        Err(e) => {
+            let _ = driver.quit().await;
+            Err(StartError::page(format!(
+                "{} did not load: {}",
+                ctx.spec.url,
+                first_line(&e.to_string())
+            )))
+        }
+    }
+}
+
+/// Chromium "loads" a page that failed too: it shows its own error page
+/// under the page's URL. Ask the document what it is.
+async fn load_failure(driver: &WebDriver) -> Option<String> {
+    const SCRIPT: &str = r#"
+        const nav = performance.getEntriesByType('navigation')[0];
+        const err = document.querySelector('#main-frame-error, body.neterror');
+        const code = document.querySelector('.error-code');
+        return {
+            status: nav && typeof nav.responseStatus === 'number' ? nav.responseStatus : null,
+            neterror: !!err,
+            code: code ? code.textContent.trim() : null,
+        };"#;
+    #[derive(Deserialize)]
+    struct Load {
+        status: Option<u32>,
+        neterror: bool,
+        code: Option<String>,
+    }
+    let load: Load = driver
+        .execute(SCRIPT, Vec::new())
+        .await
+        .ok()?
+        .convert()
+        .ok()?;
+    if load.neterror {
+        return Some(
+            load.code
+                .filter(|c| !c.is_empty())
+                .unwrap_or_else(|| "network error".into()),
+        );
+    }
+    match load.status {
+        Some(status) if status >= 400 => Some(format!("HTTP status {status}")),
+        _ => None,
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// What the page watcher saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageStatus {
+    /// The page answered.
+    Alive {
+        /// The end-of-class signal is set.
+        ended: bool,
+        /// The page's participant count, if it exposes one.
+        participants: Option<i64>,
+    },
+    /// The page did not answer this time (slow, busy).
+    NoAnswer(String),
+    /// The browser is gone (killed, crashed, session lost).
+    BrowserGone(String),
+}
+
+#[derive(Deserialize)]
+struct Probe {
+    ended: bool,
+    participants: Option<i64>,
+}
+
+/// The script asking the page for its end signal and participant count.
+fn probe_script(signal: Option<&PageSignal>) -> String {
+    let ended = match signal {
+        Some(PageSignal::Variable(path)) => {
+            // A dotted path, validated by the spec: safe to splice.
+            let mut expr = String::from("window");
+            let mut guard = String::new();
+            for part in path.split('.') {
+                expr.push('.');
+                expr.push_str(part);
+                guard.push_str(&format!("{expr} && "));
+            }
+            format!("!!({guard}true)")
+        }
+        Some(PageSignal::Selector(sel)) => {
+            let quoted = serde_json::to_string(sel).unwrap_or_else(|_| "\"\"".into());
+            format!("!!document.querySelector({quoted})")
+        }
+        None => "false".into(),
+    };
+    format!(
+        "return {{ ended: {ended}, participants: (typeof window.recfleetParticipants === 'number') ? window.recfleetParticipants : null }};"
+    )
+}
+
+/// Asks the page about itself every `every` until the receiver goes away.
+pub fn spawn_page_watch(
+    driver: WebDriver,
+    signal: Option<PageSignal>,
+    every: Duration,
+    answer_within: Duration,
+) -> (
+    mpsc::Receiver<PageStatus>,
+    tokio::task::JoinHandle<WebDriver>,
+) {
+    let (tx, rx) = mpsc::channel(4);
+    let script = probe_script(signal.as_ref());
+    let handle = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let status = match tokio::time::timeout(
+                answer_within,
+                driver.execute(script.as_str(), Vec::new()),
+            )
+            .await
+            {
+                Err(_) => PageStatus::NoAnswer(format!(
+                    "no answer within {} ms",
+                    answer_within.as_millis()
+                )),
+                Ok(Ok(ret)) => match ret.convert::<Probe>() {
+                    Ok(p) => PageStatus::Alive {
+                        ended: p.ended,
+                        participants: p.participants,
+                    },
+                    Err(e) => PageStatus::NoAnswer(e.to_string()),
+                },
+                Ok(Err(e)) => classify(&e.to_string()),
+            };
+            if tx.send(status).await.is_err() {
+                break;
+            }
+        }
+        driver
+    });
+    (rx, handle)
+}
+
+/// Tells a dead browser from a slow page by ChromeDriver's error text.
+fn classify(error: &str) -> PageStatus {
+    let lower = error.to_lowercase();
+    let gone = [
+        "invalid session id",
+        "session deleted",
+        "not reachable",
+        "disconnected",
+        "no such window",
+        "connection refused",
+        "target window already closed",
+        "tab crashed",
+    ];
+    if gone.iter().any(|g| lower.contains(g)) {
+        PageStatus::BrowserGone(first_line(error).to_string())
+    } else {
+        PageStatus::NoAnswer(first_line(error).to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_guards_every_step_of_a_path() {
+        let s = probe_script(Some(&PageSignal::Variable("app.state.ended".into())));
+        assert!(
+            s.contains("!!(window.app && window.app.state && window.app.state.ended && true)"),
+            "{s}"
+        );
+        let s = probe_script(Some(&PageSignal::Selector("#end \"x\"".into())));
+        assert!(
+            s.contains(r##"document.querySelector("#end \"x\"")"##),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn dead_browsers_are_told_from_slow_pages() {
+        assert!(matches!(
+            classify("invalid session id: session deleted"),
+            PageStatus::BrowserGone(_)
+        ));
+        assert!(matches!(
+            classify("chrome not reachable"),
+            PageStatus::BrowserGone(_)
+        ));
+        assert!(matches!(
+            classify("script timeout"),
+            PageStatus::NoAnswer(_)
+        ));
+    }
+}

@@ -1,0 +1,141 @@
+//! Settings of the recording engine.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The programs a slot runs. Defaults are Debian's paths; each may be
+/// overridden (tests, other distributions).
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// Xvfb.
+    pub xvfb: PathBuf,
+    /// PulseAudio.
+    pub pulseaudio: PathBuf,
+    /// ChromeDriver.
+    pub chromedriver: PathBuf,
+    /// Chromium.
+    pub chromium: PathBuf,
+    /// ffmpeg.
+    pub ffmpeg: PathBuf,
+}
+
+impl Default for Binaries {
+    fn default() -> Self {
+        Binaries {
+            xvfb: "Xvfb".into(),
+            pulseaudio: "pulseaudio".into(),
+            chromedriver: "chromedriver".into(),
+            chromium: "/usr/bin/chromium".into(),
+            ffmpeg: "ffmpeg".into(),
+        }
+    }
+}
+
+impl Binaries {
+    /// Names of programs that cannot be found, for a clear error at start-up
+    /// rather than a failed recording later.
+    pub fn missing(&self) -> Vec<String> {
+        [
+            &self.xvfb,
+            &self.pulseaudio,
+            &self.chromedriver,
+            &self.chromium,
+            &self.ffmpeg,
+        ]
+        .into_iter()
+        .filter(|p| find_program(p).is_none())
+        .map(|p| p.display().to_string())
+        .collect()
+    }
+}
+
+fn find_program(p: &std::path::Path) -> Option<PathBuf> {
+    if p.components().count() > 1 {
+        return p.is_file().then(|| p.to_path_buf());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(p))
+            .find(|c| c.is_file())
+    })
+}
+
+/// Time limits of a slot.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Bringing a part up (display, sink, browser, encoder, page).
+    pub start: Duration,
+    /// Loading the page.
+    pub page_load: Duration,
+    /// No progress (encoder frames, file growth, page answers) for this long
+    /// counts as a crash.
+    pub stall: Duration,
+    /// How often the page is asked about itself.
+    pub page_check: Duration,
+    /// How long the page has to answer one check.
+    pub page_answer: Duration,
+    /// Between SIGTERM and SIGKILL when a part is taken down.
+    pub grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            start: Duration::from_secs(30),
+            page_load: Duration::from_secs(20),
+            stall: Duration::from_secs(10),
+            page_check: Duration::from_secs(1),
+            page_answer: Duration::from_secs(3),
+            grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The engine's settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Segment files go under `<out_root>/<spec.output_dir()>/`.
+    pub out_root: PathBuf,
+    /// Short-lived per-slot files (sockets, profiles, logs). Kept short: a
+    /// unix socket path has at most 107 bytes.
+    pub runtime_root: PathBuf,
+    /// Programs.
+    pub bins: Binaries,
+    /// Time limits.
+    pub timeouts: Timeouts,
+    /// Restart intensity: at most this many restarts ...
+    pub max_restarts: u32,
+    /// ... within this period, then the slot gives up.
+    pub restart_period: Duration,
+    /// Keep each part's process logs (in the output directory) after it ends.
+    pub keep_logs: bool,
+    /// Which program runs the guard (`recfleet-agent guard`).
+    pub guard_program: GuardProgram,
+}
+
+/// Where the guard comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuardProgram {
+    /// This executable is recfleet-agent: run `<self> guard`.
+    CurrentExe,
+    /// Run `<path> guard` (tests, whose executable is the test binary).
+    Path(PathBuf),
+    /// No guard: slots may outlive a killed process (unit tests only).
+    None,
+}
+
+impl EngineConfig {
+    /// Defaults with the given output directory.
+    pub fn new(out_root: PathBuf) -> Self {
+        EngineConfig {
+            out_root,
+            runtime_root: std::env::temp_dir().join(format!("recfleet-{}", std::process::id())),
+            bins: Binaries::default(),
+            timeouts: Timeouts::default(),
+            max_restarts: 3,
+            restart_period: Duration::from_secs(60),
+            keep_logs: true,
+            guard_program: GuardProgram::CurrentExe,
+        }
+    }
+}

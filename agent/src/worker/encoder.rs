@@ -1,0 +1,191 @@
+//! The capture encoder: ffmpeg grabbing the slot's X display and the audio
+//! sink's monitor into fragmented MP4, which stays playable when ffmpeg is
+//! killed (`-flush_packets 1 -frag_duration 1000000`, see docs/capture.md).
+
+use std::path::Path;
+
+use recfleet_protocol::spec::RecordingSpec;
+
+/// The ffmpeg arguments for one segment file.
+pub fn ffmpeg_args(
+    spec: &RecordingSpec,
+    display: &str,
+    audio_source: &str,
+    out: &Path,
+) -> Vec<String> {
+    let size = format!("{}x{}", spec.viewport.width, spec.viewport.height);
+    let fps = spec.fps.to_string();
+    // A keyframe every two seconds: fragments (and so what survives a kill)
+    // are cut at keyframes.
+    let gop = (u32::from(spec.fps) * 2).to_string();
+    let mut a: Vec<String> = vec![
+        // Exit on an input error (a dead PulseAudio) instead of carrying on
+        // with a file that silently stops growing.
+        "-xerror",
+        "-hide_banner",
+        "-nostdin",
+        "-nostats",
+        "-loglevel",
+        "warning",
+        "-progress",
+        "pipe:1",
+        "-stats_period",
+        "0.5",
+        "-thread_queue_size",
+        "1024",
+        "-f",
+        "x11grab",
+        "-draw_mouse",
+        "0",
+        "-framerate",
+        &fps,
+        "-video_size",
+        &size,
+        "-i",
+        display,
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    if spec.audio {
+        a.extend(
+            [
+                "-thread_queue_size",
+                "1024",
+                "-f",
+                "pulse",
+                "-sample_rate",
+                "48000",
+                "-channels",
+                "2",
+                "-i",
+                audio_source,
+            ]
+            .map(String::from),
+        );
+    }
+    a.extend(
+        [
+            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-crf", "26", "-g",
+            &gop,
+        ]
+        .map(String::from),
+    );
+    if spec.audio {
+        a.extend(["-c:a", "aac", "-b:a", "128k"].map(String::from));
+    }
+    a.extend(
+        [
+            "-flush_packets",
+            "1",
+            "-frag_duration",
+            "1000000",
+            "-movflags",
+            "+frag_keyframe+empty_moov+default_base_moof",
+            "-f",
+            "mp4",
+            "-y",
+        ]
+        .map(String::from),
+    );
+    a.push(out.display().to_string());
+    a
+}
+
+/// What ffmpeg's `-progress` output says, one block at a time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Frames encoded so far.
+    pub frames: u64,
+    /// Current rate, thousandths of a frame per second.
+    pub fps_milli: u32,
+    /// Encoded media time, ms.
+    pub out_time_ms: u64,
+    /// Bytes written so far.
+    pub total_size: u64,
+    /// Whether ffmpeg said `progress=end`.
+    pub ended: bool,
+}
+
+/// Parses `-progress` lines (`key=value`); a block ends with `progress=...`.
+#[derive(Debug, Default)]
+pub struct ProgressParser {
+    current: Progress,
+}
+
+impl ProgressParser {
+    /// Feeds one line; returns a complete block when the line ends one.
+    pub fn line(&mut self, line: &str) -> Option<Progress> {
+        let (key, value) = line.trim().split_once('=')?;
+        let value = value.trim();
+        match key {
+            "frame" => self.current.frames = value.parse().unwrap_or(self.current.frames),
+            "fps" => {
+                if let Ok(f) = value.parse::<f64>() {
+                    self.current.fps_milli =
+                        (f * 1000.0).round().clamp(0.0, u32::MAX as f64) as u32;
+                }
+            }
+            // out_time_us (and the misnamed out_time_ms) are microseconds;
+            // "N/A" before the first frame.
+            "out_time_us" => {
+                if let Ok(us) = value.parse::<u64>() {
+                    self.current.out_time_ms = us / 1000;
+                }
+            }
+            "total_size" => {
+                self.current.total_size = value.parse().unwrap_or(self.current.total_size)
+            }
+            "progress" => {
+                self.current.ended = value == "end";
+                return Some(self.current);
+            }
+            _ => {}
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use recfleet_protocol::RecordingId;
+
+    #[test]
+    fn parses_progress_blocks() {
+        let mut p = ProgressParser::default();
+        let text = "frame=0\nfps=0.00\nout_time_us=N/A\ntotal_size=48\nprogress=continue\n\
+                    frame=31\nfps=15.02\nbitrate=100kbits/s\nout_time_us=2066667\ntotal_size=90123\nprogress=continue\n\
+                    frame=45\nfps=15.00\nout_time_us=3000000\ntotal_size=120000\nprogress=end\n";
+        let blocks: Vec<Progress> = text.lines().filter_map(|l| p.line(l)).collect();
+        assert_eq!(blocks.len(), 3);
+        assert_eq!(blocks[0].frames, 0);
+        assert_eq!(
+            blocks[1],
+            Progress {
+                frames: 31,
+                fps_milli: 15020,
+                out_time_ms: 2066,
+                total_size: 90123,
+                ended: false
+            }
+        );
+        assert!(blocks[2].ended);
+        assert_eq!(blocks[2].frames, 45);
+    }
+
+    #[test]
+    fn args_follow_the_spec() {
+        let mut spec = RecordingSpec::new(RecordingId::new("r").unwrap(), "http://x/");
+        spec.fps = 30;
+        let args = ffmpeg_args(&spec, ":101", "rec.monitor", Path::new("/o/r.mp4"));
+        let joined = args.join(" ");
+        assert!(joined.contains("-framerate 30 -video_size 1280x720 -i :101"));
+        assert!(joined.contains("-f pulse"));
+        assert!(joined.contains("-g 60"));
+        assert!(joined.ends_with("-f mp4 -y /o/r.mp4"));
+        spec.audio = false;
+        let args = ffmpeg_args(&spec, ":101", "rec.monitor", Path::new("/o/r.mp4"));
+        assert!(!args.iter().any(|a| a == "pulse" || a == "aac"));
+    }
+}

@@ -1,0 +1,267 @@
+//! The recording engine of a worker: starts, stops and supervises slots, one
+//! per placement, and reports what happens as worker protocol messages. It
+//! runs alone (`recfleet-agent record`) or under the coordinator link.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use recfleet_protocol::manifest::SegmentEndReason;
+use recfleet_protocol::spec::RecordingSpec;
+use recfleet_protocol::{Epoch, RecordingId, RunningSegment, SlotProgress, WorkerMessage};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::config::{EngineConfig, GuardProgram};
+use super::guard;
+use super::process;
+use super::slot::Slot;
+
+/// Why the engine refused a start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The spec is invalid.
+    #[error("invalid recording spec: {0}")]
+    InvalidSpec(String),
+    /// A newer placement of the recording already runs here.
+    #[error("recording {id} already runs here with epoch {running}, newer than {asked}")]
+    Stale {
+        /// The recording.
+        id: RecordingId,
+        /// The epoch running.
+        running: Epoch,
+        /// The epoch asked for.
+        asked: Epoch,
+    },
+    /// The engine is shutting down.
+    #[error("the worker is shutting down")]
+    ShuttingDown,
+}
+
+struct SlotEntry {
+    epoch: Epoch,
+    started_at: u64,
+    stop: watch::Sender<Option<SegmentEndReason>>,
+    progress: Arc<Mutex<SlotProgress>>,
+    task: JoinHandle<()>,
+}
+
+/// The engine. Cheap to share behind an `Arc`.
+pub struct Engine {
+    config: Arc<EngineConfig>,
+    instance: String,
+    slots: Arc<Mutex<HashMap<RecordingId, SlotEntry>>>,
+    events: mpsc::UnboundedSender<WorkerMessage>,
+    counter: AtomicU64,
+    shutting_down: std::sync::atomic::AtomicBool,
+    // Held for the life of the engine: when the process dies, the guard
+    // reads EOF and kills whatever is left of the slots.
+    _guard: Option<(std::process::Child, std::io::PipeWriter)>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("instance", &self.instance)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Engine {
+    /// Starts an engine. Its events (segment started/ended, first frame,
+    /// placement ended) arrive on the returned receiver.
+    pub fn start(
+        config: EngineConfig,
+    ) -> std::io::Result<(Arc<Engine>, mpsc::UnboundedReceiver<WorkerMessage>)> {
+        let instance = format!("{}-{}", std::process::id(), recfleet_protocol::now_ms());
+        std::fs::create_dir_all(&config.runtime_root)?;
+        std::fs::create_dir_all(&config.out_root)?;
+        process::become_subreaper();
+        process::spawn_orphan_reaper();
+        let guard = match &config.guard_program {
+            GuardProgram::CurrentExe => Some(guard::start(&std::env::current_exe()?, &instance)?),
+            GuardProgram::Path(p) => Some(guard::start(p, &instance)?),
+            GuardProgram::None => None,
+        };
+        let (events, rx) = mpsc::unbounded_channel();
+        let engine = Arc::new(Engine {
+            config: Arc::new(config),
+            instance,
+            slots: Arc::new(Mutex::new(HashMap::new())),
+            events,
+            counter: AtomicU64::new(0),
+            shutting_down: Default::default(),
+            _guard: guard,
+        });
+        Ok((engine, rx))
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The prefix of the environment tag of every process this engine
+    /// starts (see `process::TAG_VAR`).
+    pub fn instance_tag(&self) -> &str {
+        &self.instance
+    }
+
+    /// Starts a placement. Starting the epoch that already runs is a no-op;
+    /// a newer epoch replaces an older one (which ends as superseded).
+    pub fn start_recording(
+        &self,
+        spec: RecordingSpec,
+        epoch: Epoch,
+        deadline: Option<u64>,
+    ) -> Result<(), EngineError> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(EngineError::ShuttingDown);
+        }
+        spec.validate().map_err(|problems| {
+            EngineError::InvalidSpec(
+                problems
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        let mut slots = lock(&self.slots);
+        if let Some(existing) = slots.get(&spec.id) {
+            if existing.epoch == epoch {
+                return Ok(());
+            }
+            if existing.epoch > epoch {
+                return Err(EngineError::Stale {
+                    id: spec.id.clone(),
+                    running: existing.epoch,
+                    asked: epoch,
+                });
+            }
+            let _ = existing.stop.send(Some(SegmentEndReason::Superseded));
+        }
+        let n = self.counter.fetch_add(1, Ordering::SeqCst);
+        let id = spec.id.clone();
+        let tag = format!("{}/s{n}", self.instance);
+        let progress = Arc::new(Mutex::new(SlotProgress {
+            recording: Some(id.clone()),
+            epoch,
+            ..Default::default()
+        }));
+        let (stop_tx, stop_rx) = watch::channel(None);
+        let slot = Slot {
+            config: self.config.clone(),
+            spec: Arc::new(spec),
+            epoch,
+            tag,
+            dir: self.config.runtime_root.join(format!("s{n}")),
+            deadline,
+            progress: progress.clone(),
+            events: self.events.clone(),
+        };
+        tracing::info!(recording = %id, %epoch, "starting recording");
+        let events = self.events.clone();
+        let slots_ref = self.slots.clone();
+        let rid = id.clone();
+        let task = tokio::spawn(async move {
+            let reason = slot.run(stop_rx).await;
+            tracing::info!(recording = %rid, %epoch, reason = %reason.describe(), "placement ended");
+            {
+                let mut slots = lock(&slots_ref);
+                if slots.get(&rid).is_some_and(|e| e.epoch == epoch) {
+                    slots.remove(&rid);
+                }
+            }
+            let _ = events.send(WorkerMessage::PlacementEnded {
+                recording: rid,
+                epoch,
+                reason,
+            });
+        });
+        // A replaced older placement keeps running until its own task ends;
+        // its entry is simply overwritten here.
+        slots.insert(
+            id,
+            SlotEntry {
+                epoch,
+                started_at: recfleet_protocol::now_ms(),
+                stop: stop_tx,
+                progress,
+                task,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops a placement if this worker holds `epoch` or an older one.
+    /// Returns whether something was stopped.
+    pub fn stop_recording(&self, id: &RecordingId, epoch: Epoch, reason: SegmentEndReason) -> bool {
+        let slots = lock(&self.slots);
+        match slots.get(id) {
+            Some(e) if e.epoch <= epoch => {
+                let _ = e.stop.send(Some(reason));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Progress of every slot, for telemetry.
+    pub fn progress(&self) -> Vec<SlotProgress> {
+        lock(&self.slots)
+            .values()
+            .map(|e| lock(&e.progress).clone())
+            .collect()
+    }
+
+    /// What runs now, for the hello after a reconnect.
+    pub fn running(&self) -> Vec<RunningSegment> {
+        lock(&self.slots)
+            .iter()
+            .map(|(id, e)| {
+                let p = lock(&e.progress);
+                RunningSegment {
+                    recording: id.clone(),
+                    epoch: e.epoch,
+                    part: p.part,
+                    started_at: e.started_at,
+                    last_frame_at: p.last_frame_at,
+                }
+            })
+            .collect()
+    }
+
+    /// Number of running placements.
+    pub fn len(&self) -> usize {
+        lock(&self.slots).len()
+    }
+
+    /// Whether nothing runs.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Stops every slot with `reason` and waits until all are torn down (every
+    /// process group reaped).
+    pub async fn shutdown(&self, reason: SegmentEndReason) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let tasks: Vec<JoinHandle<()>> = {
+            let mut slots = lock(&self.slots);
+            for e in slots.values() {
+                let _ = e.stop.send(Some(reason.clone()));
+            }
+            slots.drain().map(|(_, e)| e.task).collect()
+        };
+        for t in tasks {
+            let _ = t.await;
+        }
+        let tag = self.instance.clone();
+        let _ = tokio::task::spawn_blocking(move || process::kill_tagged(&tag)).await;
+        let _ = std::fs::remove_dir_all(&self.config.runtime_root);
+    }
+}

@@ -1,0 +1,17 @@
+//! The worker: a recording engine that turns class URLs into video files,
+//! with one supervised group of OS processes per recording.
+
+pub mod browser;
+pub mod config;
+pub mod display;
+pub mod encoder;
+pub mod engine;
+pub mod external;
+pub mod guard;
+pub mod intensity;
+pub mod pipeline;
+pub mod process;
+pub mod slot;
+
+pub use config::{Binaries, EngineConfig, GuardProgram, Timeouts};
+pub use engine::{Engine, EngineError};

@@ -1,0 +1,655 @@
+//! One part of a placement: bring the slot's process group up, watch it, and
+//! take it down. A part ends in a stop (no restart) or a crash (the
+//! supervisor restarts the whole group into a new part: one-for-all).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use recfleet_protocol::manifest::SegmentEndReason;
+use recfleet_protocol::spec::{CaptureMode, RecordingSpec};
+use recfleet_protocol::{now_ms, Epoch, SlotProgress};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{ChildStdin, Command};
+use tokio::sync::{mpsc, watch};
+
+use super::browser::{self, PageStatus};
+use super::config::{Binaries, Timeouts};
+use super::display;
+use super::encoder::{self, ProgressParser};
+use super::external::{self, ContractEvent};
+use super::process::{self, Exit, SlotProcess};
+
+/// Why a part could not start.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{process}: {message}")]
+pub struct StartError {
+    /// The process that failed (or "page").
+    pub process: &'static str,
+    /// What happened.
+    pub message: String,
+}
+
+impl StartError {
+    /// From an I/O error.
+    pub fn new(process: &'static str, e: impl std::fmt::Display) -> Self {
+        StartError {
+            process,
+            message: e.to_string(),
+        }
+    }
+    /// From a message.
+    pub fn msg(process: &'static str, m: impl Into<String>) -> Self {
+        StartError {
+            process,
+            message: m.into(),
+        }
+    }
+    /// The page did not load.
+    pub fn page(m: impl Into<String>) -> Self {
+        StartError {
+            process: "page",
+            message: m.into(),
+        }
+    }
+}
+
+/// Everything a part needs to know.
+#[derive(Debug, Clone)]
+pub struct PartContext {
+    /// What to record.
+    pub spec: Arc<RecordingSpec>,
+    /// The placement.
+    pub epoch: Epoch,
+    /// The part number within the placement.
+    pub part: u32,
+    /// The environment tag of every process of this part.
+    pub tag: String,
+    /// Runtime directory of the part (sockets, profile, logs); removed after.
+    pub dir: PathBuf,
+    /// The segment file.
+    pub out_file: PathBuf,
+    /// Programs.
+    pub bins: Arc<Binaries>,
+    /// Time limits.
+    pub timeouts: Timeouts,
+    /// Where the processes report their exits.
+    pub exits: mpsc::UnboundedSender<Exit>,
+}
+
+impl PartContext {
+    /// The log file of one process of the part.
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.log"))
+    }
+}
+
+/// Things a part tells its supervisor as they happen.
+#[derive(Debug, Clone)]
+pub enum PartEvent {
+    /// The processes are up and the file is open.
+    Started {
+        /// Wall clock.
+        at: u64,
+    },
+    /// The first frame is encoded.
+    FirstFrame {
+        /// Wall clock.
+        at: u64,
+    },
+}
+
+/// How a part ended.
+#[derive(Debug, Clone)]
+pub struct PartResult {
+    /// Why.
+    pub reason: SegmentEndReason,
+    /// True if the group should be restarted into a new part.
+    pub crashed: bool,
+    /// Wall clock of the start.
+    pub started_at: u64,
+    /// Wall clock of the end.
+    pub ended_at: u64,
+    /// First frame, if any.
+    pub first_frame_at: Option<u64>,
+    /// Last frame, if any.
+    pub last_frame_at: Option<u64>,
+    /// File size.
+    pub bytes: u64,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+}
+
+/// The live state of a running part, read by the monitor loop.
+struct Running {
+    procs: Vec<SlotProcess>,
+    alive: usize,
+    encoder_stdin: Option<ChildStdin>,
+    capture_pid: Option<i32>,
+    page: Option<(
+        mpsc::Receiver<PageStatus>,
+        tokio::task::JoinHandle<thirtyfour::WebDriver>,
+    )>,
+    progress: watch::Receiver<Frames>,
+}
+
+/// Frame counting shared between the progress reader and the monitor.
+#[derive(Debug, Clone, Copy, Default)]
+struct Frames {
+    frames: u64,
+    fps_milli: u32,
+    media_ms: u64,
+    first_at: Option<u64>,
+    last_at: Option<u64>,
+}
+
+/// Runs one part to its end. `stop` carries a requested stop reason;
+/// `deadline` is the wall-clock max-duration end; `shared` is updated for
+/// telemetry; `events` gets Started and FirstFrame.
+pub async fn run_part(
+    ctx: PartContext,
+    mut exits: mpsc::UnboundedReceiver<Exit>,
+    stop: &mut watch::Receiver<Option<SegmentEndReason>>,
+    deadline: &mut Option<u64>,
+    shared: Arc<Mutex<SlotProgress>>,
+    events: mpsc::UnboundedSender<PartEvent>,
+) -> PartResult {
+    let started_at = now_ms();
+    let mut procs = Vec::new();
+    let up = tokio::select! {
+        r = bring_up(&ctx, &mut procs) => r,
+        _ = stop.changed() => Err(StartError::msg("slot", "stopped while starting")),
+    };
+    let (reason, crashed, frames) = match up {
+        Err(e) => {
+            tracing::warn!(process = e.process, error = %e.message, "slot did not start");
+            let stopped = stop.borrow().clone();
+            let reason = match stopped {
+                Some(r) => r,
+                None => SegmentEndReason::StartFailed {
+                    reason: e.to_string(),
+                },
+            };
+            let crashed = stop.borrow().is_none();
+            let alive = procs.len();
+            let running = Running {
+                procs,
+                alive,
+                encoder_stdin: None,
+                capture_pid: None,
+                page: None,
+                progress: watch::channel(Frames::default()).1,
+            };
+            teardown(&ctx, running, &mut exits).await;
+            (reason, crashed, Frames::default())
+        }
+        Ok(mut running) => {
+            let _ = events.send(PartEvent::Started { at: now_ms() });
+            let (reason, crashed) = monitor(
+                &ctx,
+                &mut running,
+                &mut exits,
+                stop,
+                deadline,
+                &shared,
+                &events,
+            )
+            .await;
+            let frames = *running.progress.borrow();
+            teardown(&ctx, running, &mut exits).await;
+            (reason, crashed, frames)
+        }
+    };
+    let out = ctx.out_file.clone();
+    let (bytes, sha256) = tokio::task::spawn_blocking(move || hash_file(&out))
+        .await
+        .unwrap_or((0, String::new()));
+    let _ = std::fs::remove_dir_all(&ctx.dir.join("profile"));
+    PartResult {
+        reason,
+        crashed,
+        started_at,
+        ended_at: now_ms(),
+        first_frame_at: frames.first_at,
+        last_frame_at: frames.last_at,
+        bytes,
+        sha256,
+    }
+}
+
+/// Starts display and sink, then the encoder and the browser in parallel
+/// (ffmpeg's own start-up, about a second with audio, hides behind the
+/// browser's). Every process started is pushed on `procs` at once so that
+/// a failure half-way still tears everything down.
+async fn bring_up(ctx: &PartContext, procs: &mut Vec<SlotProcess>) -> Result<Running, StartError> {
+    std::fs::create_dir_all(&ctx.dir).map_err(|e| StartError::new("slot", e))?;
+    if let Some(parent) = ctx.out_file.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            StartError::new(
+                "slot",
+                format!("output directory {}: {e}", parent.display()),
+            )
+        })?;
+    }
+    let (xvfb, audio) = tokio::join!(display::start_xvfb(ctx), async {
+        if ctx.spec.audio {
+            display::start_pulse(ctx).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    });
+    let xvfb_ok = xvfb.map(|(p, d)| {
+        procs.push(p);
+        d
+    });
+    let audio = audio.map(|a| {
+        a.map(|a| {
+            procs.push(SlotProcess {
+                name: a.process.name,
+                pid: a.process.pid,
+            });
+            a
+        })
+    });
+    let display = xvfb_ok?;
+    let audio = audio?;
+    let (server, sink, monitor) = match &audio {
+        Some(a) => (
+            Some(a.server.clone()),
+            Some(a.sink.clone()),
+            a.monitor.clone(),
+        ),
+        None => (None, None, String::new()),
+    };
+    let (progress_tx, progress_rx) = watch::channel(Frames::default());
+    match &ctx.spec.capture {
+        CaptureMode::Builtin => {
+            let (enc, drv) = tokio::join!(
+                start_encoder(ctx, &display, server.as_deref(), &monitor, progress_tx),
+                browser::start_chromedriver(ctx, &display, server.as_deref(), sink.as_deref())
+            );
+            let enc = enc.map(|(p, stdin)| {
+                procs.push(SlotProcess {
+                    name: p.name,
+                    pid: p.pid,
+                });
+                stdin
+            });
+            let drv = drv.map(|(p, port)| {
+                procs.push(p);
+                port
+            });
+            let stdin = enc?;
+            let port = drv?;
+            let driver = browser::open_page(ctx, port).await?;
+            let page = browser::spawn_page_watch(
+                driver,
+                ctx.spec.stop.page_signal.clone(),
+                ctx.timeouts.page_check,
+                ctx.timeouts.page_answer,
+            );
+            let alive = procs.len();
+            Ok(Running {
+                procs: std::mem::take(procs),
+                alive,
+                encoder_stdin: stdin,
+                capture_pid: None,
+                page: Some(page),
+                progress: progress_rx,
+            })
+        }
+        CaptureMode::External { command } => {
+            let pid = start_external(ctx, command, &display, audio.as_ref(), progress_tx).await?;
+            procs.push(SlotProcess {
+                name: "capture",
+                pid,
+            });
+            let alive = procs.len();
+            Ok(Running {
+                procs: std::mem::take(procs),
+                alive,
+                encoder_stdin: None,
+                capture_pid: Some(pid),
+                page: None,
+                progress: progress_rx,
+            })
+        }
+    }
+}
+
+async fn start_encoder(
+    ctx: &PartContext,
+    display: &str,
+    pulse_server: Option<&str>,
+    monitor: &str,
+    progress: watch::Sender<Frames>,
+) -> Result<(SlotProcess, Option<ChildStdin>), StartError> {
+    let mut cmd = Command::new(&ctx.bins.ffmpeg);
+    cmd.args(encoder::ffmpeg_args(
+        &ctx.spec,
+        display,
+        monitor,
+        &ctx.out_file,
+    ));
+    if let Some(server) = pulse_server {
+        cmd.env("PULSE_SERVER", server);
+    }
+    let spawned = process::spawn(
+        "ffmpeg",
+        cmd,
+        &ctx.tag,
+        &ctx.log("ffmpeg"),
+        true,
+        true,
+        ctx.exits.clone(),
+    )
+    .map_err(|e| StartError::new("ffmpeg", e))?;
+    if let Some(stdout) = spawned.stdout {
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            let mut parser = ProgressParser::default();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(p) = parser.line(&line) {
+                    progress.send_modify(|f| count_frames(f, p.frames, p.fps_milli, p.out_time_ms));
+                }
+            }
+        });
+    }
+    Ok((spawned.process, spawned.stdin))
+}
+
+/// Frame times are anchored on the media clock: the first frame is "now
+/// minus the media time encoded so far", the last is "first plus media
+/// time". Both carry the encoder's delay (about a second), so spans have the
+/// right length and segments of different workers line up within that.
+fn count_frames(f: &mut Frames, frames: u64, fps_milli: u32, media_ms: u64) {
+    if frames > f.frames {
+        let first = *f
+            .first_at
+            .get_or_insert_with(|| now_ms().saturating_sub(media_ms));
+        f.last_at = Some(first + media_ms);
+    }
+    f.frames = frames.max(f.frames);
+    f.fps_milli = fps_milli;
+    f.media_ms = media_ms;
+}
+
+/// Starts the external capture command and waits for its `ready` line.
+async fn start_external(
+    ctx: &PartContext,
+    command: &[String],
+    display: &str,
+    audio: Option<&display::AudioSink>,
+    progress: watch::Sender<Frames>,
+) -> Result<i32, StartError> {
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| StartError::msg("capture", "empty command"))?;
+    let profile = ctx.dir.join("profile");
+    let home = ctx.dir.join("home");
+    for d in [&profile, &home] {
+        std::fs::create_dir_all(d).map_err(|e| StartError::new("capture", e))?;
+    }
+    let mut cmd = Command::new(program);
+    let v = ctx.spec.viewport;
+    cmd.args(args)
+        .env("DISPLAY", display)
+        .env("HOME", &home)
+        .env("RECFLEET_URL", &ctx.spec.url)
+        .env("RECFLEET_OUTPUT", &ctx.out_file)
+        .env("RECFLEET_WIDTH", v.width.to_string())
+        .env("RECFLEET_HEIGHT", v.height.to_string())
+        .env("RECFLEET_FPS", ctx.spec.fps.to_string())
+        .env("RECFLEET_AUDIO", if ctx.spec.audio { "1" } else { "0" })
+        .env("RECFLEET_RECORDING_ID", ctx.spec.id.as_str())
+        .env("RECFLEET_EPOCH", ctx.epoch.to_string())
+        .env("RECFLEET_PROFILE_DIR", &profile)
+        .env("RECFLEET_CHROMEDRIVER", &ctx.bins.chromedriver)
+        .env("RECFLEET_CHROMIUM", &ctx.bins.chromium);
+    if let Some(a) = audio {
+        cmd.env("PULSE_SERVER", &a.server)
+            .env("PULSE_SINK", &a.sink)
+            .env("RECFLEET_AUDIO_SOURCE", &a.monitor);
+    }
+    let spawned = process::spawn(
+        "capture",
+        cmd,
+        &ctx.tag,
+        &ctx.log("capture"),
+        false,
+        true,
+        ctx.exits.clone(),
+    )
+    .map_err(|e| StartError::new("capture", e))?;
+    let stdout = spawned
+        .stdout
+        .ok_or_else(|| StartError::msg("capture", "no stdout"))?;
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
+    tokio::spawn(async move {
+        let mut ready_tx = Some(ready_tx);
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            match external::parse_line(&line) {
+                Ok(ContractEvent::Ready) => {
+                    if let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(Ok(()));
+                    }
+                }
+                Ok(ContractEvent::Progress {
+                    frames,
+                    out_time_ms,
+                    ..
+                }) => {
+                    progress.send_modify(|f| count_frames(f, frames, 0, out_time_ms));
+                }
+                Ok(ContractEvent::Error { message }) => {
+                    tracing::warn!(%message, "external capture reported an error");
+                    if let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(Err(message));
+                    }
+                }
+                Ok(ContractEvent::Done { .. }) => {}
+                Err(e) => tracing::debug!(line = %e, "external capture said something else"),
+            }
+        }
+    });
+    let pid = spawned.process.pid;
+    match tokio::time::timeout(ctx.timeouts.start, ready_rx).await {
+        Ok(Ok(Ok(()))) => Ok(pid),
+        Ok(Ok(Err(message))) => Err(StartError::msg("capture", message)),
+        Ok(Err(_)) => Err(StartError::msg(
+            "capture",
+            "exited before it was ready (see capture.log)",
+        )),
+        Err(_) => Err(StartError::msg(
+            "capture",
+            format!("not ready within {} s", ctx.timeouts.start.as_secs()),
+        )),
+    }
+}
+
+/// Watches the running part until a stop or a crash.
+async fn monitor(
+    ctx: &PartContext,
+    running: &mut Running,
+    exits: &mut mpsc::UnboundedReceiver<Exit>,
+    stop: &mut watch::Receiver<Option<SegmentEndReason>>,
+    deadline: &mut Option<u64>,
+    shared: &Arc<Mutex<SlotProgress>>,
+    events: &mpsc::UnboundedSender<PartEvent>,
+) -> (SegmentEndReason, bool) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut last_growth = tokio::time::Instant::now();
+    let mut last_frames = 0u64;
+    let mut last_size = 0u64;
+    let mut first_frame_told = false;
+    let mut page_silent_since: Option<tokio::time::Instant> = None;
+    let mut empty_since: Option<tokio::time::Instant> = None;
+    loop {
+        // The max duration counts from the recording's first frame; the
+        // deadline is set then and carried over to later parts.
+        let deadline_sleep = async {
+            match *deadline {
+                Some(d) => {
+                    tokio::time::sleep(Duration::from_millis(d.saturating_sub(now_ms()))).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let page_status = async {
+            match running.page.as_mut() {
+                Some((rx, _)) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some(exit) = exits.recv() => {
+                running.alive = running.alive.saturating_sub(1);
+                return (SegmentEndReason::ChildExited { process: exit.name.to_string(), status: exit.status }, true);
+            }
+            _ = stop.changed() => {
+                let reason = stop.borrow().clone().unwrap_or(SegmentEndReason::Stopped);
+                return (reason, false);
+            }
+            _ = deadline_sleep => return (SegmentEndReason::MaxDuration, false),
+            Some(status) = page_status => match status {
+                PageStatus::BrowserGone(why) => {
+                    return (SegmentEndReason::ChildExited { process: "chromium".into(), status: why }, true);
+                }
+                PageStatus::NoAnswer(why) => {
+                    let since = *page_silent_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() >= ctx.timeouts.stall {
+                        return (SegmentEndReason::Stalled { what: format!("the page did not answer for {} s ({why})", ctx.timeouts.stall.as_secs()) }, true);
+                    }
+                }
+                PageStatus::Alive { ended, participants } => {
+                    page_silent_since = None;
+                    if ended {
+                        return (SegmentEndReason::PageEnded, false);
+                    }
+                    match (participants, ctx.spec.stop.empty_room_timeout_secs) {
+                        (Some(0), Some(limit)) => {
+                            let since = *empty_since.get_or_insert_with(tokio::time::Instant::now);
+                            if since.elapsed() >= Duration::from_secs(u64::from(limit)) {
+                                return (SegmentEndReason::EmptyRoom, false);
+                            }
+                        }
+                        _ => empty_since = None,
+                    }
+                }
+            },
+            _ = tick.tick() => {
+                let f = *running.progress.borrow();
+                let size = std::fs::metadata(&ctx.out_file).map(|m| m.len()).unwrap_or(0);
+                if f.frames > last_frames || size > last_size {
+                    last_growth = tokio::time::Instant::now();
+                }
+                if f.frames > last_frames && !first_frame_told && f.first_at.is_some() {
+                    first_frame_told = true;
+                    let at = f.first_at.unwrap_or_else(now_ms);
+                    if let (None, Some(max)) = (*deadline, ctx.spec.stop.max_duration_secs) {
+                        *deadline = Some(at + u64::from(max) * 1000);
+                    }
+                    let _ = events.send(PartEvent::FirstFrame { at });
+                }
+                last_frames = f.frames;
+                last_size = size;
+                if let Ok(mut s) = shared.lock() {
+                    s.frames = f.frames;
+                    s.fps_milli = f.fps_milli;
+                    s.media_ms = f.media_ms;
+                    s.last_frame_at = f.last_at;
+                    s.part = ctx.part;
+                    s.bytes = size;
+                }
+                if last_growth.elapsed() >= ctx.timeouts.stall {
+                    let what = if f.frames == 0 { "no frame was encoded" } else { "the encoder and the output file made no progress" };
+                    return (SegmentEndReason::Stalled { what: format!("{what} for {} s", ctx.timeouts.stall.as_secs()) }, true);
+                }
+            }
+        }
+    }
+}
+
+/// Takes the group down: the encoder first and gently (so it finalizes the
+/// file), the browser session closed, then SIGTERM to every group, SIGKILL
+/// after the grace period, and the tag swept for anything that left its group.
+async fn teardown(
+    ctx: &PartContext,
+    mut running: Running,
+    exits: &mut mpsc::UnboundedReceiver<Exit>,
+) {
+    let grace = ctx.timeouts.grace;
+    if let Some(mut stdin) = running.encoder_stdin.take() {
+        let _ = stdin.write_all(b"q").await;
+        let _ = stdin.flush().await;
+        drop(stdin);
+        if let Some(enc) = running.procs.iter().find(|p| p.name == "ffmpeg") {
+            // "q" is not read while ffmpeg waits on a slow input; SIGINT is
+            // handled the same way (finish the file, then exit) at once.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(enc.pid), Signal::SIGINT);
+            wait_for_exit(enc.pid, grace).await;
+        }
+    }
+    tracing::debug!(tag = %ctx.tag, "teardown: encoder done");
+    if let Some(pid) = running.capture_pid {
+        // The contract: SIGTERM, then the capture finishes its file.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM);
+        wait_for_exit(pid, grace.max(Duration::from_secs(10))).await;
+    }
+    if let Some((rx, handle)) = running.page.take() {
+        drop(rx);
+        if let Ok(driver) = handle.await {
+            let _ = tokio::time::timeout(Duration::from_secs(3), driver.quit()).await;
+        }
+    }
+    tracing::debug!(tag = %ctx.tag, "teardown: browser session closed");
+    for p in &running.procs {
+        p.signal_group(Signal::SIGTERM);
+    }
+    let all_gone = |procs: &[SlotProcess]| procs.iter().all(|p| !process::is_alive(p.pid));
+    let until = tokio::time::Instant::now() + grace;
+    while !all_gone(&running.procs) && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left: Vec<&str> = running
+        .procs
+        .iter()
+        .filter(|p| process::is_alive(p.pid))
+        .map(|p| p.name)
+        .collect();
+    if !left.is_empty() {
+        tracing::debug!(tag = %ctx.tag, ?left, "teardown: SIGKILL after the grace period");
+    }
+    for p in &running.procs {
+        p.signal_group(Signal::SIGKILL);
+    }
+    let tag = ctx.tag.clone();
+    let _ = tokio::task::spawn_blocking(move || process::kill_tagged(&tag)).await;
+    // Drain exit reports so no waiter task is left behind.
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !all_gone(&running.procs) && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while exits.try_recv().is_ok() {}
+    running.procs.clear();
+}
+
+async fn wait_for_exit(pid: i32, within: Duration) {
+    let until = tokio::time::Instant::now() + within;
+    while process::is_alive(pid) && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn hash_file(path: &Path) -> (u64, String) {
+    use sha2::{Digest, Sha256};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return (0, String::new());
+    };
+    let mut hasher = Sha256::new();
+    let bytes = std::io::copy(&mut file, &mut hasher).unwrap_or(0);
+    let digest = hasher.finalize();
+    (bytes, digest.iter().map(|b| format!("{b:02x}")).collect())
+}

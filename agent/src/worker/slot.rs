@@ -1,0 +1,178 @@
+//! The supervisor of one placement: runs parts one after the other,
+//! restarting the whole group after a crash (one-for-all) until a stop, or
+//! until the restart intensity is exceeded.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use recfleet_protocol::manifest::SegmentEndReason;
+use recfleet_protocol::spec::RecordingSpec;
+use recfleet_protocol::{Epoch, SegmentReport, SlotProgress, WorkerMessage};
+use tokio::sync::{mpsc, watch};
+
+use super::config::EngineConfig;
+use super::intensity::RestartIntensity;
+use super::pipeline::{self, PartContext, PartEvent};
+
+/// What the supervisor needs.
+#[derive(Debug)]
+pub struct Slot {
+    /// Engine settings.
+    pub config: Arc<EngineConfig>,
+    /// What to record.
+    pub spec: Arc<RecordingSpec>,
+    /// The placement.
+    pub epoch: Epoch,
+    /// Tag prefix of this slot's processes.
+    pub tag: String,
+    /// Runtime directory of the slot.
+    pub dir: std::path::PathBuf,
+    /// Wall-clock end by max duration, if the coordinator knows it (a
+    /// recording placed again); otherwise it is set at the first frame.
+    pub deadline: Option<u64>,
+    /// Progress for telemetry.
+    pub progress: Arc<Mutex<SlotProgress>>,
+    /// Where the slot reports (as worker protocol messages).
+    pub events: mpsc::UnboundedSender<WorkerMessage>,
+}
+
+impl Slot {
+    /// The segment file of a part, relative to the output root.
+    fn relative_file(&self, part: u32) -> String {
+        format!(
+            "{}/{}-e{}-p{}.mp4",
+            self.spec.output_dir(),
+            self.spec.id,
+            self.epoch.0,
+            part
+        )
+    }
+
+    /// Supervises until the placement ends; returns why it ended.
+    pub async fn run(
+        self,
+        mut stop: watch::Receiver<Option<SegmentEndReason>>,
+    ) -> SegmentEndReason {
+        let mut intensity =
+            RestartIntensity::new(self.config.max_restarts, self.config.restart_period);
+        let mut part = 0u32;
+        let mut deadline = self.deadline;
+        let id = self.spec.id.clone();
+        let reason = loop {
+            let file = self.relative_file(part);
+            let (exits_tx, exits_rx) = mpsc::unbounded_channel();
+            let ctx = PartContext {
+                spec: self.spec.clone(),
+                epoch: self.epoch,
+                part,
+                tag: format!("{}/p{part}", self.tag),
+                dir: self.dir.join(format!("p{part}")),
+                out_file: self.config.out_root.join(&file),
+                bins: Arc::new(self.config.bins.clone()),
+                timeouts: self.config.timeouts,
+                exits: exits_tx,
+            };
+            let (part_tx, mut part_rx) = mpsc::unbounded_channel();
+            let events = self.events.clone();
+            let (rid, epoch) = (id.clone(), self.epoch);
+            let rel = file.clone();
+            let forward = tokio::spawn(async move {
+                while let Some(ev) = part_rx.recv().await {
+                    let msg = match ev {
+                        PartEvent::Started { at } => WorkerMessage::SegmentStarted {
+                            recording: rid.clone(),
+                            epoch,
+                            part,
+                            file: rel.clone(),
+                            at,
+                        },
+                        PartEvent::FirstFrame { at } => WorkerMessage::FirstFrame {
+                            recording: rid.clone(),
+                            epoch,
+                            part,
+                            at,
+                        },
+                    };
+                    let _ = events.send(msg);
+                }
+            });
+            let log_dir = ctx.dir.clone();
+            let result = pipeline::run_part(
+                ctx,
+                exits_rx,
+                &mut stop,
+                &mut deadline,
+                self.progress.clone(),
+                part_tx,
+            )
+            .await;
+            let _ = forward.await;
+            self.keep_logs(&log_dir, part);
+            tracing::info!(
+                recording = %id, epoch = %self.epoch, part,
+                reason = %result.reason.describe(), bytes = result.bytes,
+                "segment ended"
+            );
+            let _ = self.events.send(WorkerMessage::SegmentEnded(SegmentReport {
+                recording: id.clone(),
+                epoch: self.epoch,
+                part,
+                file,
+                bytes: result.bytes,
+                sha256: result.sha256.clone(),
+                started_at: result.started_at,
+                ended_at: result.ended_at,
+                first_frame_at: result.first_frame_at,
+                last_frame_at: result.last_frame_at,
+                reason: result.reason.clone(),
+            }));
+            if !result.crashed {
+                break result.reason;
+            }
+            if let Some(requested) = stop.borrow().clone() {
+                break requested;
+            }
+            if !intensity.allow_restart(Instant::now()) {
+                break SegmentEndReason::GaveUp {
+                    reason: format!(
+                        "{}; more than {}",
+                        result.reason.describe(),
+                        intensity.describe()
+                    ),
+                };
+            }
+            if let Ok(mut p) = self.progress.lock() {
+                p.restarts += 1;
+            }
+            tracing::warn!(recording = %id, epoch = %self.epoch, part, reason = %result.reason.describe(), "restarting the slot (one-for-all)");
+            part += 1;
+        };
+        let _ = std::fs::remove_dir_all(&self.dir);
+        reason
+    }
+
+    /// Copies the part's process logs next to its segment file, for the
+    /// operator who wants to know why a part crashed.
+    fn keep_logs(&self, dir: &std::path::Path, part: u32) {
+        if !self.config.keep_logs {
+            return;
+        }
+        let target = self
+            .config
+            .out_root
+            .join(self.spec.output_dir())
+            .join("logs")
+            .join(format!("e{}-p{part}", self.epoch.0));
+        if std::fs::create_dir_all(&target).is_err() {
+            return;
+        }
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let path = e.path();
+                if path.extension().is_some_and(|x| x == "log") {
+                    let _ = std::fs::copy(&path, target.join(e.file_name()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! What a person checks in a recording, measured with ffprobe and ffmpeg:
+//! the picture size, that there is sound, that the picture moves, which
+//! tone plays and which color dominates.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context};
+
+/// The streams and duration of a media file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    /// Width and height of the video stream.
+    pub video: Option<(u32, u32)>,
+    /// Whether there is an audio stream.
+    pub audio: bool,
+    /// Container duration, seconds.
+    pub duration: f64,
+}
+
+/// Reads streams and duration with ffprobe; an unplayable file is an error.
+pub fn probe(file: &Path) -> anyhow::Result<Probe> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type,width,height:format=duration",
+            "-of",
+            "json",
+        ])
+        .arg(file)
+        .output()
+        .context("ffprobe")?;
+    if !out.status.success() {
+        bail!(
+            "ffprobe cannot read {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let streams = v["streams"].as_array().cloned().unwrap_or_default();
+    let video = streams
+        .iter()
+        .find(|s| s["codec_type"] == "video")
+        .map(|s| {
+            (
+                s["width"].as_u64().unwrap_or(0) as u32,
+                s["height"].as_u64().unwrap_or(0) as u32,
+            )
+        });
+    let audio = streams.iter().any(|s| s["codec_type"] == "audio");
+    let duration = v["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0.0);
+    Ok(Probe {
+        video,
+        audio,
+        duration,
+    })
+}
+
+/// MD5 of each video frame sampled at `fps`.
+pub fn frame_hashes(file: &Path, fps: u32) -> anyhow::Result<Vec<String>> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args(["-an", "-vf", &format!("fps={fps}"), "-f", "framemd5", "-"])
+        .output()
+        .context("ffmpeg framemd5")?;
+    if !out.status.success() {
+        bail!(
+            "ffmpeg cannot decode {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(',').next().map(|h| h.trim().to_string()))
+        .collect())
+}
+
+/// The longest run of identical consecutive samples, in seconds, when the
+/// samples were taken at `fps`; ignores the first `skip_secs` (page load).
+pub fn longest_freeze(hashes: &[String], fps: u32, skip_secs: u32) -> f64 {
+    let skip = (fps * skip_secs) as usize;
+    let mut longest = 0usize;
+    let mut run = 0usize;
+    for w in hashes.iter().skip(skip).collect::<Vec<_>>().windows(2) {
+        if w[0] == w[1] {
+            run += 1;
+            longest = longest.max(run);
+        } else {
+            run = 0;
+        }
+    }
+    longest as f64 / fps as f64
+}
+
+/// Mono 48 kHz samples of the audio track.
+pub fn audio_samples(file: &Path) -> anyhow::Result<Vec<f32>> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args(["-vn", "-ac", "1", "-ar", "48000", "-f", "s16le", "-"])
+        .output()
+        .context("ffmpeg audio decode")?;
+    if !out.status.success() {
+        bail!(
+            "ffmpeg cannot decode audio of {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out
+        .stdout
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0)
+        .collect())
+}
+
+/// RMS level in dBFS (−inf for digital silence).
+pub fn rms_db(samples: &[f32]) -> f64 {
+    if samples.is_empty() {
+        return f64::NEG_INFINITY;
+    }
+    let mean_sq = samples.iter().map(|s| (*s as f64).powi(2)).sum::<f64>() / samples.len() as f64;
+    10.0 * mean_sq.log10()
+}
+
+/// Power of one frequency (Goertzel), for telling two tones apart.
+pub fn tone_power(samples: &[f32], hz: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * hz / 48_000.0;
+    let coeff = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for x in samples {
+        let s0 = *x as f64 + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    (s1 * s1 + s2 * s2 - coeff * s1 * s2) / samples.len().max(1) as f64
+}
+
+/// The average color of the frame at `at_secs`, as RGB.
+pub fn mean_color(file: &Path, at_secs: f64) -> anyhow::Result<(u8, u8, u8)> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-ss", &format!("{at_secs}"), "-i"])
+        .arg(file)
+        .args([
+            "-frames:v",
+            "1",
+            "-vf",
+            "scale=1:1:flags=area",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ])
+        .output()
+        .context("ffmpeg frame")?;
+    match out.stdout.as_slice() {
+        [r, g, b, ..] => Ok((*r, *g, *b)),
+        _ => bail!("no frame at {at_secs}s in {}", file.display()),
+    }
+}
