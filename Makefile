@@ -13,10 +13,11 @@ PYTHON_VENV := .venv
 .PHONY: demo test fuzz-build deps apt-deps py-deps build lint unit fmt bench clean
 
 demo: deps
-	$(CARGO) build --release -p recfleet-agent -p recfleet-console
-	./target/release/recfleet-agent dev --workers 2 --record-demo 20s
+	$(CARGO) build --release -p recfleet-agent
+	./target/release/recfleet-agent record --demo --duration 20s --out .recfleet/recordings
 
 test: deps lint fuzz-build
+	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace --profile ci
 	$(CARGO) test --workspace --doc
 

@@ -9,6 +9,7 @@ use recfleet_protocol::manifest::{Manifest, ManifestSegment, SegmentEndReason};
 use recfleet_protocol::spec::{CaptureMode, PageSignal, RecordingSpec, Viewport};
 use recfleet_protocol::{now_ms, Epoch, RecordingId, RecordingState, WorkerMessage, WorkerName};
 
+use crate::demo::DemoServer;
 use crate::exit::Failure;
 use crate::worker::{Engine, EngineConfig};
 
@@ -16,8 +17,11 @@ use crate::worker::{Engine, EngineConfig};
 #[derive(Debug, clap::Args)]
 pub struct RecordArgs {
     /// The class page (http or https).
-    #[arg(long)]
-    pub url: String,
+    #[arg(long, required_unless_present = "demo")]
+    pub url: Option<String>,
+    /// Record the built-in demo class page (served on loopback) instead of --url.
+    #[arg(long, conflicts_with = "url")]
+    pub demo: bool,
     /// Output directory; segments and manifest.json go to OUT/ID/.
     #[arg(long)]
     pub out: PathBuf,
@@ -55,13 +59,13 @@ pub struct RecordArgs {
 }
 
 impl RecordArgs {
-    fn spec(&self) -> Result<RecordingSpec, Failure> {
+    fn spec(&self, url: String) -> Result<RecordingSpec, Failure> {
         let id = self
             .id
             .clone()
             .unwrap_or_else(|| format!("rec-{}", now_ms() / 1000));
         let id = RecordingId::new(id).map_err(|e| Failure::invalid(e.to_string()))?;
-        let mut spec = RecordingSpec::new(id, self.url.clone());
+        let mut spec = RecordingSpec::new(id, url);
         spec.viewport = self.size;
         spec.fps = self.fps;
         spec.audio = !self.no_audio;
@@ -90,7 +94,20 @@ impl RecordArgs {
 
 /// Runs one recording to its end and writes its manifest.
 pub async fn run(args: RecordArgs) -> Result<(), Failure> {
-    let spec = args.spec()?;
+    // The demo page server lives as long as the recording.
+    let demo = match args.demo {
+        true => Some(
+            DemoServer::start(([127, 0, 0, 1], 0).into())
+                .await
+                .map_err(|e| Failure::other(anyhow::anyhow!("cannot serve the demo page: {e}")))?,
+        ),
+        false => None,
+    };
+    let url = match &demo {
+        Some(server) => server.url("title=recfleet%20demo%20class"),
+        None => args.url.clone().unwrap_or_default(),
+    };
+    let spec = args.spec(url)?;
     let mut config = EngineConfig::new(args.out.clone());
     config.max_restarts = args.max_restarts;
     config.restart_period = args.restart_period;

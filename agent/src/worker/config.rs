@@ -49,6 +49,21 @@ impl Binaries {
     }
 }
 
+impl Binaries {
+    /// The same programs with bare names resolved through `PATH`, so that
+    /// an external capture command gets usable paths in its environment.
+    pub fn resolved(&self) -> Binaries {
+        let r = |p: &PathBuf| find_program(p).unwrap_or_else(|| p.clone());
+        Binaries {
+            xvfb: r(&self.xvfb),
+            pulseaudio: r(&self.pulseaudio),
+            chromedriver: r(&self.chromedriver),
+            chromium: r(&self.chromium),
+            ffmpeg: r(&self.ffmpeg),
+        }
+    }
+}
+
 fn find_program(p: &std::path::Path) -> Option<PathBuf> {
     if p.components().count() > 1 {
         return p.is_file().then(|| p.to_path_buf());

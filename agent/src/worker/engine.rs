@@ -75,8 +75,9 @@ impl Engine {
     /// Starts an engine. Its events (segment started/ended, first frame,
     /// placement ended) arrive on the returned receiver.
     pub fn start(
-        config: EngineConfig,
+        mut config: EngineConfig,
     ) -> std::io::Result<(Arc<Engine>, mpsc::UnboundedReceiver<WorkerMessage>)> {
+        config.bins = config.bins.resolved();
         let instance = format!("{}-{}", std::process::id(), recfleet_protocol::now_ms());
         std::fs::create_dir_all(&config.runtime_root)?;
         std::fs::create_dir_all(&config.out_root)?;

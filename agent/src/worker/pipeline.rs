@@ -124,7 +124,6 @@ pub struct PartResult {
 /// The live state of a running part, read by the monitor loop.
 struct Running {
     procs: Vec<SlotProcess>,
-    alive: usize,
     encoder_stdin: Option<ChildStdin>,
     capture_pid: Option<i32>,
     page: Option<(
@@ -172,10 +171,8 @@ pub async fn run_part(
                 },
             };
             let crashed = stop.borrow().is_none();
-            let alive = procs.len();
             let running = Running {
                 procs,
-                alive,
                 encoder_stdin: None,
                 capture_pid: None,
                 page: None,
@@ -205,7 +202,7 @@ pub async fn run_part(
     let (bytes, sha256) = tokio::task::spawn_blocking(move || hash_file(&out))
         .await
         .unwrap_or((0, String::new()));
-    let _ = std::fs::remove_dir_all(&ctx.dir.join("profile"));
+    let _ = std::fs::remove_dir_all(ctx.dir.join("profile"));
     PartResult {
         reason,
         crashed,
@@ -239,20 +236,14 @@ async fn bring_up(ctx: &PartContext, procs: &mut Vec<SlotProcess>) -> Result<Run
             Ok(None)
         }
     });
-    let xvfb_ok = xvfb.map(|(p, d)| {
-        procs.push(p);
-        d
-    });
-    let audio = audio.map(|a| {
-        a.map(|a| {
-            procs.push(SlotProcess {
-                name: a.process.name,
-                pid: a.process.pid,
-            });
-            a
-        })
-    });
-    let display = xvfb_ok?;
+    // Keep whatever started before looking at errors, so teardown sees it.
+    if let Ok((p, _)) = &xvfb {
+        procs.push(p.clone());
+    }
+    if let Ok(Some(a)) = &audio {
+        procs.push(a.process.clone());
+    }
+    let (_, display) = xvfb?;
     let audio = audio?;
     let (server, sink, monitor) = match &audio {
         Some(a) => (
@@ -269,19 +260,14 @@ async fn bring_up(ctx: &PartContext, procs: &mut Vec<SlotProcess>) -> Result<Run
                 start_encoder(ctx, &display, server.as_deref(), &monitor, progress_tx),
                 browser::start_chromedriver(ctx, &display, server.as_deref(), sink.as_deref())
             );
-            let enc = enc.map(|(p, stdin)| {
-                procs.push(SlotProcess {
-                    name: p.name,
-                    pid: p.pid,
-                });
-                stdin
-            });
-            let drv = drv.map(|(p, port)| {
-                procs.push(p);
-                port
-            });
-            let stdin = enc?;
-            let port = drv?;
+            if let Ok((p, _)) = &enc {
+                procs.push(p.clone());
+            }
+            if let Ok((p, _)) = &drv {
+                procs.push(p.clone());
+            }
+            let (_, stdin) = enc?;
+            let (_, port) = drv?;
             let driver = browser::open_page(ctx, port).await?;
             let page = browser::spawn_page_watch(
                 driver,
@@ -289,10 +275,8 @@ async fn bring_up(ctx: &PartContext, procs: &mut Vec<SlotProcess>) -> Result<Run
                 ctx.timeouts.page_check,
                 ctx.timeouts.page_answer,
             );
-            let alive = procs.len();
             Ok(Running {
                 procs: std::mem::take(procs),
-                alive,
                 encoder_stdin: stdin,
                 capture_pid: None,
                 page: Some(page),
@@ -305,10 +289,8 @@ async fn bring_up(ctx: &PartContext, procs: &mut Vec<SlotProcess>) -> Result<Run
                 name: "capture",
                 pid,
             });
-            let alive = procs.len();
             Ok(Running {
                 procs: std::mem::take(procs),
-                alive,
                 encoder_stdin: None,
                 capture_pid: Some(pid),
                 page: None,
@@ -505,7 +487,6 @@ async fn monitor(
         };
         tokio::select! {
             Some(exit) = exits.recv() => {
-                running.alive = running.alive.saturating_sub(1);
                 return (SegmentEndReason::ChildExited { process: exit.name.to_string(), status: exit.status }, true);
             }
             _ = stop.changed() => {

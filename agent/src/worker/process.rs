@@ -47,7 +47,7 @@ pub struct Exit {
 
 /// A running process of a slot. It is waited for by a task of its own, which
 /// reports the exit on the slot's channel.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SlotProcess {
     /// Which process.
     pub name: &'static str,
