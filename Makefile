@@ -14,7 +14,7 @@ PYTHON_VENV := .venv
 
 demo: deps
 	$(CARGO) build --release -p recfleet-agent
-	./target/release/recfleet-agent record --demo --duration 20s --out .recfleet/recordings
+	./target/release/recfleet-agent dev --workers 2 --record-demo 20s
 
 test: deps lint fuzz-build
 	$(CARGO) build --workspace --bins

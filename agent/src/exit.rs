@@ -1,7 +1,8 @@
 //! How the agent ends: exit codes a script can act on (sysexits where one fits).
 
 /// A failure with its exit code.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
 pub struct Failure {
     /// The process exit code.
     pub code: u8,

@@ -4,7 +4,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backoff;
+pub mod coordinator;
 pub mod demo;
+pub mod dev;
 pub mod exit;
 pub mod record;
+pub mod settings;
+pub mod signals;
 pub mod worker;

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use recfleet_agent::{record, worker};
+use recfleet_agent::{coordinator, dev, record, worker};
 
 use clap::{Parser, Subcommand};
 
@@ -18,6 +18,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the coordinator: registry, store, scheduler, failover, events.
+    Coordinator(coordinator::CoordinatorArgs),
+    /// Run a worker: records what the coordinator places on it.
+    Worker(worker::daemon::WorkerArgs),
+    /// A local fleet for a first run: CA, coordinator, workers, demo page.
+    Dev(dev::DevArgs),
     /// Record one page on this machine (no coordinator) and write a manifest.
     Record(record::RecordArgs),
     /// Internal: kills a worker's leftover processes when the worker dies.
@@ -60,6 +66,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Coordinator(args) => coordinator::main(args).await,
+            Command::Worker(args) => worker::daemon::main(args).await,
+            Command::Dev(args) => dev::main(args).await,
             Command::Record(args) => record::run(args).await,
             Command::Guard { .. } => Ok(()),
         }

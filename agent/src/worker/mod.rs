@@ -3,15 +3,18 @@
 
 pub mod browser;
 pub mod config;
+pub mod daemon;
 pub mod display;
 pub mod encoder;
 pub mod engine;
 pub mod external;
 pub mod guard;
 pub mod intensity;
+pub mod link;
 pub mod pipeline;
 pub mod process;
 pub mod slot;
+pub mod usage;
 
 pub use config::{Binaries, EngineConfig, GuardProgram, Timeouts};
 pub use engine::{Engine, EngineError};

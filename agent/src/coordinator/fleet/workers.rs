@@ -1,0 +1,457 @@
+//! Workers: hello and reconciliation, their reports, and losing them.
+
+use recfleet_protocol::manifest::{ManifestSegment, SegmentEndReason};
+use recfleet_protocol::{
+    now_ms, ConsoleResponse, CoordinatorMessage, ErrorCode, EventKind, RecordingState, WireError,
+    WorkerHello, WorkerInfo, WorkerMessage, WorkerName, WorkerState,
+};
+use tokio::sync::mpsc;
+
+use super::{Fleet, Session, WorkerEntry};
+
+impl Fleet {
+    /// A worker says hello: register it, and reconcile what it runs with what
+    /// the store says, by epoch. Segments of a superseded epoch are stopped
+    /// (their files stay in the manifest); recordings the store places on it
+    /// but it no longer runs are interrupted and placed again.
+    pub(super) fn worker_hello(
+        &mut self,
+        session: u64,
+        address: String,
+        hello: WorkerHello,
+        tx: mpsc::UnboundedSender<CoordinatorMessage>,
+    ) -> Result<(), WireError> {
+        if hello.capacity == 0 {
+            return Err(WireError::new(
+                ErrorCode::InvalidInput,
+                "a worker must offer capacity >= 1",
+            ));
+        }
+        let name = hello.name.clone();
+        let now = now_ms();
+        let previous_state = self.workers.get(&name).map(|w| w.info.state);
+        // An operator's drain survives a reconnect; a lost worker is back.
+        let state = match (hello.draining, previous_state) {
+            (true, _) => WorkerState::Draining,
+            (false, Some(s @ (WorkerState::Draining | WorkerState::Ineligible))) => s,
+            _ => WorkerState::Ready,
+        };
+        let info = WorkerInfo {
+            name: name.clone(),
+            state,
+            address,
+            version: hello.version.clone(),
+            capacity: hello.capacity,
+            used: 0,
+            labels: hello.labels.clone(),
+            cpu_millicores: 0,
+            rss_bytes: 0,
+            rtt_us: 0,
+            connected_at: now,
+            last_seen: now,
+            recordings: Vec::new(),
+        };
+        if let Some(old) = self.workers.insert(
+            name.clone(),
+            WorkerEntry {
+                info,
+                session: Some(Session { id: session, tx }),
+                last_event_at: now,
+            },
+        ) {
+            if old.session.is_some() {
+                tracing::warn!(worker = %name, "a new connection replaces the old one");
+            }
+        }
+        tracing::info!(worker = %name, running = hello.running.len(), capacity = hello.capacity, "worker up");
+
+        let mut reported = std::collections::HashSet::new();
+        for seg in &hello.running {
+            reported.insert(seg.recording.clone());
+            let current = self
+                .recordings
+                .get(&seg.recording)
+                .map(|r| (r.row.epoch, r.row.worker.clone(), r.row.state));
+            match current {
+                Some((epoch, Some(w), state))
+                    if epoch == seg.epoch && w == name && !state.is_terminal() =>
+                {
+                    // Ours and current: adopt it (after a coordinator restart, or
+                    // a partition that healed before anything was placed again).
+                    if let Some(r) = self.recordings.get_mut(&seg.recording) {
+                        r.last_frame_at = r.last_frame_at.max(seg.last_frame_at);
+                    }
+                    if state == RecordingState::Interrupted {
+                        self.advance(&seg.recording, &[RecordingState::Assigned]);
+                    }
+                    let path: &[RecordingState] = if seg.last_frame_at.is_some() {
+                        &[RecordingState::Starting, RecordingState::Recording]
+                    } else {
+                        &[RecordingState::Starting]
+                    };
+                    self.advance(&seg.recording, path);
+                    tracing::info!(recording = %seg.recording, epoch = %seg.epoch, worker = %name, "reconciled: still running");
+                }
+                _ => {
+                    // Superseded, finished, or unknown: fence it.
+                    tracing::warn!(recording = %seg.recording, epoch = %seg.epoch, worker = %name, "fencing a superseded segment");
+                    self.send_to(
+                        &name,
+                        CoordinatorMessage::StopSegment {
+                            recording: seg.recording.clone(),
+                            epoch: seg.epoch,
+                            reason: SegmentEndReason::Superseded,
+                        },
+                    );
+                }
+            }
+        }
+        let vanished: Vec<_> = self
+            .recordings
+            .values()
+            .filter(|r| r.row.worker.as_ref() == Some(&name) && r.row.state.holds_capacity())
+            .filter(|r| !reported.contains(&r.row.spec.id))
+            .map(|r| r.row.spec.id.clone())
+            .collect();
+        for id in vanished {
+            // Placed here but not running: it ended while we were apart (its
+            // report follows the hello), or the worker restarted. Wait for
+            // the report briefly; `tick` places it again if none comes.
+            if let Some(r) = self.recordings.get_mut(&id) {
+                r.suspect_since = Some(now);
+            }
+        }
+        let info = self.worker_info(&name);
+        if let Some(info) = info {
+            self.emit(EventKind::WorkerUp(info));
+        }
+        Ok(())
+    }
+
+    /// The worker's info with derived fields (used, recordings) filled in.
+    pub(super) fn worker_info(&mut self, name: &WorkerName) -> Option<WorkerInfo> {
+        let used = self.used_on(name);
+        let recs = self.recordings_on(name);
+        let w = self.workers.get_mut(name)?;
+        w.info.used = used;
+        w.info.recordings = recs;
+        Some(w.info.clone())
+    }
+
+    pub(super) fn worker_changed(&mut self, name: &WorkerName) {
+        if let Some(info) = self.worker_info(name) {
+            if let Some(w) = self.workers.get_mut(name) {
+                w.last_event_at = now_ms();
+            }
+            self.emit(EventKind::WorkerChanged(info));
+        }
+    }
+
+    fn is_current(&self, session: u64, name: &WorkerName) -> bool {
+        self.workers
+            .get(name)
+            .and_then(|w| w.session.as_ref())
+            .is_some_and(|s| s.id == session)
+    }
+
+    /// Whether `worker` holds the current placement `epoch` of `recording`.
+    fn holds(
+        &self,
+        recording: &recfleet_protocol::RecordingId,
+        epoch: recfleet_protocol::Epoch,
+        worker: &WorkerName,
+    ) -> bool {
+        self.recordings
+            .get(recording)
+            .is_some_and(|r| r.row.epoch == epoch && r.row.worker.as_ref() == Some(worker))
+    }
+
+    pub(super) fn from_worker(
+        &mut self,
+        session: u64,
+        name: &WorkerName,
+        msg: WorkerMessage,
+        rtt_us: u32,
+    ) {
+        if !self.is_current(session, name) {
+            // A stale connection's late frames: only segment reports matter.
+            if !matches!(msg, WorkerMessage::SegmentEnded(_)) {
+                return;
+            }
+        }
+        let now = now_ms();
+        if let Some(w) = self.workers.get_mut(name) {
+            w.info.last_seen = now;
+            w.info.rtt_us = rtt_us;
+        }
+        match msg {
+            WorkerMessage::Telemetry(t) => {
+                if let Some(w) = self.workers.get_mut(name) {
+                    w.info.cpu_millicores = t.cpu_millicores;
+                    w.info.rss_bytes = t.rss_bytes;
+                }
+                for slot in t.slots {
+                    let Some(id) = slot.recording else { continue };
+                    if !self.holds(&id, slot.epoch, name) {
+                        continue;
+                    }
+                    if let Some(r) = self.recordings.get_mut(&id) {
+                        r.bytes_live = slot.bytes;
+                        r.fps_milli = slot.fps_milli;
+                        r.last_frame_at = r.last_frame_at.max(slot.last_frame_at);
+                        r.row.restarts = r.row.restarts.max(slot.restarts);
+                    }
+                    self.changed(&id);
+                }
+                // Worker info at a modest rate: every 5 s unless it changes state.
+                if self
+                    .workers
+                    .get(name)
+                    .is_some_and(|w| now.saturating_sub(w.last_event_at) >= 5000)
+                {
+                    self.worker_changed(name);
+                }
+            }
+            WorkerMessage::SegmentStarted {
+                recording,
+                epoch,
+                part,
+                file,
+                at,
+            } => {
+                if !self.holds(&recording, epoch, name) {
+                    return;
+                }
+                let seg = ManifestSegment {
+                    worker: name.clone(),
+                    epoch,
+                    part,
+                    file,
+                    started_at: at,
+                    ended_at: None,
+                    first_frame_at: None,
+                    last_frame_at: None,
+                    bytes: 0,
+                    sha256: String::new(),
+                    end_reason: None,
+                    current: true,
+                };
+                self.upsert_segment(&recording, seg);
+                self.advance(&recording, &[RecordingState::Starting]);
+            }
+            WorkerMessage::FirstFrame {
+                recording,
+                epoch,
+                part,
+                at,
+            } => {
+                if !self.holds(&recording, epoch, name) {
+                    return;
+                }
+                if let Some(r) = self.recordings.get_mut(&recording) {
+                    r.row.started_at.get_or_insert(at);
+                    r.last_frame_at = r.last_frame_at.max(Some(at));
+                    if let Some(s) = r
+                        .segments
+                        .iter_mut()
+                        .find(|s| s.epoch == epoch && s.part == part)
+                    {
+                        s.first_frame_at = Some(at);
+                    }
+                }
+                self.advance(
+                    &recording,
+                    &[RecordingState::Starting, RecordingState::Recording],
+                );
+                self.persist(&recording);
+            }
+            WorkerMessage::SegmentEnded(report) => {
+                let id = report.recording.clone();
+                let Some(r) = self.recordings.get(&id) else {
+                    return;
+                };
+                // A report of a superseded epoch is kept, marked not current.
+                let current =
+                    r.row.epoch == report.epoch || report.reason != SegmentEndReason::Superseded;
+                let seg = ManifestSegment {
+                    worker: name.clone(),
+                    epoch: report.epoch,
+                    part: report.part,
+                    file: report.file,
+                    started_at: report.started_at,
+                    ended_at: Some(report.ended_at),
+                    first_frame_at: report.first_frame_at,
+                    last_frame_at: report.last_frame_at,
+                    bytes: report.bytes,
+                    sha256: report.sha256,
+                    end_reason: Some(report.reason.clone()),
+                    current,
+                };
+                if report.reason.is_crash() {
+                    if let Some(r) = self.recordings.get_mut(&id) {
+                        r.row.restarts += 1;
+                    }
+                }
+                self.upsert_segment(&id, seg);
+                self.changed(&id);
+            }
+            WorkerMessage::PlacementEnded {
+                recording,
+                epoch,
+                reason,
+            } => {
+                if !self.holds(&recording, epoch, name) {
+                    return;
+                }
+                self.placement_ended(&recording, name, reason);
+                self.worker_changed(name);
+            }
+            WorkerMessage::Pong { id, payload } => {
+                if let Some(reply) = self.pings.remove(&id) {
+                    let _ = reply.send(ConsoleResponse::Pong { payload });
+                }
+            }
+            WorkerMessage::Draining { grace_secs } => {
+                tracing::info!(worker = %name, grace_secs, "worker drains itself");
+                if let Some(w) = self.workers.get_mut(name) {
+                    w.info.state = WorkerState::Draining;
+                }
+                self.worker_changed(name);
+            }
+        }
+    }
+
+    fn upsert_segment(&mut self, id: &recfleet_protocol::RecordingId, seg: ManifestSegment) {
+        let Some(r) = self.recordings.get_mut(id) else {
+            return;
+        };
+        match r
+            .segments
+            .iter_mut()
+            .find(|s| s.epoch == seg.epoch && s.part == seg.part && s.worker == seg.worker)
+        {
+            Some(existing) => {
+                // Keep a first frame seen live if the report lacks one.
+                let first = existing.first_frame_at;
+                *existing = seg.clone();
+                existing.first_frame_at = existing.first_frame_at.or(first);
+            }
+            None => r.segments.push(seg.clone()),
+        }
+        let stored = r
+            .segments
+            .iter()
+            .find(|s| s.epoch == seg.epoch && s.part == seg.part && s.worker == seg.worker)
+            .cloned();
+        if let Some(s) = stored {
+            if let Err(e) = self.store.put_segment(id, &s) {
+                tracing::error!(recording = %id, error = %e, "cannot persist segment");
+            }
+        }
+    }
+
+    fn placement_ended(
+        &mut self,
+        id: &recfleet_protocol::RecordingId,
+        worker: &WorkerName,
+        reason: SegmentEndReason,
+    ) {
+        match &reason {
+            SegmentEndReason::Stopped
+            | SegmentEndReason::MaxDuration
+            | SegmentEndReason::PageEnded
+            | SegmentEndReason::EmptyRoom => self.finalize(id, reason.describe()),
+            SegmentEndReason::GaveUp { .. } | SegmentEndReason::StartFailed { .. } => {
+                let failed = self.recordings.get_mut(id).map(|r| {
+                    r.row.failed_placements += 1;
+                    r.row.failed_placements
+                });
+                if failed.unwrap_or(0) >= self.settings.max_failed_placements {
+                    self.fail(
+                        id,
+                        format!(
+                            "{} (after {} placements)",
+                            reason.describe(),
+                            failed.unwrap_or(0)
+                        ),
+                    );
+                } else {
+                    self.interrupt(id, reason, Some(worker.clone()));
+                }
+            }
+            _ => self.interrupt(id, reason, None),
+        }
+    }
+
+    /// A worker's control stream ended. If it is the current session, the
+    /// worker is lost and its recordings are placed again at once.
+    pub(super) fn worker_closed(&mut self, session: u64, name: &WorkerName, why: &str) {
+        if !self.is_current(session, name) {
+            return;
+        }
+        self.lose_worker(name, why);
+        self.schedule();
+    }
+
+    fn lose_worker(&mut self, name: &WorkerName, why: &str) {
+        let orphans = self.recordings_on(name);
+        let Some(w) = self.workers.get_mut(name) else {
+            return;
+        };
+        w.session = None;
+        w.info.state = WorkerState::Lost;
+        tracing::warn!(worker = %name, why, recordings = orphans.len(), "worker lost");
+        for id in &orphans {
+            if self
+                .recordings
+                .get(id)
+                .is_some_and(|r| r.row.state == RecordingState::Stopping)
+            {
+                self.finalize(id, "stopped (its worker was lost while stopping)".into());
+            } else {
+                self.interrupt(id, SegmentEndReason::WorkerLost, Some(name.clone()));
+            }
+        }
+        self.emit(EventKind::WorkerLost { name: name.clone() });
+    }
+
+    /// Recordings a worker no longer reported in its hello, and that no late
+    /// report ended meanwhile, are interrupted and placed again.
+    pub(super) fn interrupt_vanished(&mut self) {
+        let now = now_ms();
+        let vanished: Vec<_> = self
+            .recordings
+            .values_mut()
+            .filter_map(|r| {
+                let since = r.suspect_since?;
+                if !r.row.state.holds_capacity() {
+                    r.suspect_since = None;
+                    return None;
+                }
+                (now.saturating_sub(since) > 1500).then(|| r.row.spec.id.clone())
+            })
+            .collect();
+        for id in vanished {
+            if let Some(r) = self.recordings.get_mut(&id) {
+                r.suspect_since = None;
+            }
+            self.interrupt(&id, SegmentEndReason::WorkerShutdown, None);
+        }
+    }
+
+    /// Workers connected but silent past the limit are lost (a stuck worker
+    /// whose QUIC stack still answers keep-alives).
+    pub(super) fn declare_silent_workers_lost(&mut self) {
+        let limit = self.settings.worker_silence.as_millis() as u64;
+        let now = now_ms();
+        let silent: Vec<WorkerName> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.session.is_some() && now.saturating_sub(w.info.last_seen) > limit)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in silent {
+            self.lose_worker(&name, "silent past the limit");
+        }
+    }
+}

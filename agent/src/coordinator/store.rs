@@ -1,0 +1,523 @@
+//! The coordinator's durable store: one SQLite file (WAL), versioned schema
+//! migrations. Recordings with their specs, segments with epochs, and an
+//! audit log of operator actions. Everything the coordinator must not lose
+//! across a restart is written here before it is acted on.
+
+use std::path::Path;
+
+use recfleet_protocol::manifest::{ManifestSegment, SegmentEndReason};
+use recfleet_protocol::spec::RecordingSpec;
+use recfleet_protocol::{Epoch, RecordingId, RecordingState, WorkerName};
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error("store {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: String,
+        /// The cause.
+        source: rusqlite::Error,
+    },
+    /// A row could not be decoded (a newer schema, or a damaged file).
+    #[error("store: bad row in {table}: {detail}")]
+    BadRow {
+        /// The table.
+        table: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// Schema migrations, applied in order; `PRAGMA user_version` says how many
+/// ran. Append only: never edit a migration that has shipped.
+const MIGRATIONS: &[&str] = &[
+    // 1: recordings, segments, audit, meta.
+    "CREATE TABLE recordings (
+        id TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        state TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        worker TEXT,
+        created_at INTEGER NOT NULL,
+        started_at INTEGER,
+        ended_at INTEGER,
+        reason TEXT,
+        restarts INTEGER NOT NULL DEFAULT 0,
+        failed_placements INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE TABLE segments (
+        recording TEXT NOT NULL REFERENCES recordings(id),
+        epoch INTEGER NOT NULL,
+        part INTEGER NOT NULL,
+        worker TEXT NOT NULL,
+        file TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        ended_at INTEGER,
+        first_frame_at INTEGER,
+        last_frame_at INTEGER,
+        bytes INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        end_reason TEXT,
+        current INTEGER NOT NULL,
+        PRIMARY KEY (recording, epoch, part)
+     );
+     CREATE TABLE audit (
+        at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL
+     );
+     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+];
+
+/// A recording as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordingRow {
+    /// The request.
+    pub spec: RecordingSpec,
+    /// Its state.
+    pub state: RecordingState,
+    /// Current placement (0 before the first).
+    pub epoch: Epoch,
+    /// Worker of the current placement.
+    pub worker: Option<WorkerName>,
+    /// Requested at.
+    pub created_at: u64,
+    /// First captured frame.
+    pub started_at: Option<u64>,
+    /// Reached an end state at.
+    pub ended_at: Option<u64>,
+    /// Why it failed, was interrupted or ended.
+    pub reason: Option<String>,
+    /// Slot restarts over all placements.
+    pub restarts: u32,
+    /// Placements that gave up or could not start.
+    pub failed_placements: u32,
+}
+
+/// The store.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: String,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let p = path.display().to_string();
+        let err = |source| StoreError::Sqlite {
+            path: p.clone(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        // WAL: readers never block the writer; FULL: a committed request
+        // survives a power cut too, not only a crash of the process.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        let mut store = Store { conn, path: p };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let version: usize = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+            .map_err(|e| self.err(e))? as usize;
+        if version > MIGRATIONS.len() {
+            return Err(StoreError::BadRow {
+                table: "schema",
+                detail: format!(
+                    "schema version {version} is newer than this build knows ({})",
+                    MIGRATIONS.len()
+                ),
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite {
+                path: self.path.clone(),
+                source: e,
+            })?;
+            tx.execute_batch(sql).map_err(|e| StoreError::Sqlite {
+                path: self.path.clone(),
+                source: e,
+            })?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(|e| StoreError::Sqlite {
+                    path: self.path.clone(),
+                    source: e,
+                })?;
+            tx.commit().map_err(|e| StoreError::Sqlite {
+                path: self.path.clone(),
+                source: e,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Increments and returns the boot counter (event numbers start from it,
+    /// so they keep increasing across restarts).
+    pub fn next_boot(&self) -> Result<u64, StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO meta(key, value) VALUES('boot', 1)
+                 ON CONFLICT(key) DO UPDATE SET value = value + 1",
+                [],
+            )
+            .map_err(|e| self.err(e))?;
+        let boot: i64 = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'boot'", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| self.err(e))?;
+        Ok(boot as u64)
+    }
+
+    /// Inserts or replaces a recording.
+    pub fn put_recording(&self, r: &RecordingRow) -> Result<(), StoreError> {
+        let spec = serde_json::to_string(&r.spec).map_err(|e| StoreError::BadRow {
+            table: "recordings",
+            detail: e.to_string(),
+        })?;
+        self.conn
+            .execute(
+                "INSERT INTO recordings(id, spec, state, epoch, worker, created_at, started_at, ended_at, reason, restarts, failed_placements)
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT(id) DO UPDATE SET spec=?2, state=?3, epoch=?4, worker=?5, started_at=?7, ended_at=?8,
+                   reason=?9, restarts=?10, failed_placements=?11",
+                params![
+                    r.spec.id.as_str(),
+                    spec,
+                    r.state.as_str(),
+                    r.epoch.0 as i64,
+                    r.worker.as_ref().map(|w| w.as_str().to_string()),
+                    r.created_at as i64,
+                    r.started_at.map(|v| v as i64),
+                    r.ended_at.map(|v| v as i64),
+                    r.reason,
+                    r.restarts,
+                    r.failed_placements,
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Every recording.
+    pub fn recordings(&self) -> Result<Vec<RecordingRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT spec, state, epoch, worker, created_at, started_at, ended_at, reason, restarts, failed_placements
+                 FROM recordings ORDER BY created_at, id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                    r.get::<_, u32>(8)?,
+                    r.get::<_, u32>(9)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (spec, state, epoch, worker, created, started, ended, reason, restarts, failed) =
+                row.map_err(|e| self.err(e))?;
+            let bad = |detail: String| StoreError::BadRow {
+                table: "recordings",
+                detail,
+            };
+            let spec: RecordingSpec =
+                serde_json::from_str(&spec).map_err(|e| bad(e.to_string()))?;
+            let state = parse_state(&state).ok_or_else(|| bad(format!("unknown state {state}")))?;
+            let worker = worker
+                .map(WorkerName::new)
+                .transpose()
+                .map_err(|e| bad(e.to_string()))?;
+            out.push(RecordingRow {
+                spec,
+                state,
+                epoch: Epoch(epoch as u64),
+                worker,
+                created_at: created as u64,
+                started_at: started.map(|v| v as u64),
+                ended_at: ended.map(|v| v as u64),
+                reason,
+                restarts,
+                failed_placements: failed,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Inserts or replaces a segment of a recording.
+    pub fn put_segment(
+        &self,
+        recording: &RecordingId,
+        s: &ManifestSegment,
+    ) -> Result<(), StoreError> {
+        let reason = s
+            .end_reason
+            .as_ref()
+            .map(|r| serde_json::to_string(r).unwrap_or_default());
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO segments(recording, epoch, part, worker, file, started_at, ended_at, first_frame_at,
+                   last_frame_at, bytes, sha256, end_reason, current)
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![
+                    recording.as_str(),
+                    s.epoch.0 as i64,
+                    s.part,
+                    s.worker.as_str(),
+                    s.file,
+                    s.started_at as i64,
+                    s.ended_at.map(|v| v as i64),
+                    s.first_frame_at.map(|v| v as i64),
+                    s.last_frame_at.map(|v| v as i64),
+                    s.bytes as i64,
+                    s.sha256,
+                    reason,
+                    s.current,
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Segments of every recording, in (epoch, part) order.
+    pub fn segments(&self) -> Result<Vec<(RecordingId, ManifestSegment)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT recording, epoch, part, worker, file, started_at, ended_at, first_frame_at, last_frame_at, bytes, sha256, end_reason, current
+                 FROM segments ORDER BY recording, epoch, part",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, Option<i64>>(7)?,
+                    r.get::<_, Option<i64>>(8)?,
+                    r.get::<_, i64>(9)?,
+                    r.get::<_, String>(10)?,
+                    r.get::<_, Option<String>>(11)?,
+                    r.get::<_, bool>(12)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (
+                rec,
+                epoch,
+                part,
+                worker,
+                file,
+                started,
+                ended,
+                first,
+                last,
+                bytes,
+                sha,
+                reason,
+                current,
+            ) = row.map_err(|e| self.err(e))?;
+            let bad = |detail: String| StoreError::BadRow {
+                table: "segments",
+                detail,
+            };
+            let end_reason: Option<SegmentEndReason> = reason
+                .map(|r| serde_json::from_str(&r))
+                .transpose()
+                .map_err(|e| bad(e.to_string()))?;
+            out.push((
+                RecordingId::new(rec).map_err(|e| bad(e.to_string()))?,
+                ManifestSegment {
+                    worker: WorkerName::new(worker).map_err(|e| bad(e.to_string()))?,
+                    epoch: Epoch(epoch as u64),
+                    part,
+                    file,
+                    started_at: started as u64,
+                    ended_at: ended.map(|v| v as u64),
+                    first_frame_at: first.map(|v| v as u64),
+                    last_frame_at: last.map(|v| v as u64),
+                    bytes: bytes as u64,
+                    sha256: sha,
+                    end_reason,
+                    current,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Records an operator action.
+    pub fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO audit(at, actor, action, target, detail) VALUES(?1, ?2, ?3, ?4, ?5)",
+                params![
+                    recfleet_protocol::now_ms() as i64,
+                    actor,
+                    action,
+                    target,
+                    detail
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The audit log, oldest first (for tests and `recfleet audit` later).
+    pub fn audit_log(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT actor, action, target FROM audit ORDER BY rowid")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Whether the store answers (for readiness).
+    pub fn ping(&self) -> bool {
+        self.conn
+            .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+            .optional()
+            .is_ok()
+    }
+}
+
+fn parse_state(s: &str) -> Option<RecordingState> {
+    RecordingState::ALL.into_iter().find(|st| st.as_str() == s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str) -> RecordingRow {
+        RecordingRow {
+            spec: RecordingSpec::new(RecordingId::new(id).unwrap(), "http://127.0.0.1/x"),
+            state: RecordingState::Pending,
+            epoch: Epoch(0),
+            worker: None,
+            created_at: 5,
+            started_at: None,
+            ended_at: None,
+            reason: None,
+            restarts: 0,
+            failed_placements: 0,
+        }
+    }
+
+    #[test]
+    fn recordings_and_segments_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        {
+            let s = Store::open(&path).unwrap();
+            assert_eq!(s.next_boot().unwrap(), 1);
+            let mut r = row("a");
+            s.put_recording(&r).unwrap();
+            r.state = RecordingState::Recording;
+            r.epoch = Epoch(2);
+            r.worker = Some(WorkerName::new("w1").unwrap());
+            s.put_recording(&r).unwrap();
+            s.put_segment(
+                &r.spec.id,
+                &ManifestSegment {
+                    worker: WorkerName::new("w1").unwrap(),
+                    epoch: Epoch(2),
+                    part: 0,
+                    file: "a/a-e2-p0.mp4".into(),
+                    started_at: 10,
+                    ended_at: Some(20),
+                    first_frame_at: Some(11),
+                    last_frame_at: Some(19),
+                    bytes: 100,
+                    sha256: "ab".into(),
+                    end_reason: Some(SegmentEndReason::ChildExited {
+                        process: "ffmpeg".into(),
+                        status: "signal 9".into(),
+                    }),
+                    current: true,
+                },
+            )
+            .unwrap();
+            s.audit("operator/alice", "stop", "a", "").unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.next_boot().unwrap(), 2);
+        let rows = s.recordings().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].state, RecordingState::Recording);
+        assert_eq!(rows[0].epoch, Epoch(2));
+        let segs = s.segments().unwrap();
+        assert_eq!(segs.len(), 1);
+        assert!(matches!(
+            segs[0].1.end_reason,
+            Some(SegmentEndReason::ChildExited { .. })
+        ));
+        assert_eq!(
+            s.audit_log().unwrap(),
+            vec![("operator/alice".into(), "stop".into(), "a".into())]
+        );
+    }
+
+    #[test]
+    fn a_store_from_a_newer_build_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        Store::open(&path)
+            .unwrap()
+            .conn
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let err = Store::open(&path).unwrap_err().to_string();
+        assert!(err.contains("newer than this build"), "{err}");
+    }
+}

@@ -1,0 +1,354 @@
+//! `recfleet-agent dev`: a whole fleet on this machine for a first run — a
+//! CA and certificates, a coordinator and N workers as separate processes
+//! on loopback, the demo class page, and a console context so that
+//! `recfleet` connects without flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use recfleet_certs::{CertificateAuthority, Identity, Role, TlsMaterial};
+use recfleet_protocol::quic::{self, TransportSettings};
+use recfleet_protocol::spec::{PageSignal, RecordingSpec};
+use recfleet_protocol::{
+    now_ms, ConsoleRequest, ConsoleResponse, OpenStream, RecordingId, RecordingState, WorkerState,
+};
+use tokio::process::{Child, Command};
+
+use crate::demo::DemoServer;
+use crate::exit::Failure;
+
+/// Options of `dev`.
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Directory for certificates, the store, recordings and logs.
+    #[arg(long, default_value = ".recfleet/dev")]
+    pub dir: PathBuf,
+    /// Number of workers.
+    #[arg(long, default_value_t = 2)]
+    pub workers: u32,
+    /// Capacity of each worker.
+    #[arg(long, default_value_t = 2)]
+    pub capacity: u32,
+    /// Record the demo class through the fleet for this long, print the
+    /// manifest path, and stop the fleet.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub record_demo: Option<Duration>,
+    /// Where to write the console context (default
+    /// $XDG_CONFIG_HOME/recfleet/context.toml or ~/.config/recfleet/context.toml).
+    #[arg(long)]
+    pub context: Option<PathBuf>,
+    /// Do not write a console context.
+    #[arg(long)]
+    pub no_context: bool,
+}
+
+struct Fleet {
+    children: Vec<(String, Child)>,
+}
+
+impl Fleet {
+    async fn stop(mut self) {
+        for (_, c) in &self.children {
+            if let Some(pid) = c.id() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+        for (name, c) in &mut self.children {
+            match tokio::time::timeout(Duration::from_secs(20), c.wait()).await {
+                Ok(Ok(status)) => tracing::debug!(%name, %status, "stopped"),
+                _ => {
+                    tracing::warn!(%name, "did not stop in 20 s; killing");
+                    let _ = c.kill().await;
+                }
+            }
+        }
+    }
+}
+
+fn tls_dir(dir: &Path) -> PathBuf {
+    dir.join("coordinator").join("tls")
+}
+
+/// Makes (or reuses) the CA and issues every certificate of the local fleet.
+fn certificates(dir: &Path, workers: u32) -> anyhow::Result<()> {
+    let tls = tls_dir(dir);
+    let ca = if tls.join("ca.pem").exists() {
+        CertificateAuthority::load(&tls)?
+    } else {
+        CertificateAuthority::init(&tls, false)?
+    };
+    let issue = |role: Role, name: &str, stem: &str| -> anyhow::Result<()> {
+        let issued = ca.issue_for_days(Identity::new(role, name)?, Vec::new(), 30)?;
+        recfleet_certs::write_cert_files(&tls, stem, &issued, true)?;
+        Ok(())
+    };
+    issue(Role::Coordinator, "dev", "coordinator")?;
+    issue(Role::Operator, "dev", "operator-dev")?;
+    issue(Role::Viewer, "dev", "viewer-dev")?;
+    for i in 1..=workers {
+        issue(Role::Agent, &format!("w{i}"), &format!("agent-w{i}"))?;
+    }
+    Ok(())
+}
+
+fn free_udp_port() -> anyhow::Result<u16> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn spawn(name: &str, args: Vec<String>, log: &Path) -> anyhow::Result<(String, Child)> {
+    let exe = std::env::current_exe()?;
+    let file =
+        std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let child = Command::new(exe)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(file.try_clone()?))
+        .stderr(Stdio::from(file))
+        .kill_on_drop(true)
+        .spawn()?;
+    Ok((name.to_string(), child))
+}
+
+/// The console context: where the coordinator is and which certificate to use.
+fn write_context(path: &Path, addr: SocketAddr, tls: &Path) -> anyhow::Result<()> {
+    let abs = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
+    let mut t = toml::Table::new();
+    t.insert("coordinator".into(), addr.to_string().into());
+    t.insert("server_name".into(), "localhost".into());
+    t.insert(
+        "ca".into(),
+        abs(tls.join("ca.pem")).display().to_string().into(),
+    );
+    t.insert(
+        "cert".into(),
+        abs(tls.join("operator-dev.pem"))
+            .display()
+            .to_string()
+            .into(),
+    );
+    t.insert(
+        "key".into(),
+        abs(tls.join("operator-dev-key.pem"))
+            .display()
+            .to_string()
+            .into(),
+    );
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, toml::to_string(&t)?)?;
+    Ok(())
+}
+
+fn default_context_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("recfleet").join("context.toml"))
+}
+
+/// Runs the local fleet.
+pub async fn main(args: DevArgs) -> Result<(), Failure> {
+    run(args).await.map_err(|e| match e.downcast::<Failure>() {
+        Ok(f) => f,
+        Err(e) => Failure::other(e),
+    })
+}
+
+async fn run(args: DevArgs) -> anyhow::Result<()> {
+    if args.workers == 0 || args.capacity == 0 {
+        return Err(Failure::invalid("--workers and --capacity must be at least 1").error);
+    }
+    let dir = args.dir.clone();
+    let logs = dir.join("logs");
+    let recordings = dir.join("recordings");
+    for d in [&logs, &recordings] {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    certificates(&dir, args.workers).context("cannot make the fleet's certificates")?;
+    let tls = tls_dir(&dir);
+    let port = free_udp_port()?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let s = |p: &Path| p.display().to_string();
+    let mut children = vec![spawn(
+        "coordinator",
+        vec![
+            "coordinator".into(),
+            "--listen".into(),
+            addr.to_string(),
+            "--data-dir".into(),
+            s(&dir.join("coordinator")),
+            "--manifest-root".into(),
+            s(&recordings),
+        ],
+        &logs.join("coordinator.log"),
+    )?];
+    for i in 1..=args.workers {
+        children.push(spawn(
+            &format!("w{i}"),
+            vec![
+                "worker".into(),
+                "--coordinator".into(),
+                addr.to_string(),
+                "--ca".into(),
+                s(&tls.join("ca.pem")),
+                "--cert".into(),
+                s(&tls.join(format!("agent-w{i}.pem"))),
+                "--key".into(),
+                s(&tls.join(format!("agent-w{i}-key.pem"))),
+                "--capacity".into(),
+                args.capacity.to_string(),
+                "--out-dir".into(),
+                s(&recordings),
+                "--runtime-dir".into(),
+                format!("/tmp/recfleet-dev-{}-w{i}", std::process::id()),
+            ],
+            &logs.join(format!("w{i}.log")),
+        )?);
+    }
+    let fleet = Fleet { children };
+    let demo = DemoServer::start(([127, 0, 0, 1], 0).into()).await?;
+    let result = drive(&args, addr, &tls, &logs, &recordings, &demo).await;
+    eprintln!("stopping the fleet");
+    fleet.stop().await;
+    result
+}
+
+async fn drive(
+    args: &DevArgs,
+    addr: SocketAddr,
+    tls: &Path,
+    logs: &Path,
+    recordings: &Path,
+    demo: &DemoServer,
+) -> anyhow::Result<()> {
+    let material = TlsMaterial::load(
+        &tls.join("ca.pem"),
+        &tls.join("operator-dev.pem"),
+        &tls.join("operator-dev-key.pem"),
+    )?;
+    let endpoint = quic::client_endpoint(&material, TransportSettings::default())?;
+    let conn = wait_for_fleet(&endpoint, addr, args.workers)
+        .await
+        .with_context(|| {
+            format!(
+                "the fleet did not come up; see the logs in {}",
+                logs.display()
+            )
+        })?;
+    eprintln!(
+        "fleet up: coordinator {addr}, {} workers, logs in {}",
+        args.workers,
+        logs.display()
+    );
+    eprintln!("demo class page: {}", demo.url(""));
+    if !args.no_context {
+        if let Some(path) = args.context.clone().or_else(default_context_path) {
+            write_context(&path, addr, tls)?;
+            eprintln!(
+                "console context written to {} (run `recfleet`)",
+                path.display()
+            );
+        }
+    }
+    let Some(duration) = args.record_demo else {
+        eprintln!("press Ctrl-C to stop");
+        crate::signals::wait_for_termination().await;
+        return Ok(());
+    };
+    let id = RecordingId::new(format!("demo-{}", now_ms() / 1000))?;
+    let mut spec = RecordingSpec::new(id.clone(), demo.url("title=recfleet%20demo%20class"));
+    spec.stop.max_duration_secs = Some(duration.as_secs().max(1) as u32);
+    spec.stop.page_signal = Some(PageSignal::demo());
+    match quic::request::<_, ConsoleResponse>(
+        &conn,
+        &OpenStream::Request(ConsoleRequest::StartRecording(spec)),
+    )
+    .await?
+    {
+        ConsoleResponse::Started { recording, .. } => {
+            eprintln!("recording {} ({})", recording.id, recording.state)
+        }
+        other => anyhow::bail!("the coordinator refused the recording: {other:?}"),
+    }
+    let limit = tokio::time::Instant::now() + duration + Duration::from_secs(90);
+    let mut last = None;
+    loop {
+        let show = ConsoleRequest::ShowRecording { id: id.clone() };
+        if let ConsoleResponse::Recording(detail) =
+            quic::request::<_, ConsoleResponse>(&conn, &OpenStream::Request(show)).await?
+        {
+            let state = detail.info.state;
+            if last != Some(state) {
+                eprintln!(
+                    "  {} on {}",
+                    state,
+                    detail
+                        .info
+                        .worker
+                        .as_ref()
+                        .map(|w| w.to_string())
+                        .unwrap_or_else(|| "-".into())
+                );
+                last = Some(state);
+            }
+            if state.is_terminal() {
+                let manifest = recordings.join(id.as_str()).join("manifest.json");
+                println!("{}", manifest.display());
+                if state == RecordingState::Completed {
+                    return Ok(());
+                }
+                anyhow::bail!(
+                    "the recording ended {state}: {}",
+                    detail.info.reason.unwrap_or_default()
+                );
+            }
+        }
+        if tokio::time::Instant::now() > limit {
+            anyhow::bail!(
+                "the recording did not finish in time; see {}",
+                logs.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn wait_for_fleet(
+    endpoint: &quinn::Endpoint,
+    addr: SocketAddr,
+    workers: u32,
+) -> anyhow::Result<quinn::Connection> {
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(conn) = quic::connect(endpoint, addr, "localhost", Duration::from_secs(2)).await {
+            if let Ok(ConsoleResponse::Workers(list)) = quic::request::<_, ConsoleResponse>(
+                &conn,
+                &OpenStream::Request(ConsoleRequest::ListWorkers),
+            )
+            .await
+            {
+                if list
+                    .iter()
+                    .filter(|w| w.state == WorkerState::Ready)
+                    .count() as u32
+                    >= workers
+                {
+                    return Ok(conn);
+                }
+            }
+        }
+        if tokio::time::Instant::now() > until {
+            anyhow::bail!("not every worker connected within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

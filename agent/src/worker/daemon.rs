@@ -1,0 +1,217 @@
+//! `recfleet-agent worker`: the recording engine connected to a coordinator.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use recfleet_certs::{Role, TlsMaterial};
+use recfleet_protocol::manifest::SegmentEndReason;
+use recfleet_protocol::quic::{self, TransportSettings};
+use recfleet_protocol::WorkerName;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::link::{self, LinkConfig};
+use super::{Engine, EngineConfig};
+use crate::exit::Failure;
+use crate::settings::{self, Overrides};
+
+/// Settings of `recfleet-agent worker` (TOML keys as field names).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// The coordinator's UDP address.
+    pub coordinator: SocketAddr,
+    /// The name on the coordinator's certificate.
+    pub server_name: String,
+    /// The fleet CA certificate.
+    pub ca: PathBuf,
+    /// This worker's agent certificate (its name is the worker's name).
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// Capacity units offered (a recording costs 1 by default; about three
+    /// 720p15 recordings fit on two cores, see docs/capture.md).
+    pub capacity: u32,
+    /// Labels recordings may require.
+    pub labels: BTreeMap<String, String>,
+    /// Segment files go here.
+    pub out_dir: PathBuf,
+    /// Per-slot runtime files (sockets, profiles); short path.
+    pub runtime_dir: Option<PathBuf>,
+    /// Restart intensity: at most this many restarts ...
+    pub max_restarts: u32,
+    /// ... within this many seconds.
+    pub restart_period_secs: u64,
+    /// Seconds without progress that count as a crash.
+    pub stall_timeout_secs: u64,
+    /// QUIC keep-alive period, ms.
+    pub keep_alive_ms: u64,
+    /// QUIC idle timeout, ms.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            coordinator: ([127, 0, 0, 1], 7800).into(),
+            server_name: "localhost".into(),
+            ca: "/etc/recfleet/tls/ca.pem".into(),
+            cert: "/etc/recfleet/tls/agent.pem".into(),
+            key: "/etc/recfleet/tls/agent-key.pem".into(),
+            capacity: 2,
+            labels: BTreeMap::new(),
+            out_dir: "/var/lib/recfleet/recordings".into(),
+            runtime_dir: None,
+            max_restarts: 3,
+            restart_period_secs: 60,
+            stall_timeout_secs: 10,
+            keep_alive_ms: 500,
+            idle_timeout_ms: 3000,
+        }
+    }
+}
+
+/// Command-line flags of `worker` (each also an environment variable).
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "RECFLEET_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Coordinator address (UDP).
+    #[arg(long, env = "RECFLEET_COORDINATOR")]
+    pub coordinator: Option<SocketAddr>,
+    /// Name on the coordinator's certificate.
+    #[arg(long, env = "RECFLEET_SERVER_NAME")]
+    pub server_name: Option<String>,
+    /// Fleet CA certificate.
+    #[arg(long, env = "RECFLEET_CA")]
+    pub ca: Option<PathBuf>,
+    /// Agent certificate.
+    #[arg(long, env = "RECFLEET_CERT")]
+    pub cert: Option<PathBuf>,
+    /// Agent key.
+    #[arg(long, env = "RECFLEET_KEY")]
+    pub key: Option<PathBuf>,
+    /// Capacity units offered.
+    #[arg(long, env = "RECFLEET_CAPACITY")]
+    pub capacity: Option<u32>,
+    /// A label, key=value (repeatable).
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Output directory for segment files.
+    #[arg(long, env = "RECFLEET_OUT_DIR")]
+    pub out_dir: Option<PathBuf>,
+    /// Runtime directory for slot sockets and profiles.
+    #[arg(long, env = "RECFLEET_RUNTIME_DIR")]
+    pub runtime_dir: Option<PathBuf>,
+    /// QUIC idle timeout in ms.
+    #[arg(long, env = "RECFLEET_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Print the effective configuration and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("\"{s}\" is not a label: expected key=value"))
+}
+
+impl WorkerArgs {
+    /// The effective settings.
+    pub fn settings(&self) -> Result<WorkerSettings, Failure> {
+        let mut o = Overrides::default();
+        o.set("coordinator", self.coordinator.map(|a| a.to_string()));
+        o.set("server_name", self.server_name.clone());
+        o.set("ca", self.ca.clone());
+        o.set("cert", self.cert.clone());
+        o.set("key", self.key.clone());
+        o.set("capacity", self.capacity);
+        if !self.labels.is_empty() {
+            o.set(
+                "labels",
+                Some(self.labels.iter().cloned().collect::<BTreeMap<_, _>>()),
+            );
+        }
+        o.set("out_dir", self.out_dir.clone());
+        o.set("runtime_dir", self.runtime_dir.clone());
+        o.set("idle_timeout_ms", self.idle_timeout_ms);
+        let s: WorkerSettings = settings::load(self.config.as_deref(), o)?;
+        if s.capacity == 0 {
+            return Err(Failure::invalid(
+                "capacity = 0: a worker must offer at least 1 unit",
+            ));
+        }
+        Ok(s)
+    }
+}
+
+/// Runs the worker until SIGTERM/SIGINT, then stops its recordings (the
+/// coordinator places them elsewhere) and exits once every slot is reaped.
+pub async fn main(args: WorkerArgs) -> Result<(), Failure> {
+    let s = args.settings()?;
+    if args.print_config {
+        return settings::print(&s);
+    }
+    let tls = TlsMaterial::load(&s.ca, &s.cert, &s.key)
+        .map_err(|e| Failure::invalid(format!("tls: {e}")))?;
+    let identity = tls
+        .identity()
+        .map_err(|e| Failure::invalid(format!("tls: {e}")))?;
+    if identity.role() != Role::Agent {
+        return Err(Failure::invalid(format!(
+            "{} is a {} certificate; a worker needs an agent certificate (recfleet-certs issue --role agent)",
+            s.cert.display(),
+            identity.role()
+        )));
+    }
+    let name = WorkerName::new(identity.name()).map_err(|e| Failure::invalid(e.to_string()))?;
+    let mut config = EngineConfig::new(s.out_dir.clone());
+    if let Some(dir) = &s.runtime_dir {
+        config.runtime_root = dir.clone();
+    }
+    config.max_restarts = s.max_restarts;
+    config.restart_period = Duration::from_secs(s.restart_period_secs);
+    config.timeouts.stall = Duration::from_secs(s.stall_timeout_secs);
+    let missing = config.bins.missing();
+    if !missing.is_empty() {
+        return Err(Failure::unavailable(format!(
+            "missing programs: {}",
+            missing.join(", ")
+        )));
+    }
+    let (engine, events) = Engine::start(config).map_err(|e| Failure::other(e.into()))?;
+    let transport = TransportSettings {
+        keep_alive: Duration::from_millis(s.keep_alive_ms),
+        idle_timeout: Duration::from_millis(s.idle_timeout_ms),
+    };
+    let endpoint =
+        quic::client_endpoint(&tls, transport).map_err(|e| Failure::unavailable(e.to_string()))?;
+    let link_config = LinkConfig {
+        coordinator: s.coordinator,
+        server_name: s.server_name.clone(),
+        name: name.clone(),
+        capacity: s.capacity,
+        labels: s.labels.clone(),
+    };
+    let shutdown = CancellationToken::new();
+    tracing::info!(worker = %name, coordinator = %s.coordinator, capacity = s.capacity, "worker starting");
+    let link = tokio::spawn(link::run(
+        link_config,
+        endpoint.clone(),
+        engine.clone(),
+        events,
+        shutdown.clone(),
+    ));
+    crate::signals::wait_for_termination().await;
+    tracing::info!(worker = %name, running = engine.len(), "stopping: recordings go back to the coordinator");
+    engine.shutdown(SegmentEndReason::WorkerShutdown).await;
+    shutdown.cancel();
+    let _ = link.await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    tracing::info!(worker = %name, "stopped; every slot process reaped");
+    Ok(())
+}

@@ -1,0 +1,334 @@
+//! The worker's link to the coordinator: connect with the agent
+//! certificate, say hello with what runs here, then carry starts, stops,
+//! reports and telemetry. Recordings go on while the coordinator is away;
+//! reports wait in order and are delivered after the next hello.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::{Connection, Endpoint, SendStream, VarInt};
+use recfleet_protocol::error::close;
+use recfleet_protocol::manifest::SegmentEndReason;
+use recfleet_protocol::quic::{self, TransportError};
+use recfleet_protocol::{
+    now_ms, CoordinatorMessage, OpenStream, WorkerHello, WorkerMessage, WorkerName, WorkerTelemetry,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::engine::Engine;
+use super::process;
+use super::usage::UsageMeter;
+use crate::backoff;
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// The coordinator's UDP address.
+    pub coordinator: SocketAddr,
+    /// The name its certificate carries.
+    pub server_name: String,
+    /// This worker's name (from its certificate).
+    pub name: WorkerName,
+    /// Capacity units offered.
+    pub capacity: u32,
+    /// Labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// Why a session ended.
+enum SessionEnd {
+    /// Connection trouble: reconnect.
+    Lost(String),
+    /// Refused by the coordinator: retrying the same hello is pointless
+    /// unless the operator fixes something, so retry slowly.
+    Refused(String),
+    /// Shutting down.
+    Shutdown,
+}
+
+/// The link's state that survives reconnects.
+struct Link {
+    config: LinkConfig,
+    engine: Arc<Engine>,
+    events: mpsc::UnboundedReceiver<WorkerMessage>,
+    pending: VecDeque<WorkerMessage>,
+    draining: bool,
+    usage: UsageMeter,
+}
+
+/// Runs the link until `shutdown`; then delivers what is pending (with a
+/// short limit) and closes the connection.
+pub async fn run(
+    config: LinkConfig,
+    endpoint: Endpoint,
+    engine: Arc<Engine>,
+    events: mpsc::UnboundedReceiver<WorkerMessage>,
+    shutdown: CancellationToken,
+) {
+    let mut link = Link {
+        config,
+        engine,
+        events,
+        pending: VecDeque::new(),
+        draining: false,
+        usage: UsageMeter::default(),
+    };
+    let mut attempt = 0u32;
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let end = match link.connect(&endpoint).await {
+            Ok((conn, send, inbox, telemetry)) => {
+                attempt = 0;
+                link.session(&conn, send, inbox, telemetry, &shutdown).await
+            }
+            Err(e) => match e {
+                TransportError::Refused(m) | TransportError::VersionMismatch(m) => {
+                    SessionEnd::Refused(m)
+                }
+                other => SessionEnd::Lost(other.to_string()),
+            },
+        };
+        let delay = match end {
+            SessionEnd::Shutdown => break,
+            SessionEnd::Lost(why) => {
+                let d = backoff::delay(
+                    attempt,
+                    Duration::from_millis(100),
+                    Duration::from_secs(5),
+                    fastrand::f64(),
+                );
+                tracing::warn!(coordinator = %link.config.coordinator, error = %why, retry_in_ms = d.as_millis() as u64, "coordinator unreachable; recordings go on");
+                d
+            }
+            SessionEnd::Refused(why) => {
+                let d = backoff::delay(
+                    attempt.max(5),
+                    Duration::from_millis(100),
+                    Duration::from_secs(30),
+                    fastrand::f64(),
+                );
+                tracing::error!(coordinator = %link.config.coordinator, error = %why, retry_in_ms = d.as_millis() as u64, "refused by the coordinator");
+                d
+            }
+        };
+        attempt = attempt.saturating_add(1);
+        // Keep collecting reports while waiting to reconnect.
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => break,
+                _ = shutdown.cancelled() => break,
+                Some(ev) = link.events.recv() => link.pending.push_back(ev),
+            }
+        }
+    }
+}
+
+type Inbox = mpsc::UnboundedReceiver<Result<CoordinatorMessage, TransportError>>;
+
+impl Link {
+    fn hello(&self) -> WorkerHello {
+        WorkerHello {
+            name: self.config.name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            capacity: self.config.capacity,
+            labels: self.config.labels.clone(),
+            running: self.engine.running(),
+            draining: self.draining,
+        }
+    }
+
+    async fn connect(
+        &mut self,
+        endpoint: &Endpoint,
+    ) -> Result<(Connection, SendStream, Inbox, Duration), TransportError> {
+        let conn = quic::connect(
+            endpoint,
+            self.config.coordinator,
+            &self.config.server_name,
+            Duration::from_secs(5),
+        )
+        .await?;
+        let (mut send, mut recv) = conn.open_bi().await?;
+        quic::write_frame(&mut send, &OpenStream::Worker(self.hello())).await?;
+        let telemetry = match quic::read_frame::<CoordinatorMessage>(&mut recv).await? {
+            Some(CoordinatorMessage::Welcome {
+                version,
+                telemetry_interval_ms,
+            }) => {
+                tracing::info!(coordinator = %self.config.coordinator, %version, running = self.engine.len(), "connected to the coordinator");
+                Duration::from_millis(u64::from(telemetry_interval_ms.max(100)))
+            }
+            Some(CoordinatorMessage::Refused(e)) => return Err(TransportError::Refused(e.message)),
+            Some(other) => {
+                return Err(TransportError::Refused(format!(
+                    "unexpected answer to hello: {other:?}"
+                )))
+            }
+            None => return Err(TransportError::StreamClosed),
+        };
+        // Frames are read by a task of their own: a frame read is not
+        // cancel-safe, so it must not sit in the session's select.
+        let (tx, inbox) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                match quic::read_frame::<CoordinatorMessage>(&mut recv).await {
+                    Ok(Some(m)) => {
+                        if tx.send(Ok(m)).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => {
+                        let _ = tx.send(Err(TransportError::StreamClosed));
+                        break;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        break;
+                    }
+                }
+            }
+        });
+        Ok((conn, send, inbox, telemetry))
+    }
+
+    async fn session(
+        &mut self,
+        conn: &Connection,
+        mut send: SendStream,
+        mut inbox: Inbox,
+        telemetry: Duration,
+        shutdown: &CancellationToken,
+    ) -> SessionEnd {
+        if let Err(e) = self.flush(&mut send).await {
+            return SessionEnd::Lost(e);
+        }
+        let mut tick = tokio::time::interval(telemetry);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    self.finish(conn, &mut send).await;
+                    return SessionEnd::Shutdown;
+                }
+                ev = self.events.recv() => {
+                    let Some(ev) = ev else { return SessionEnd::Shutdown };
+                    self.pending.push_back(ev);
+                    if let Err(e) = self.flush(&mut send).await {
+                        return SessionEnd::Lost(e);
+                    }
+                }
+                m = inbox.recv() => match m {
+                    Some(Ok(msg)) => {
+                        if let Some(reply) = self.apply(msg) {
+                            self.pending.push_back(reply);
+                            if let Err(e) = self.flush(&mut send).await {
+                                return SessionEnd::Lost(e);
+                            }
+                        }
+                    }
+                    Some(Err(e)) => return SessionEnd::Lost(e.to_string()),
+                    None => return SessionEnd::Lost("connection closed".into()),
+                },
+                _ = tick.tick() => {
+                    let t = self.telemetry();
+                    if let Err(e) = quic::write_frame(&mut send, &WorkerMessage::Telemetry(t)).await {
+                        return SessionEnd::Lost(e.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends what is pending, in order; what fails stays for the next session.
+    async fn flush(&mut self, send: &mut SendStream) -> Result<(), String> {
+        while let Some(msg) = self.pending.front() {
+            quic::write_frame(send, msg)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.pending.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Carries out a coordinator message; returns an answer to send, if any.
+    fn apply(&mut self, msg: CoordinatorMessage) -> Option<WorkerMessage> {
+        match msg {
+            CoordinatorMessage::StartSegment {
+                epoch,
+                spec,
+                deadline,
+            } => {
+                let id = spec.id.clone();
+                match self.engine.start_recording(spec, epoch, deadline) {
+                    Ok(()) => None,
+                    Err(e) => {
+                        tracing::warn!(recording = %id, %epoch, error = %e, "cannot start");
+                        Some(WorkerMessage::PlacementEnded {
+                            recording: id,
+                            epoch,
+                            reason: SegmentEndReason::StartFailed {
+                                reason: e.to_string(),
+                            },
+                        })
+                    }
+                }
+            }
+            CoordinatorMessage::StopSegment {
+                recording,
+                epoch,
+                reason,
+            } => {
+                if !self.engine.stop_recording(&recording, epoch, reason) {
+                    tracing::debug!(%recording, %epoch, "stop for a placement not running here");
+                }
+                None
+            }
+            CoordinatorMessage::Ping { id, payload } => Some(WorkerMessage::Pong { id, payload }),
+            CoordinatorMessage::DrainState { draining } => {
+                self.draining = draining;
+                None
+            }
+            CoordinatorMessage::Welcome { .. } | CoordinatorMessage::Refused(_) => None,
+        }
+    }
+
+    fn telemetry(&mut self) -> WorkerTelemetry {
+        let mut pids = process::tagged_pids(self.engine.instance_tag());
+        pids.push(std::process::id() as i32);
+        let (cpu_millicores, rss_bytes) = self.usage.sample(&pids);
+        WorkerTelemetry {
+            at: now_ms(),
+            cpu_millicores,
+            rss_bytes,
+            slots: self.engine.progress(),
+        }
+    }
+
+    /// On shutdown: deliver the last reports (a few seconds at most), then
+    /// close the connection so the coordinator knows at once.
+    async fn finish(&mut self, conn: &Connection, send: &mut SendStream) {
+        let until = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            while let Ok(ev) = self.events.try_recv() {
+                self.pending.push_back(ev);
+            }
+            if self.engine.is_empty() {
+                break;
+            }
+            match tokio::time::timeout_at(until, self.events.recv()).await {
+                Ok(Some(ev)) => self.pending.push_back(ev),
+                _ => break,
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.flush(send)).await;
+        let _ = send.finish();
+        conn.close(VarInt::from_u32(close::NORMAL), b"worker shutting down");
+    }
+}

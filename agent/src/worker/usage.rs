@@ -1,0 +1,61 @@
+//! CPU and memory of the worker and its slot processes, from /proc.
+
+/// Clock ticks per second of /proc's CPU times (USER_HZ, 100 on Linux).
+const TICKS_PER_SEC: u64 = 100;
+
+/// CPU ticks (user + system) and resident bytes of one process.
+fn sample(pid: i32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // After the command: state(0) ppid(1) ... utime(11) stime(12) ... rss(21) pages.
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let rss_pages = f.get(21)?.parse::<u64>().ok()?;
+    Some((ticks, rss_pages * 4096))
+}
+
+/// Turns successive samples into CPU in thousandths of a core.
+#[derive(Debug, Default)]
+pub struct UsageMeter {
+    last: Option<(std::time::Instant, u64)>,
+}
+
+impl UsageMeter {
+    /// Samples `pids` now; returns (millicores since the last call, rss bytes).
+    pub fn sample(&mut self, pids: &[i32]) -> (u32, u64) {
+        let (ticks, rss) = pids
+            .iter()
+            .filter_map(|p| sample(*p))
+            .fold((0, 0), |(t, r), (t2, r2)| (t + t2, r + r2));
+        let now = std::time::Instant::now();
+        let cpu = match self.last {
+            Some((at, before)) if ticks >= before => {
+                let secs = now.duration_since(at).as_secs_f64().max(0.001);
+                (((ticks - before) as f64 / TICKS_PER_SEC as f64) / secs * 1000.0) as u32
+            }
+            _ => 0,
+        };
+        self.last = Some((now, ticks));
+        (cpu, rss)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measures_this_process() {
+        let me = std::process::id() as i32;
+        let mut m = UsageMeter::default();
+        let (_, rss) = m.sample(&[me]);
+        assert!(rss > 1_000_000, "rss {rss}");
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(300);
+        let mut x = 0u64;
+        while std::time::Instant::now() < until {
+            x = x.wrapping_add(1);
+        }
+        let (cpu, _) = m.sample(&[me, -1]);
+        assert!(x > 0 && cpu > 300, "busy loop measured as {cpu} millicores");
+    }
+}
