@@ -1,0 +1,267 @@
+//! The command line. Every value is parsed here, with errors that quote the
+//! bad value and say what is expected; commands receive typed values.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use recfleet_protocol::{DrainMode, RecordingId, RecordingState, Viewport, WorkerName};
+
+use crate::context::Overrides;
+
+/// recfleet: watch and run the recorder fleet.
+///
+/// With no command, opens the TUI (press ? for keys). The commands below do
+/// the same actions for scripts; each has `--output json`.
+#[derive(Debug, Parser)]
+#[command(name = "recfleet", version, about, long_about = None)]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 other error, 2 invalid input, 3 not found, \
+4 refused/forbidden, 5 conflict, 6 no capacity, 7 connection failure, \
+8 recording failed (--wait), 9 aborted, 64 bad context.\nDocs: docs/console.md"
+)]
+pub struct Cli {
+    /// Connection settings.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Output format of commands.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// TUI: hide every action (watch only).
+    #[arg(long)]
+    pub readonly: bool,
+    /// What to do; the TUI when absent.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Where the coordinator is and which certificate to show it.
+#[derive(Debug, Clone, Args, Default)]
+pub struct ConnArgs {
+    /// Context file [default: $XDG_CONFIG_HOME/recfleet/context.toml].
+    #[arg(long, global = true, env = "RECFLEET_CONTEXT", value_name = "FILE")]
+    pub context: Option<PathBuf>,
+    /// Coordinator address.
+    #[arg(
+        long,
+        global = true,
+        env = "RECFLEET_COORDINATOR",
+        value_name = "HOST:PORT"
+    )]
+    pub coordinator: Option<String>,
+    /// Fleet CA certificate (PEM).
+    #[arg(long, global = true, env = "RECFLEET_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM).
+    #[arg(long, global = true, env = "RECFLEET_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM).
+    #[arg(long, global = true, env = "RECFLEET_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Name to check in the coordinator certificate [default: localhost].
+    #[arg(long, global = true, env = "RECFLEET_SERVER_NAME", value_name = "NAME")]
+    pub server_name: Option<String>,
+}
+
+impl ConnArgs {
+    /// As context overrides.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            context: self.context.clone(),
+            coordinator: self.coordinator.clone(),
+            server_name: self.server_name.clone(),
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// Stable JSON for programs (JSON lines for `watch`).
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start, stop or show a recording.
+    #[command(subcommand)]
+    Record(RecordCommand),
+    /// Drain a worker: it takes no new recordings; its recordings end or move.
+    Drain(DrainArgs),
+    /// Return a drained worker to service.
+    Undrain {
+        /// The worker.
+        #[arg(value_parser = parse_worker)]
+        worker: WorkerName,
+        /// End the drain but keep the worker out of placement.
+        #[arg(long)]
+        keep_ineligible: bool,
+    },
+    /// Move a recording to another worker, make-before-break.
+    Reassign {
+        /// The recording.
+        #[arg(value_parser = parse_recording)]
+        id: RecordingId,
+        /// Target worker [default: the scheduler picks].
+        #[arg(long, value_parser = parse_worker)]
+        to: Option<WorkerName>,
+    },
+    /// List workers.
+    Workers,
+    /// List recordings.
+    Recordings {
+        /// Only these states (repeatable).
+        #[arg(long = "state", value_parser = parse_state, value_name = "STATE")]
+        states: Vec<RecordingState>,
+    },
+    /// Print events as they happen, one line each (JSON lines with -o json).
+    Watch,
+    /// Who the coordinator sees: role and name of this certificate.
+    Whoami,
+}
+
+/// `record ...`
+#[derive(Debug, Subcommand)]
+pub enum RecordCommand {
+    /// Start a recording (idempotent by --id).
+    Start(StartArgs),
+    /// Stop a recording.
+    Stop {
+        /// The recording.
+        #[arg(value_parser = parse_recording)]
+        id: RecordingId,
+    },
+    /// Show a recording: its state, spec and manifest.
+    Show {
+        /// The recording.
+        #[arg(value_parser = parse_recording)]
+        id: RecordingId,
+    },
+}
+
+/// `record start ...`
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// The class page (http or https).
+    pub url: String,
+    /// Recording id, the idempotency key [default: generated].
+    #[arg(long, value_parser = parse_recording)]
+    pub id: Option<RecordingId>,
+    /// Stop after this long (e.g. 90m, 1h30m).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub max_duration: Option<Duration>,
+    /// Placement label a worker must carry (repeatable).
+    #[arg(long = "label", value_parser = parse_label, value_name = "KEY=VALUE")]
+    pub labels: Vec<(String, String)>,
+    /// Frames per second, 1 to 60.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u8).range(1..=60))]
+    pub fps: u8,
+    /// Window and picture size.
+    #[arg(long, default_value = "1280x720", value_parser = parse_size, value_name = "WxH")]
+    pub size: Viewport,
+    /// Do not capture sound.
+    #[arg(long)]
+    pub no_audio: bool,
+    /// Wait until the recording ends; print its final state and manifest.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// `drain ...`
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// The worker.
+    #[arg(value_parser = parse_worker)]
+    pub worker: WorkerName,
+    /// Wait for its recordings to end, or migrate them now.
+    #[arg(long, value_enum, default_value_t = ModeArg::Wait)]
+    pub mode: ModeArg,
+    /// After this long, what remains is migrated (e.g. 10m).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub deadline: Option<Duration>,
+    /// Migrate now, whatever the mode.
+    #[arg(long)]
+    pub force: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Return once the drain is accepted; do not follow its progress.
+    #[arg(long)]
+    pub detach: bool,
+}
+
+/// `--mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// Let recordings end on their own.
+    Wait,
+    /// Move recordings to other workers.
+    Migrate,
+}
+
+impl From<ModeArg> for DrainMode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Wait => DrainMode::Wait,
+            ModeArg::Migrate => DrainMode::Migrate,
+        }
+    }
+}
+
+/// Parses a worker name.
+pub fn parse_worker(s: &str) -> Result<WorkerName, String> {
+    WorkerName::new(s).map_err(|e| e.to_string())
+}
+
+/// Parses a recording id.
+pub fn parse_recording(s: &str) -> Result<RecordingId, String> {
+    RecordingId::new(s).map_err(|e| e.to_string())
+}
+
+/// Parses a duration such as `90s`, `10m` or `1h30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("\"{s}\" is not a duration ({e}): expected e.g. 90s, 10m, 1h30m"))?;
+    if d.is_zero() {
+        return Err(format!("\"{s}\" is zero: expected a positive duration"));
+    }
+    Ok(d)
+}
+
+/// Seconds of a duration, for the wire (rounded up, at most `u32::MAX`).
+pub fn duration_secs(d: Duration) -> u32 {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    u32::try_from(secs).unwrap_or(u32::MAX)
+}
+
+/// Parses `KEY=VALUE`.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!(
+            "\"{s}\" is not a label: expected KEY=VALUE such as region=eu"
+        )),
+    }
+}
+
+/// Parses `WIDTHxHEIGHT`.
+pub fn parse_size(s: &str) -> Result<Viewport, String> {
+    s.parse::<Viewport>()
+}
+
+/// Parses a recording state name.
+pub fn parse_state(s: &str) -> Result<RecordingState, String> {
+    RecordingState::ALL
+        .into_iter()
+        .find(|st| st.as_str() == s.to_ascii_lowercase())
+        .ok_or_else(|| {
+            let all: Vec<&str> = RecordingState::ALL.iter().map(|s| s.as_str()).collect();
+            format!("\"{s}\" is not a state: expected one of {}", all.join(", "))
+        })
+}

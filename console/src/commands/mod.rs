@@ -1,0 +1,131 @@
+//! Scripted commands: one file per group, each connecting, sending the
+//! request and printing the answer as a table or as stable JSON
+//! (docs/console.md lists every shape).
+
+mod drain;
+mod list;
+mod record;
+mod watch;
+
+pub use list::{recordings_table, workers_table};
+pub use record::{final_summary, generated_id, spec_from_args};
+
+use std::io::Write;
+
+use recfleet_protocol::ConsoleResponse;
+use serde::Serialize;
+
+use crate::cli::{Command, ConnArgs, Output, RecordCommand};
+use crate::client::Client;
+use crate::context;
+use crate::error::ConsoleError;
+
+/// What a command needs: the connection and the output format.
+#[derive(Debug)]
+pub struct Session {
+    /// The connected client.
+    pub client: Client,
+    /// Table or JSON.
+    pub output: Output,
+}
+
+impl Session {
+    /// Prints a value as one JSON document (one line).
+    pub fn json<T: Serialize>(&self, value: &T) -> Result<(), ConsoleError> {
+        let line = serde_json::to_string(value)
+            .map_err(|e| ConsoleError::Unexpected(format!("cannot encode JSON: {e}")))?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}")?;
+        out.flush()?;
+        Ok(())
+    }
+
+    /// Prints text as is.
+    pub fn text(&self, text: &str) -> Result<(), ConsoleError> {
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        if !text.ends_with('\n') {
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+        Ok(())
+    }
+
+    /// Prints `{"accepted": true, "message": ...}` or the message.
+    pub fn accepted(&self, message: &str) -> Result<(), ConsoleError> {
+        match self.output {
+            Output::Json => self.json(&serde_json::json!({ "accepted": true, "message": message })),
+            Output::Table => self.text(message),
+        }
+    }
+}
+
+/// Runs a command to completion.
+pub async fn run(command: Command, conn: &ConnArgs, output: Output) -> Result<(), ConsoleError> {
+    let ctx = context::resolve(&conn.overrides())?;
+    let client = Client::connect(&ctx).await?;
+    let session = Session { client, output };
+    let result = dispatch(command, &session).await;
+    session.client.close();
+    result
+}
+
+async fn dispatch(command: Command, s: &Session) -> Result<(), ConsoleError> {
+    match command {
+        Command::Record(RecordCommand::Start(args)) => record::start(s, args).await,
+        Command::Record(RecordCommand::Stop { id }) => record::stop(s, id).await,
+        Command::Record(RecordCommand::Show { id }) => record::show(s, id).await,
+        Command::Drain(args) => drain::drain(s, args).await,
+        Command::Undrain {
+            worker,
+            keep_ineligible,
+        } => drain::undrain(s, worker, keep_ineligible).await,
+        Command::Reassign { id, to } => drain::reassign(s, id, to).await,
+        Command::Workers => list::workers(s).await,
+        Command::Recordings { states } => list::recordings(s, states).await,
+        Command::Watch => watch::watch(s).await,
+        Command::Whoami => list::whoami(s).await,
+    }
+}
+
+/// The error for an answer of the wrong kind.
+pub fn unexpected(what: &str, got: &ConsoleResponse) -> ConsoleError {
+    let name = match got {
+        ConsoleResponse::Error(_) => "Error",
+        ConsoleResponse::Identity { .. } => "Identity",
+        ConsoleResponse::Pong { .. } => "Pong",
+        ConsoleResponse::Workers(_) => "Workers",
+        ConsoleResponse::Recordings(_) => "Recordings",
+        ConsoleResponse::Recording(_) => "Recording",
+        ConsoleResponse::Started { .. } => "Started",
+        ConsoleResponse::Accepted { .. } => "Accepted",
+    };
+    ConsoleError::Unexpected(format!("expected {what}, got {name}"))
+}
+
+/// Prints an error for a person on stderr (and as JSON on stdout with
+/// `-o json`), and returns its exit code.
+pub fn report_error(err: &ConsoleError, output: Output) -> u8 {
+    let exit = err.exit();
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "error: {err}");
+    for d in err.details() {
+        let _ = writeln!(stderr, "  - {d}");
+    }
+    if let Some(h) = err.hint() {
+        let _ = writeln!(stderr, "hint: {h}");
+    }
+    if output == Output::Json {
+        let doc = serde_json::json!({
+            "error": {
+                "kind": err.kind(),
+                "exit_code": exit.code(),
+                "message": err.to_string(),
+                "details": err.details(),
+                "hint": err.hint(),
+            }
+        });
+        println!("{doc}");
+    }
+    exit.code()
+}

@@ -1,0 +1,194 @@
+//! `record start|stop|show`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use recfleet_protocol::{
+    now_ms, ConsoleRequest, ConsoleResponse, RecordingDetail, RecordingId, RecordingSpec,
+    RecordingState,
+};
+
+use super::{unexpected, Session};
+use crate::cli::{duration_secs, Output, StartArgs};
+use crate::error::ConsoleError;
+use crate::format;
+
+/// How often `--wait` asks for the recording's state.
+const POLL: Duration = Duration::from_millis(500);
+
+/// A recording id when none is given: `rec-<unix ms>-<4 hex>`.
+pub fn generated_id() -> RecordingId {
+    let text = format!("rec-{}-{:04x}", now_ms(), fastrand::u16(..));
+    // The text is made of the allowed alphabet only.
+    RecordingId::new(text).unwrap_or_else(|_| RecordingId::new("rec").expect("static id"))
+}
+
+/// The spec a `record start` asks for. Problems are listed all at once.
+pub fn spec_from_args(args: &StartArgs) -> Result<RecordingSpec, ConsoleError> {
+    let id = args.id.clone().unwrap_or_else(generated_id);
+    let mut spec = RecordingSpec::new(id, args.url.clone());
+    spec.fps = args.fps;
+    spec.viewport = args.size;
+    spec.audio = !args.no_audio;
+    spec.stop.max_duration_secs = args.max_duration.map(duration_secs);
+    spec.labels = args.labels.iter().cloned().collect::<BTreeMap<_, _>>();
+    spec.validate().map_err(|problems| {
+        ConsoleError::Wire(
+            recfleet_protocol::WireError::new(
+                recfleet_protocol::ErrorCode::InvalidInput,
+                "the recording request is not valid",
+            )
+            .with_details(problems.iter().map(|p| p.to_string()).collect()),
+        )
+    })?;
+    Ok(spec)
+}
+
+pub(super) async fn start(s: &Session, args: StartArgs) -> Result<(), ConsoleError> {
+    let spec = spec_from_args(&args)?;
+    let id = spec.id.clone();
+    let (recording, created) = match s
+        .client
+        .request(ConsoleRequest::StartRecording(spec))
+        .await?
+    {
+        ConsoleResponse::Started { recording, created } => (recording, created),
+        other => return Err(unexpected("Started", &other)),
+    };
+    if !args.wait {
+        return match s.output {
+            Output::Json => {
+                s.json(&serde_json::json!({ "created": created, "recording": recording }))
+            }
+            Output::Table => s.text(&format!(
+                "recording {id} {} ({})",
+                if created { "started" } else { "already exists" },
+                recording.state
+            )),
+        };
+    }
+    if s.output == Output::Table {
+        eprintln!("recording {id}: {}", recording.state);
+    }
+    let detail = wait_until_terminal(s, &id, recording.state).await?;
+    match s.output {
+        Output::Json => s.json(&serde_json::json!({
+            "created": created,
+            "recording": detail.info,
+            "manifest": detail.manifest,
+            "output_dir": detail.spec.output_dir(),
+        }))?,
+        Output::Table => s.text(&final_summary(&detail))?,
+    }
+    match detail.info.state {
+        RecordingState::Completed => Ok(()),
+        state => Err(ConsoleError::RecordingFailed {
+            id: id.to_string(),
+            state: state.to_string(),
+            reason: detail.info.reason.clone(),
+        }),
+    }
+}
+
+/// Polls `ShowRecording` until a terminal state, printing each new state on
+/// stderr in table mode.
+async fn wait_until_terminal(
+    s: &Session,
+    id: &RecordingId,
+    mut last: RecordingState,
+) -> Result<RecordingDetail, ConsoleError> {
+    loop {
+        let detail = show_detail(s, id).await?;
+        if detail.info.state != last {
+            last = detail.info.state;
+            if s.output == Output::Table {
+                eprintln!("recording {id}: {last}");
+            }
+        }
+        if last.is_terminal() {
+            return Ok(detail);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn show_detail(s: &Session, id: &RecordingId) -> Result<RecordingDetail, ConsoleError> {
+    match s
+        .client
+        .request(ConsoleRequest::ShowRecording { id: id.clone() })
+        .await?
+    {
+        ConsoleResponse::Recording(d) => Ok(*d),
+        other => Err(unexpected("a recording", &other)),
+    }
+}
+
+/// The human summary of a recording's manifest.
+pub fn final_summary(d: &RecordingDetail) -> String {
+    let m = &d.manifest;
+    let mut out = format!(
+        "recording {} {}: {} segment(s), {} captured, {} gap(s)",
+        d.info.id,
+        d.info.state,
+        m.segments.len(),
+        format::span(m.total_captured_ms),
+        m.gaps.len()
+    );
+    if let Some(r) = &d.info.reason {
+        out.push_str(&format!("\nreason: {r}"));
+    }
+    let mut workers: Vec<&str> = m.segments.iter().map(|s| s.worker.as_str()).collect();
+    workers.dedup();
+    out.push_str(&format!(
+        "\noutput: {}/ on {}",
+        d.spec.output_dir(),
+        if workers.is_empty() {
+            "no worker yet".to_string()
+        } else {
+            workers.join(", ")
+        }
+    ));
+    for seg in &m.segments {
+        let end = seg
+            .end_reason
+            .as_ref()
+            .map_or("running".to_string(), |r| r.describe());
+        out.push_str(&format!(
+            "\n  {}  epoch {} part {}  {}  {}  {}",
+            seg.file,
+            seg.epoch,
+            seg.part,
+            seg.worker,
+            format::bytes(seg.bytes),
+            end
+        ));
+    }
+    for g in &m.gaps {
+        out.push_str(&format!(
+            "\n  gap {} -> {} ({})",
+            format::clock(g.from),
+            format::clock(g.to),
+            format::span(g.duration_ms)
+        ));
+    }
+    out
+}
+
+pub(super) async fn stop(s: &Session, id: RecordingId) -> Result<(), ConsoleError> {
+    match s
+        .client
+        .request(ConsoleRequest::StopRecording { id })
+        .await?
+    {
+        ConsoleResponse::Accepted { message } => s.accepted(&message),
+        other => Err(unexpected("Accepted", &other)),
+    }
+}
+
+pub(super) async fn show(s: &Session, id: RecordingId) -> Result<(), ConsoleError> {
+    let detail = show_detail(s, &id).await?;
+    match s.output {
+        Output::Json => s.json(&detail),
+        Output::Table => s.text(&final_summary(&detail)),
+    }
+}

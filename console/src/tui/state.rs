@@ -1,0 +1,399 @@
+//! The fleet as the TUI knows it. It changes in one place, [`State::update`],
+//! and only from connection events; views only read it.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use recfleet_protocol::{
+    Event, EventKind, RecordingDetail, RecordingId, RecordingInfo, RecordingState,
+    SubscriptionFrame, UnixMillis, WorkerInfo, WorkerName, WorkerState,
+};
+
+use crate::describe;
+
+/// Lines kept in the event log.
+pub const EVENT_LOG_LEN: usize = 1000;
+
+/// The connection, always on screen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnStatus {
+    /// The first attempt is under way.
+    Connecting {
+        /// The coordinator address.
+        addr: String,
+    },
+    /// Connected and subscribed.
+    Connected {
+        /// The coordinator address.
+        addr: String,
+        /// `operator` or `viewer`.
+        role: String,
+        /// The certificate's name.
+        name: String,
+    },
+    /// Lost; the next attempt is at `at`.
+    Reconnecting {
+        /// The coordinator address.
+        addr: String,
+        /// When the next attempt starts.
+        at: UnixMillis,
+        /// Why the last attempt or connection failed.
+        reason: String,
+    },
+    /// The coordinator or TLS refused this console; retried at `at`.
+    Refused {
+        /// The coordinator address.
+        addr: String,
+        /// Why.
+        reason: String,
+        /// When the next attempt starts (0: not scheduled).
+        at: UnixMillis,
+    },
+}
+
+/// What the connection task reports; the only input of [`State::update`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConnEvent {
+    /// The clock moved (ages and countdowns).
+    Tick(UnixMillis),
+    /// An attempt started.
+    Connecting {
+        /// The coordinator address.
+        addr: String,
+    },
+    /// Connected; a subscription follows.
+    Connected {
+        /// The coordinator address.
+        addr: String,
+        /// The role the coordinator sees.
+        role: String,
+        /// The name it sees.
+        name: String,
+    },
+    /// A subscription frame.
+    Frame(SubscriptionFrame),
+    /// The connection failed or was lost.
+    Disconnected {
+        /// Why.
+        reason: String,
+        /// When the next attempt starts.
+        retry_at: UnixMillis,
+    },
+    /// The console was refused (TLS, role).
+    Refused {
+        /// Why.
+        reason: String,
+        /// When the next attempt starts.
+        retry_at: UnixMillis,
+    },
+    /// An action's answer.
+    ActionDone {
+        /// What was asked, e.g. "drain w1".
+        what: String,
+        /// The coordinator's message, or the error.
+        result: Result<String, String>,
+    },
+    /// A recording's detail (answer to `ShowRecording`).
+    Detail(Box<RecordingDetail>),
+}
+
+/// Where a drain stands, from its last progress event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainStatus {
+    /// Recordings still on the worker.
+    pub remaining: Vec<RecordingId>,
+    /// The coordinator's sentence.
+    pub message: String,
+    /// Whether it is finished.
+    pub complete: bool,
+}
+
+/// One line of the event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// When (coordinator clock for events, local for the console's own lines).
+    pub at: UnixMillis,
+    /// The event number, for coordinator events.
+    pub seq: Option<u64>,
+    /// `recording_changed`, `console`, ...
+    pub kind: &'static str,
+    /// What happened.
+    pub text: String,
+}
+
+/// The last action's outcome, shown on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flash {
+    /// Whether it went well.
+    pub ok: bool,
+    /// What to show.
+    pub text: String,
+}
+
+/// Why actions are hidden.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readonly {
+    /// `--readonly` was given.
+    Flag,
+    /// The certificate is not an operator's.
+    Role,
+}
+
+/// The fleet and the connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct State {
+    /// Now, for ages and countdowns.
+    pub now: UnixMillis,
+    /// The connection.
+    pub connection: ConnStatus,
+    /// `--readonly`.
+    pub readonly_flag: bool,
+    /// The role seen at the last connect.
+    pub role: Option<String>,
+    /// Every worker known.
+    pub workers: BTreeMap<WorkerName, WorkerInfo>,
+    /// Every recording known.
+    pub recordings: BTreeMap<RecordingId, RecordingInfo>,
+    /// Details fetched for the detail pane.
+    pub details: BTreeMap<RecordingId, RecordingDetail>,
+    /// Drain progress by worker.
+    pub drains: BTreeMap<WorkerName, DrainStatus>,
+    /// The event log, oldest first.
+    pub events: VecDeque<LogLine>,
+    /// The last event number applied.
+    pub last_seq: Option<u64>,
+    /// Events were missed; waiting for the fresh snapshot.
+    pub resyncing: bool,
+    /// The last action's outcome.
+    pub flash: Option<Flash>,
+}
+
+impl State {
+    /// An empty fleet, connecting to `addr`.
+    pub fn new(addr: impl Into<String>, readonly_flag: bool, now: UnixMillis) -> State {
+        State {
+            now,
+            connection: ConnStatus::Connecting { addr: addr.into() },
+            readonly_flag,
+            role: None,
+            workers: BTreeMap::new(),
+            recordings: BTreeMap::new(),
+            details: BTreeMap::new(),
+            drains: BTreeMap::new(),
+            events: VecDeque::new(),
+            last_seq: None,
+            resyncing: false,
+            flash: None,
+        }
+    }
+
+    /// Why actions are hidden, if they are.
+    pub fn readonly(&self) -> Option<Readonly> {
+        if self.readonly_flag {
+            Some(Readonly::Flag)
+        } else if self.role.as_deref().is_some_and(|r| r != "operator") {
+            Some(Readonly::Role)
+        } else {
+            None
+        }
+    }
+
+    /// Applies one connection event. The only way the state changes.
+    pub fn update(&mut self, ev: ConnEvent) {
+        match ev {
+            ConnEvent::Tick(now) => self.now = now,
+            ConnEvent::Connecting { addr } => self.connection = ConnStatus::Connecting { addr },
+            ConnEvent::Connected { addr, role, name } => {
+                self.log(
+                    None,
+                    "console",
+                    format!("connected to {addr} as {role}/{name}"),
+                );
+                self.role = Some(role.clone());
+                self.connection = ConnStatus::Connected { addr, role, name };
+            }
+            ConnEvent::Frame(frame) => self.apply_frame(frame),
+            ConnEvent::Disconnected { reason, retry_at } => {
+                self.log(None, "console", format!("disconnected: {reason}"));
+                let addr = self.addr().to_string();
+                self.connection = ConnStatus::Reconnecting {
+                    addr,
+                    at: retry_at,
+                    reason,
+                };
+            }
+            ConnEvent::Refused { reason, retry_at } => {
+                self.log(None, "console", format!("refused: {reason}"));
+                let addr = self.addr().to_string();
+                self.connection = ConnStatus::Refused {
+                    addr,
+                    reason,
+                    at: retry_at,
+                };
+            }
+            ConnEvent::ActionDone { what, result } => {
+                let (ok, text) = match result {
+                    Ok(m) => (true, format!("{what}: {m}")),
+                    Err(e) => (false, format!("{what} failed: {e}")),
+                };
+                self.log(None, "action", text.clone());
+                self.flash = Some(Flash { ok, text });
+            }
+            ConnEvent::Detail(d) => {
+                self.details.insert(d.info.id.clone(), *d);
+            }
+        }
+    }
+
+    fn apply_frame(&mut self, frame: SubscriptionFrame) {
+        match frame {
+            SubscriptionFrame::Snapshot {
+                seq,
+                workers,
+                recordings,
+            } => {
+                self.workers = workers.into_iter().map(|w| (w.name.clone(), w)).collect();
+                self.recordings = recordings.into_iter().map(|r| (r.id.clone(), r)).collect();
+                self.last_seq = Some(seq);
+                let text = format!(
+                    "snapshot #{seq}: {} workers, {} recordings{}",
+                    self.workers.len(),
+                    self.recordings.len(),
+                    if self.resyncing { " (resynced)" } else { "" }
+                );
+                self.resyncing = false;
+                self.log(None, "snapshot", text);
+            }
+            SubscriptionFrame::Event(e) => self.apply_event(e),
+            SubscriptionFrame::Lagged { missed } => {
+                self.resyncing = true;
+                self.log(
+                    None,
+                    "lagged",
+                    format!("fell behind: {missed} events missed, resyncing"),
+                );
+            }
+            SubscriptionFrame::Refused(e) => {
+                self.log(
+                    None,
+                    "console",
+                    format!("subscription refused: {}", e.message),
+                );
+                let addr = self.addr().to_string();
+                self.connection = ConnStatus::Refused {
+                    addr,
+                    reason: e.message,
+                    at: 0,
+                };
+            }
+        }
+    }
+
+    fn apply_event(&mut self, e: Event) {
+        // Events up to the snapshot's number are already in it.
+        if self.last_seq.is_some_and(|s| e.seq <= s) {
+            return;
+        }
+        self.last_seq = Some(e.seq);
+        let text = describe::event_text(&e.kind);
+        let kind = describe::kind_name(&e.kind);
+        match e.kind {
+            EventKind::WorkerUp(w) | EventKind::WorkerChanged(w) => {
+                self.workers.insert(w.name.clone(), w);
+            }
+            EventKind::WorkerLeft { name } => self.set_worker_state(&name, WorkerState::Gone),
+            EventKind::WorkerLost { name } => self.set_worker_state(&name, WorkerState::Lost),
+            EventKind::RecordingChanged(r) => {
+                self.recordings.insert(r.id.clone(), r);
+            }
+            EventKind::DrainProgress {
+                worker,
+                remaining,
+                message,
+                complete,
+            } => {
+                self.drains.insert(
+                    worker,
+                    DrainStatus {
+                        remaining,
+                        message,
+                        complete,
+                    },
+                );
+            }
+            EventKind::Notice { .. } => {}
+        }
+        self.log_at(e.at, Some(e.seq), kind, text);
+    }
+
+    fn set_worker_state(&mut self, name: &WorkerName, state: WorkerState) {
+        if let Some(w) = self.workers.get_mut(name) {
+            w.state = state;
+            w.used = 0;
+            w.recordings.clear();
+        }
+    }
+
+    fn log(&mut self, seq: Option<u64>, kind: &'static str, text: String) {
+        self.log_at(self.now, seq, kind, text);
+    }
+
+    fn log_at(&mut self, at: UnixMillis, seq: Option<u64>, kind: &'static str, text: String) {
+        if self.events.len() == EVENT_LOG_LEN {
+            self.events.pop_front();
+        }
+        self.events.push_back(LogLine {
+            at,
+            seq,
+            kind,
+            text,
+        });
+    }
+
+    /// The coordinator address, whatever the status.
+    pub fn addr(&self) -> &str {
+        match &self.connection {
+            ConnStatus::Connecting { addr }
+            | ConnStatus::Connected { addr, .. }
+            | ConnStatus::Reconnecting { addr, .. }
+            | ConnStatus::Refused { addr, .. } => addr,
+        }
+    }
+
+    /// Fleet totals for the status bar.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for w in self.workers.values() {
+            match w.state {
+                WorkerState::Ready => t.ready += 1,
+                WorkerState::Draining => t.draining += 1,
+                WorkerState::Ineligible => t.ineligible += 1,
+                WorkerState::Lost => t.lost += 1,
+                WorkerState::Gone => {}
+            }
+            if w.state == WorkerState::Ready {
+                t.free += w.capacity.saturating_sub(w.used);
+            }
+        }
+        for r in self.recordings.values() {
+            *t.by_state.entry(r.state).or_default() += 1;
+        }
+        t
+    }
+}
+
+/// Fleet totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Workers ready.
+    pub ready: u32,
+    /// Workers draining.
+    pub draining: u32,
+    /// Workers ineligible.
+    pub ineligible: u32,
+    /// Workers lost.
+    pub lost: u32,
+    /// Free capacity on ready workers.
+    pub free: u32,
+    /// Recordings by state.
+    pub by_state: BTreeMap<RecordingState, u32>,
+}

@@ -1,0 +1,121 @@
+//! The detail pane of the selected worker or recording.
+
+use ratatui::layout::Rect;
+use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
+use ratatui::Frame;
+
+use crate::format;
+use crate::tui::app::App;
+use crate::tui::rows;
+
+/// The pane's lines for the current selection.
+pub fn lines(app: &App) -> Vec<String> {
+    let s = &app.state;
+    if let Some(w) = rows::selected_worker(s, &app.ui) {
+        let mut out = vec![
+            format!("worker   {}", w.name),
+            format!("state    {}", w.state.as_str()),
+            format!("address  {}", w.address),
+            format!("version  {}", w.version),
+            format!("slots    {}/{} used", w.used, w.capacity),
+            format!(
+                "cpu      {} cores   mem {}",
+                format::cores(w.cpu_millicores),
+                format::bytes(w.rss_bytes)
+            ),
+            format!("rtt      {}", format::rtt(w.rtt_us)),
+            format!(
+                "up       {}   last seen {} ago",
+                format::age(s.now, w.connected_at),
+                format::age(s.now, w.last_seen)
+            ),
+            format!("labels   {}", format::labels(&w.labels)),
+            String::new(),
+            format!("recordings ({})", w.recordings.len()),
+        ];
+        out.extend(w.recordings.iter().map(|r| {
+            let st = s.recordings.get(r).map_or("?", |i| i.state.as_str());
+            format!("  {r}  {st}")
+        }));
+        if let Some(d) = s.drains.get(&w.name) {
+            out.push(String::new());
+            out.push(format!(
+                "drain    {}{}",
+                if d.complete { "complete: " } else { "" },
+                d.message
+            ));
+            if !d.remaining.is_empty() {
+                let ids: Vec<&str> = d.remaining.iter().map(|r| r.as_str()).collect();
+                out.push(format!("  remaining: {}", ids.join(", ")));
+            }
+        }
+        return out;
+    }
+    if let Some(r) = rows::selected_recording(s, &app.ui) {
+        let mut out = vec![
+            format!("recording {}", r.id),
+            format!("state     {}", r.state),
+            format!("url       {}", r.url),
+            format!(
+                "worker    {} (epoch {})",
+                r.worker.as_ref().map_or("-".to_string(), |w| w.to_string()),
+                r.epoch
+            ),
+            format!("created   {}", format::clock(r.created_at)),
+            format!(
+                "started   {}",
+                r.started_at.map_or("-".to_string(), format::clock)
+            ),
+            format!(
+                "size      {}   fps {}",
+                format::bytes(r.bytes),
+                format::fps(r.fps_milli)
+            ),
+            format!("restarts  {}   segments {}", r.restarts, r.segments),
+        ];
+        if let Some(reason) = &r.reason {
+            out.push(format!("error     {reason}"));
+        }
+        match s.details.get(&r.id) {
+            Some(d) => {
+                out.push(String::new());
+                out.push(format!("segments ({})", d.manifest.segments.len()));
+                for seg in &d.manifest.segments {
+                    let end = seg
+                        .end_reason
+                        .as_ref()
+                        .map_or("running".to_string(), |e| e.describe());
+                    out.push(format!(
+                        "  e{} p{} {} {} {}",
+                        seg.epoch,
+                        seg.part,
+                        seg.worker,
+                        format::bytes(seg.bytes),
+                        end
+                    ));
+                }
+                for g in &d.manifest.gaps {
+                    out.push(format!(
+                        "  gap {} ({})",
+                        format::clock(g.from),
+                        format::span(g.duration_ms)
+                    ));
+                }
+            }
+            None => out.push("(enter: load segments)".to_string()),
+        }
+        return out;
+    }
+    vec!["nothing selected".to_string()]
+}
+
+/// Draws the pane.
+pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
+    let text = lines(app).join("\n");
+    let p = Paragraph::new(text).wrap(Wrap { trim: false }).block(
+        Block::new()
+            .borders(Borders::ALL)
+            .title(" detail (esc: close) "),
+    );
+    frame.render_widget(p, area);
+}
