@@ -1,0 +1,270 @@
+//! A fleet of real processes for tests: a coordinator and workers started
+//! from the built `recfleet-agent`, certificates from a fresh CA, and an
+//! operator connection to talk to the coordinator.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use recfleet_certs::{CertificateAuthority, Identity, Role, TlsMaterial};
+use recfleet_protocol::quic::{self, TransportSettings};
+use recfleet_protocol::{
+    ConsoleRequest, ConsoleResponse, OpenStream, RecordingDetail, RecordingId, WorkerState,
+};
+use tokio::process::{Child, Command};
+
+use crate::procs::workspace_bin;
+
+/// A coordinator, its workers, and the files they share.
+#[derive(Debug)]
+pub struct TestFleet {
+    /// Everything lives here (certificates, store, recordings, logs).
+    pub dir: tempfile::TempDir,
+    /// The coordinator's address.
+    pub addr: SocketAddr,
+    coordinator: Option<Child>,
+    workers: Vec<(String, Child)>,
+    operator: Option<quinn::Connection>,
+    endpoint: quinn::Endpoint,
+}
+
+impl TestFleet {
+    /// Certificates and a coordinator; workers are added with [`Self::add_worker`].
+    pub async fn start() -> anyhow::Result<TestFleet> {
+        let dir = tempfile::tempdir()?;
+        let tls = dir.path().join("tls");
+        let ca = CertificateAuthority::init(&tls, false)?;
+        let issue = |role: Role, name: &str, stem: &str| -> anyhow::Result<()> {
+            let issued = ca.issue_for_days(Identity::new(role, name)?, Vec::new(), 1)?;
+            recfleet_certs::write_cert_files(&tls, stem, &issued, true)?;
+            Ok(())
+        };
+        issue(Role::Coordinator, "test", "coordinator")?;
+        issue(Role::Operator, "tester", "operator")?;
+        issue(Role::Viewer, "watcher", "viewer")?;
+        for i in 1..=4 {
+            issue(Role::Agent, &format!("w{i}"), &format!("agent-w{i}"))?;
+        }
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        std::fs::create_dir_all(dir.path().join("recordings"))?;
+        std::fs::create_dir_all(dir.path().join("logs"))?;
+        let endpoint = quic::client_endpoint(
+            &Self::material_in(&tls, "operator")?,
+            TransportSettings::default(),
+        )?;
+        let mut fleet = TestFleet {
+            dir,
+            addr,
+            coordinator: None,
+            workers: Vec::new(),
+            operator: None,
+            endpoint,
+        };
+        fleet.start_coordinator()?;
+        Ok(fleet)
+    }
+
+    fn material_in(tls: &Path, stem: &str) -> anyhow::Result<TlsMaterial> {
+        Ok(TlsMaterial::load(
+            &tls.join("ca.pem"),
+            &tls.join(format!("{stem}.pem")),
+            &tls.join(format!("{stem}-key.pem")),
+        )?)
+    }
+
+    /// TLS material of one of the fleet's identities (`operator`, `viewer`,
+    /// `agent-w1`, ...).
+    pub fn material(&self, stem: &str) -> anyhow::Result<TlsMaterial> {
+        Self::material_in(&self.tls(), stem)
+    }
+
+    /// The certificate directory.
+    pub fn tls(&self) -> PathBuf {
+        self.dir.path().join("tls")
+    }
+
+    /// The shared output directory of all workers.
+    pub fn recordings(&self) -> PathBuf {
+        self.dir.path().join("recordings")
+    }
+
+    fn log(&self, name: &str) -> anyhow::Result<std::fs::File> {
+        Ok(std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("logs").join(format!("{name}.log")))?)
+    }
+
+    /// Starts (or restarts) the coordinator on the same data directory and port.
+    pub fn start_coordinator(&mut self) -> anyhow::Result<()> {
+        let tls = self.tls();
+        let log = self.log("coordinator")?;
+        let child = Command::new(workspace_bin("recfleet-agent"))
+            .arg("coordinator")
+            .args(["--listen", &self.addr.to_string()])
+            .arg("--data-dir")
+            .arg(self.dir.path().join("coordinator"))
+            .arg("--ca")
+            .arg(tls.join("ca.pem"))
+            .arg("--cert")
+            .arg(tls.join("coordinator.pem"))
+            .arg("--key")
+            .arg(tls.join("coordinator-key.pem"))
+            .arg("--manifest-root")
+            .arg(self.recordings())
+            .env("RECFLEET_LOG", "info,recfleet_agent=debug")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()?;
+        self.coordinator = Some(child);
+        self.operator = None;
+        Ok(())
+    }
+
+    /// kill -9 of the coordinator.
+    pub async fn kill_coordinator(&mut self) {
+        if let Some(mut c) = self.coordinator.take() {
+            let _ = c.kill().await;
+        }
+        self.operator = None;
+    }
+
+    /// Starts worker `wN` with `capacity`.
+    pub fn add_worker(&mut self, n: u32, capacity: u32) -> anyhow::Result<()> {
+        let tls = self.tls();
+        let name = format!("w{n}");
+        let log = self.log(&name)?;
+        let child = Command::new(workspace_bin("recfleet-agent"))
+            .arg("worker")
+            .args([
+                "--coordinator",
+                &self.addr.to_string(),
+                "--capacity",
+                &capacity.to_string(),
+            ])
+            .arg("--ca")
+            .arg(tls.join("ca.pem"))
+            .arg("--cert")
+            .arg(tls.join(format!("agent-{name}.pem")))
+            .arg("--key")
+            .arg(tls.join(format!("agent-{name}-key.pem")))
+            .arg("--out-dir")
+            .arg(self.recordings())
+            .arg("--runtime-dir")
+            .arg(std::env::temp_dir().join(format!("rff-{}-{name}", self.addr.port())))
+            .env("RECFLEET_LOG", "info,recfleet_agent=debug")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()?;
+        self.workers.push((name, child));
+        Ok(())
+    }
+
+    /// The pid of a worker process.
+    pub fn worker_pid(&self, name: &str) -> Option<u32> {
+        self.workers
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, c)| c.id())
+    }
+
+    /// Sends one request as the operator (connecting, and reconnecting after
+    /// a coordinator restart, as needed).
+    pub async fn request(&mut self, req: ConsoleRequest) -> anyhow::Result<ConsoleResponse> {
+        for _ in 0..50 {
+            if self.operator.is_none() {
+                self.operator = quic::connect(
+                    &self.endpoint,
+                    self.addr,
+                    "localhost",
+                    Duration::from_secs(2),
+                )
+                .await
+                .ok();
+            }
+            if let Some(conn) = &self.operator {
+                match quic::request::<_, ConsoleResponse>(conn, &OpenStream::Request(req.clone()))
+                    .await
+                {
+                    Ok(r) => return Ok(r),
+                    Err(_) => self.operator = None,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        anyhow::bail!("the coordinator did not answer")
+    }
+
+    /// Waits until `n` workers are ready.
+    pub async fn wait_workers(&mut self, n: usize, secs: u64) -> anyhow::Result<()> {
+        let until = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let ConsoleResponse::Workers(list) =
+                self.request(ConsoleRequest::ListWorkers).await?
+            {
+                if list
+                    .iter()
+                    .filter(|w| w.state == WorkerState::Ready)
+                    .count()
+                    >= n
+                {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() > until {
+                anyhow::bail!(
+                    "{n} workers not ready within {secs} s; logs in {}",
+                    self.dir.path().display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Shows a recording.
+    pub async fn show(&mut self, id: &RecordingId) -> anyhow::Result<RecordingDetail> {
+        match self
+            .request(ConsoleRequest::ShowRecording { id: id.clone() })
+            .await?
+        {
+            ConsoleResponse::Recording(d) => Ok(*d),
+            other => anyhow::bail!("show {id}: {other:?}"),
+        }
+    }
+
+    /// Waits until the recording satisfies `pred`.
+    pub async fn wait_for(
+        &mut self,
+        id: &RecordingId,
+        secs: u64,
+        pred: impl Fn(&RecordingDetail) -> bool,
+    ) -> anyhow::Result<RecordingDetail> {
+        let until = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let d = self.show(id).await?;
+            if pred(&d) {
+                return Ok(d);
+            }
+            if tokio::time::Instant::now() > until {
+                anyhow::bail!(
+                    "{id} did not get there within {secs} s: {:?}; logs in {}",
+                    d.info,
+                    self.dir.path().display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Keeps the directory (logs, recordings) for a failed test to inspect.
+    pub fn keep(self) -> PathBuf {
+        let TestFleet { dir, .. } = self;
+        dir.keep()
+    }
+}
