@@ -14,7 +14,7 @@ use crate::context::Overrides;
 /// With no command, opens the TUI (press ? for keys). The commands below do
 /// the same actions for scripts; each has `--output json`.
 #[derive(Debug, Parser)]
-#[command(name = "recfleet", version, about, long_about = None)]
+#[command(name = "recfleet", version)]
 #[command(
     after_help = "Exit codes: 0 ok, 1 other error, 2 invalid input, 3 not found, \
 4 refused/forbidden, 5 conflict, 6 no capacity, 7 connection failure, \
@@ -25,10 +25,10 @@ pub struct Cli {
     #[command(flatten)]
     pub conn: ConnArgs,
     /// Output format of commands.
-    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
+    #[arg(long, short = 'o', global = true, help_heading = "Options", value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// TUI: hide every action (watch only).
-    #[arg(long)]
+    #[arg(long, help_heading = "Options")]
     pub readonly: bool,
     /// What to do; the TUI when absent.
     #[command(subcommand)]
@@ -37,29 +37,61 @@ pub struct Cli {
 
 /// Where the coordinator is and which certificate to show it.
 #[derive(Debug, Clone, Args, Default)]
+#[command(next_help_heading = "Connection (flags > RECFLEET_* variables > context file)")]
 pub struct ConnArgs {
     /// Context file [default: $XDG_CONFIG_HOME/recfleet/context.toml].
-    #[arg(long, global = true, env = "RECFLEET_CONTEXT", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        hide_env_values = true,
+        env = "RECFLEET_CONTEXT",
+        value_name = "FILE"
+    )]
     pub context: Option<PathBuf>,
     /// Coordinator address.
     #[arg(
         long,
         global = true,
+        hide_env_values = true,
         env = "RECFLEET_COORDINATOR",
         value_name = "HOST:PORT"
     )]
     pub coordinator: Option<String>,
     /// Fleet CA certificate (PEM).
-    #[arg(long, global = true, env = "RECFLEET_CA", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        hide_env_values = true,
+        env = "RECFLEET_CA",
+        value_name = "FILE"
+    )]
     pub ca: Option<PathBuf>,
     /// Client certificate (PEM).
-    #[arg(long, global = true, env = "RECFLEET_CERT", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        hide_env_values = true,
+        env = "RECFLEET_CERT",
+        value_name = "FILE"
+    )]
     pub cert: Option<PathBuf>,
     /// Client private key (PEM).
-    #[arg(long, global = true, env = "RECFLEET_KEY", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        hide_env_values = true,
+        env = "RECFLEET_KEY",
+        value_name = "FILE"
+    )]
     pub key: Option<PathBuf>,
     /// Name to check in the coordinator certificate [default: localhost].
-    #[arg(long, global = true, env = "RECFLEET_SERVER_NAME", value_name = "NAME")]
+    #[arg(
+        long,
+        global = true,
+        hide_env_values = true,
+        env = "RECFLEET_SERVER_NAME",
+        value_name = "NAME"
+    )]
     pub server_name: Option<String>,
 }
 

@@ -12,9 +12,14 @@ use crate::cli::{duration_secs, DrainArgs, Output};
 use crate::describe;
 use crate::error::ConsoleError;
 
+/// Whether a person can be asked (stdin and stderr are a terminal).
+pub fn can_ask() -> bool {
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
 /// Asks `question [y/N]` on the terminal; without one, refuses.
 pub fn confirm(question: &str) -> Result<(), ConsoleError> {
-    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+    if !can_ask() {
         return Err(ConsoleError::Aborted(
             "not confirmed: there is no terminal to ask on".to_string(),
         ));

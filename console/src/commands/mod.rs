@@ -62,6 +62,15 @@ impl Session {
 
 /// Runs a command to completion.
 pub async fn run(command: Command, conn: &ConnArgs, output: Output) -> Result<(), ConsoleError> {
+    // Refuse an unconfirmable drain before connecting: a script without
+    // --yes learns it at once, whatever the coordinator's state.
+    if let Command::Drain(args) = &command {
+        if !args.yes && !drain::can_ask() {
+            return Err(ConsoleError::Aborted(
+                "not confirmed: there is no terminal to ask on".to_string(),
+            ));
+        }
+    }
     let ctx = context::resolve(&conn.overrides())?;
     let client = Client::connect(&ctx).await?;
     let session = Session { client, output };

@@ -192,9 +192,11 @@ impl App {
                     "help" | "?" => self.ui.mode = Mode::Help,
                     _ => match View::parse(cmd) {
                         Some(v) => self.ui.switch(v),
-                        None => self.hint = Some(format!(
+                        None => {
+                            self.hint = Some(format!(
                             "unknown command \"{cmd}\": try :workers, :recordings, :events, :quit"
-                        )),
+                        ))
+                        }
                     },
                 }
             }

@@ -125,9 +125,11 @@ where
         terminal
             .draw(|f| view::draw(f, &app))
             .map_err(|e| ConsoleError::Terminal(e.to_string()))?;
+        // Biased: a signal first, then what the connection says (so a key
+        // acts on the newest state), then keys, then the clock.
         tokio::select! {
+            biased;
             () = &mut shutdown => return Ok(()),
-            _ = tick.tick() => app.on_conn(ConnEvent::Tick(now_ms())),
             ev = events.recv() => match ev {
                 Some(ev) => app.on_conn(ev),
                 None => return Err(ConsoleError::Unexpected("the connection task stopped".into())),
@@ -148,6 +150,7 @@ where
                     }
                 },
             },
+            _ = tick.tick() => app.on_conn(ConnEvent::Tick(now_ms())),
         }
     }
 }

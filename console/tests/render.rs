@@ -1,0 +1,130 @@
+//! Every view, the help, a dialog, the reconnecting banner and read-only
+//! mode, drawn on a TestBackend and compared with the snapshot files in
+//! tests/snapshots/ (review changes with `cargo insta review`, or delete the
+//! file and rerun with INSTA_UPDATE=always).
+
+mod common;
+
+use common::{app, render, NOW};
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use recfleet_console::tui::app::App;
+use recfleet_console::tui::state::ConnEvent;
+
+const W: u16 = 120;
+const H: u16 = 20;
+
+fn key(app: &mut App, code: KeyCode) {
+    let _ = app.on_key(KeyEvent::new(code, KeyModifiers::NONE));
+}
+
+fn keys(app: &mut App, text: &str) {
+    for c in text.chars() {
+        key(app, KeyCode::Char(c));
+    }
+}
+
+#[test]
+fn workers_view() {
+    insta::assert_snapshot!("workers", render(&app("operator", false), W, H));
+}
+
+#[test]
+fn recordings_view_sorted_by_state() {
+    let mut a = app("operator", false);
+    keys(&mut a, ":recordings");
+    key(&mut a, KeyCode::Enter);
+    keys(&mut a, "S");
+    insta::assert_snapshot!("recordings", render(&a, W, H));
+}
+
+#[test]
+fn events_view() {
+    let mut a = app("operator", false);
+    keys(&mut a, ":events");
+    key(&mut a, KeyCode::Enter);
+    insta::assert_snapshot!("events", render(&a, W, H));
+}
+
+#[test]
+fn worker_detail_pane() {
+    let mut a = app("operator", false);
+    key(&mut a, KeyCode::Down);
+    key(&mut a, KeyCode::Enter);
+    insta::assert_snapshot!("worker_detail", render(&a, W, 24));
+}
+
+#[test]
+fn filtered_recordings_with_the_filter_prompt_open() {
+    let mut a = app("operator", false);
+    keys(&mut a, ":rec");
+    key(&mut a, KeyCode::Enter);
+    keys(&mut a, "/!recording");
+    insta::assert_snapshot!("recordings_filter_inverted", render(&a, W, H));
+}
+
+#[test]
+fn help() {
+    let mut a = app("operator", false);
+    keys(&mut a, "?");
+    insta::assert_snapshot!("help", render(&a, W, 28));
+}
+
+#[test]
+fn drain_confirmation_dialog() {
+    let mut a = app("operator", false);
+    keys(&mut a, "d");
+    key(&mut a, KeyCode::Right); // mode: migrate
+    key(&mut a, KeyCode::Tab);
+    keys(&mut a, "10m");
+    insta::assert_snapshot!("drain_dialog", render(&a, W, H));
+}
+
+#[test]
+fn reconnecting_banner() {
+    let mut a = app("operator", false);
+    a.on_conn(ConnEvent::Disconnected {
+        reason: "connection lost: timed out: the peer stopped answering".into(),
+        retry_at: NOW + 3_500,
+    });
+    insta::assert_snapshot!("reconnecting", render(&a, W, H));
+}
+
+#[test]
+fn refused() {
+    let mut a = app("operator", false);
+    a.on_conn(ConnEvent::Refused {
+        reason: "the peer refused the TLS handshake: unknown CA".into(),
+        retry_at: NOW + 30_000,
+    });
+    let screen = render(&a, W, H);
+    assert!(
+        screen.contains("refused: the peer refused the TLS handshake: unknown CA (retry in 30s)"),
+        "{screen}"
+    );
+}
+
+#[test]
+fn viewer_is_read_only_and_says_why() {
+    let mut a = app("viewer", false);
+    keys(&mut a, "d");
+    insta::assert_snapshot!("viewer_readonly", render(&a, W, H));
+    keys(&mut a, "?");
+    let help = render(&a, W, 28);
+    assert!(
+        help.contains("hidden — read-only: this certificate is a viewer's"),
+        "{help}"
+    );
+    assert!(!help.contains("drain the selected worker"), "{help}");
+}
+
+#[test]
+fn readonly_flag_hides_actions_for_an_operator_too() {
+    let mut a = app("operator", true);
+    keys(&mut a, "d");
+    let screen = render(&a, W, H);
+    assert!(
+        screen.contains("read-only: started with --readonly"),
+        "{screen}"
+    );
+    assert!(screen.contains("READ-ONLY"), "{screen}");
+}
