@@ -193,14 +193,17 @@ impl ConsoleError {
             }
             ConsoleError::Wire(w) => match w.code {
                 ErrorCode::Forbidden => {
-                    "this action needs an operator certificate; `recfleet whoami` shows yours"
+                    "acting needs an operator certificate, watching an operator's or a viewer's; \
+                     `recfleet whoami` shows yours"
                 }
                 ErrorCode::NotFound => "`recfleet workers` and `recfleet recordings` list what exists",
                 ErrorCode::NoCapacity => {
                     "add workers, free capacity, or relax the labels; the recording waits as pending otherwise"
                 }
                 ErrorCode::Conflict => "check the current state with `recfleet recordings` or `recfleet workers`",
-                ErrorCode::Unavailable => "the coordinator is busy or shutting down: retry in a moment",
+                ErrorCode::Unavailable => {
+                    "the coordinator cannot do this now (see its message); retry later if it is busy"
+                }
                 ErrorCode::InvalidInput => "fix the values listed above and retry",
                 _ => return None,
             },

@@ -107,7 +107,7 @@ pub fn recordings<'a>(state: &'a State, vs: &ViewState, filter: &Filter) -> Vec<
     rows
 }
 
-/// Event log lines shown, oldest first (newest first when reversed).
+/// Event log lines shown: by age, oldest first (reversed by default: newest first).
 pub fn events<'a>(state: &'a State, vs: &ViewState, filter: &Filter) -> Vec<&'a LogLine> {
     let mut rows: Vec<&LogLine> = state
         .events

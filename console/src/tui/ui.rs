@@ -172,9 +172,11 @@ pub struct Ui {
 
 impl Default for Ui {
     fn default() -> Self {
-        // The log reads newest last, as `tail -f`.
+        // The log shows the newest line first, so that new events stay in
+        // sight with the selection at the top.
         let events = ViewState {
             sort: SortKey::Age,
+            reverse: true,
             ..ViewState::default()
         };
         Ui {

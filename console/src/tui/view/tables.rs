@@ -128,6 +128,5 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
     if count > 0 {
         ts.select(Some(rows::selected(state, &app.ui)));
     }
-    // The event log follows the newest line unless the person moved up.
     frame.render_stateful_widget(table, area, &mut ts);
 }
