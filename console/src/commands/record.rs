@@ -16,16 +16,19 @@ use crate::format;
 /// How often `--wait` asks for the recording's state.
 const POLL: Duration = Duration::from_millis(500);
 
-/// A recording id when none is given: `rec-<unix ms>-<4 hex>`.
-pub fn generated_id() -> RecordingId {
-    let text = format!("rec-{}-{:04x}", now_ms(), fastrand::u16(..));
-    // The text is made of the allowed alphabet only.
-    RecordingId::new(text).unwrap_or_else(|_| RecordingId::new("rec").expect("static id"))
+/// A recording id for when none is given: `rec-<unix ms>-<4 hex>`.
+pub fn generated_id() -> String {
+    format!("rec-{}-{:04x}", now_ms(), fastrand::u16(..))
 }
 
 /// The spec a `record start` asks for. Problems are listed all at once.
 pub fn spec_from_args(args: &StartArgs) -> Result<RecordingSpec, ConsoleError> {
-    let id = args.id.clone().unwrap_or_else(generated_id);
+    let id = match &args.id {
+        Some(id) => id.clone(),
+        None => {
+            RecordingId::new(generated_id()).map_err(|e| ConsoleError::Invalid(e.to_string()))?
+        }
+    };
     let mut spec = RecordingSpec::new(id, args.url.clone());
     spec.fps = args.fps;
     spec.viewport = args.size;

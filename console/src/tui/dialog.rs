@@ -121,7 +121,7 @@ impl Dialog {
             Action::Stop(_) => vec![],
             Action::Start => vec![
                 Field::text("url", "https://"),
-                Field::text("id", generated_id().to_string()),
+                Field::text("id", generated_id()),
                 Field::text("max duration", ""),
             ],
         };
