@@ -284,3 +284,15 @@ fn a_missing_certificate_file_is_a_config_error() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn the_tui_without_a_terminal_points_to_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = recfleet(dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("the TUI needs a terminal"),
+        "{}",
+        text(&out.stderr)
+    );
+}

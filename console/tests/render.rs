@@ -128,3 +128,17 @@ fn readonly_flag_hides_actions_for_an_operator_too() {
     );
     assert!(screen.contains("READ-ONLY"), "{screen}");
 }
+
+#[test]
+fn reconnecting_counts_down_to_now() {
+    let mut a = app("operator", false);
+    a.on_conn(ConnEvent::Disconnected {
+        reason: "connection lost".into(),
+        retry_at: NOW,
+    });
+    let screen = render(&a, W, H);
+    assert!(
+        screen.contains("reconnecting now (connection lost)"),
+        "{screen}"
+    );
+}

@@ -38,6 +38,14 @@ pub enum Input {
 
 /// Opens the TUI until the person quits or SIGTERM/SIGHUP arrives.
 pub async fn run(conn: &ConnArgs, readonly: bool) -> Result<(), ConsoleError> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        return Err(ConsoleError::Invalid(
+            "the TUI needs a terminal: run a command instead, such as `recfleet workers` \
+             or `recfleet watch` (see `recfleet --help`)"
+                .to_string(),
+        ));
+    }
     let ctx = context::resolve(&conn.overrides())?;
     // Bad certificates are a configuration error: say so before the screen
     // is taken over, not as an endless reconnect.

@@ -23,10 +23,13 @@ pub fn connection_text(c: &ConnStatus, now: u64) -> (String, Color) {
             format!("connected to {addr} as {role}/{name}"),
             Color::Green,
         ),
-        ConnStatus::Reconnecting { at, reason, .. } => (
-            format!("reconnecting in {}s ({reason})", secs_until(*at, now)),
-            Color::Yellow,
-        ),
+        ConnStatus::Reconnecting { at, reason, .. } => {
+            let when = match secs_until(*at, now) {
+                0 => "now".to_string(),
+                s => format!("in {s}s"),
+            };
+            (format!("reconnecting {when} ({reason})"), Color::Yellow)
+        }
         ConnStatus::Refused { reason, at, .. } => {
             let retry = if *at > now {
                 format!(" (retry in {}s)", secs_until(*at, now))
