@@ -166,6 +166,44 @@ impl TestFleet {
         Ok(())
     }
 
+    /// Sends `signal` to a worker process.
+    pub fn signal_worker(&self, name: &str, signal: nix::sys::signal::Signal) {
+        if let Some(pid) = self.worker_pid(name) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+        }
+    }
+
+    /// Waits for a worker process to exit; returns its exit code.
+    pub async fn wait_worker_exit(&mut self, name: &str, secs: u64) -> Option<i32> {
+        let (_, child) = self.workers.iter_mut().find(|(n, _)| n == name)?;
+        let status = tokio::time::timeout(Duration::from_secs(secs), child.wait())
+            .await
+            .ok()?
+            .ok()?;
+        status.code()
+    }
+
+    /// Opens an event subscription as the operator.
+    pub async fn subscribe(&mut self) -> anyhow::Result<quinn::RecvStream> {
+        let conn = quic::connect(
+            &self.endpoint,
+            self.addr,
+            "localhost",
+            Duration::from_secs(5),
+        )
+        .await?;
+        let (mut send, recv) = conn.open_bi().await?;
+        quic::write_frame(&mut send, &OpenStream::Subscribe).await?;
+        // Keep the connection alive as long as the stream: leak the handle
+        // into the stream's lifetime by holding it in a task.
+        tokio::spawn(async move {
+            let _conn = conn;
+            let _send = send;
+            std::future::pending::<()>().await;
+        });
+        Ok(recv)
+    }
+
     /// The pid of a worker process.
     pub fn worker_pid(&self, name: &str) -> Option<u32> {
         self.workers

@@ -46,6 +46,10 @@ pub struct WorkerSettings {
     pub restart_period_secs: u64,
     /// Seconds without progress that count as a crash.
     pub stall_timeout_secs: u64,
+    /// On SIGTERM, seconds the coordinator has to move this worker's
+    /// recordings away before the rest are stopped (size the pod's
+    /// terminationGracePeriodSeconds or the unit's TimeoutStopSec above it).
+    pub drain_grace_secs: u32,
     /// QUIC keep-alive period, ms.
     pub keep_alive_ms: u64,
     /// QUIC idle timeout, ms.
@@ -67,6 +71,7 @@ impl Default for WorkerSettings {
             max_restarts: 3,
             restart_period_secs: 60,
             stall_timeout_secs: 10,
+            drain_grace_secs: 60,
             keep_alive_ms: 500,
             idle_timeout_ms: 3000,
         }
@@ -109,6 +114,9 @@ pub struct WorkerArgs {
     /// QUIC idle timeout in ms.
     #[arg(long, env = "RECFLEET_IDLE_TIMEOUT_MS")]
     pub idle_timeout_ms: Option<u64>,
+    /// Seconds to move recordings away on SIGTERM.
+    #[arg(long, env = "RECFLEET_DRAIN_GRACE_SECS")]
+    pub drain_grace_secs: Option<u32>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -139,6 +147,7 @@ impl WorkerArgs {
         o.set("out_dir", self.out_dir.clone());
         o.set("runtime_dir", self.runtime_dir.clone());
         o.set("idle_timeout_ms", self.idle_timeout_ms);
+        o.set("drain_grace_secs", self.drain_grace_secs);
         let s: WorkerSettings = settings::load(self.config.as_deref(), o)?;
         if s.capacity == 0 {
             return Err(Failure::invalid(
@@ -196,18 +205,40 @@ pub async fn main(args: WorkerArgs) -> Result<(), Failure> {
         name: name.clone(),
         capacity: s.capacity,
         labels: s.labels.clone(),
+        drain_grace_secs: s.drain_grace_secs,
     };
     let shutdown = CancellationToken::new();
+    let drain = CancellationToken::new();
     tracing::info!(worker = %name, coordinator = %s.coordinator, capacity = s.capacity, "worker starting");
     let link = tokio::spawn(link::run(
         link_config,
         endpoint.clone(),
         engine.clone(),
         events,
+        drain.clone(),
         shutdown.clone(),
     ));
     crate::signals::wait_for_termination().await;
-    tracing::info!(worker = %name, running = engine.len(), "stopping: recordings go back to the coordinator");
+    // SIGTERM is a drain with migrate (a pod evicted, a systemd stop): the
+    // coordinator moves each recording away make-before-break; whatever is
+    // left when the grace period ends is stopped and placed again.
+    tracing::info!(worker = %name, running = engine.len(), grace_secs = s.drain_grace_secs, "draining: moving recordings away");
+    drain.cancel();
+    let grace = tokio::time::sleep(Duration::from_secs(u64::from(s.drain_grace_secs)));
+    tokio::pin!(grace);
+    while !engine.is_empty() {
+        tokio::select! {
+            _ = &mut grace => {
+                tracing::warn!(worker = %name, left = engine.len(), "grace period over; stopping what is left");
+                break;
+            }
+            _ = crate::signals::wait_for_termination() => {
+                tracing::warn!(worker = %name, "second signal; stopping now");
+                break;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
     engine.shutdown(SegmentEndReason::WorkerShutdown).await;
     shutdown.cancel();
     let _ = link.await;

@@ -36,6 +36,8 @@ pub struct LinkConfig {
     pub capacity: u32,
     /// Labels.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// On SIGTERM, how long the coordinator has to move our recordings away.
+    pub drain_grace_secs: u32,
 }
 
 /// Why a session ended.
@@ -51,6 +53,10 @@ enum SessionEnd {
 
 /// The link's state that survives reconnects.
 struct Link {
+    /// Cancelled when the worker got SIGTERM: tell the coordinator to move
+    /// our recordings away.
+    drain: CancellationToken,
+    drain_announced: bool,
     config: LinkConfig,
     engine: Arc<Engine>,
     events: mpsc::UnboundedReceiver<WorkerMessage>,
@@ -66,9 +72,12 @@ pub async fn run(
     endpoint: Endpoint,
     engine: Arc<Engine>,
     events: mpsc::UnboundedReceiver<WorkerMessage>,
+    drain: CancellationToken,
     shutdown: CancellationToken,
 ) {
     let mut link = Link {
+        drain,
+        drain_announced: false,
         config,
         engine,
         events,
@@ -206,6 +215,8 @@ impl Link {
         telemetry: Duration,
         shutdown: &CancellationToken,
     ) -> SessionEnd {
+        // A new coordinator session must hear about a drain in progress.
+        self.drain_announced = false;
         if let Err(e) = self.flush(&mut send).await {
             return SessionEnd::Lost(e);
         }
@@ -220,6 +231,14 @@ impl Link {
                 ev = self.events.recv() => {
                     let Some(ev) = ev else { return SessionEnd::Shutdown };
                     self.pending.push_back(ev);
+                    if let Err(e) = self.flush(&mut send).await {
+                        return SessionEnd::Lost(e);
+                    }
+                }
+                _ = self.drain.cancelled(), if !self.drain_announced => {
+                    self.drain_announced = true;
+                    self.draining = true;
+                    self.pending.push_back(WorkerMessage::Draining { grace_secs: self.config.drain_grace_secs });
                     if let Err(e) = self.flush(&mut send).await {
                         return SessionEnd::Lost(e);
                     }

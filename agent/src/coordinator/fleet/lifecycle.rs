@@ -187,6 +187,9 @@ impl Fleet {
     /// Ends a recording: completed if anything was captured, else failed
     /// (or cancelled if it never started). Writes the manifest.
     pub(super) fn finalize(&mut self, id: &RecordingId, reason: String) {
+        if self.recordings.get(id).is_some_and(|r| r.moving.is_some()) {
+            self.cancel_move(id, "the recording is ending");
+        }
         let Some(r) = self.recordings.get(id) else {
             return;
         };

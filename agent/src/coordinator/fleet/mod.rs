@@ -4,6 +4,7 @@
 //! order of the event numbers.
 
 mod lifecycle;
+mod moves;
 mod requests;
 mod workers;
 
@@ -140,6 +141,10 @@ struct Recording {
     avoid: Option<WorkerName>,
     /// Its worker did not report it in a hello at this time.
     suspect_since: Option<u64>,
+    /// A make-before-break move in progress.
+    moving: Option<moves::Move>,
+    /// Placements that were current before a move and are still stopping.
+    old_placements: Vec<(WorkerName, recfleet_protocol::Epoch)>,
 }
 
 impl Recording {
@@ -153,6 +158,8 @@ impl Recording {
             waiting: None,
             avoid: None,
             suspect_since: None,
+            moving: None,
+            old_placements: Vec::new(),
         }
     }
 }
@@ -169,6 +176,7 @@ pub struct Fleet {
     started: Instant,
     pings: HashMap<u64, oneshot::Sender<ConsoleResponse>>,
     next_ping: u64,
+    drains: BTreeMap<WorkerName, moves::Drain>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -212,6 +220,7 @@ impl Fleet {
             started: Instant::now(),
             pings: HashMap::new(),
             next_ping: 1,
+            drains: BTreeMap::new(),
         })
     }
 
@@ -271,6 +280,7 @@ impl Fleet {
     fn tick(&mut self) {
         self.declare_silent_workers_lost();
         self.interrupt_vanished();
+        self.tick_moves();
         if self.started.elapsed() >= self.settings.reconnect_grace {
             self.interrupt_orphaned_recordings();
         }
@@ -335,7 +345,10 @@ impl Fleet {
     fn used_on(&self, name: &WorkerName) -> u32 {
         self.recordings
             .values()
-            .filter(|r| r.row.worker.as_ref() == Some(name) && r.row.state.holds_capacity())
+            .filter(|r| {
+                (r.row.worker.as_ref() == Some(name) && r.row.state.holds_capacity())
+                    || r.moving.as_ref().is_some_and(|m| &m.to == name)
+            })
             .map(|r| r.row.spec.cost)
             .sum()
     }

@@ -4,7 +4,7 @@
 use recfleet_certs::Identity;
 use recfleet_protocol::manifest::SegmentEndReason;
 use recfleet_protocol::{
-    now_ms, ConsoleRequest, ConsoleResponse, CoordinatorMessage, DrainMode, ErrorCode, EventKind,
+    now_ms, ConsoleRequest, ConsoleResponse, CoordinatorMessage, DrainMode, ErrorCode,
     RecordingDetail, RecordingState, WireError, WorkerState,
 };
 use tokio::sync::oneshot;
@@ -85,31 +85,39 @@ impl Fleet {
             ConsoleRequest::Drain {
                 worker,
                 mode,
-                deadline_secs: _,
-                force: _,
-            } => {
-                if mode == DrainMode::Migrate {
-                    error(
-                        ErrorCode::Unavailable,
-                        "drain with migrate is not available in this build; use --mode wait",
-                    )
-                } else {
-                    match self.workers.get_mut(&worker) {
-                        None => error(ErrorCode::NotFound, format!("no worker \"{worker}\"")),
-                        Some(w) => {
-                            w.info.state = WorkerState::Draining;
-                            let _ = w.session.as_ref().map(|s| {
-                                s.tx.send(CoordinatorMessage::DrainState { draining: true })
-                            });
-                            self.worker_changed(&worker);
-                            self.drain_progress(&worker);
-                            ConsoleResponse::Accepted {
-                                message: format!("{worker} takes no new recordings; its recordings run to their end"),
-                            }
+                deadline_secs,
+                force,
+            } => match self.workers.get(&worker) {
+                None => error(ErrorCode::NotFound, format!("no worker \"{worker}\"")),
+                Some(_) => {
+                    self.begin_drain(&worker, mode, deadline_secs, force, false);
+                    let others_have_room = self.workers.iter().any(|(n, w)| {
+                        n != &worker
+                            && w.session.is_some()
+                            && w.info.state == WorkerState::Ready
+                            && w.info.capacity > self.used_on(n)
+                    });
+                    let what = match (mode, force) {
+                        (_, true) => "its recordings move to other workers now".to_string(),
+                        (DrainMode::Migrate, false) => {
+                            "its recordings move to other workers, make-before-break".to_string()
                         }
+                        (DrainMode::Wait, false) => format!(
+                            "its recordings run to their end (what remains after {} s is migrated)",
+                            deadline_secs.unwrap_or(super::moves::DEFAULT_DRAIN_DEADLINE_SECS)
+                        ),
+                    };
+                    let room = if others_have_room || self.recordings_on(&worker).is_empty() {
+                        String::new()
+                    } else {
+                        "; no other worker has free capacity now, so they wait for capacity"
+                            .to_string()
+                    };
+                    ConsoleResponse::Accepted {
+                        message: format!("{worker} takes no new recordings; {what}{room}"),
                     }
                 }
-            }
+            },
             ConsoleRequest::Undrain {
                 worker,
                 keep_ineligible,
@@ -121,22 +129,26 @@ impl Fleet {
                     } else {
                         WorkerState::Ready
                     };
-                    let _ = w.session.as_ref().map(|s| {
-                        s.tx.send(CoordinatorMessage::DrainState {
+                    self.drains.remove(&worker);
+                    self.send_to(
+                        &worker,
+                        CoordinatorMessage::DrainState {
                             draining: keep_ineligible,
-                        })
-                    });
+                        },
+                    );
                     self.worker_changed(&worker);
                     self.schedule();
+                    let how = if keep_ineligible {
+                        "drain ended; it stays ineligible for new recordings"
+                    } else {
+                        "back in service"
+                    };
                     ConsoleResponse::Accepted {
-                        message: format!("{worker} is back in service"),
+                        message: format!("{worker}: {how}"),
                     }
                 }
             },
-            ConsoleRequest::Reassign { .. } => error(
-                ErrorCode::Unavailable,
-                "reassign is not available in this build",
-            ),
+            ConsoleRequest::Reassign { id, to } => self.reassign(&id, to.as_ref()),
         };
         let _ = reply.send(response);
     }
@@ -229,6 +241,9 @@ impl Fleet {
                 }
             }
             _ => {
+                if self.recordings.get(id).is_some_and(|r| r.moving.is_some()) {
+                    self.cancel_move(id, "the recording was stopped");
+                }
                 self.set_state(id, RecordingState::Stopping, None);
                 let sent = worker.as_ref().is_some_and(|w| {
                     self.send_to(
@@ -253,24 +268,54 @@ impl Fleet {
         }
     }
 
-    /// Tells subscribers where a drain stands.
-    pub(super) fn drain_progress(&mut self, worker: &recfleet_protocol::WorkerName) {
-        let remaining = self.recordings_on(worker);
-        let complete = remaining.is_empty();
-        let message = if complete {
-            format!("{worker} is drained: no recording runs on it")
-        } else {
-            format!(
-                "{worker} drains: {} recording(s) still running to their end",
-                remaining.len()
-            )
+    fn reassign(
+        &mut self,
+        id: &recfleet_protocol::RecordingId,
+        to: Option<&recfleet_protocol::WorkerName>,
+    ) -> ConsoleResponse {
+        let Some(r) = self.recordings.get(id) else {
+            return error(ErrorCode::NotFound, format!("no recording \"{id}\""));
         };
-        self.emit(EventKind::DrainProgress {
-            worker: worker.clone(),
-            remaining,
-            message,
-            complete,
-        });
+        if r.row.state != RecordingState::Recording {
+            return error(
+                ErrorCode::Conflict,
+                format!(
+                    "{id} is {}; only a recording that is capturing can be moved",
+                    r.row.state
+                ),
+            );
+        }
+        if let Some(m) = &r.moving {
+            return error(
+                ErrorCode::Conflict,
+                format!("{id} is already moving to {}", m.to),
+            );
+        }
+        let from = r.row.worker.clone();
+        match self.move_target(id, from.as_ref(), to) {
+            Err(why) => {
+                let code = if why.contains("capacity") {
+                    ErrorCode::NoCapacity
+                } else {
+                    ErrorCode::Conflict
+                };
+                let code = if why.starts_with("no worker") {
+                    ErrorCode::NotFound
+                } else {
+                    code
+                };
+                error(code, format!("cannot move {id}: {why}"))
+            }
+            Ok(target) => {
+                self.start_move(id, &target);
+                let from = from
+                    .map(|w| w.to_string())
+                    .unwrap_or_else(|| "its worker".into());
+                ConsoleResponse::Accepted {
+                    message: format!("moving {id} from {from} to {target}: {from} stops when {target} has captured its first frame"),
+                }
+            }
+        }
     }
 }
 

@@ -2,11 +2,12 @@
 
 use recfleet_protocol::manifest::{ManifestSegment, SegmentEndReason};
 use recfleet_protocol::{
-    now_ms, ConsoleResponse, CoordinatorMessage, ErrorCode, EventKind, RecordingState, WireError,
-    WorkerHello, WorkerInfo, WorkerMessage, WorkerName, WorkerState,
+    now_ms, ConsoleResponse, CoordinatorMessage, DrainMode, ErrorCode, EventKind, RecordingState,
+    WireError, WorkerHello, WorkerInfo, WorkerMessage, WorkerName, WorkerState,
 };
 use tokio::sync::mpsc;
 
+use super::moves::Holder;
 use super::{Fleet, Session, WorkerEntry};
 
 impl Fleet {
@@ -68,14 +69,10 @@ impl Fleet {
         let mut reported = std::collections::HashSet::new();
         for seg in &hello.running {
             reported.insert(seg.recording.clone());
-            let current = self
-                .recordings
-                .get(&seg.recording)
-                .map(|r| (r.row.epoch, r.row.worker.clone(), r.row.state));
-            match current {
-                Some((epoch, Some(w), state))
-                    if epoch == seg.epoch && w == name && !state.is_terminal() =>
-                {
+            let holder = self.holder(&seg.recording, seg.epoch, &name);
+            let state = self.recordings.get(&seg.recording).map(|r| r.row.state);
+            match (holder, state) {
+                (Some(Holder::Current), Some(state)) if !state.is_terminal() => {
                     // Ours and current: adopt it (after a coordinator restart, or
                     // a partition that healed before anything was placed again).
                     if let Some(r) = self.recordings.get_mut(&seg.recording) {
@@ -92,9 +89,25 @@ impl Fleet {
                     self.advance(&seg.recording, path);
                     tracing::info!(recording = %seg.recording, epoch = %seg.epoch, worker = %name, "reconciled: still running");
                 }
+                (Some(Holder::Incoming), _) => {}
+                (Some(Holder::Old), _) => {
+                    self.send_to(
+                        &name,
+                        CoordinatorMessage::StopSegment {
+                            recording: seg.recording.clone(),
+                            epoch: seg.epoch,
+                            reason: SegmentEndReason::Reassigned,
+                        },
+                    );
+                }
                 _ => {
                     // Superseded, finished, or unknown: fence it.
                     tracing::warn!(recording = %seg.recording, epoch = %seg.epoch, worker = %name, "fencing a superseded segment");
+                    if let Some(r) = self.recordings.get_mut(&seg.recording) {
+                        if !r.old_placements.contains(&(name.clone(), seg.epoch)) {
+                            r.old_placements.push((name.clone(), seg.epoch));
+                        }
+                    }
                     self.send_to(
                         &name,
                         CoordinatorMessage::StopSegment {
@@ -154,18 +167,6 @@ impl Fleet {
             .is_some_and(|s| s.id == session)
     }
 
-    /// Whether `worker` holds the current placement `epoch` of `recording`.
-    fn holds(
-        &self,
-        recording: &recfleet_protocol::RecordingId,
-        epoch: recfleet_protocol::Epoch,
-        worker: &WorkerName,
-    ) -> bool {
-        self.recordings
-            .get(recording)
-            .is_some_and(|r| r.row.epoch == epoch && r.row.worker.as_ref() == Some(worker))
-    }
-
     pub(super) fn from_worker(
         &mut self,
         session: u64,
@@ -192,7 +193,7 @@ impl Fleet {
                 }
                 for slot in t.slots {
                     let Some(id) = slot.recording else { continue };
-                    if !self.holds(&id, slot.epoch, name) {
+                    if self.holder(&id, slot.epoch, name) != Some(Holder::Current) {
                         continue;
                     }
                     if let Some(r) = self.recordings.get_mut(&id) {
@@ -219,7 +220,8 @@ impl Fleet {
                 file,
                 at,
             } => {
-                if !self.holds(&recording, epoch, name) {
+                let holder = self.holder(&recording, epoch, name);
+                if !matches!(holder, Some(Holder::Current | Holder::Incoming)) {
                     return;
                 }
                 let seg = ManifestSegment {
@@ -237,7 +239,9 @@ impl Fleet {
                     current: true,
                 };
                 self.upsert_segment(&recording, seg);
-                self.advance(&recording, &[RecordingState::Starting]);
+                if holder == Some(Holder::Current) {
+                    self.advance(&recording, &[RecordingState::Starting]);
+                }
             }
             WorkerMessage::FirstFrame {
                 recording,
@@ -245,7 +249,8 @@ impl Fleet {
                 part,
                 at,
             } => {
-                if !self.holds(&recording, epoch, name) {
+                let holder = self.holder(&recording, epoch, name);
+                if !matches!(holder, Some(Holder::Current | Holder::Incoming)) {
                     return;
                 }
                 if let Some(r) = self.recordings.get_mut(&recording) {
@@ -259,11 +264,15 @@ impl Fleet {
                         s.first_frame_at = Some(at);
                     }
                 }
-                self.advance(
-                    &recording,
-                    &[RecordingState::Starting, RecordingState::Recording],
-                );
-                self.persist(&recording);
+                if holder == Some(Holder::Incoming) {
+                    self.complete_move(&recording);
+                } else {
+                    self.advance(
+                        &recording,
+                        &[RecordingState::Starting, RecordingState::Recording],
+                    );
+                    self.persist(&recording);
+                }
             }
             WorkerMessage::SegmentEnded(report) => {
                 let id = report.recording.clone();
@@ -271,8 +280,21 @@ impl Fleet {
                     return;
                 };
                 // A report of a superseded epoch is kept, marked not current.
-                let current =
-                    r.row.epoch == report.epoch || report.reason != SegmentEndReason::Superseded;
+                let current_first = r
+                    .segments
+                    .iter()
+                    .filter(|s| s.epoch == r.row.epoch)
+                    .filter_map(|s| s.first_frame_at)
+                    .min();
+                // A fenced segment is kept; it is "not current" only when it
+                // holds nothing the current placement did not capture too.
+                let redundant = report.reason == SegmentEndReason::Superseded
+                    && match (report.first_frame_at, current_first) {
+                        (Some(mine), Some(theirs)) => mine >= theirs,
+                        (None, _) => true,
+                        (Some(_), None) => false,
+                    };
+                let current = !redundant;
                 let seg = ManifestSegment {
                     worker: name.clone(),
                     epoch: report.epoch,
@@ -300,10 +322,21 @@ impl Fleet {
                 epoch,
                 reason,
             } => {
-                if !self.holds(&recording, epoch, name) {
-                    return;
+                match self.holder(&recording, epoch, name) {
+                    Some(Holder::Current) => self.placement_ended(&recording, name, reason),
+                    Some(Holder::Incoming) => self.cancel_move(&recording, &reason.describe()),
+                    Some(Holder::Old) => {
+                        // Its slot is torn down and reaped: drains count on this.
+                        if let Some(r) = self.recordings.get_mut(&recording) {
+                            r.old_placements
+                                .retain(|(w, e)| !(w == name && *e == epoch));
+                        }
+                    }
+                    None => {}
                 }
-                self.placement_ended(&recording, name, reason);
+                if let Some(r) = self.recordings.get_mut(&recording) {
+                    r.suspect_since = None;
+                }
                 self.worker_changed(name);
             }
             WorkerMessage::Pong { id, payload } => {
@@ -312,11 +345,8 @@ impl Fleet {
                 }
             }
             WorkerMessage::Draining { grace_secs } => {
-                tracing::info!(worker = %name, grace_secs, "worker drains itself");
-                if let Some(w) = self.workers.get_mut(name) {
-                    w.info.state = WorkerState::Draining;
-                }
-                self.worker_changed(name);
+                tracing::info!(worker = %name, grace_secs, "worker drains itself (SIGTERM): migrating its recordings");
+                self.begin_drain(name, DrainMode::Migrate, Some(grace_secs), false, true);
             }
         }
     }
@@ -394,25 +424,57 @@ impl Fleet {
     }
 
     fn lose_worker(&mut self, name: &WorkerName, why: &str) {
+        let expected = self.drains.get(name).is_some_and(|d| d.by_worker);
         let orphans = self.recordings_on(name);
         let Some(w) = self.workers.get_mut(name) else {
             return;
         };
         w.session = None;
-        w.info.state = WorkerState::Lost;
-        tracing::warn!(worker = %name, why, recordings = orphans.len(), "worker lost");
+        w.info.state = if expected {
+            WorkerState::Gone
+        } else {
+            WorkerState::Lost
+        };
+        if expected {
+            tracing::info!(worker = %name, recordings = orphans.len(), "worker left after draining itself");
+        } else {
+            tracing::warn!(worker = %name, why, recordings = orphans.len(), "worker lost");
+        }
         for id in &orphans {
-            if self
+            let (stopping, moving) = self
                 .recordings
                 .get(id)
-                .is_some_and(|r| r.row.state == RecordingState::Stopping)
-            {
+                .map(|r| (r.row.state == RecordingState::Stopping, r.moving.is_some()))
+                .unwrap_or_default();
+            if stopping {
                 self.finalize(id, "stopped (its worker was lost while stopping)".into());
+            } else if moving {
+                // The move's target carries on; it becomes current.
+                self.interrupt(id, SegmentEndReason::WorkerLost, None);
+                self.promote_move(id);
             } else {
                 self.interrupt(id, SegmentEndReason::WorkerLost, Some(name.clone()));
             }
         }
-        self.emit(EventKind::WorkerLost { name: name.clone() });
+        // Moves towards the lost worker fail; old placements on it are gone.
+        let incoming: Vec<_> = self
+            .recordings
+            .values()
+            .filter(|r| r.moving.as_ref().is_some_and(|m| &m.to == name))
+            .map(|r| r.row.spec.id.clone())
+            .collect();
+        for id in incoming {
+            self.cancel_move(&id, &format!("{name} was lost"));
+        }
+        for r in self.recordings.values_mut() {
+            r.old_placements.retain(|(w, _)| w != name);
+        }
+        self.drains.remove(name);
+        if expected {
+            self.emit(EventKind::WorkerLeft { name: name.clone() });
+        } else {
+            self.emit(EventKind::WorkerLost { name: name.clone() });
+        }
     }
 
     /// Recordings a worker no longer reported in its hello, and that no late
