@@ -9,6 +9,8 @@ pub mod coordinator;
 pub mod demo;
 pub mod dev;
 pub mod exit;
+pub mod health;
+pub mod http;
 pub mod record;
 pub mod settings;
 pub mod signals;

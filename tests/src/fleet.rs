@@ -23,6 +23,10 @@ pub struct TestFleet {
     pub dir: tempfile::TempDir,
     /// The coordinator's address.
     pub addr: SocketAddr,
+    /// The coordinator's HTTP address (/metrics, /healthz, /readyz).
+    pub coordinator_http: SocketAddr,
+    /// Each worker's HTTP address.
+    pub worker_http: std::collections::HashMap<String, SocketAddr>,
     coordinator: Option<Child>,
     workers: Vec<(String, Child)>,
     operator: Option<quinn::Connection>,
@@ -56,9 +60,12 @@ impl TestFleet {
             &Self::material_in(&tls, "operator")?,
             TransportSettings::default(),
         )?;
+        let coordinator_http = free_tcp()?;
         let mut fleet = TestFleet {
             dir,
             addr,
+            coordinator_http,
+            worker_http: Default::default(),
             coordinator: None,
             workers: Vec::new(),
             operator: None,
@@ -116,6 +123,7 @@ impl TestFleet {
             .arg(tls.join("coordinator-key.pem"))
             .arg("--manifest-root")
             .arg(self.recordings())
+            .args(["--metrics-addr", &self.coordinator_http.to_string()])
             .env("RECFLEET_LOG", "info,recfleet_agent=debug")
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
@@ -136,6 +144,17 @@ impl TestFleet {
 
     /// Starts worker `wN` with `capacity`.
     pub fn add_worker(&mut self, n: u32, capacity: u32) -> anyhow::Result<()> {
+        self.add_worker_with(n, capacity, &[])
+    }
+
+    /// Starts worker `wN` with extra environment variables.
+    pub fn add_worker_with(
+        &mut self,
+        n: u32,
+        capacity: u32,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        let http = free_tcp()?;
         let tls = self.tls();
         let name = format!("w{n}");
         let log = self.log(&name)?;
@@ -157,11 +176,14 @@ impl TestFleet {
             .arg(self.recordings())
             .arg("--runtime-dir")
             .arg(std::env::temp_dir().join(format!("rff-{}-{name}", self.addr.port())))
+            .args(["--metrics-addr", &http.to_string()])
+            .envs(env.iter().copied())
             .env("RECFLEET_LOG", "info,recfleet_agent=debug")
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .kill_on_drop(true)
             .spawn()?;
+        self.worker_http.insert(name.clone(), http);
         self.workers.push((name, child));
         Ok(())
     }
@@ -305,4 +327,31 @@ impl TestFleet {
         let TestFleet { dir, .. } = self;
         dir.keep()
     }
+}
+
+fn free_tcp() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// A plain HTTP GET; returns (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
 }

@@ -2,6 +2,7 @@
 //! and the event stream, behind one QUIC endpoint.
 
 pub mod fleet;
+pub mod metrics;
 pub mod scheduler;
 pub mod server;
 pub mod store;
@@ -10,7 +11,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use recfleet_certs::TlsMaterial;
 use recfleet_protocol::quic::{self, TransportSettings};
 use recfleet_protocol::spec::UrlPolicy;
@@ -49,6 +49,8 @@ pub struct CoordinatorSettings {
     pub idle_timeout_ms: u64,
     /// After a restart, how long workers have to come back, ms.
     pub reconnect_grace_ms: u64,
+    /// HTTP address of /metrics, /healthz and /readyz (none: not served).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Default for CoordinatorSettings {
@@ -65,6 +67,7 @@ impl Default for CoordinatorSettings {
             keep_alive_ms: 500,
             idle_timeout_ms: 3000,
             reconnect_grace_ms: 5000,
+            metrics_addr: None,
         }
     }
 }
@@ -118,6 +121,9 @@ pub struct CoordinatorArgs {
     /// QUIC idle timeout in ms (how fast a dead worker is noticed).
     #[arg(long, env = "RECFLEET_IDLE_TIMEOUT_MS")]
     pub idle_timeout_ms: Option<u64>,
+    /// HTTP address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "RECFLEET_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -135,7 +141,52 @@ impl CoordinatorArgs {
         o.set("manifest_root", self.manifest_root.clone());
         o.set("allowed_hosts", self.allowed_hosts.clone());
         o.set("idle_timeout_ms", self.idle_timeout_ms);
+        o.set("metrics_addr", self.metrics_addr.map(|a| a.to_string()));
         settings::load(self.config.as_deref(), o)
+    }
+}
+
+/// What the coordinator answers to probes: not ready (and why) until the
+/// store is open and the endpoint listens.
+#[derive(Debug)]
+struct CoordinatorProbe {
+    state: std::sync::Mutex<Result<mpsc::UnboundedSender<fleet::Cmd>, String>>,
+}
+
+impl CoordinatorProbe {
+    fn set(&self, s: Result<mpsc::UnboundedSender<fleet::Cmd>, String>) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+    fn fleet(&self) -> Result<mpsc::UnboundedSender<fleet::Cmd>, String> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl crate::health::Probe for CoordinatorProbe {
+    fn ready(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            let tx = self.fleet()?;
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            tx.send(fleet::Cmd::StoreOk { reply })
+                .map_err(|_| "shutting down".to_string())?;
+            match rx.await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err("the store does not answer".into()),
+                Err(_) => Err("shutting down".into()),
+            }
+        })
+    }
+    fn metrics(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send + '_>> {
+        Box::pin(async move {
+            let tx = self.fleet().ok()?;
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            tx.send(fleet::Cmd::Metrics { reply }).ok()?;
+            rx.await.ok()
+        })
     }
 }
 
@@ -145,11 +196,41 @@ pub async fn main(args: CoordinatorArgs) -> Result<(), Failure> {
     if args.print_config {
         return settings::print(&settings);
     }
+    let probe = std::sync::Arc::new(CoordinatorProbe {
+        state: std::sync::Mutex::new(Err("starting".into())),
+    });
+    if let Some(addr) = settings.metrics_addr {
+        crate::health::serve(addr, probe.clone())
+            .await
+            .map_err(|e| Failure::unavailable(format!("cannot serve metrics on {addr}: {e}")))?;
+    }
+    // The store may be briefly unavailable (a volume not mounted yet): keep
+    // trying, and say why in /readyz meanwhile.
+    let store_path = settings.data_dir.join("store.db");
+    let store = loop {
+        let opened = std::fs::create_dir_all(&settings.data_dir)
+            .map_err(|e| format!("cannot create {}: {e}", settings.data_dir.display()))
+            .and_then(|_| store::Store::open(&store_path).map_err(|e| e.to_string()));
+        match opened {
+            Ok(store) => break store,
+            Err(why) => {
+                tracing::error!(error = %why, "store unavailable; retrying in 2 s");
+                probe.set(Err(format!("store: {why}")));
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = crate::signals::wait_for_termination() => return Err(Failure::unavailable(format!("store: {why}"))),
+                }
+            }
+        }
+    };
     let shutdown = CancellationToken::new();
-    let running = start(settings, shutdown.clone()).await?;
+    let running = start(settings, store, shutdown.clone()).await?;
+    probe.set(Ok(running.fleet.clone()));
     tracing::info!(addr = %running.addr, "coordinator ready");
+    crate::health::notify_ready();
     crate::signals::wait_for_termination().await;
     tracing::info!("shutting down");
+    probe.set(Err("shutting down".into()));
     shutdown.cancel();
     running.stopped().await;
     Ok(())
@@ -176,24 +257,15 @@ impl Running {
     }
 }
 
-/// Opens the store, binds the endpoint and starts serving.
+/// Binds the endpoint and starts serving with an open store.
 pub async fn start(
     settings: CoordinatorSettings,
+    store: store::Store,
     shutdown: CancellationToken,
 ) -> Result<Running, Failure> {
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| {
-            format!(
-                "cannot create data directory {}",
-                settings.data_dir.display()
-            )
-        })
-        .map_err(Failure::other)?;
     let (ca, cert, key) = settings.tls_paths();
     let tls =
         TlsMaterial::load(&ca, &cert, &key).map_err(|e| Failure::invalid(format!("tls: {e}")))?;
-    let store_path = settings.data_dir.join("store.db");
-    let store = store::Store::open(&store_path).map_err(|e| Failure::unavailable(e.to_string()))?;
     let fleet_settings = fleet::FleetSettings {
         url_policy: UrlPolicy {
             allowed_hosts: settings.allowed_hosts.clone(),

@@ -126,6 +126,8 @@ pub struct EngineConfig {
     pub keep_logs: bool,
     /// Which program runs the guard (`recfleet-agent guard`).
     pub guard_program: GuardProgram,
+    /// The worker's name, for the logs of its slots.
+    pub worker_name: String,
 }
 
 /// Where the guard comes from.
@@ -151,6 +153,7 @@ impl EngineConfig {
             restart_period: Duration::from_secs(60),
             keep_logs: true,
             guard_program: GuardProgram::CurrentExe,
+            worker_name: "local".into(),
         }
     }
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::link::{self, LinkConfig};
+use super::status::WorkerStatus;
 use super::{Engine, EngineConfig};
 use crate::exit::Failure;
 use crate::settings::{self, Overrides};
@@ -50,6 +51,8 @@ pub struct WorkerSettings {
     /// recordings away before the rest are stopped (size the pod's
     /// terminationGracePeriodSeconds or the unit's TimeoutStopSec above it).
     pub drain_grace_secs: u32,
+    /// HTTP address of /metrics, /healthz and /readyz (none: not served).
+    pub metrics_addr: Option<SocketAddr>,
     /// QUIC keep-alive period, ms.
     pub keep_alive_ms: u64,
     /// QUIC idle timeout, ms.
@@ -72,6 +75,7 @@ impl Default for WorkerSettings {
             restart_period_secs: 60,
             stall_timeout_secs: 10,
             drain_grace_secs: 60,
+            metrics_addr: None,
             keep_alive_ms: 500,
             idle_timeout_ms: 3000,
         }
@@ -117,6 +121,9 @@ pub struct WorkerArgs {
     /// Seconds to move recordings away on SIGTERM.
     #[arg(long, env = "RECFLEET_DRAIN_GRACE_SECS")]
     pub drain_grace_secs: Option<u32>,
+    /// HTTP address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "RECFLEET_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -148,6 +155,7 @@ impl WorkerArgs {
         o.set("runtime_dir", self.runtime_dir.clone());
         o.set("idle_timeout_ms", self.idle_timeout_ms);
         o.set("drain_grace_secs", self.drain_grace_secs);
+        o.set("metrics_addr", self.metrics_addr.map(|a| a.to_string()));
         let s: WorkerSettings = settings::load(self.config.as_deref(), o)?;
         if s.capacity == 0 {
             return Err(Failure::invalid(
@@ -183,6 +191,7 @@ pub async fn main(args: WorkerArgs) -> Result<(), Failure> {
         config.runtime_root = dir.clone();
     }
     config.max_restarts = s.max_restarts;
+    config.worker_name = name.to_string();
     config.restart_period = Duration::from_secs(s.restart_period_secs);
     config.timeouts.stall = Duration::from_secs(s.stall_timeout_secs);
     let missing = config.bins.missing();
@@ -210,11 +219,18 @@ pub async fn main(args: WorkerArgs) -> Result<(), Failure> {
     let shutdown = CancellationToken::new();
     let drain = CancellationToken::new();
     tracing::info!(worker = %name, coordinator = %s.coordinator, capacity = s.capacity, "worker starting");
+    let status = WorkerStatus::new(engine.clone(), s.capacity);
+    if let Some(addr) = s.metrics_addr {
+        crate::health::serve(addr, status.clone())
+            .await
+            .map_err(|e| Failure::unavailable(format!("cannot serve metrics on {addr}: {e}")))?;
+    }
     let link = tokio::spawn(link::run(
         link_config,
         endpoint.clone(),
         engine.clone(),
         events,
+        status.clone(),
         drain.clone(),
         shutdown.clone(),
     ));
@@ -224,6 +240,7 @@ pub async fn main(args: WorkerArgs) -> Result<(), Failure> {
     // left when the grace period ends is stopped and placed again.
     tracing::info!(worker = %name, running = engine.len(), grace_secs = s.drain_grace_secs, "draining: moving recordings away");
     drain.cancel();
+    status.set_draining(true);
     let grace = tokio::time::sleep(Duration::from_secs(u64::from(s.drain_grace_secs)));
     tokio::pin!(grace);
     while !engine.is_empty() {

@@ -11,6 +11,7 @@ use recfleet_protocol::spec::RecordingSpec;
 use recfleet_protocol::{Epoch, RecordingId, RunningSegment, SlotProgress, WorkerMessage};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::config::{EngineConfig, GuardProgram};
 use super::guard;
@@ -169,7 +170,9 @@ impl Engine {
         let events = self.events.clone();
         let slots_ref = self.slots.clone();
         let rid = id.clone();
-        let task = tokio::spawn(async move {
+        let span = tracing::info_span!("slot", worker = %self.config.worker_name, recording = %id, epoch = %epoch);
+        let task = tokio::spawn(
+            async move {
             let reason = slot.run(stop_rx).await;
             tracing::info!(recording = %rid, %epoch, reason = %reason.describe(), "placement ended");
             {
@@ -178,12 +181,10 @@ impl Engine {
                     slots.remove(&rid);
                 }
             }
-            let _ = events.send(WorkerMessage::PlacementEnded {
-                recording: rid,
-                epoch,
-                reason,
-            });
-        });
+            let _ = events.send(WorkerMessage::PlacementEnded { recording: rid, epoch, reason });
+            }
+            .instrument(span),
+        );
         // A replaced older placement keeps running until its own task ends;
         // its entry is simply overwritten here.
         slots.insert(

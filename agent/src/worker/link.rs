@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::Engine;
 use super::process;
+use super::status::WorkerStatus;
 use super::usage::UsageMeter;
 use crate::backoff;
 
@@ -53,6 +54,7 @@ enum SessionEnd {
 
 /// The link's state that survives reconnects.
 struct Link {
+    status: Arc<WorkerStatus>,
     /// Cancelled when the worker got SIGTERM: tell the coordinator to move
     /// our recordings away.
     drain: CancellationToken,
@@ -72,10 +74,12 @@ pub async fn run(
     endpoint: Endpoint,
     engine: Arc<Engine>,
     events: mpsc::UnboundedReceiver<WorkerMessage>,
+    status: Arc<WorkerStatus>,
     drain: CancellationToken,
     shutdown: CancellationToken,
 ) {
     let mut link = Link {
+        status,
         drain,
         drain_announced: false,
         config,
@@ -93,7 +97,12 @@ pub async fn run(
         let end = match link.connect(&endpoint).await {
             Ok((conn, send, inbox, telemetry)) => {
                 attempt = 0;
-                link.session(&conn, send, inbox, telemetry, &shutdown).await
+                link.status.set_connected(true);
+                // systemd: ready once the coordinator has accepted us.
+                crate::health::notify_ready();
+                let end = link.session(&conn, send, inbox, telemetry, &shutdown).await;
+                link.status.set_connected(false);
+                end
             }
             Err(e) => match e {
                 TransportError::Refused(m) | TransportError::VersionMismatch(m) => {
@@ -133,7 +142,10 @@ pub async fn run(
             tokio::select! {
                 _ = &mut sleep => break,
                 _ = shutdown.cancelled() => break,
-                Some(ev) = link.events.recv() => link.pending.push_back(ev),
+                Some(ev) = link.events.recv() => {
+                    link.status.observe(&ev);
+                    link.pending.push_back(ev);
+                }
             }
         }
     }
@@ -230,6 +242,7 @@ impl Link {
                 }
                 ev = self.events.recv() => {
                     let Some(ev) = ev else { return SessionEnd::Shutdown };
+                    self.status.observe(&ev);
                     self.pending.push_back(ev);
                     if let Err(e) = self.flush(&mut send).await {
                         return SessionEnd::Lost(e);
@@ -238,6 +251,7 @@ impl Link {
                 _ = self.drain.cancelled(), if !self.drain_announced => {
                     self.drain_announced = true;
                     self.draining = true;
+                    self.status.set_draining(true);
                     self.pending.push_back(WorkerMessage::Draining { grace_secs: self.config.drain_grace_secs });
                     if let Err(e) = self.flush(&mut send).await {
                         return SessionEnd::Lost(e);
@@ -311,7 +325,8 @@ impl Link {
             }
             CoordinatorMessage::Ping { id, payload } => Some(WorkerMessage::Pong { id, payload }),
             CoordinatorMessage::DrainState { draining } => {
-                self.draining = draining;
+                self.draining = draining || self.drain.is_cancelled();
+                self.status.set_draining(self.draining);
                 None
             }
             CoordinatorMessage::Welcome { .. } | CoordinatorMessage::Refused(_) => None,

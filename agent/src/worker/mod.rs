@@ -14,6 +14,7 @@ pub mod link;
 pub mod pipeline;
 pub mod process;
 pub mod slot;
+pub mod status;
 pub mod usage;
 
 pub use config::{Binaries, EngineConfig, GuardProgram, Timeouts};

@@ -134,6 +134,12 @@ impl Fleet {
                 if !self.set_state(id, RecordingState::Assigned, None) {
                     return;
                 }
+                if epoch == recfleet_protocol::Epoch::FIRST {
+                    if let Some(r) = self.recordings.get(id) {
+                        let secs = now_ms().saturating_sub(r.row.created_at) as f64 / 1000.0;
+                        self.metrics.placement_latency.observe(secs);
+                    }
+                }
                 tracing::info!(recording = %id, %worker, %epoch, "placed");
                 self.send_to(
                     &worker,

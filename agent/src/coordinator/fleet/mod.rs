@@ -22,6 +22,7 @@ use recfleet_protocol::{
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::metrics::{label, CoordinatorMetrics};
 use super::store::{RecordingRow, Store, StoreError};
 
 /// What a connection asks of the fleet.
@@ -73,6 +74,11 @@ pub enum Cmd {
     Subscribe {
         /// The snapshot and the live events after it.
         reply: oneshot::Sender<(SubscriptionFrame, broadcast::Receiver<Event>)>,
+    },
+    /// A Prometheus scrape.
+    Metrics {
+        /// The text exposition.
+        reply: oneshot::Sender<String>,
     },
     /// Readiness probe: whether the store answers.
     StoreOk {
@@ -177,6 +183,7 @@ pub struct Fleet {
     pings: HashMap<u64, oneshot::Sender<ConsoleResponse>>,
     next_ping: u64,
     drains: BTreeMap<WorkerName, moves::Drain>,
+    metrics: CoordinatorMetrics,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -221,6 +228,7 @@ impl Fleet {
             pings: HashMap::new(),
             next_ping: 1,
             drains: BTreeMap::new(),
+            metrics: CoordinatorMetrics::default(),
         })
     }
 
@@ -272,6 +280,9 @@ impl Fleet {
             Cmd::StoreOk { reply } => {
                 let _ = reply.send(self.store.ping());
             }
+            Cmd::Metrics { reply } => {
+                let _ = reply.send(self.scrape());
+            }
         }
     }
 
@@ -285,6 +296,51 @@ impl Fleet {
             self.interrupt_orphaned_recordings();
         }
         self.schedule();
+    }
+
+    /// Sets the gauges from the state and encodes every metric.
+    fn scrape(&mut self) -> String {
+        let m = &self.metrics;
+        m.workers.clear();
+        m.slots_used.clear();
+        let (mut capacity, mut free) = (0i64, 0i64);
+        let names: Vec<WorkerName> = self.workers.keys().cloned().collect();
+        for name in &names {
+            let used = self.used_on(name);
+            let w = &self.workers[name];
+            let m = &self.metrics;
+            m.workers
+                .get_or_create(&label("state", w.info.state.as_str()))
+                .inc();
+            if w.session.is_some() {
+                m.slots_used
+                    .get_or_create(&label("worker", name.as_str()))
+                    .set(i64::from(used));
+                if w.info.state == recfleet_protocol::WorkerState::Ready {
+                    capacity += i64::from(w.info.capacity);
+                    free += i64::from(w.info.capacity.saturating_sub(used));
+                }
+            }
+        }
+        let m = &self.metrics;
+        m.capacity.set(capacity);
+        m.free_capacity.set(free);
+        m.recordings.clear();
+        let mut pending = 0;
+        for r in self.recordings.values() {
+            m.recordings
+                .get_or_create(&label("state", r.row.state.as_str()))
+                .inc();
+            if matches!(
+                r.row.state,
+                recfleet_protocol::RecordingState::Pending
+                    | recfleet_protocol::RecordingState::Interrupted
+            ) {
+                pending += 1;
+            }
+        }
+        m.pending.set(pending);
+        m.encode()
     }
 
     fn emit(&mut self, kind: EventKind) {

@@ -130,8 +130,11 @@ impl Fleet {
         let Some(r) = self.recordings.get_mut(id) else {
             return;
         };
-        let Some(m) = r.moving.take() else { return };
+        let Some(m) = r.moving.take() else {
+            return;
+        };
         let old = r.row.worker.clone().map(|w| (w, r.row.epoch));
+        self.metrics.reassigns.inc();
         r.row.epoch = m.epoch;
         r.row.worker = Some(m.to.clone());
         r.avoid = None;
@@ -382,6 +385,9 @@ impl Fleet {
         force: bool,
         by_worker: bool,
     ) {
+        if !self.drains.contains_key(worker) {
+            self.metrics.drains.inc();
+        }
         let secs = if force {
             0
         } else {

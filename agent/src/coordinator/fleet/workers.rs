@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use super::moves::Holder;
 use super::{Fleet, Session, WorkerEntry};
+use crate::coordinator::metrics::label;
 
 impl Fleet {
     /// A worker says hello: register it, and reconcile what it runs with what
@@ -254,6 +255,10 @@ impl Fleet {
                     return;
                 }
                 if let Some(r) = self.recordings.get_mut(&recording) {
+                    if r.row.started_at.is_none() {
+                        let secs = at.saturating_sub(r.row.created_at) as f64 / 1000.0;
+                        self.metrics.start_latency.observe(secs);
+                    }
                     r.row.started_at.get_or_insert(at);
                     r.last_frame_at = r.last_frame_at.max(Some(at));
                     if let Some(s) = r
@@ -309,6 +314,18 @@ impl Fleet {
                     end_reason: Some(report.reason.clone()),
                     current,
                 };
+                self.metrics.bytes_written.inc_by(report.bytes);
+                if let SegmentEndReason::ChildExited { process, .. } = &report.reason {
+                    self.metrics
+                        .segment_restarts
+                        .get_or_create(&label("reason", process))
+                        .inc();
+                } else if let SegmentEndReason::Stalled { .. } = &report.reason {
+                    self.metrics
+                        .segment_restarts
+                        .get_or_create(&label("reason", "stalled"))
+                        .inc();
+                }
                 if report.reason.is_crash() {
                     if let Some(r) = self.recordings.get_mut(&id) {
                         r.row.restarts += 1;
@@ -454,6 +471,9 @@ impl Fleet {
                 self.promote_move(id);
             } else {
                 self.interrupt(id, SegmentEndReason::WorkerLost, Some(name.clone()));
+                if !expected {
+                    self.metrics.failovers.inc();
+                }
             }
         }
         // Moves towards the lost worker fail; old placements on it are gone.
