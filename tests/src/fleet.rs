@@ -21,6 +21,7 @@ use crate::procs::workspace_bin;
 pub struct TestFleet {
     /// Everything lives here (certificates, store, recordings, logs).
     pub dir: tempfile::TempDir,
+    kept: bool,
     /// The coordinator's address.
     pub addr: SocketAddr,
     /// The coordinator's HTTP address (/metrics, /healthz, /readyz).
@@ -36,6 +37,12 @@ pub struct TestFleet {
 impl TestFleet {
     /// Certificates and a coordinator; workers are added with [`Self::add_worker`].
     pub async fn start() -> anyhow::Result<TestFleet> {
+        Self::start_on([127, 0, 0, 1].into()).await
+    }
+
+    /// Like [`Self::start`], the coordinator listening on `ip` (e.g.
+    /// 0.0.0.0 to be reachable from a test's network namespace).
+    pub async fn start_on(ip: std::net::IpAddr) -> anyhow::Result<TestFleet> {
         let dir = tempfile::tempdir()?;
         let tls = dir.path().join("tls");
         let ca = CertificateAuthority::init(&tls, false)?;
@@ -53,7 +60,7 @@ impl TestFleet {
         let port = std::net::UdpSocket::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let addr: SocketAddr = (ip, port).into();
         std::fs::create_dir_all(dir.path().join("recordings"))?;
         std::fs::create_dir_all(dir.path().join("logs"))?;
         let endpoint = quic::client_endpoint(
@@ -65,6 +72,7 @@ impl TestFleet {
             dir,
             addr,
             coordinator_http,
+            kept: false,
             worker_http: Default::default(),
             coordinator: None,
             workers: Vec::new(),
@@ -154,15 +162,50 @@ impl TestFleet {
         capacity: u32,
         env: &[(&str, &str)],
     ) -> anyhow::Result<()> {
+        self.add_worker_at(n, capacity, env, None)
+    }
+
+    /// Starts worker `wN` inside network namespace `netns`, reaching the
+    /// coordinator at `coordinator`.
+    pub fn add_worker_in_netns(
+        &mut self,
+        n: u32,
+        capacity: u32,
+        netns: &str,
+        coordinator: SocketAddr,
+    ) -> anyhow::Result<()> {
+        self.add_worker_at(n, capacity, &[], Some((netns, coordinator)))
+    }
+
+    fn add_worker_at(
+        &mut self,
+        n: u32,
+        capacity: u32,
+        env: &[(&str, &str)],
+        netns: Option<(&str, SocketAddr)>,
+    ) -> anyhow::Result<()> {
         let http = free_tcp()?;
         let tls = self.tls();
         let name = format!("w{n}");
         let log = self.log(&name)?;
-        let child = Command::new(workspace_bin("recfleet-agent"))
+        let (mut cmd, coordinator) = match netns {
+            None => (
+                Command::new(workspace_bin("recfleet-agent")),
+                self.local_addr(),
+            ),
+            Some((ns, coordinator)) => {
+                // `ip netns exec` execs the worker: the child's pid is the worker's.
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns])
+                    .arg(workspace_bin("recfleet-agent"));
+                (c, coordinator)
+            }
+        };
+        let child = cmd
             .arg("worker")
             .args([
                 "--coordinator",
-                &self.addr.to_string(),
+                &coordinator.to_string(),
                 "--capacity",
                 &capacity.to_string(),
             ])
@@ -209,7 +252,7 @@ impl TestFleet {
     pub async fn subscribe(&mut self) -> anyhow::Result<quinn::RecvStream> {
         let conn = quic::connect(
             &self.endpoint,
-            self.addr,
+            self.local_addr(),
             "localhost",
             Duration::from_secs(5),
         )
@@ -234,6 +277,15 @@ impl TestFleet {
             .and_then(|(_, c)| c.id())
     }
 
+    /// Where clients on this host reach the coordinator.
+    pub fn local_addr(&self) -> SocketAddr {
+        if self.addr.ip().is_unspecified() {
+            ([127, 0, 0, 1], self.addr.port()).into()
+        } else {
+            self.addr
+        }
+    }
+
     /// Sends one request as the operator (connecting, and reconnecting after
     /// a coordinator restart, as needed).
     pub async fn request(&mut self, req: ConsoleRequest) -> anyhow::Result<ConsoleResponse> {
@@ -241,7 +293,7 @@ impl TestFleet {
             if self.operator.is_none() {
                 self.operator = quic::connect(
                     &self.endpoint,
-                    self.addr,
+                    self.local_addr(),
                     "localhost",
                     Duration::from_secs(2),
                 )
@@ -321,12 +373,6 @@ impl TestFleet {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
-
-    /// Keeps the directory (logs, recordings) for a failed test to inspect.
-    pub fn keep(self) -> PathBuf {
-        let TestFleet { dir, .. } = self;
-        dir.keep()
-    }
 }
 
 fn free_tcp() -> anyhow::Result<SocketAddr> {
@@ -354,4 +400,20 @@ pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+impl Drop for TestFleet {
+    /// A failed test keeps its fleet's directory (logs, store, segments).
+    fn drop(&mut self) {
+        if std::thread::panicking() && !self.kept {
+            self.kept = true;
+            let path = self.dir.path().to_path_buf();
+            let kept = std::mem::replace(
+                &mut self.dir,
+                tempfile::TempDir::new().unwrap_or_else(|_| std::process::abort()),
+            );
+            let _ = kept.keep();
+            eprintln!("test fleet kept for inspection: {}", path.display());
+        }
+    }
 }
