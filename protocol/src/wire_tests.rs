@@ -75,10 +75,7 @@ proptest! {
     fn coordinator_messages_round_trip(m: CoordinatorMessage) { round_trip(&m); }
     #[test]
     fn console_requests_round_trip(m: ConsoleRequest) { round_trip(&m); }
-    #[test]
-    fn console_responses_round_trip(m: ConsoleResponse) { round_trip(&m); }
-    #[test]
-    fn subscription_frames_round_trip(m: SubscriptionFrame) { round_trip(&m); }
+
     #[test]
     fn manifests_round_trip_as_json(m: crate::manifest::Manifest) {
         let json = serde_json::to_string(&m).unwrap();
@@ -94,6 +91,16 @@ proptest! {
         let _ = frame::decode::<ConsoleResponse>(&bytes);
         let _ = frame::decode_payload::<SubscriptionFrame>(&bytes);
     }
+}
+
+// Responses and snapshots nest lists of lists: fewer cases keep them fast.
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    #[test]
+    fn console_responses_round_trip(m: ConsoleResponse) { round_trip(&m); }
+    #[test]
+    fn subscription_frames_round_trip(m: SubscriptionFrame) { round_trip(&m); }
 }
 
 fn hex(bytes: &[u8]) -> String {
