@@ -44,13 +44,43 @@ pub fn load_tls(ctx: &Context) -> Result<TlsMaterial, ConsoleError> {
     TlsMaterial::load(&ctx.ca, &ctx.cert, &ctx.key).map_err(|e| ConsoleError::Certs(e.to_string()))
 }
 
+/// A failed connection attempt, worded as one: the transport calls a
+/// handshake that never got an answer "connection lost", but nothing was
+/// ever connected. Refusals and version or TLS problems keep their own
+/// codes and hints.
+fn connect_error(given: &str, addr: SocketAddr, e: quic::TransportError) -> ConsoleError {
+    use quic::TransportError as T;
+    let named = if given == addr.to_string() {
+        given.to_string()
+    } else {
+        format!("{given} ({addr})")
+    };
+    match e {
+        T::ConnectionLost(reason) => ConsoleError::Unreachable {
+            addr: named,
+            reason: if reason.starts_with("timed out") {
+                "nothing answered the handshake (timed out)".to_string()
+            } else {
+                reason
+            },
+        },
+        T::TimedOut(_) => ConsoleError::Unreachable {
+            addr: named,
+            reason: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+        },
+        other => ConsoleError::Transport(other),
+    }
+}
+
 impl Client {
     /// Connects to the context's coordinator.
     pub async fn connect(ctx: &Context) -> Result<Client, ConsoleError> {
         let tls = load_tls(ctx)?;
         let addr = resolve_addr(&ctx.coordinator).await?;
         let endpoint = quic::client_endpoint(&tls, TransportSettings::default())?;
-        let connection = quic::connect(&endpoint, addr, &ctx.server_name, CONNECT_TIMEOUT).await?;
+        let connection = quic::connect(&endpoint, addr, &ctx.server_name, CONNECT_TIMEOUT)
+            .await
+            .map_err(|e| connect_error(&ctx.coordinator, addr, e))?;
         Ok(Client {
             connection,
             _endpoint: endpoint,

@@ -88,7 +88,15 @@ pub enum ConsoleError {
         /// Why.
         reason: String,
     },
-    /// The transport failed (connect, handshake, lost connection).
+    /// No connection could be made: nothing answers at the address.
+    #[error("cannot connect to the coordinator at {addr}: {reason}")]
+    Unreachable {
+        /// The address tried.
+        addr: String,
+        /// What the transport said.
+        reason: String,
+    },
+    /// The transport failed (handshake, lost connection).
     #[error(transparent)]
     Transport(#[from] TransportError),
     /// The coordinator answered with an error.
@@ -126,7 +134,7 @@ impl ConsoleError {
     pub fn exit(&self) -> Exit {
         match self {
             ConsoleError::Context(_) | ConsoleError::Certs(_) => Exit::Config,
-            ConsoleError::Address { .. } => Exit::Connection,
+            ConsoleError::Address { .. } | ConsoleError::Unreachable { .. } => Exit::Connection,
             ConsoleError::Transport(t) => match t {
                 TransportError::Refused(_) | TransportError::VersionMismatch(_) => Exit::Forbidden,
                 TransportError::Tls(_) => Exit::Config,
@@ -188,7 +196,7 @@ impl ConsoleError {
             ConsoleError::Transport(TransportError::VersionMismatch(_)) => {
                 "install a console of the coordinator's version"
             }
-            ConsoleError::Transport(_) => {
+            ConsoleError::Transport(_) | ConsoleError::Unreachable { .. } => {
                 "is the coordinator running, and is its UDP port reachable from here?"
             }
             ConsoleError::Wire(w) => match w.code {

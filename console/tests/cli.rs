@@ -261,6 +261,12 @@ fn an_unreachable_coordinator_is_a_connection_failure() {
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["error"]["kind"], "connection");
+    // Worded as a failed attempt naming the address, not as a lost connection.
+    let message = doc["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("cannot connect to the coordinator at 127.0.0.1:"),
+        "{message}"
+    );
     assert!(
         text(&out.stderr).contains("hint: is the coordinator running"),
         "{}",

@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod console;
 pub mod fleet;
 pub mod media;
 pub mod pki;
