@@ -65,7 +65,7 @@ impl Default for CoordinatorSettings {
             allowed_hosts: Vec::new(),
             allow_link_local: false,
             keep_alive_ms: 500,
-            idle_timeout_ms: 3000,
+            idle_timeout_ms: 2000,
             reconnect_grace_ms: 5000,
             metrics_addr: None,
         }

@@ -77,7 +77,7 @@ impl Default for WorkerSettings {
             drain_grace_secs: 60,
             metrics_addr: None,
             keep_alive_ms: 500,
-            idle_timeout_ms: 3000,
+            idle_timeout_ms: 2000,
         }
     }
 }

@@ -30,7 +30,7 @@ pub fn ffmpeg_args(
         "-progress",
         "pipe:1",
         "-stats_period",
-        "0.5",
+        "0.25",
         "-thread_queue_size",
         "1024",
         "-f",

@@ -461,7 +461,7 @@ async fn monitor(
     shared: &Arc<Mutex<SlotProgress>>,
     events: &mpsc::UnboundedSender<PartEvent>,
 ) -> (SegmentEndReason, bool) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut last_growth = tokio::time::Instant::now();
     let mut last_frames = 0u64;
     let mut last_size = 0u64;
