@@ -53,7 +53,7 @@ KNOWN_ENV = {
 # The metrics the daemon serves (issue 7), and the one the adapter derives.
 KNOWN_METRICS = {
     "recfleet_workers", "recfleet_recordings", "recfleet_recordings_pending",
-    "recfleet_capacity_units_total", "recfleet_capacity_units_free",
+    "recfleet_capacity_units", "recfleet_capacity_free_units",
     "recfleet_placement_latency_seconds", "recfleet_failovers_total",
     "recfleet_reassigns_total", "recfleet_drains_total",
     "recfleet_worker_slots_used", "recfleet_segment_restarts_total",

@@ -32,8 +32,8 @@ pub struct WorkerSettings {
     pub cert: PathBuf,
     /// Its key.
     pub key: PathBuf,
-    /// Capacity units offered (a recording costs 1 by default; about three
-    /// 720p15 recordings fit on two cores, see docs/capture.md).
+    /// Capacity units offered (a recording costs 1 by default; two 720p15
+    /// recordings of the demo page fill two cores, see docs/capture.md).
     pub capacity: u32,
     /// Labels recordings may require.
     pub labels: BTreeMap<String, String>,

@@ -266,7 +266,7 @@ impl Fleet {
                 name,
                 msg,
                 rtt_us,
-            } => self.from_worker(session, &name, msg, rtt_us),
+            } => self.worker_message(session, &name, msg, rtt_us),
             Cmd::WorkerClosed { session, name, why } => self.worker_closed(session, &name, &why),
             Cmd::Request {
                 identity,

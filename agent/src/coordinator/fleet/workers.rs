@@ -168,7 +168,7 @@ impl Fleet {
             .is_some_and(|s| s.id == session)
     }
 
-    pub(super) fn from_worker(
+    pub(super) fn worker_message(
         &mut self,
         session: u64,
         name: &WorkerName,
