@@ -157,7 +157,7 @@ pub async fn run_part(
     let started_at = now_ms();
     let mut procs = Vec::new();
     let up = tokio::select! {
-        r = bring_up(&ctx, &mut procs) => r,
+        r = bring_up(&ctx, &mut procs, &events, started_at) => r,
         _ = stop.changed() => Err(StartError::msg("slot", "stopped while starting")),
     };
     let (reason, crashed, frames) = match up {
@@ -182,7 +182,6 @@ pub async fn run_part(
             (reason, crashed, Frames::default())
         }
         Ok(mut running) => {
-            let _ = events.send(PartEvent::Started { at: now_ms() });
             let (reason, crashed) = monitor(
                 &ctx,
                 &mut running,
@@ -219,7 +218,12 @@ pub async fn run_part(
 /// (ffmpeg's own start-up, about a second with audio, hides behind the
 /// browser's). Every process started is pushed on `procs` at once so that
 /// a failure half-way still tears everything down.
-async fn bring_up(ctx: &PartContext, procs: &mut Vec<SlotProcess>) -> Result<Running, StartError> {
+async fn bring_up(
+    ctx: &PartContext,
+    procs: &mut Vec<SlotProcess>,
+    events: &mpsc::UnboundedSender<PartEvent>,
+    started_at: u64,
+) -> Result<Running, StartError> {
     std::fs::create_dir_all(&ctx.dir).map_err(|e| StartError::new("slot", e))?;
     if let Some(parent) = ctx.out_file.parent() {
         std::fs::create_dir_all(parent).map_err(|e| {
@@ -268,6 +272,9 @@ async fn bring_up(ctx: &PartContext, procs: &mut Vec<SlotProcess>) -> Result<Run
             }
             let (_, stdin) = enc?;
             let (_, port) = drv?;
+            // The processes are up and the file is open: the part has started
+            // (the page loads next). Same `at` as the final report's start.
+            let _ = events.send(PartEvent::Started { at: started_at });
             let driver = browser::open_page(ctx, port).await?;
             let page = browser::spawn_page_watch(
                 driver,
@@ -285,6 +292,7 @@ async fn bring_up(ctx: &PartContext, procs: &mut Vec<SlotProcess>) -> Result<Run
         }
         CaptureMode::External { command } => {
             let pid = start_external(ctx, command, &display, audio.as_ref(), progress_tx).await?;
+            let _ = events.send(PartEvent::Started { at: started_at });
             procs.push(SlotProcess {
                 name: "capture",
                 pid,
