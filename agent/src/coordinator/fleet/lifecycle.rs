@@ -84,25 +84,7 @@ impl Fleet {
             return;
         };
         let (labels, cost, avoid) = (r.row.spec.labels.clone(), r.row.spec.cost, r.avoid.clone());
-        let used: Vec<(WorkerName, u32)> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| w.info.state == WorkerState::Ready && w.session.is_some())
-            .map(|(n, _)| (n.clone(), self.used_on(n)))
-            .collect();
-        let candidates: Vec<Candidate> = used
-            .iter()
-            .filter_map(|(n, u)| {
-                let w = self.workers.get(n)?;
-                Some(Candidate {
-                    name: n,
-                    capacity: w.info.capacity,
-                    used: *u,
-                    labels: &w.info.labels,
-                })
-            })
-            .collect();
-        let choice = scheduler::pick(&candidates, &labels, cost, avoid.as_ref()).cloned();
+        let choice = self.pick_worker(&labels, cost, avoid.as_ref(), None);
         match choice {
             Err(why) => {
                 let text = why.describe().to_string();
@@ -152,6 +134,38 @@ impl Fleet {
                 self.worker_changed(&worker);
             }
         }
+    }
+
+    /// The scheduler's choice among connected, ready workers (`except` is
+    /// never chosen; `avoid` only if nothing else fits).
+    pub(super) fn pick_worker(
+        &self,
+        labels: &std::collections::BTreeMap<String, String>,
+        cost: u32,
+        avoid: Option<&WorkerName>,
+        except: Option<&WorkerName>,
+    ) -> Result<WorkerName, scheduler::NoPlace> {
+        let used: Vec<(&WorkerName, u32)> = self
+            .workers
+            .iter()
+            .filter(|(n, w)| {
+                w.info.state == WorkerState::Ready && w.session.is_some() && Some(*n) != except
+            })
+            .map(|(n, _)| (n, self.used_on(n)))
+            .collect();
+        let candidates: Vec<Candidate> = used
+            .iter()
+            .map(|(n, u)| {
+                let w = &self.workers[*n];
+                Candidate {
+                    name: n,
+                    capacity: w.info.capacity,
+                    used: *u,
+                    labels: &w.info.labels,
+                }
+            })
+            .collect();
+        scheduler::pick(&candidates, labels, cost, avoid).cloned()
     }
 
     /// The recording lost its placement (worker lost, gave up, shut down):

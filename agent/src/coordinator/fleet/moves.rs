@@ -9,7 +9,6 @@ use recfleet_protocol::{
 };
 
 use super::{Fleet, Recording};
-use crate::coordinator::scheduler::{self, Candidate};
 
 /// A move in progress.
 #[derive(Debug, Clone)]
@@ -253,28 +252,7 @@ impl Fleet {
             }
             return Ok(t.clone());
         }
-        let used: Vec<(WorkerName, u32)> = self
-            .workers
-            .iter()
-            .filter(|(n, w)| {
-                w.info.state == WorkerState::Ready && w.session.is_some() && Some(*n) != from
-            })
-            .map(|(n, _)| (n.clone(), self.used_on(n)))
-            .collect();
-        let candidates: Vec<Candidate> = used
-            .iter()
-            .filter_map(|(n, u)| {
-                let w = self.workers.get(n)?;
-                Some(Candidate {
-                    name: n,
-                    capacity: w.info.capacity,
-                    used: *u,
-                    labels: &w.info.labels,
-                })
-            })
-            .collect();
-        scheduler::pick(&candidates, &r.row.spec.labels, cost, None)
-            .cloned()
+        self.pick_worker(&r.row.spec.labels, cost, None, from)
             .map_err(|e| format!("no other worker can take it: {}", e.describe()))
     }
 
