@@ -10,7 +10,7 @@ APT_PACKAGES := chromium chromium-driver ffmpeg xvfb pulseaudio pulseaudio-utils
 	iproute2 procps tmux python3 python3-venv ca-certificates
 PYTHON_VENV := .venv
 
-.PHONY: demo test fuzz-build deps apt-deps py-deps build lint unit fmt bench clean \
+.PHONY: demo test fuzz-build deps apt-deps py-deps build lint unit fmt bench bench-smoke bench-deps clean \
 	deploy-check deploy-deps deploy-tools
 
 demo: deps
@@ -82,9 +82,25 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-bench: deps
-	$(CARGO) build --release --workspace
-	@echo "benchmarks arrive with the benchmark issue"
+# Benchmarks (docs/benchmarks.md): the control round trip against quinn, Erlang
+# distribution and HTTP/1.1, fleet scale, start latency, failover and density,
+# in one run of about 15-25 minutes; a table on stdout, JSON in target/bench/.
+# Not part of `make test` (which runs a few-second smoke of the first two).
+bench: deps bench-deps
+	$(CARGO) build --release -p recfleet-agent -p recfleet-bench
+	./target/release/recfleet-bench --out target/bench/results.json
+
+# Each benchmark for a few seconds: checks that everything runs.
+bench-smoke: deps bench-deps
+	$(CARGO) build --release -p recfleet-agent -p recfleet-bench
+	./target/release/recfleet-bench --quick --out target/bench/smoke.json
+
+# The Erlang peer of the round-trip comparison: Debian's erlang-base (erl,
+# escript, epmd), installed when missing.
+bench-deps:
+	@command -v escript >/dev/null || { echo "installing: erlang-base"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends erlang-base; }
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,285 @@
+//! The benchmarks with real Chromium: start latency (3), failover after
+//! kill -9 of a worker (4), density of one worker (5).
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use recfleet_agent::demo::DemoServer;
+use recfleet_protocol::spec::{RecordingSpec, Viewport};
+use recfleet_protocol::{ConsoleRequest, ConsoleResponse, RecordingId, RecordingState};
+use serde_json::{json, Value};
+
+use crate::harness::{cores_between, proc_sample, Fleet};
+use crate::stats::Summary;
+use crate::Opts;
+
+const POLL: Duration = Duration::from_millis(50);
+
+fn spec(id: &str, page: &DemoServer, fps: u8) -> anyhow::Result<RecordingSpec> {
+    let mut s = RecordingSpec::new(RecordingId::new(id)?, page.url(&format!("title={id}")));
+    s.viewport = Viewport {
+        width: 1280,
+        height: 720,
+    };
+    s.fps = fps;
+    s.audio = true;
+    s.stop.max_duration_secs = Some(1800);
+    Ok(s)
+}
+
+async fn start(fleet: &mut Fleet, s: RecordingSpec) -> anyhow::Result<()> {
+    match fleet.request(ConsoleRequest::StartRecording(s)).await? {
+        ConsoleResponse::Started { .. } => Ok(()),
+        other => anyhow::bail!("start: {other:?}"),
+    }
+}
+
+async fn stop(
+    fleet: &mut Fleet,
+    id: &RecordingId,
+) -> anyhow::Result<recfleet_protocol::RecordingDetail> {
+    fleet
+        .request(ConsoleRequest::StopRecording { id: id.clone() })
+        .await?;
+    fleet
+        .wait_for(id, 90, Duration::from_millis(200), |d| {
+            d.info.state.is_terminal()
+        })
+        .await
+}
+
+/// Benchmark 3, start latency: request to first encoded frame, cold (a new browser group each time),
+/// sequential.
+pub async fn start_latency(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Value> {
+    let page = DemoServer::start(([127, 0, 0, 1], 0).into()).await?;
+    let mut fleet = Fleet::start(agent, dir, 3000).await?;
+    fleet.add_worker("w1", 1)?;
+    fleet.wait_workers(1, 30).await?;
+    let mut samples = Vec::new();
+    for i in 0..opts.start_trials() {
+        let id = RecordingId::new(format!("start-{i}"))?;
+        start(&mut fleet, spec(id.as_str(), &page, 15)?).await?;
+        let d = fleet
+            .wait_for(&id, 90, POLL, |d| d.info.started_at.is_some())
+            .await?;
+        let ms = d
+            .info
+            .started_at
+            .unwrap_or(0)
+            .saturating_sub(d.info.created_at) as f64;
+        println!("    start {i}: {ms:.0} ms");
+        samples.push(ms);
+        let end = stop(&mut fleet, &id).await?;
+        anyhow::ensure!(
+            end.info.state == RecordingState::Completed,
+            "{id} ended {:?}",
+            end.info
+        );
+        // Let the group's processes go before the next cold start.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    fleet.shutdown().await;
+    let s = Summary::of(&samples);
+    Ok(json!({
+        "what": "StartRecording -> first encoded frame (RecordingInfo.started_at - created_at), 1280x720 at 15 fps with audio, demo page",
+        "samples_ms": samples,
+        "n": s.n, "p50_ms": s.p50, "p95_ms": s.p95, "max_ms": s.max,
+    }))
+}
+
+/// Benchmark 4, failover: kill -9 of the worker holding a recording, to the first frame of the
+/// new placement on the other worker. The killed worker is restarted and
+/// the next trial kills whichever worker holds the recording then.
+pub async fn failover(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Value> {
+    let idle_timeout_ms = 3000;
+    let page = DemoServer::start(([127, 0, 0, 1], 0).into()).await?;
+    let mut fleet = Fleet::start(agent, dir, idle_timeout_ms).await?;
+    fleet.add_worker("w1", 1)?;
+    fleet.add_worker("w2", 1)?;
+    fleet.wait_workers(2, 30).await?;
+    let id = RecordingId::new("failover")?;
+    start(&mut fleet, spec(id.as_str(), &page, 15)?).await?;
+    fleet
+        .wait_for(&id, 90, POLL, |d| d.info.state == RecordingState::Recording)
+        .await?;
+    let mut to_frame = Vec::new();
+    for trial in 0..opts.failover_trials() {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let d = fleet.show(&id).await?;
+        let holder = d.info.worker.clone().context("not placed")?;
+        let epoch = d.info.epoch;
+        let killed_at = fleet.kill_worker(holder.as_str()).await?;
+        let d = fleet
+            .wait_for(&id, 90, POLL, |d| {
+                d.manifest
+                    .segments
+                    .iter()
+                    .any(|s| s.epoch > epoch && s.first_frame_at.is_some())
+            })
+            .await?;
+        let first = d
+            .manifest
+            .segments
+            .iter()
+            .filter(|s| s.epoch > epoch)
+            .filter_map(|s| s.first_frame_at)
+            .min()
+            .unwrap_or(killed_at);
+        let ms = first.saturating_sub(killed_at) as f64;
+        println!(
+            "    failover {trial}: kill -9 {holder} -> first frame on {} after {ms:.0} ms",
+            d.info
+                .worker
+                .as_ref()
+                .map(|w| w.to_string())
+                .unwrap_or_default()
+        );
+        to_frame.push(ms);
+        fleet.add_worker(holder.as_str(), 1)?;
+        fleet.wait_workers(2, 30).await?;
+    }
+    let end = stop(&mut fleet, &id).await?;
+    fleet.shutdown().await;
+    let gaps: Vec<f64> = end
+        .manifest
+        .gaps
+        .iter()
+        .map(|g| g.duration_ms as f64)
+        .collect();
+    let f = Summary::of(&to_frame);
+    let g = Summary::of(&gaps);
+    Ok(json!({
+        "what": "kill -9 of the worker holding a 720p15 recording -> first frame of the new segment on the other worker (manifest first_frame_at - kill time)",
+        "coordinator_idle_timeout_ms": idle_timeout_ms,
+        "kill_to_first_frame_ms": to_frame,
+        "n": f.n, "p50_ms": f.p50, "max_ms": f.max,
+        "manifest_gaps_ms": gaps,
+        "gap_p50_ms": g.p50, "gap_max_ms": g.max,
+        "final_state": end.info.state.to_string(),
+    }))
+}
+
+/// Frames and duration of the video stream of a file.
+fn count_frames(file: &Path) -> anyhow::Result<(u64, f64)> {
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames:format=duration",
+            "-of",
+            "json",
+        ])
+        .arg(file)
+        .output()
+        .context("ffprobe")?;
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    let frames = v["streams"][0]["nb_read_frames"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let secs = v["format"]["duration"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.0);
+    Ok((frames, secs))
+}
+
+/// Benchmark 5, density: concurrent recordings one worker holds before frames drop.
+pub async fn density(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Value> {
+    let page = DemoServer::start(([127, 0, 0, 1], 0).into()).await?;
+    let mut fleet = Fleet::start(agent, dir, 3000).await?;
+    let pid = fleet.add_worker("w1", 8)?;
+    fleet.wait_workers(1, 30).await?;
+    let a = proc_sample(pid).context("worker gone")?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let b = proc_sample(pid).context("worker gone")?;
+    let (idle_cores, idle_rss) = (cores_between(&a, &b), b.rss_bytes as f64 / 1048576.0);
+    let baseline = json!({ "cpu_cores": idle_cores, "rss_mb": idle_rss });
+    let recordings_root = fleet.dir.join("recordings");
+    let mut by_fps = serde_json::Map::new();
+    for fps in [15u8, 30] {
+        let mut steps = Vec::new();
+        let mut held_max = 0;
+        for k in 1..=opts.density_max() {
+            let ids: Vec<RecordingId> = (0..k)
+                .map(|j| RecordingId::new(format!("d{fps}-{k}-{j}")))
+                .collect::<Result<_, _>>()?;
+            for id in &ids {
+                start(&mut fleet, spec(id.as_str(), &page, fps)?).await?;
+            }
+            for id in &ids {
+                fleet
+                    .wait_for(id, 120, Duration::from_millis(200), |d| {
+                        d.info.state == RecordingState::Recording
+                    })
+                    .await?;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let a = proc_sample(pid).context("worker gone")?;
+            tokio::time::sleep(opts.density_secs()).await;
+            let b = proc_sample(pid).context("worker gone")?;
+            let mut per = Vec::new();
+            let mut worst = f64::INFINITY;
+            let mut restarts = 0;
+            for id in &ids {
+                let d = stop(&mut fleet, id).await?;
+                restarts += d.info.restarts;
+                let (mut frames, mut secs, mut wall) = (0u64, 0.0f64, 0.0f64);
+                for s in d.manifest.segments.iter().filter(|s| s.current) {
+                    let (f, t) = count_frames(&recordings_root.join(&s.file))?;
+                    frames += f;
+                    secs += t;
+                    if let (Some(x), Some(y)) = (s.first_frame_at, s.last_frame_at) {
+                        wall += y.saturating_sub(x) as f64 / 1000.0;
+                    }
+                }
+                let ratio = frames as f64 / (f64::from(fps) * secs.max(0.001));
+                worst = worst.min(ratio);
+                per.push(json!({
+                    "id": id.to_string(), "frames": frames, "media_secs": secs,
+                    "wall_secs": wall, "frames_per_expected": ratio,
+                    "state": d.info.state.to_string(), "restarts": d.info.restarts,
+                }));
+            }
+            let held = worst >= 0.95 && restarts == 0;
+            let cores = cores_between(&a, &b);
+            println!(
+                "    720p{fps} x{k}: worst frames/expected {worst:.3}, restarts {restarts}, worker {:.4} cores, {:.1} MB -> {}",
+                cores,
+                b.rss_bytes as f64 / 1048576.0,
+                if held { "held" } else { "frames dropped" }
+            );
+            steps.push(json!({
+                "concurrent": k,
+                "held": held,
+                "worst_frames_per_expected": worst,
+                "worker_process_cpu_cores": cores,
+                "worker_process_rss_mb": b.rss_bytes as f64 / 1048576.0,
+                "worker_process_cpu_cores_per_recording": (cores - idle_cores).max(0.0) / k as f64,
+                "worker_process_rss_mb_per_recording": (b.rss_bytes as f64 / 1048576.0 - idle_rss).max(0.0) / k as f64,
+                "recordings": per,
+            }));
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            if !held {
+                break;
+            }
+            held_max = k;
+        }
+        by_fps.insert(
+            format!("720p{fps}"),
+            json!({ "max_concurrent_without_drops": held_max, "steps": steps }),
+        );
+    }
+    fleet.shutdown().await;
+    Ok(json!({
+        "what": "1280x720 recordings of the demo page on one worker; held = every recording has >= 95% of fps x duration frames (ffprobe -count_frames) and no restart",
+        "recording_secs": opts.density_secs().as_secs_f64(),
+        "worker_process_idle": baseline,
+        "by_fps": by_fps,
+    }))
+}
