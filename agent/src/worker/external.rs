@@ -2,6 +2,13 @@
 //! JSON lines on stdout (see examples/capture/README.md).
 
 use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use super::display;
+use super::pipeline::{count_frames, Frames, PartContext, StartError};
+use super::process;
 
 /// One line of the contract.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -41,6 +48,100 @@ pub enum ContractEvent {
 /// as an error text so the caller can log them and carry on.
 pub fn parse_line(line: &str) -> Result<ContractEvent, String> {
     serde_json::from_str(line.trim()).map_err(|e| format!("not a contract event ({e}): {line}"))
+}
+
+/// Starts the external capture command and waits for its `ready` line.
+pub(super) async fn start_external(
+    ctx: &PartContext,
+    command: &[String],
+    display: &str,
+    audio: Option<&display::AudioSink>,
+    progress: watch::Sender<Frames>,
+) -> Result<i32, StartError> {
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| StartError::msg("capture", "empty command"))?;
+    let profile = ctx.dir.join("profile");
+    let home = ctx.dir.join("home");
+    for d in [&profile, &home] {
+        std::fs::create_dir_all(d).map_err(|e| StartError::new("capture", e))?;
+    }
+    let mut cmd = Command::new(program);
+    let v = ctx.spec.viewport;
+    cmd.args(args)
+        .env("DISPLAY", display)
+        .env("HOME", &home)
+        .env("RECFLEET_URL", &ctx.spec.url)
+        .env("RECFLEET_OUTPUT", &ctx.out_file)
+        .env("RECFLEET_WIDTH", v.width.to_string())
+        .env("RECFLEET_HEIGHT", v.height.to_string())
+        .env("RECFLEET_FPS", ctx.spec.fps.to_string())
+        .env("RECFLEET_AUDIO", if ctx.spec.audio { "1" } else { "0" })
+        .env("RECFLEET_RECORDING_ID", ctx.spec.id.as_str())
+        .env("RECFLEET_EPOCH", ctx.epoch.to_string())
+        .env("RECFLEET_PROFILE_DIR", &profile)
+        .env("RECFLEET_CHROMEDRIVER", &ctx.bins.chromedriver)
+        .env("RECFLEET_CHROMIUM", &ctx.bins.chromium);
+    if let Some(a) = audio {
+        cmd.env("PULSE_SERVER", &a.server)
+            .env("PULSE_SINK", &a.sink)
+            .env("RECFLEET_AUDIO_SOURCE", &a.monitor);
+    }
+    let spawned = process::spawn(
+        "capture",
+        cmd,
+        &ctx.tag,
+        &ctx.log("capture"),
+        false,
+        true,
+        ctx.exits.clone(),
+    )
+    .map_err(|e| StartError::new("capture", e))?;
+    let stdout = spawned
+        .stdout
+        .ok_or_else(|| StartError::msg("capture", "no stdout"))?;
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
+    tokio::spawn(async move {
+        let mut ready_tx = Some(ready_tx);
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            match parse_line(&line) {
+                Ok(ContractEvent::Ready) => {
+                    if let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(Ok(()));
+                    }
+                }
+                Ok(ContractEvent::Progress {
+                    frames,
+                    out_time_ms,
+                    ..
+                }) => {
+                    progress.send_modify(|f| count_frames(f, frames, 0, out_time_ms));
+                }
+                Ok(ContractEvent::Error { message }) => {
+                    tracing::warn!(%message, "external capture reported an error");
+                    if let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(Err(message));
+                    }
+                }
+                Ok(ContractEvent::Done { .. }) => {}
+                Err(e) => tracing::debug!(line = %e, "external capture said something else"),
+            }
+        }
+    });
+    let pid = spawned.process.pid;
+    match tokio::time::timeout(ctx.timeouts.start, ready_rx).await {
+        Ok(Ok(Ok(()))) => Ok(pid),
+        Ok(Ok(Err(message))) => Err(StartError::msg("capture", message)),
+        Ok(Err(_)) => Err(StartError::msg(
+            "capture",
+            "exited before it was ready (see capture.log)",
+        )),
+        Err(_) => Err(StartError::msg(
+            "capture",
+            format!("not ready within {} s", ctx.timeouts.start.as_secs()),
+        )),
+    }
 }
 
 #[cfg(test)]

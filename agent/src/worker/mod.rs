@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod process;
 pub mod slot;
 pub mod status;
+mod teardown;
 pub mod usage;
 
 pub use config::{Binaries, EngineConfig, GuardProgram, Timeouts};

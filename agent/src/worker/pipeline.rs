@@ -2,15 +2,14 @@
 //! take it down. A part ends in a stop (no restart) or a crash (the
 //! supervisor restarts the whole group into a new part: one-for-all).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use recfleet_protocol::manifest::SegmentEndReason;
 use recfleet_protocol::spec::{CaptureMode, RecordingSpec};
 use recfleet_protocol::{now_ms, Epoch, SlotProgress};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{ChildStdin, Command};
 use tokio::sync::{mpsc, watch};
 
@@ -18,8 +17,9 @@ use super::browser::{self, PageStatus};
 use super::config::{Binaries, Timeouts};
 use super::display;
 use super::encoder::{self, ProgressParser};
-use super::external::{self, ContractEvent};
+use super::external::start_external;
 use super::process::{self, Exit, SlotProcess};
+use super::teardown::{hash_file, teardown};
 
 /// Why a part could not start.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -122,20 +122,20 @@ pub struct PartResult {
 }
 
 /// The live state of a running part, read by the monitor loop.
-struct Running {
-    procs: Vec<SlotProcess>,
-    encoder_stdin: Option<ChildStdin>,
-    capture_pid: Option<i32>,
-    page: Option<(
+pub(super) struct Running {
+    pub(super) procs: Vec<SlotProcess>,
+    pub(super) encoder_stdin: Option<ChildStdin>,
+    pub(super) capture_pid: Option<i32>,
+    pub(super) page: Option<(
         mpsc::Receiver<PageStatus>,
         tokio::task::JoinHandle<thirtyfour::WebDriver>,
     )>,
-    progress: watch::Receiver<Frames>,
+    pub(super) progress: watch::Receiver<Frames>,
 }
 
 /// Frame counting shared between the progress reader and the monitor.
 #[derive(Debug, Clone, Copy, Default)]
-struct Frames {
+pub(super) struct Frames {
     frames: u64,
     fps_milli: u32,
     media_ms: u64,
@@ -353,7 +353,7 @@ async fn start_encoder(
 /// minus the media time encoded so far", the last is "first plus media
 /// time". Both carry the encoder's delay (about a second), so spans have the
 /// right length and segments of different workers line up within that.
-fn count_frames(f: &mut Frames, frames: u64, fps_milli: u32, media_ms: u64) {
+pub(super) fn count_frames(f: &mut Frames, frames: u64, fps_milli: u32, media_ms: u64) {
     if frames > f.frames {
         let first = *f
             .first_at
@@ -363,100 +363,6 @@ fn count_frames(f: &mut Frames, frames: u64, fps_milli: u32, media_ms: u64) {
     f.frames = frames.max(f.frames);
     f.fps_milli = fps_milli;
     f.media_ms = media_ms;
-}
-
-/// Starts the external capture command and waits for its `ready` line.
-async fn start_external(
-    ctx: &PartContext,
-    command: &[String],
-    display: &str,
-    audio: Option<&display::AudioSink>,
-    progress: watch::Sender<Frames>,
-) -> Result<i32, StartError> {
-    let (program, args) = command
-        .split_first()
-        .ok_or_else(|| StartError::msg("capture", "empty command"))?;
-    let profile = ctx.dir.join("profile");
-    let home = ctx.dir.join("home");
-    for d in [&profile, &home] {
-        std::fs::create_dir_all(d).map_err(|e| StartError::new("capture", e))?;
-    }
-    let mut cmd = Command::new(program);
-    let v = ctx.spec.viewport;
-    cmd.args(args)
-        .env("DISPLAY", display)
-        .env("HOME", &home)
-        .env("RECFLEET_URL", &ctx.spec.url)
-        .env("RECFLEET_OUTPUT", &ctx.out_file)
-        .env("RECFLEET_WIDTH", v.width.to_string())
-        .env("RECFLEET_HEIGHT", v.height.to_string())
-        .env("RECFLEET_FPS", ctx.spec.fps.to_string())
-        .env("RECFLEET_AUDIO", if ctx.spec.audio { "1" } else { "0" })
-        .env("RECFLEET_RECORDING_ID", ctx.spec.id.as_str())
-        .env("RECFLEET_EPOCH", ctx.epoch.to_string())
-        .env("RECFLEET_PROFILE_DIR", &profile)
-        .env("RECFLEET_CHROMEDRIVER", &ctx.bins.chromedriver)
-        .env("RECFLEET_CHROMIUM", &ctx.bins.chromium);
-    if let Some(a) = audio {
-        cmd.env("PULSE_SERVER", &a.server)
-            .env("PULSE_SINK", &a.sink)
-            .env("RECFLEET_AUDIO_SOURCE", &a.monitor);
-    }
-    let spawned = process::spawn(
-        "capture",
-        cmd,
-        &ctx.tag,
-        &ctx.log("capture"),
-        false,
-        true,
-        ctx.exits.clone(),
-    )
-    .map_err(|e| StartError::new("capture", e))?;
-    let stdout = spawned
-        .stdout
-        .ok_or_else(|| StartError::msg("capture", "no stdout"))?;
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
-    tokio::spawn(async move {
-        let mut ready_tx = Some(ready_tx);
-        let mut lines = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            match external::parse_line(&line) {
-                Ok(ContractEvent::Ready) => {
-                    if let Some(tx) = ready_tx.take() {
-                        let _ = tx.send(Ok(()));
-                    }
-                }
-                Ok(ContractEvent::Progress {
-                    frames,
-                    out_time_ms,
-                    ..
-                }) => {
-                    progress.send_modify(|f| count_frames(f, frames, 0, out_time_ms));
-                }
-                Ok(ContractEvent::Error { message }) => {
-                    tracing::warn!(%message, "external capture reported an error");
-                    if let Some(tx) = ready_tx.take() {
-                        let _ = tx.send(Err(message));
-                    }
-                }
-                Ok(ContractEvent::Done { .. }) => {}
-                Err(e) => tracing::debug!(line = %e, "external capture said something else"),
-            }
-        }
-    });
-    let pid = spawned.process.pid;
-    match tokio::time::timeout(ctx.timeouts.start, ready_rx).await {
-        Ok(Ok(Ok(()))) => Ok(pid),
-        Ok(Ok(Err(message))) => Err(StartError::msg("capture", message)),
-        Ok(Err(_)) => Err(StartError::msg(
-            "capture",
-            "exited before it was ready (see capture.log)",
-        )),
-        Err(_) => Err(StartError::msg(
-            "capture",
-            format!("not ready within {} s", ctx.timeouts.start.as_secs()),
-        )),
-    }
 }
 
 /// Watches the running part until a stop or a crash.
@@ -559,86 +465,4 @@ async fn monitor(
             }
         }
     }
-}
-
-/// Takes the group down: the encoder first and gently (so it finalizes the
-/// file), the browser session closed, then SIGTERM to every group, SIGKILL
-/// after the grace period, and the tag swept for anything that left its group.
-async fn teardown(
-    ctx: &PartContext,
-    mut running: Running,
-    exits: &mut mpsc::UnboundedReceiver<Exit>,
-) {
-    let grace = ctx.timeouts.grace;
-    if let Some(mut stdin) = running.encoder_stdin.take() {
-        let _ = stdin.write_all(b"q").await;
-        let _ = stdin.flush().await;
-        drop(stdin);
-        if let Some(enc) = running.procs.iter().find(|p| p.name == "ffmpeg") {
-            // "q" is not read while ffmpeg waits on a slow input; SIGINT is
-            // handled the same way (finish the file, then exit) at once.
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(enc.pid), Signal::SIGINT);
-            wait_for_exit(enc.pid, grace).await;
-        }
-    }
-    tracing::debug!(tag = %ctx.tag, "teardown: encoder done");
-    if let Some(pid) = running.capture_pid {
-        // The contract: SIGTERM, then the capture finishes its file.
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM);
-        wait_for_exit(pid, grace.max(Duration::from_secs(10))).await;
-    }
-    if let Some((rx, handle)) = running.page.take() {
-        drop(rx);
-        if let Ok(driver) = handle.await {
-            let _ = tokio::time::timeout(Duration::from_secs(3), driver.quit()).await;
-        }
-    }
-    tracing::debug!(tag = %ctx.tag, "teardown: browser session closed");
-    for p in &running.procs {
-        p.signal_group(Signal::SIGTERM);
-    }
-    let all_gone = |procs: &[SlotProcess]| procs.iter().all(|p| !process::is_alive(p.pid));
-    let until = tokio::time::Instant::now() + grace;
-    while !all_gone(&running.procs) && tokio::time::Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let left: Vec<&str> = running
-        .procs
-        .iter()
-        .filter(|p| process::is_alive(p.pid))
-        .map(|p| p.name)
-        .collect();
-    if !left.is_empty() {
-        tracing::debug!(tag = %ctx.tag, ?left, "teardown: SIGKILL after the grace period");
-    }
-    for p in &running.procs {
-        p.signal_group(Signal::SIGKILL);
-    }
-    let tag = ctx.tag.clone();
-    let _ = tokio::task::spawn_blocking(move || process::kill_tagged(&tag)).await;
-    // Drain exit reports so no waiter task is left behind.
-    let until = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !all_gone(&running.procs) && tokio::time::Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    while exits.try_recv().is_ok() {}
-    running.procs.clear();
-}
-
-async fn wait_for_exit(pid: i32, within: Duration) {
-    let until = tokio::time::Instant::now() + within;
-    while process::is_alive(pid) && tokio::time::Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-fn hash_file(path: &Path) -> (u64, String) {
-    use sha2::{Digest, Sha256};
-    let Ok(mut file) = std::fs::File::open(path) else {
-        return (0, String::new());
-    };
-    let mut hasher = Sha256::new();
-    let bytes = std::io::copy(&mut file, &mut hasher).unwrap_or(0);
-    let digest = hasher.finalize();
-    (bytes, digest.iter().map(|b| format!("{b:02x}")).collect())
 }
