@@ -14,7 +14,7 @@ PYTHON_VENV := .venv
 	deploy-check deploy-deps deploy-tools
 
 demo: deps
-	$(CARGO) build --release -p recfleet-agent
+	$(CARGO) build --release -p recfleet-agent -p recfleet-console
 	./target/release/recfleet-agent dev --workers 2 --record-demo 20s
 
 test: deps lint fuzz-build
