@@ -206,6 +206,22 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
         .unwrap_or_default();
     results.insert("date".into(), json!(date));
     results.insert("quick".into(), json!(opts.quick));
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    results.insert(
+        "source".into(),
+        json!({
+            "commit": git(&["rev-parse", "--short", "HEAD"]),
+            "uncommitted_files": git(&["status", "--porcelain", "--untracked-files=no"])
+                .map(|s| s.lines().count()),
+        }),
+    );
     results.insert("machine".into(), machine());
     results.insert(
         "load_at_start".into(),

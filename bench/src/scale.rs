@@ -245,7 +245,9 @@ async fn one(opts: &Opts, agent: &Path, dir: &Path, n: usize) -> anyhow::Result<
         "    {n}: certificates {issue_secs:.1} s, {connected} connected in {connect_secs:.1} s ({failed} failed), {up} up at the console"
     );
     tokio::time::sleep(opts.settle()).await;
-    let idle_window = window(opts.scale_window(), pid, &seen, &counters).await?;
+    let mut idle_window = window(opts.scale_window(), pid, &seen, &counters).await?;
+    // One WorkerChanged per worker every 5 s.
+    idle_window["events_expected_per_s"] = json!(connected as f64 / 5.0);
 
     // Placement: M recordings started through the operator, concurrently.
     let m = opts.placements().min(connected * SIM_CAPACITY as usize);
@@ -302,7 +304,9 @@ async fn one(opts: &Opts, agent: &Path, dir: &Path, n: usize) -> anyhow::Result<
         placed_secs.map_or("(not all)".to_string(), |s| format!("{s:.2} s"))
     );
     tokio::time::sleep(opts.settle()).await;
-    let busy_window = window(opts.scale_window(), pid, &seen, &counters).await?;
+    let mut busy_window = window(opts.scale_window(), pid, &seen, &counters).await?;
+    // ... plus one RecordingChanged per recording per telemetry frame.
+    busy_window["events_expected_per_s"] = json!(connected as f64 / 5.0 + recording as f64);
     let rss = proc_sample(pid).map(|p| p.rss_bytes).unwrap_or(0);
 
     console.abort();
