@@ -84,7 +84,7 @@ fmt:
 
 # Benchmarks (docs/benchmarks.md): the control round trip against quinn, Erlang
 # distribution and HTTP/1.1, fleet scale, start latency, failover and density,
-# in one run of about 15-25 minutes; a table on stdout, JSON in target/bench/.
+# in one run of about 10-15 minutes; a table on stdout, JSON in target/bench/.
 # Not part of `make test` (which runs a few-second smoke of the first two).
 bench: deps bench-deps
 	$(CARGO) build --release -p recfleet-agent -p recfleet-bench
