@@ -92,7 +92,7 @@ pub async fn start_latency(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Res
 /// new placement on the other worker. The killed worker is restarted and
 /// the next trial kills whichever worker holds the recording then.
 pub async fn failover(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Value> {
-    let idle_timeout_ms = 3000;
+    let idle_timeout_ms = 2000; // the default of both roles
     let page = DemoServer::start(([127, 0, 0, 1], 0).into()).await?;
     let mut fleet = Fleet::start(agent, dir, idle_timeout_ms).await?;
     fleet.add_worker("w1", 1)?;
