@@ -218,7 +218,18 @@ async fn browser_reassign_moves_one_recording_and_refuses_a_full_target() {
     let m = stop_and_finish(&mut fleet, &id).await;
     assert!(m.gaps.is_empty(), "{:?}", m.gaps);
     let overlap: u64 = m.overlaps.iter().map(|o| o.duration_ms).sum();
-    println!("reassign overlap: {overlap} ms");
+    println!(
+        "reassign overlap: {overlap} ms; segments {:?}",
+        m.segments
+            .iter()
+            .map(|s| (
+                s.worker.as_str(),
+                s.first_frame_at,
+                s.last_frame_at,
+                s.end_reason.clone()
+            ))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(
         m.segments
             .iter()

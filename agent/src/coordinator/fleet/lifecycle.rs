@@ -261,7 +261,7 @@ impl Fleet {
 
     /// Writes `manifest.json` beside the segments, where the coordinator can
     /// reach them (a shared output root); file names become relative to it.
-    fn write_manifest(&self, id: &RecordingId) {
+    pub(super) fn write_manifest(&self, id: &RecordingId) {
         let (Some(root), Some(r), Some(mut m)) = (
             &self.settings.manifest_root,
             self.recordings.get(id),

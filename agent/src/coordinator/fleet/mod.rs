@@ -183,6 +183,8 @@ pub struct Fleet {
     pings: HashMap<u64, oneshot::Sender<ConsoleResponse>>,
     next_ping: u64,
     drains: BTreeMap<WorkerName, moves::Drain>,
+    /// Old placements of completed moves, stopped at the given time.
+    pending_stops: Vec<(RecordingId, WorkerName, recfleet_protocol::Epoch, u64)>,
     metrics: CoordinatorMetrics,
 }
 
@@ -228,6 +230,7 @@ impl Fleet {
             pings: HashMap::new(),
             next_ping: 1,
             drains: BTreeMap::new(),
+            pending_stops: Vec::new(),
             metrics: CoordinatorMetrics::default(),
         })
     }

@@ -48,6 +48,9 @@ pub(super) enum Holder {
 const MAX_PARALLEL_MOVES: usize = 2;
 /// A move target that has not captured within this is given up.
 const MOVE_TIMEOUT_MS: u64 = 60_000;
+/// How long the old placement of a move records after the new one has
+/// captured its first frame.
+const HANDOVER_OVERLAP_MS: u64 = 2_000;
 /// A drain's deadline when none is given: long enough for a class.
 pub(super) const DEFAULT_DRAIN_DEADLINE_SECS: u32 = 4 * 3600;
 
@@ -142,17 +145,15 @@ impl Fleet {
         }
         self.persist(id);
         if let Some((w, e)) = &old {
-            self.send_to(
-                w,
-                CoordinatorMessage::StopSegment {
-                    recording: id.clone(),
-                    epoch: *e,
-                    reason: SegmentEndReason::Reassigned,
-                },
-            );
+            // Frame times are known to within the encoders' delay (about a
+            // second), so the old placement records on a little longer: the
+            // overlap is then certain, and no gap can appear by measurement.
+            self.pending_stops
+                .push((id.clone(), w.clone(), *e, now_ms() + HANDOVER_OVERLAP_MS));
             let message = format!(
-                "{id} moved from {w} to {} without a gap; {w} stops its segment now",
-                m.to
+                "{id} moved from {w} to {} without a gap; {w} stops its segment in {} s",
+                m.to,
+                HANDOVER_OVERLAP_MS / 1000
             );
             tracing::info!(recording = %id, from = %w, to = %m.to, "move complete");
             self.emit(EventKind::Notice {
@@ -256,10 +257,42 @@ impl Fleet {
             .map_err(|e| format!("no other worker can take it: {}", e.describe()))
     }
 
+    /// Stops at once the old placements of `id` still recording after a move.
+    pub(super) fn stop_old_placements_now(&mut self, id: &RecordingId) {
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_stops)
+            .into_iter()
+            .partition(|(r, ..)| r == id);
+        self.pending_stops = later;
+        for (id, worker, epoch, _) in due {
+            self.send_to(
+                &worker,
+                CoordinatorMessage::StopSegment {
+                    recording: id,
+                    epoch,
+                    reason: SegmentEndReason::Reassigned,
+                },
+            );
+        }
+    }
+
     /// Periodic work of moves and drains: time out stuck moves, start
     /// migrations, announce progress and completion.
     pub(super) fn tick_moves(&mut self) {
         let now = now_ms();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_stops)
+            .into_iter()
+            .partition(|(_, _, _, at)| *at <= now);
+        self.pending_stops = later;
+        for (id, worker, epoch, _) in due {
+            self.send_to(
+                &worker,
+                CoordinatorMessage::StopSegment {
+                    recording: id,
+                    epoch,
+                    reason: SegmentEndReason::Reassigned,
+                },
+            );
+        }
         let stuck: Vec<RecordingId> = self
             .recordings
             .values()

@@ -244,6 +244,7 @@ impl Fleet {
                 if self.recordings.get(id).is_some_and(|r| r.moving.is_some()) {
                     self.cancel_move(id, "the recording was stopped");
                 }
+                self.stop_old_placements_now(id);
                 self.set_state(id, RecordingState::Stopping, None);
                 let sent = worker.as_ref().is_some_and(|w| {
                     self.send_to(

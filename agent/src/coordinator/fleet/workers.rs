@@ -333,6 +333,15 @@ impl Fleet {
                 }
                 self.upsert_segment(&id, seg);
                 self.changed(&id);
+                // A late report (an old placement after a move) completes the
+                // manifest of a recording that has already ended.
+                if self
+                    .recordings
+                    .get(&id)
+                    .is_some_and(|r| r.row.state.is_terminal())
+                {
+                    self.write_manifest(&id);
+                }
             }
             WorkerMessage::PlacementEnded {
                 recording,
