@@ -1,6 +1,7 @@
 //! The coordinator: registry of workers, durable store, scheduler, failover
 //! and the event stream, behind one QUIC endpoint.
 
+pub mod cmd;
 pub mod fleet;
 pub mod metrics;
 pub mod scheduler;

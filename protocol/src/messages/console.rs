@@ -40,7 +40,9 @@ pub enum ConsoleRequest {
     },
     /// All workers.
     ListWorkers,
-    /// All recordings, optionally only those in the given states.
+    /// Recordings, optionally only those in the given states, oldest first.
+    /// Answered with at most [`LIST_MAX`] of them (the first page); a client
+    /// that wants them all asks [`ConsoleRequest::ListRecordingsPage`].
     ListRecordings {
         /// Empty means every state.
         states: Vec<RecordingState>,
@@ -82,7 +84,25 @@ pub enum ConsoleRequest {
         /// The target; `None` lets the scheduler pick.
         to: Option<WorkerName>,
     },
+    /// One page of recordings, oldest first (by request time, then id). The
+    /// answer is [`ConsoleResponse::RecordingsPage`]; its `next` token asks
+    /// for the page after it. Finished recordings are listed from the store
+    /// long after they have left the coordinator's memory.
+    ListRecordingsPage {
+        /// Empty means every state.
+        states: Vec<RecordingState>,
+        /// At most this many (0: [`LIST_DEFAULT`]; capped at [`LIST_MAX`]).
+        limit: u32,
+        /// The `next` token of the previous page; `None` for the first.
+        after: Option<String>,
+    },
 }
+
+/// Recordings in one page when the client does not say.
+pub const LIST_DEFAULT: u32 = 500;
+/// The most recordings in one page: 1,000 recordings with 2 KB URLs stay
+/// far below the frame limit.
+pub const LIST_MAX: u32 = 1000;
 
 impl ConsoleRequest {
     /// Whether the request changes the fleet (and so needs the operator role).
@@ -136,6 +156,13 @@ pub enum ConsoleResponse {
         /// What the coordinator will do, in one sentence.
         message: String,
     },
+    /// Answer to `ListRecordingsPage`.
+    RecordingsPage {
+        /// This page, oldest first.
+        recordings: Vec<RecordingInfo>,
+        /// The token of the next page; `None` on the last one.
+        next: Option<String>,
+    },
 }
 
 /// Frames on a subscription stream, coordinator -> console.
@@ -161,6 +188,14 @@ pub enum SubscriptionFrame {
     },
     /// The subscription was refused (e.g. an agent certificate).
     Refused(WireError),
+    /// More of the snapshot just sent, when it is too large for one frame:
+    /// add these to it. Events follow the last part.
+    SnapshotMore {
+        /// More workers.
+        workers: Vec<WorkerInfo>,
+        /// More recordings.
+        recordings: Vec<RecordingInfo>,
+    },
 }
 
 /// A numbered change in the fleet.
