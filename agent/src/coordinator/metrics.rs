@@ -42,6 +42,18 @@ pub struct CoordinatorMetrics {
     pub start_latency: Histogram,
     /// Bytes of finished segment files.
     pub bytes_written: Counter,
+    /// Time to commit one turn's transaction (its fsync included).
+    pub store_commit: Histogram,
+    /// Turns whose store writes failed (the requests got an error).
+    pub store_errors: Counter,
+    /// 1 while the store refuses writes.
+    pub store_unavailable: Gauge,
+    /// Inputs handled per turn (one transaction each).
+    pub turn_inputs: Histogram,
+    /// Commands waiting in the driver's queue.
+    pub queue_depth: Gauge,
+    /// Telemetry frames dropped because the driver's queue was full.
+    pub telemetry_dropped: Counter,
 }
 
 impl Default for CoordinatorMetrics {
@@ -61,6 +73,12 @@ impl Default for CoordinatorMetrics {
             segment_restarts: Family::default(),
             start_latency: Histogram::new(exponential_buckets(0.25, 1.5, 14)),
             bytes_written: Counter::default(),
+            store_commit: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            store_errors: Counter::default(),
+            store_unavailable: Gauge::default(),
+            turn_inputs: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            queue_depth: Gauge::default(),
+            telemetry_dropped: Counter::default(),
             registry: Registry::default(),
         };
         r.register("recfleet_workers", "Workers by state", m.workers.clone());
@@ -121,6 +139,37 @@ impl Default for CoordinatorMetrics {
             "recfleet_bytes_written",
             "Bytes of finished segment files",
             m.bytes_written.clone(),
+        );
+        r.register_with_unit(
+            "recfleet_store_commit",
+            "Time to commit one turn's store transaction",
+            Unit::Seconds,
+            m.store_commit.clone(),
+        );
+        r.register(
+            "recfleet_store_errors",
+            "Turns whose store writes failed",
+            m.store_errors.clone(),
+        );
+        r.register(
+            "recfleet_store_unavailable",
+            "1 while the store refuses writes",
+            m.store_unavailable.clone(),
+        );
+        r.register(
+            "recfleet_turn_inputs",
+            "Inputs handled per store transaction",
+            m.turn_inputs.clone(),
+        );
+        r.register(
+            "recfleet_queue_depth",
+            "Commands waiting for the fleet driver",
+            m.queue_depth.clone(),
+        );
+        r.register(
+            "recfleet_telemetry_dropped",
+            "Telemetry frames dropped while the fleet driver's queue was full",
+            m.telemetry_dropped.clone(),
         );
         CoordinatorMetrics { registry: r, ..m }
     }

@@ -2,9 +2,10 @@
 //! and the event stream, behind one QUIC endpoint.
 
 pub mod cmd;
+pub mod driver;
 pub mod fleet;
+mod lock;
 pub mod metrics;
-pub mod scheduler;
 pub mod server;
 pub mod store;
 
@@ -16,8 +17,10 @@ use recfleet_certs::TlsMaterial;
 use recfleet_protocol::quic::{self, TransportSettings};
 use recfleet_protocol::spec::UrlPolicy;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+
+use self::cmd::{Cmd, FleetTx};
 
 use crate::exit::Failure;
 use crate::settings::{self, Overrides};
@@ -52,6 +55,12 @@ pub struct CoordinatorSettings {
     pub reconnect_grace_ms: u64,
     /// HTTP address of /metrics, /healthz and /readyz (none: not served).
     pub metrics_addr: Option<SocketAddr>,
+    /// Finished recordings leave memory and snapshots after this many
+    /// seconds; they stay readable from the store.
+    pub retention_secs: u64,
+    /// A request forwarded to a worker (PingWorker) is answered with an
+    /// error after this many ms.
+    pub forward_deadline_ms: u64,
 }
 
 impl Default for CoordinatorSettings {
@@ -69,6 +78,8 @@ impl Default for CoordinatorSettings {
             idle_timeout_ms: 2000,
             reconnect_grace_ms: 5000,
             metrics_addr: None,
+            retention_secs: 24 * 3600,
+            forward_deadline_ms: 5000,
         }
     }
 }
@@ -148,19 +159,35 @@ impl CoordinatorArgs {
 }
 
 /// What the coordinator answers to probes: not ready (and why) until the
-/// store is open and the endpoint listens.
+/// store is open and the endpoint listens, and while the store refuses writes.
 #[derive(Debug)]
 struct CoordinatorProbe {
-    state: std::sync::Mutex<Result<mpsc::UnboundedSender<fleet::Cmd>, String>>,
+    state: std::sync::Mutex<Result<FleetTx, String>>,
 }
 
+/// A probe that the driver does not answer within this says so.
+const PROBE_DEADLINE: Duration = Duration::from_secs(2);
+
 impl CoordinatorProbe {
-    fn set(&self, s: Result<mpsc::UnboundedSender<fleet::Cmd>, String>) {
+    fn set(&self, s: Result<FleetTx, String>) {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = s;
     }
-    fn fleet(&self) -> Result<mpsc::UnboundedSender<fleet::Cmd>, String> {
+    fn fleet(&self) -> Result<FleetTx, String> {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+}
+
+/// Asks the driver something, within the probe's deadline.
+async fn ask<T>(tx: &FleetTx, cmd: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Result<T, String> {
+    let (reply, rx) = oneshot::channel();
+    tokio::time::timeout(PROBE_DEADLINE, async {
+        tx.send(cmd(reply))
+            .await
+            .map_err(|_| "shutting down".to_string())?;
+        rx.await.map_err(|_| "shutting down".to_string())
+    })
+    .await
+    .map_err(|_| format!("the fleet did not answer within {PROBE_DEADLINE:?}"))?
 }
 
 impl crate::health::Probe for CoordinatorProbe {
@@ -169,14 +196,7 @@ impl crate::health::Probe for CoordinatorProbe {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
         Box::pin(async move {
             let tx = self.fleet()?;
-            let (reply, rx) = tokio::sync::oneshot::channel();
-            tx.send(fleet::Cmd::StoreOk { reply })
-                .map_err(|_| "shutting down".to_string())?;
-            match rx.await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err("the store does not answer".into()),
-                Err(_) => Err("shutting down".into()),
-            }
+            ask(&tx, |reply| Cmd::Ready { reply }).await?
         })
     }
     fn metrics(
@@ -184,9 +204,7 @@ impl crate::health::Probe for CoordinatorProbe {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send + '_>> {
         Box::pin(async move {
             let tx = self.fleet().ok()?;
-            let (reply, rx) = tokio::sync::oneshot::channel();
-            tx.send(fleet::Cmd::Metrics { reply }).ok()?;
-            rx.await.ok()
+            ask(&tx, |reply| Cmd::Metrics { reply }).await.ok()
         })
     }
 }
@@ -197,6 +215,15 @@ pub async fn main(args: CoordinatorArgs) -> Result<(), Failure> {
     if args.print_config {
         return settings::print(&settings);
     }
+    std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+        Failure::unavailable(format!(
+            "cannot create the data dir {}: {e}",
+            settings.data_dir.display()
+        ))
+    })?;
+    // One owner of the store: a second coordinator on this data dir would
+    // diverge from the first.
+    let _lock = lock::DataDirLock::take(&settings.data_dir).map_err(Failure::unavailable)?;
     let probe = std::sync::Arc::new(CoordinatorProbe {
         state: std::sync::Mutex::new(Err("starting".into())),
     });
@@ -243,18 +270,24 @@ pub struct Running {
     /// The bound address.
     pub addr: SocketAddr,
     /// Send commands to the fleet (readiness probes).
-    pub fleet: mpsc::UnboundedSender<fleet::Cmd>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub fleet: FleetTx,
+    server: tokio::task::JoinHandle<()>,
+    driver: std::thread::JoinHandle<()>,
 }
 
 impl Running {
-    /// Waits until the server and the fleet actor have stopped.
+    /// Waits until the server and the fleet driver have stopped (the
+    /// driver commits what was queued first).
     pub async fn stopped(self) {
-        let Running { fleet, tasks, .. } = self;
+        let Running {
+            fleet,
+            server,
+            driver,
+            ..
+        } = self;
         drop(fleet);
-        for t in tasks {
-            let _ = t.await;
-        }
+        let _ = server.await;
+        let _ = tokio::task::spawn_blocking(move || driver.join()).await;
     }
 }
 
@@ -272,14 +305,22 @@ pub async fn start(
             allowed_hosts: settings.allowed_hosts.clone(),
             allow_link_local: settings.allow_link_local,
         },
-        manifest_root: settings.manifest_root.clone(),
         reconnect_grace: Duration::from_millis(settings.reconnect_grace_ms),
-        worker_silence: Duration::from_millis(settings.idle_timeout_ms + 1000),
+        retention: Duration::from_secs(settings.retention_secs),
+        forward_deadline: Duration::from_millis(settings.forward_deadline_ms),
         ..Default::default()
     };
     let telemetry_ms = fleet_settings.telemetry_interval.as_millis() as u32;
-    let fleet = fleet::Fleet::load(store, fleet_settings)
+    let boot = store
+        .next_boot()
         .map_err(|e| Failure::unavailable(e.to_string()))?;
+    let window_start = recfleet_protocol::now_ms().saturating_sub(settings.retention_secs * 1000);
+    let loaded = store
+        .load_window(window_start)
+        .map_err(|e| Failure::unavailable(e.to_string()))?;
+    tracing::info!(boot, recordings = loaded.len(), "fleet state loaded");
+    let fleet = fleet::Fleet::new(fleet_settings, boot, loaded);
+    let silence = Duration::from_millis(settings.idle_timeout_ms + 1000);
     let transport = TransportSettings {
         keep_alive: Duration::from_millis(settings.keep_alive_ms),
         idle_timeout: Duration::from_millis(settings.idle_timeout_ms),
@@ -289,12 +330,24 @@ pub async fn start(
     let addr = endpoint
         .local_addr()
         .map_err(|e| Failure::other(e.into()))?;
-    let (tx, rx) = mpsc::unbounded_channel();
-    let actor = tokio::spawn(fleet.run(rx));
-    let server = tokio::spawn(server::serve(endpoint, tx.clone(), telemetry_ms, shutdown));
+    let (tx, rx) = mpsc::channel(cmd::FLEET_QUEUE);
+    let driver = driver::Driver::new(fleet, store, settings.manifest_root.clone());
+    let driver_shutdown = shutdown.clone();
+    let driver = std::thread::Builder::new()
+        .name("fleet-driver".into())
+        .spawn(move || driver.run(rx, driver_shutdown))
+        .map_err(|e| Failure::other(e.into()))?;
+    let server = tokio::spawn(server::serve(
+        endpoint,
+        tx.clone(),
+        telemetry_ms,
+        silence,
+        shutdown,
+    ));
     Ok(Running {
         addr,
         fleet: tx,
-        tasks: vec![server, actor],
+        server,
+        driver,
     })
 }

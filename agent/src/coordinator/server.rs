@@ -16,15 +16,16 @@ use recfleet_protocol::{
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::fleet::Cmd;
+use super::cmd::{Cmd, FleetTx};
 
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
 
 /// Accepts connections until `shutdown` fires.
 pub async fn serve(
     endpoint: Endpoint,
-    fleet: mpsc::UnboundedSender<Cmd>,
+    fleet: FleetTx,
     telemetry_ms: u32,
+    _silence: Duration,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -64,7 +65,7 @@ pub async fn serve(
 async fn connection(
     conn: Connection,
     identity: Arc<Identity>,
-    fleet: mpsc::UnboundedSender<Cmd>,
+    fleet: FleetTx,
     telemetry_ms: u32,
     shutdown: CancellationToken,
 ) {
@@ -86,7 +87,7 @@ async fn connection(
 async fn stream(
     conn: Connection,
     identity: Arc<Identity>,
-    fleet: mpsc::UnboundedSender<Cmd>,
+    fleet: FleetTx,
     mut send: SendStream,
     mut recv: RecvStream,
     telemetry_ms: u32,
@@ -128,7 +129,7 @@ async fn stream(
                         identity: (*identity).clone(),
                         req,
                         reply,
-                    });
+                    }).await;
                     rx.await.unwrap_or_else(|_| {
                         ConsoleResponse::Error(WireError::new(
                             ErrorCode::Unavailable,
@@ -203,14 +204,14 @@ pub fn authorize_request(identity: &Identity, req: &ConsoleRequest) -> Result<()
 async fn worker_session(
     conn: Connection,
     hello: WorkerHello,
-    fleet: mpsc::UnboundedSender<Cmd>,
+    fleet: FleetTx,
     mut send: SendStream,
     mut recv: RecvStream,
     telemetry_ms: u32,
 ) {
     let session = SESSIONS.fetch_add(1, Ordering::Relaxed);
     let name = hello.name.clone();
-    let (tx, mut outbox) = mpsc::unbounded_channel();
+    let (tx, mut outbox) = mpsc::channel(super::cmd::WORKER_OUTBOX);
     let (reply, verdict) = oneshot::channel();
     let _ = fleet.send(Cmd::Hello {
         session,
@@ -218,7 +219,7 @@ async fn worker_session(
         hello,
         tx,
         reply,
-    });
+    }).await;
     match verdict.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
@@ -237,7 +238,7 @@ async fn worker_session(
             session,
             name,
             why: "welcome not delivered".into(),
-        });
+        }).await;
         return;
     }
     let (in_tx, mut inbox) = mpsc::unbounded_channel::<Result<WorkerMessage, TransportError>>();
@@ -262,7 +263,7 @@ async fn worker_session(
             m = inbox.recv() => match m {
                 Some(Ok(msg)) => {
                     let rtt_us = conn.rtt().as_micros().min(u128::from(u32::MAX)) as u32;
-                    let _ = fleet.send(Cmd::FromWorker { session, name: name.clone(), msg, rtt_us });
+                    let _ = fleet.send(Cmd::FromWorker { session, name: name.clone(), msg, rtt_us }).await;
                 }
                 Some(Err(TransportError::Frame(e))) => {
                     conn.close(VarInt::from_u32(close::PROTOCOL_ERROR), e.to_string().as_bytes());
@@ -286,22 +287,25 @@ async fn worker_session(
         }
     };
     reader.abort();
-    let _ = fleet.send(Cmd::WorkerClosed { session, name, why });
+    let _ = fleet.send(Cmd::WorkerClosed { session, name, why }).await;
 }
 
 /// A console subscription: a snapshot, then events; a subscriber that falls
 /// behind is told how many it missed and gets a fresh snapshot.
-async fn subscription(fleet: mpsc::UnboundedSender<Cmd>, mut send: SendStream) {
+async fn subscription(fleet: FleetTx, mut send: SendStream) {
     loop {
         let (reply, rx) = oneshot::channel();
-        if fleet.send(Cmd::Subscribe { reply }).is_err() {
+        if fleet.send(Cmd::Subscribe { reply }).await.is_err() {
             return;
         }
-        let Ok((snapshot, mut events)) = rx.await else {
+        let Ok(sub) = rx.await else {
             return;
         };
-        if quic::write_frame(&mut send, &snapshot).await.is_err() {
-            return;
+        let mut events = sub.events;
+        for frame in &sub.frames {
+            if quic::write_frame(&mut send, frame).await.is_err() {
+                return;
+            }
         }
         loop {
             match events.recv().await {

@@ -72,6 +72,9 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT NOT NULL
      );
      CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+    // 2: paged lists by request time, and loading only what is live.
+    "CREATE INDEX recordings_by_time ON recordings(created_at, id);
+     CREATE INDEX recordings_by_end ON recordings(ended_at);",
 ];
 
 /// A recording as stored.
@@ -199,12 +202,13 @@ impl Store {
             detail: e.to_string(),
         })?;
         self.conn
-            .execute(
+            .prepare_cached(
                 "INSERT INTO recordings(id, spec, state, epoch, worker, created_at, started_at, ended_at, reason, restarts, failed_placements)
                  VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                  ON CONFLICT(id) DO UPDATE SET spec=?2, state=?3, epoch=?4, worker=?5, started_at=?7, ended_at=?8,
                    reason=?9, restarts=?10, failed_placements=?11",
-                params![
+            )
+            .and_then(|mut st| st.execute(params![
                     r.spec.id.as_str(),
                     spec,
                     r.state.as_str(),
@@ -216,23 +220,30 @@ impl Store {
                     r.reason,
                     r.restarts,
                     r.failed_placements,
-                ],
-            )
+                ]))
             .map_err(|e| self.err(e))?;
         Ok(())
     }
 
     /// Every recording.
     pub fn recordings(&self) -> Result<Vec<RecordingRow>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT spec, state, epoch, worker, created_at, started_at, ended_at, reason, restarts, failed_placements
-                 FROM recordings ORDER BY created_at, id",
-            )
-            .map_err(|e| self.err(e))?;
+        self.query_recordings("", &[])
+    }
+
+    /// Recordings matching `filter` (SQL after FROM, e.g. a WHERE and a
+    /// LIMIT), oldest first.
+    fn query_recordings(
+        &self,
+        filter: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<RecordingRow>, StoreError> {
+        let sql = format!(
+            "SELECT spec, state, epoch, worker, created_at, started_at, ended_at, reason, restarts, failed_placements
+             FROM recordings {filter}"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map(args, |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
@@ -289,11 +300,12 @@ impl Store {
             .as_ref()
             .map(|r| serde_json::to_string(r).unwrap_or_default());
         self.conn
-            .execute(
+            .prepare_cached(
                 "INSERT OR REPLACE INTO segments(recording, epoch, part, worker, file, started_at, ended_at, first_frame_at,
                    last_frame_at, bytes, sha256, end_reason, current)
                  VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                params![
+            )
+            .and_then(|mut st| st.execute(params![
                     recording.as_str(),
                     s.epoch.0 as i64,
                     s.part,
@@ -307,23 +319,29 @@ impl Store {
                     s.sha256,
                     reason,
                     s.current,
-                ],
-            )
+                ]))
             .map_err(|e| self.err(e))?;
         Ok(())
     }
 
     /// Segments of every recording, in (epoch, part) order.
     pub fn segments(&self) -> Result<Vec<(RecordingId, ManifestSegment)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT recording, epoch, part, worker, file, started_at, ended_at, first_frame_at, last_frame_at, bytes, sha256, end_reason, current
-                 FROM segments ORDER BY recording, epoch, part",
-            )
-            .map_err(|e| self.err(e))?;
+        self.query_segments("ORDER BY recording, epoch, part", &[])
+    }
+
+    /// Segments matching `filter` (SQL after FROM).
+    fn query_segments(
+        &self,
+        filter: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<(RecordingId, ManifestSegment)>, StoreError> {
+        let sql = format!(
+            "SELECT recording, epoch, part, worker, file, started_at, ended_at, first_frame_at, last_frame_at, bytes, sha256, end_reason, current
+             FROM segments {filter}"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map(args, |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, i64>(1)?,
@@ -390,22 +408,17 @@ impl Store {
     /// Records an operator action.
     pub fn audit(
         &self,
+        at: u64,
         actor: &str,
         action: &str,
         target: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
         self.conn
-            .execute(
+            .prepare_cached(
                 "INSERT INTO audit(at, actor, action, target, detail) VALUES(?1, ?2, ?3, ?4, ?5)",
-                params![
-                    recfleet_protocol::now_ms() as i64,
-                    actor,
-                    action,
-                    target,
-                    detail
-                ],
             )
+            .and_then(|mut st| st.execute(params![at as i64, actor, action, target, detail]))
             .map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -422,6 +435,145 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
+    /// Runs one SQL statement of transaction control.
+    fn control(&self, sql: &str) -> Result<(), StoreError> {
+        self.conn.execute_batch(sql).map_err(|e| self.err(e))
+    }
+
+    /// Begins a turn's transaction (several inputs, one commit: one fsync).
+    pub fn begin(&self) -> Result<(), StoreError> {
+        self.control("BEGIN IMMEDIATE")
+    }
+    /// Marks the start of one input's writes inside the transaction.
+    pub fn savepoint(&self) -> Result<(), StoreError> {
+        self.control("SAVEPOINT input")
+    }
+    /// Keeps one input's writes.
+    pub fn release(&self) -> Result<(), StoreError> {
+        self.control("RELEASE input")
+    }
+    /// Undoes one input's writes, keeping the transaction.
+    pub fn rollback_to(&self) -> Result<(), StoreError> {
+        self.control("ROLLBACK TO input; RELEASE input")
+    }
+    /// Makes the transaction durable.
+    pub fn commit(&self) -> Result<(), StoreError> {
+        self.control("COMMIT")
+    }
+    /// Abandons the transaction (after a failed commit as well).
+    pub fn rollback(&self) {
+        if !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::warn!(error = %e, "rollback failed");
+            }
+        }
+    }
+
+    /// A small write that fails while the disk is full or the file is
+    /// read-only: the readiness probe while the store refuses writes.
+    pub fn probe_write(&self, now: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO meta(key, value) VALUES('probe', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = ?1",
+                params![now as i64],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// What the coordinator keeps in memory at start-up: every recording
+    /// not ended, and those ended after `ended_after` (wall-clock ms), each
+    /// with its segments.
+    pub fn load_window(
+        &self,
+        ended_after: u64,
+    ) -> Result<Vec<(RecordingRow, Vec<ManifestSegment>)>, StoreError> {
+        let rows = self.query_recordings(
+            "WHERE ended_at IS NULL OR ended_at >= ?1 ORDER BY created_at, id",
+            &[&(ended_after as i64)],
+        )?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let segments = self.segments_of(&row.spec.id)?;
+            out.push((row, segments));
+        }
+        Ok(out)
+    }
+
+    /// The segments of one recording, in (epoch, part) order.
+    pub fn segments_of(&self, id: &RecordingId) -> Result<Vec<ManifestSegment>, StoreError> {
+        Ok(self
+            .query_segments(
+                "WHERE recording = ?1 ORDER BY epoch, part",
+                &[&id.as_str()],
+            )?
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect())
+    }
+
+    /// One recording with its segments.
+    pub fn recording(
+        &self,
+        id: &RecordingId,
+    ) -> Result<Option<(RecordingRow, Vec<ManifestSegment>)>, StoreError> {
+        let Some(row) = self
+            .query_recordings("WHERE id = ?1", &[&id.as_str()])?
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        let segments = self.segments_of(id)?;
+        Ok(Some((row, segments)))
+    }
+
+    /// One page of recordings oldest first, after the page token `after`,
+    /// with their segments, and the token of the next page.
+    #[allow(clippy::type_complexity)]
+    pub fn recordings_page(
+        &self,
+        states: &[RecordingState],
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<(RecordingRow, Vec<ManifestSegment>)>, Option<String>), StoreError> {
+        let (at, id) = match after {
+            None => (-1i64, String::new()),
+            Some(token) => {
+                let (at, id) = parse_page_token(token).ok_or_else(|| StoreError::BadRow {
+                    table: "page token",
+                    detail: format!("\"{token}\" is not a token this coordinator gave"),
+                })?;
+                (at as i64, id)
+            }
+        };
+        let states_sql = if states.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+            format!("AND state IN ({})", list.join(","))
+        };
+        let rows = self.query_recordings(
+            &format!(
+                "WHERE (created_at > ?1 OR (created_at = ?1 AND id > ?2)) {states_sql}
+                 ORDER BY created_at, id LIMIT ?3"
+            ),
+            &[&at, &id, &(i64::from(limit) + 1)],
+        )?;
+        let more = rows.len() > limit as usize;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows.into_iter().take(limit as usize) {
+            let segments = self.segments_of(&row.spec.id)?;
+            out.push((row, segments));
+        }
+        let next = more
+            .then(|| out.last())
+            .flatten()
+            .map(|(r, _)| page_token(r.created_at, &r.spec.id));
+        Ok((out, next))
+    }
+
     /// Whether the store answers (for readiness).
     pub fn ping(&self) -> bool {
         self.conn
@@ -429,6 +581,19 @@ impl Store {
             .optional()
             .is_ok()
     }
+}
+
+/// A page token: where the previous page ended, `created_at.id` (opaque to
+/// clients; ids cannot hold a dot-free prefix confusion since the time is
+/// digits only).
+pub fn page_token(created_at: u64, id: &RecordingId) -> String {
+    format!("{created_at}.{id}")
+}
+
+/// The inverse of [`page_token`].
+pub fn parse_page_token(token: &str) -> Option<(u64, String)> {
+    let (at, id) = token.split_once('.')?;
+    Some((at.parse().ok()?, RecordingId::new(id).ok()?.to_string()))
 }
 
 fn parse_state(s: &str) -> Option<RecordingState> {
@@ -488,7 +653,7 @@ mod tests {
                 },
             )
             .unwrap();
-            s.audit("operator/alice", "stop", "a", "").unwrap();
+            s.audit(1, "operator/alice", "stop", "a", "").unwrap();
         }
         let s = Store::open(&path).unwrap();
         assert_eq!(s.next_boot().unwrap(), 2);

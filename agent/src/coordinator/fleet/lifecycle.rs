@@ -1,13 +1,11 @@
 //! A recording's way through the state machine: placement, interruption,
 //! finalization and the manifest.
 
-use recfleet_protocol::manifest::{Manifest, SegmentEndReason};
-use recfleet_protocol::{
-    now_ms, CoordinatorMessage, EventKind, RecordingId, RecordingState, WorkerName, WorkerState,
-};
+use recfleet_protocol::manifest::SegmentEndReason;
+use recfleet_protocol::{CoordinatorMessage, EventKind, RecordingId, RecordingState, WorkerName};
 
-use super::Fleet;
-use crate::coordinator::scheduler::{self, Candidate};
+use super::placement::NoPlace;
+use super::{Effect, Fleet};
 
 impl Fleet {
     /// Moves a recording to `next` if the lifecycle allows it, persists it
@@ -18,6 +16,7 @@ impl Fleet {
         next: RecordingState,
         reason: Option<String>,
     ) -> bool {
+        let wall = self.now.wall_ms;
         let Some(r) = self.recordings.get_mut(id) else {
             return false;
         };
@@ -34,9 +33,10 @@ impl Fleet {
             r.row.reason = reason;
         }
         if next.is_terminal() {
-            r.row.ended_at = Some(now_ms());
+            r.row.ended_at = Some(wall);
         }
         self.persist(id);
+        self.reindex(id);
         self.changed(id);
         true
     }
@@ -60,112 +60,126 @@ impl Fleet {
         }
     }
 
-    /// Places every recording that waits (pending or interrupted), oldest first.
+    /// Places what waits, in request order. A recording without label
+    /// requirements that finds no room stops the pass: those after it wait
+    /// their turn (and the pass costs O(log workers) while the fleet is
+    /// full). A recording whose labels match no free worker does not hold
+    /// up the others.
     pub(super) fn schedule(&mut self) {
-        let mut waiting: Vec<(u64, RecordingId)> = self
-            .recordings
-            .values()
-            .filter(|r| {
-                matches!(
-                    r.row.state,
-                    RecordingState::Pending | RecordingState::Interrupted
-                )
-            })
-            .map(|r| (r.row.created_at, r.row.spec.id.clone()))
-            .collect();
-        waiting.sort();
-        for (_, id) in waiting {
-            self.place(&id);
-        }
-    }
-
-    fn place(&mut self, id: &RecordingId) {
-        let Some(r) = self.recordings.get(id) else {
-            return;
-        };
-        let (labels, cost, avoid) = (r.row.spec.labels.clone(), r.row.spec.cost, r.avoid.clone());
-        let choice = self.pick_worker(&labels, cost, avoid.as_ref(), None);
-        match choice {
-            Err(why) => {
-                let text = why.describe().to_string();
-                let r = self.recordings.get_mut(id).map(|r| {
-                    let changed = r.waiting.as_deref() != Some(text.as_str());
-                    r.waiting = Some(text.clone());
-                    changed
-                });
-                if r == Some(true) {
-                    self.changed(id);
+        let mut cursor: Option<(u64, RecordingId)> = None;
+        self.blocked = None;
+        loop {
+            let next = match &cursor {
+                None => self.queue.first().cloned(),
+                Some(c) => self
+                    .queue
+                    .range((std::ops::Bound::Excluded(c.clone()), std::ops::Bound::Unbounded))
+                    .next()
+                    .cloned(),
+            };
+            let Some(key) = next else { break };
+            cursor = Some(key.clone());
+            match self.place(&key.1) {
+                Ok(()) => {}
+                Err(NoPlace::NoWorkers) => {
+                    self.blocked = Some(NoPlace::NoWorkers.describe().to_string());
+                    break;
                 }
-            }
-            Ok(worker) => {
-                let Some(r) = self.recordings.get_mut(id) else {
-                    return;
-                };
-                r.row.epoch = r.row.epoch.next();
-                r.row.worker = Some(worker.clone());
-                r.waiting = None;
-                r.bytes_live = 0;
-                let epoch = r.row.epoch;
-                let spec = r.row.spec.clone();
-                // Max duration counts from the recording's first frame, across
-                // placements; the first placement sets it at its first frame.
-                let deadline = match (r.row.started_at, spec.stop.max_duration_secs) {
-                    (Some(start), Some(max)) => Some(start + u64::from(max) * 1000),
-                    _ => None,
-                };
-                if !self.set_state(id, RecordingState::Assigned, None) {
-                    return;
-                }
-                if epoch == recfleet_protocol::Epoch::FIRST {
-                    if let Some(r) = self.recordings.get(id) {
-                        let secs = now_ms().saturating_sub(r.row.created_at) as f64 / 1000.0;
-                        self.metrics.placement_latency.observe(secs);
+                Err(why) => {
+                    let labelled = self
+                        .recordings
+                        .get(&key.1)
+                        .is_some_and(|r| !r.row.spec.labels.is_empty());
+                    if !labelled {
+                        self.blocked = Some(why.describe().to_string());
+                        break;
                     }
                 }
-                tracing::info!(recording = %id, %worker, %epoch, "placed");
-                self.send_to(
-                    &worker,
-                    CoordinatorMessage::StartSegment {
-                        epoch,
-                        spec,
-                        deadline,
-                    },
-                );
-                self.worker_changed(&worker);
             }
         }
     }
 
-    /// The scheduler's choice among connected, ready workers (`except` is
-    /// never chosen; `avoid` only if nothing else fits).
+    /// Places one waiting recording, or says why not (and shows it).
+    fn place(&mut self, id: &RecordingId) -> Result<(), NoPlace> {
+        let Some(r) = self.recordings.get(id) else {
+            return Ok(());
+        };
+        let choice = self.pick_worker(id, r.avoid.clone().as_ref(), None);
+        let worker = match choice {
+            Ok(w) => w,
+            Err(why) => {
+                let text = why.describe().to_string();
+                let changed = self.recordings.get_mut(id).map(|r| {
+                    let changed = r.waiting.as_deref() != Some(text.as_str());
+                    r.waiting = Some(text);
+                    changed
+                });
+                if changed == Some(true) {
+                    self.changed(id);
+                }
+                return Err(why);
+            }
+        };
+        let Some(r) = self.recordings.get_mut(id) else {
+            return Ok(());
+        };
+        r.row.epoch = r.row.epoch.next();
+        r.row.worker = Some(worker.clone());
+        r.waiting = None;
+        r.bytes_live = 0;
+        let epoch = r.row.epoch;
+        let spec = r.row.spec.clone();
+        let created_at = r.row.created_at;
+        // Max duration counts from the recording's first frame, across
+        // placements; the first placement sets it at its first frame.
+        let deadline = match (r.row.started_at, spec.stop.max_duration_secs) {
+            (Some(start), Some(max)) => Some(start + u64::from(max) * 1000),
+            _ => None,
+        };
+        if !self.set_state(id, RecordingState::Assigned, None) {
+            return Ok(());
+        }
+        if epoch == recfleet_protocol::Epoch::FIRST {
+            let secs = self.now.wall_ms.saturating_sub(created_at) as f64 / 1000.0;
+            self.metrics.placement_latency.observe(secs);
+        }
+        tracing::info!(recording = %id, %worker, %epoch, "placed");
+        self.send_to(
+            &worker,
+            CoordinatorMessage::StartSegment {
+                epoch,
+                spec,
+                deadline,
+            },
+        );
+        self.worker_changed(&worker);
+        Ok(())
+    }
+
+    /// The scheduler's choice for recording `id` among connected, ready
+    /// workers (`except` is never chosen; `avoid` only if nothing else fits).
     pub(super) fn pick_worker(
         &self,
-        labels: &std::collections::BTreeMap<String, String>,
-        cost: u32,
+        id: &RecordingId,
         avoid: Option<&WorkerName>,
         except: Option<&WorkerName>,
-    ) -> Result<WorkerName, scheduler::NoPlace> {
-        let used: Vec<(&WorkerName, u32)> = self
-            .workers
-            .iter()
-            .filter(|(n, w)| {
-                w.info.state == WorkerState::Ready && w.session.is_some() && Some(*n) != except
+    ) -> Result<WorkerName, NoPlace> {
+        let Some(r) = self.recordings.get(id) else {
+            return Err(NoPlace::NoWorkers);
+        };
+        let labels = &r.row.spec.labels;
+        let cost = r.row.spec.cost;
+        if labels.is_empty() {
+            return self.placements.pick(cost, None, avoid, except);
+        }
+        let matches = |w: &WorkerName| {
+            self.workers.get(w).is_some_and(|e| {
+                labels
+                    .iter()
+                    .all(|(k, v)| e.info.labels.get(k) == Some(v))
             })
-            .map(|(n, _)| (n, self.used_on(n)))
-            .collect();
-        let candidates: Vec<Candidate> = used
-            .iter()
-            .map(|(n, u)| {
-                let w = &self.workers[*n];
-                Candidate {
-                    name: n,
-                    capacity: w.info.capacity,
-                    used: *u,
-                    labels: &w.info.labels,
-                }
-            })
-            .collect();
-        scheduler::pick(&candidates, labels, cost, avoid).cloned()
+        };
+        self.placements.pick(cost, Some(&matches), avoid, except)
     }
 
     /// The recording lost its placement (worker lost, gave up, shut down):
@@ -198,8 +212,8 @@ impl Fleet {
             .filter(|s| s.epoch == epoch)
             .cloned()
             .collect();
-        for s in &segs {
-            let _ = self.store.put_segment(id, s);
+        for s in segs {
+            self.out.push(Effect::PutSegment(id.clone(), s));
         }
         self.set_state(id, RecordingState::Interrupted, Some(why.describe()));
     }
@@ -247,43 +261,25 @@ impl Fleet {
         self.write_manifest(id);
     }
 
-    /// The manifest of a recording as it stands.
-    pub(super) fn manifest(&self, id: &RecordingId) -> Option<Manifest> {
-        let r = self.recordings.get(id)?;
-        Some(Manifest::build(
-            id.clone(),
-            r.row.spec.url.clone(),
-            r.row.state,
-            r.row.reason.clone(),
-            r.segments.clone(),
-        ))
-    }
-
-    /// Writes `manifest.json` beside the segments, where the coordinator can
-    /// reach them (a shared output root); file names become relative to it.
-    pub(super) fn write_manifest(&self, id: &RecordingId) {
-        let (Some(root), Some(r), Some(mut m)) = (
-            &self.settings.manifest_root,
-            self.recordings.get(id),
-            self.manifest(id),
-        ) else {
+    /// Asks for `manifest.json` beside the segments; file names become
+    /// relative to the recording's output directory.
+    pub(super) fn write_manifest(&mut self, id: &RecordingId) {
+        let (Some(r), Some(mut m)) = (self.recordings.get(id), self.manifest(id)) else {
             return;
         };
-        let dir = root.join(r.row.spec.output_dir());
-        let prefix = format!("{}/", r.row.spec.output_dir());
+        let dir = r.row.spec.output_dir().to_string();
+        let prefix = format!("{dir}/");
         for s in &mut m.segments {
             if let Some(rest) = s.file.strip_prefix(&prefix) {
                 s.file = rest.to_string();
             }
         }
-        match crate::record::write_manifest(&dir, &m) {
-            Ok(path) => tracing::info!(recording = %id, path = %path.display(), "manifest written"),
-            Err(e) => tracing::warn!(recording = %id, error = %e, "cannot write manifest"),
-        }
+        self.out.push(Effect::WriteManifest { dir, manifest: m });
     }
 
     /// After a restart, recordings whose worker did not come back within the
-    /// grace period are interrupted and placed again.
+    /// grace period are interrupted and placed again (once, when the grace
+    /// ends; later losses are handled as they happen).
     pub(super) fn interrupt_orphaned_recordings(&mut self) {
         let orphaned: Vec<RecordingId> = self
             .recordings

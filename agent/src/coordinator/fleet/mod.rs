@@ -1,34 +1,54 @@
-//! The fleet: the coordinator's whole state, owned by one task (an actor).
-//! Connections send it commands and get answers on oneshot channels, so no
-//! lock is held across an await and every change happens in one order: the
-//! order of the event numbers.
+//! The fleet core: the coordinator's whole logic as a state machine with no
+//! I/O, as quinn-proto is to quinn. Inputs (requests, worker frames, ticks)
+//! go in with the time passed in; effects (store writes, sends, replies,
+//! events, manifests) come out, and the driver (`super::driver`) carries
+//! them out: the store writes of a turn in one transaction, the rest only
+//! once those writes are durable. Nothing here reads a clock, touches a
+//! socket or a file, so every scenario is a unit test in simulated time.
 
 mod lifecycle;
 mod moves;
+pub mod placement;
 mod requests;
+#[cfg(test)]
+mod scenarios;
+mod views;
 mod workers;
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
 
 use recfleet_certs::Identity;
-use recfleet_protocol::manifest::ManifestSegment;
+use recfleet_protocol::manifest::{Manifest, ManifestSegment};
 use recfleet_protocol::spec::UrlPolicy;
 use recfleet_protocol::{
-    now_ms, ConsoleRequest, ConsoleResponse, CoordinatorMessage, Event, EventKind, RecordingId,
-    RecordingInfo, SubscriptionFrame, WireError, WorkerHello, WorkerInfo, WorkerMessage,
-    WorkerName,
+    ConsoleRequest, ConsoleResponse, CoordinatorMessage, Event, EventKind, RecordingId,
+    RecordingState, WireError, WorkerHello, WorkerInfo, WorkerMessage, WorkerName, WorkerState,
 };
-use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::metrics::{label, CoordinatorMetrics};
-use super::store::{RecordingRow, Store, StoreError};
+use self::placement::{Hold, Placements};
+use super::metrics::CoordinatorMetrics;
+use super::store::RecordingRow;
 
-/// What a connection asks of the fleet.
+pub use self::views::{info_of, SNAPSHOT_ENDED};
+
+/// The time of a turn: monotonic for every deadline and timeout, the wall
+/// clock only for the times recorded and shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Now {
+    /// Milliseconds on a monotonic clock (any origin).
+    pub mono_ms: u64,
+    /// Milliseconds since the Unix epoch.
+    pub wall_ms: u64,
+}
+
+/// Who waits for an answer: a number the driver maps to a channel.
+pub type ReplyTo = u64;
+
+/// What goes into the core.
 #[derive(Debug)]
-pub enum Cmd {
-    /// A worker's hello on a new control stream.
+pub enum Input {
+    /// A worker's hello on a new control stream; answered by [`Effect::Welcome`].
     Hello {
         /// Session id (one per control stream).
         session: u64,
@@ -36,10 +56,8 @@ pub enum Cmd {
         address: String,
         /// What it said.
         hello: WorkerHello,
-        /// Where to send it commands.
-        tx: mpsc::UnboundedSender<CoordinatorMessage>,
-        /// Accepted, or why not.
-        reply: oneshot::Sender<Result<(), WireError>>,
+        /// Who waits for the verdict.
+        reply: ReplyTo,
     },
     /// A frame from a worker.
     FromWorker {
@@ -52,7 +70,7 @@ pub enum Cmd {
         /// Current QUIC round-trip time.
         rtt_us: u32,
     },
-    /// A worker's control stream ended.
+    /// A worker's control stream ended (or fell silent, or its outbox filled).
     WorkerClosed {
         /// Session id.
         session: u64,
@@ -61,30 +79,82 @@ pub enum Cmd {
         /// Why, for the log.
         why: String,
     },
-    /// A console request (authorized already).
+    /// A console request, authorized already.
     Request {
         /// Who asks.
         identity: Identity,
         /// The request.
         req: ConsoleRequest,
+        /// Who waits for the answer.
+        reply: ReplyTo,
+    },
+    /// Time passes: deadlines, drains, retention, scheduling.
+    Tick,
+}
+
+/// What comes out of the core.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// Store a recording's row (insert or replace).
+    PutRecording(RecordingRow),
+    /// Store a segment of a recording.
+    PutSegment(RecordingId, ManifestSegment),
+    /// Append to the audit log.
+    Audit {
+        /// Wall-clock time.
+        at: u64,
+        /// Who (the certificate identity).
+        actor: String,
+        /// What (start, stop, drain, ...).
+        action: &'static str,
+        /// On what.
+        target: String,
+    },
+    /// Send a frame on a worker's session.
+    Send {
+        /// The session.
+        session: u64,
+        /// The frame.
+        msg: CoordinatorMessage,
+    },
+    /// Close a worker's session (replaced or lost).
+    CloseSession {
+        /// The session.
+        session: u64,
+    },
+    /// The verdict on a hello.
+    Welcome {
+        /// Who waits.
+        to: ReplyTo,
+        /// Accepted, or why not.
+        result: Result<(), WireError>,
+    },
+    /// The answer to a request.
+    Reply {
+        /// Who waits.
+        to: ReplyTo,
         /// The answer.
-        reply: oneshot::Sender<ConsoleResponse>,
+        response: ConsoleResponse,
     },
-    /// A new event subscriber.
-    Subscribe {
-        /// The snapshot and the live events after it.
-        reply: oneshot::Sender<(SubscriptionFrame, broadcast::Receiver<Event>)>,
+    /// A numbered event for subscribers.
+    Event(Event),
+    /// Write a recording's manifest in its output directory.
+    WriteManifest {
+        /// The recording's output directory (relative to the output root).
+        dir: String,
+        /// The manifest.
+        manifest: Manifest,
     },
-    /// A Prometheus scrape.
-    Metrics {
-        /// The text exposition.
-        reply: oneshot::Sender<String>,
-    },
-    /// Readiness probe: whether the store answers.
-    StoreOk {
-        /// The answer.
-        reply: oneshot::Sender<bool>,
-    },
+}
+
+impl Effect {
+    /// Whether the driver writes it to the store (in the turn's transaction).
+    pub fn is_store_write(&self) -> bool {
+        matches!(
+            self,
+            Effect::PutRecording(_) | Effect::PutSegment(..) | Effect::Audit { .. }
+        )
+    }
 }
 
 /// Settings of the fleet logic.
@@ -92,49 +162,44 @@ pub enum Cmd {
 pub struct FleetSettings {
     /// Where browsers may go.
     pub url_policy: UrlPolicy,
-    /// Where segment files of all workers can be reached (a shared output
-    /// root, as in the local fleet): manifests are written there too.
-    pub manifest_root: Option<PathBuf>,
     /// After a restart, how long to wait for workers to come back before
     /// their recordings are placed elsewhere.
     pub reconnect_grace: Duration,
-    /// A connected worker silent for this long is declared lost.
-    pub worker_silence: Duration,
     /// Telemetry period asked of workers.
     pub telemetry_interval: Duration,
     /// Placements that may fail before a recording fails.
     pub max_failed_placements: u32,
+    /// Finished recordings leave memory (and snapshots) this long after
+    /// their end; they stay readable from the store.
+    pub retention: Duration,
+    /// A PingWorker not answered within this is answered with an error.
+    pub forward_deadline: Duration,
 }
 
 impl Default for FleetSettings {
     fn default() -> Self {
         FleetSettings {
             url_policy: UrlPolicy::default(),
-            manifest_root: None,
             reconnect_grace: Duration::from_secs(5),
-            worker_silence: Duration::from_secs(4),
             telemetry_interval: Duration::from_secs(1),
             max_failed_placements: 3,
+            retention: Duration::from_secs(24 * 3600),
+            forward_deadline: Duration::from_secs(5),
         }
     }
-}
-
-/// A worker's live session.
-#[derive(Debug)]
-struct Session {
-    id: u64,
-    tx: mpsc::UnboundedSender<CoordinatorMessage>,
 }
 
 #[derive(Debug)]
 struct WorkerEntry {
     info: WorkerInfo,
-    session: Option<Session>,
+    /// The live control stream's session id.
+    session: Option<u64>,
+    /// Monotonic time of the last WorkerChanged event (rate limit).
     last_event_at: u64,
 }
 
 /// A recording and what is known of it beyond the stored row.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Recording {
     row: RecordingRow,
     segments: Vec<ManifestSegment>,
@@ -145,12 +210,14 @@ struct Recording {
     waiting: Option<String>,
     /// A worker to avoid at the next placement (it just failed).
     avoid: Option<WorkerName>,
-    /// Its worker did not report it in a hello at this time.
+    /// Its worker did not report it in a hello at this (monotonic) time.
     suspect_since: Option<u64>,
     /// A make-before-break move in progress.
     moving: Option<moves::Move>,
     /// Placements that were current before a move and are still stopping.
     old_placements: Vec<(WorkerName, recfleet_protocol::Epoch)>,
+    /// Monotonic time it reached an end state (retention counts from it).
+    ended_mono: Option<u64>,
 }
 
 impl Recording {
@@ -166,26 +233,79 @@ impl Recording {
             suspect_since: None,
             moving: None,
             old_placements: Vec::new(),
+            ended_mono: None,
         }
     }
+
+    /// What it holds on workers, for the capacity index.
+    fn holds(&self) -> Vec<Hold> {
+        let cost = self.row.spec.cost;
+        let mut out = Vec::new();
+        if self.row.state.holds_capacity() {
+            if let Some(w) = &self.row.worker {
+                out.push(Hold {
+                    worker: w.clone(),
+                    cost,
+                    incoming: false,
+                });
+            }
+        }
+        if let Some(m) = &self.moving {
+            out.push(Hold {
+                worker: m.to.clone(),
+                cost,
+                incoming: true,
+            });
+        }
+        out
+    }
+
+    fn waits(&self) -> bool {
+        matches!(
+            self.row.state,
+            RecordingState::Pending | RecordingState::Interrupted
+        )
+    }
+}
+
+/// A PingWorker waiting for its pong.
+#[derive(Debug)]
+struct PendingPing {
+    reply: ReplyTo,
+    deadline: u64,
 }
 
 /// The coordinator's state.
 pub struct Fleet {
-    store: Store,
     settings: FleetSettings,
     version: String,
     seq: u64,
-    events: broadcast::Sender<Event>,
     workers: BTreeMap<WorkerName, WorkerEntry>,
     recordings: BTreeMap<RecordingId, Recording>,
-    started: Instant,
-    pings: HashMap<u64, oneshot::Sender<ConsoleResponse>>,
+    /// Capacity per worker, kept current.
+    placements: Placements,
+    /// Recordings waiting for a worker, in request order.
+    queue: BTreeSet<(u64, RecordingId)>,
+    /// Recordings with a move in progress.
+    moving: BTreeSet<RecordingId>,
+    /// Recordings a worker did not report in its hello.
+    suspects: BTreeSet<RecordingId>,
+    /// Ended recordings by monotonic end time (retention).
+    ended: BTreeSet<(u64, RecordingId)>,
+    /// Why the head of the queue waits (shown for every waiting recording
+    /// the scheduler did not reach).
+    blocked: Option<String>,
+    /// Monotonic time the core started (reconnect grace).
+    started: Option<u64>,
+    grace_over: bool,
+    pings: HashMap<u64, PendingPing>,
     next_ping: u64,
     drains: BTreeMap<WorkerName, moves::Drain>,
-    /// Old placements of completed moves, stopped at the given time.
+    /// Old placements of completed moves, stopped at the given monotonic time.
     pending_stops: Vec<(RecordingId, WorkerName, recfleet_protocol::Epoch, u64)>,
     metrics: CoordinatorMetrics,
+    now: Now,
+    out: Vec<Effect>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -193,245 +313,276 @@ impl std::fmt::Debug for Fleet {
         f.debug_struct("Fleet")
             .field("workers", &self.workers.len())
             .field("recordings", &self.recordings.len())
+            .field("queue", &self.queue.len())
             .finish()
     }
 }
 
-/// Events kept for slow subscribers before they are told they lagged.
-const EVENT_BUFFER: usize = 4096;
-
 impl Fleet {
-    /// Loads the fleet from its store.
-    pub fn load(store: Store, settings: FleetSettings) -> Result<Fleet, StoreError> {
-        let boot = store.next_boot()?;
-        let mut recordings = BTreeMap::new();
-        for row in store.recordings()? {
-            recordings.insert(row.spec.id.clone(), Recording::new(row));
-        }
-        for (id, seg) in store.segments()? {
-            if let Some(r) = recordings.get_mut(&id) {
-                r.last_frame_at = r.last_frame_at.max(seg.last_frame_at);
-                r.segments.push(seg);
-            }
-        }
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
-        tracing::info!(boot, recordings = recordings.len(), "fleet state loaded");
-        Ok(Fleet {
-            store,
+    /// A fleet from what the store holds: `boot` numbers its events (the
+    /// boot count in the high bits keeps them increasing across restarts
+    /// without a write per event); `loaded` are the recordings still in
+    /// memory's window (not ended, or ended within the retention) with
+    /// their segments.
+    pub fn new(
+        settings: FleetSettings,
+        boot: u64,
+        loaded: Vec<(RecordingRow, Vec<ManifestSegment>)>,
+    ) -> Fleet {
+        let mut fleet = Fleet {
             settings,
             version: env!("CARGO_PKG_VERSION").to_string(),
-            // Event numbers: the boot count in the high bits keeps them
-            // increasing across restarts without a write per event.
             seq: boot << 40,
-            events,
             workers: BTreeMap::new(),
-            recordings,
-            started: Instant::now(),
+            recordings: BTreeMap::new(),
+            placements: Placements::default(),
+            queue: BTreeSet::new(),
+            moving: BTreeSet::new(),
+            suspects: BTreeSet::new(),
+            ended: BTreeSet::new(),
+            blocked: None,
+            started: None,
+            grace_over: false,
             pings: HashMap::new(),
             next_ping: 1,
             drains: BTreeMap::new(),
             pending_stops: Vec::new(),
             metrics: CoordinatorMetrics::default(),
-        })
-    }
-
-    /// Runs the actor until every sender of `rx` is gone.
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                cmd = rx.recv() => match cmd {
-                    Some(cmd) => self.handle(cmd),
-                    None => break,
-                },
-                _ = tick.tick() => self.tick(),
-            }
+            now: Now::default(),
+            out: Vec::new(),
+        };
+        for (row, segments) in loaded {
+            fleet.restore(&row.spec.id.clone(), Some((row, segments)));
         }
-        tracing::info!("fleet stopped");
+        fleet
     }
 
-    fn handle(&mut self, cmd: Cmd) {
-        match cmd {
-            Cmd::Hello {
+    /// One turn: applies `input` at `now` and returns what must happen.
+    pub fn handle(&mut self, now: Now, input: Input) -> Vec<Effect> {
+        self.now = now;
+        self.started.get_or_insert(now.mono_ms);
+        match input {
+            Input::Hello {
                 session,
                 address,
                 hello,
-                tx,
                 reply,
             } => {
-                let result = self.worker_hello(session, address, hello, tx);
-                let _ = reply.send(result);
+                let result = self.worker_hello(session, address, hello);
+                self.out.push(Effect::Welcome { to: reply, result });
                 self.schedule();
             }
-            Cmd::FromWorker {
+            Input::FromWorker {
                 session,
                 name,
                 msg,
                 rtt_us,
             } => self.worker_message(session, &name, msg, rtt_us),
-            Cmd::WorkerClosed { session, name, why } => self.worker_closed(session, &name, &why),
-            Cmd::Request {
+            Input::WorkerClosed { session, name, why } => {
+                self.worker_closed(session, &name, &why)
+            }
+            Input::Request {
                 identity,
                 req,
                 reply,
             } => self.request(&identity, req, reply),
-            Cmd::Subscribe { reply } => {
-                let rx = self.events.subscribe();
-                let _ = reply.send((self.snapshot(), rx));
-            }
-            Cmd::StoreOk { reply } => {
-                let _ = reply.send(self.store.ping());
-            }
-            Cmd::Metrics { reply } => {
-                let _ = reply.send(self.scrape());
-            }
+            Input::Tick => self.tick(),
         }
+        std::mem::take(&mut self.out)
     }
 
-    /// Periodic work: silent workers, workers that did not come back after a
-    /// restart, and placing what waits.
-    fn tick(&mut self) {
-        self.declare_silent_workers_lost();
-        self.interrupt_vanished();
-        self.tick_moves();
-        if self.started.elapsed() >= self.settings.reconnect_grace {
-            self.interrupt_orphaned_recordings();
-        }
-        self.schedule();
-    }
-
-    /// Sets the gauges from the state and encodes every metric.
-    fn scrape(&mut self) -> String {
-        let m = &self.metrics;
-        m.workers.clear();
-        m.slots_used.clear();
-        let (mut capacity, mut free) = (0i64, 0i64);
-        let names: Vec<WorkerName> = self.workers.keys().cloned().collect();
-        for name in &names {
-            let used = self.used_on(name);
-            let w = &self.workers[name];
-            let m = &self.metrics;
-            m.workers
-                .get_or_create(&label("state", w.info.state.as_str()))
-                .inc();
-            if w.session.is_some() {
-                m.slots_used
-                    .get_or_create(&label("worker", name.as_str()))
-                    .set(i64::from(used));
-                if w.info.state == recfleet_protocol::WorkerState::Ready {
-                    capacity += i64::from(w.info.capacity);
-                    free += i64::from(w.info.capacity.saturating_sub(used));
+    /// Replaces a recording by what the store holds (`None`: it is not
+    /// there): after a turn whose writes failed, memory goes back to the
+    /// store's truth, and at start-up.
+    pub fn restore(
+        &mut self,
+        id: &RecordingId,
+        stored: Option<(RecordingRow, Vec<ManifestSegment>)>,
+    ) {
+        let old = self.recordings.remove(id);
+        match stored {
+            Some((row, segments)) => {
+                let mut r = Recording::new(row);
+                r.last_frame_at = segments.iter().filter_map(|s| s.last_frame_at).max();
+                r.segments = segments;
+                if let Some(old) = &old {
+                    // Live facts the store never held.
+                    r.bytes_live = old.bytes_live;
+                    r.fps_milli = old.fps_milli;
+                }
+                self.recordings.insert(id.clone(), r);
+            }
+            None => {
+                if let Some(old) = &old {
+                    self.queue.remove(&(old.row.created_at, id.clone()));
                 }
             }
         }
-        let m = &self.metrics;
-        m.capacity.set(capacity);
-        m.free_capacity.set(free);
-        m.recordings.clear();
-        let mut pending = 0;
-        for r in self.recordings.values() {
-            m.recordings
-                .get_or_create(&label("state", r.row.state.as_str()))
-                .inc();
-            if matches!(
-                r.row.state,
-                recfleet_protocol::RecordingState::Pending
-                    | recfleet_protocol::RecordingState::Interrupted
-            ) {
-                pending += 1;
+        if let Some(old) = &old {
+            if let Some(at) = old.ended_mono {
+                self.ended.remove(&(at, id.clone()));
             }
         }
-        m.pending.set(pending);
-        m.encode()
+        self.reindex(id);
+        if self.recordings.contains_key(id) {
+            self.changed(id);
+        }
+    }
+
+    /// Keeps every index current after a change of recording `id`: the
+    /// capacity it holds, the queue, moves, suspects, retention. Every
+    /// mutation of a recording's state, worker or move goes through here.
+    fn reindex(&mut self, id: &RecordingId) {
+        let Some(r) = self.recordings.get_mut(id) else {
+            self.placements.set_holds(id, Vec::new());
+            self.moving.remove(id);
+            self.suspects.remove(id);
+            return;
+        };
+        let key = (r.row.created_at, id.clone());
+        if r.waits() {
+            self.queue.insert(key);
+        } else {
+            self.queue.remove(&key);
+            r.waiting = None;
+        }
+        if r.moving.is_some() {
+            self.moving.insert(id.clone());
+        } else {
+            self.moving.remove(id);
+        }
+        if r.suspect_since.is_some() {
+            self.suspects.insert(id.clone());
+        } else {
+            self.suspects.remove(id);
+        }
+        if r.row.state.is_terminal() && r.ended_mono.is_none() {
+            r.ended_mono = Some(self.now.mono_ms);
+            self.ended.insert((self.now.mono_ms, id.clone()));
+        }
+        let holds = r.holds();
+        self.placements.set_holds(id, holds);
+    }
+
+    /// Keeps a worker's eligibility in the capacity index current.
+    fn worker_touched(&mut self, name: &WorkerName) {
+        let cap = self.workers.get(name).and_then(|w| {
+            (w.session.is_some() && w.info.state == WorkerState::Ready).then_some(w.info.capacity)
+        });
+        self.placements.set_eligible(name, cap);
+    }
+
+    /// Periodic work: deadlines of pings, vanished recordings, moves and
+    /// drains, the reconnect grace, retention, and placing what waits.
+    fn tick(&mut self) {
+        self.expire_pings();
+        self.interrupt_vanished();
+        self.tick_moves();
+        let since_start = self
+            .now
+            .mono_ms
+            .saturating_sub(self.started.unwrap_or(self.now.mono_ms));
+        if !self.grace_over && since_start >= self.settings.reconnect_grace.as_millis() as u64 {
+            self.grace_over = true;
+            self.interrupt_orphaned_recordings();
+        }
+        self.forget_old();
+        self.schedule();
+    }
+
+    /// Finished recordings past the retention leave memory; the store keeps
+    /// them (`record show` and paged lists read them there).
+    fn forget_old(&mut self) {
+        let keep = self.settings.retention.as_millis() as u64;
+        while let Some((at, id)) = self.ended.first().cloned() {
+            if self.now.mono_ms.saturating_sub(at) < keep {
+                break;
+            }
+            self.ended.pop_first();
+            if self.recordings.get(&id).is_some_and(|r| r.old_placements.is_empty()) {
+                self.recordings.remove(&id);
+                self.reindex(&id);
+            }
+        }
+    }
+
+    fn expire_pings(&mut self) {
+        let now = self.now.mono_ms;
+        let late: Vec<u64> = self
+            .pings
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            if let Some(p) = self.pings.remove(&id) {
+                self.out.push(Effect::Reply {
+                    to: p.reply,
+                    response: ConsoleResponse::Error(WireError::new(
+                        recfleet_protocol::ErrorCode::Unavailable,
+                        format!(
+                            "the worker did not answer within {} ms",
+                            self.settings.forward_deadline.as_millis()
+                        ),
+                    )),
+                });
+            }
+        }
     }
 
     fn emit(&mut self, kind: EventKind) {
         self.seq += 1;
-        let _ = self.events.send(Event {
+        self.out.push(Effect::Event(Event {
             seq: self.seq,
-            at: now_ms(),
+            at: self.now.wall_ms,
             kind,
-        });
+        }));
     }
 
-    fn snapshot(&self) -> SubscriptionFrame {
-        SubscriptionFrame::Snapshot {
-            seq: self.seq,
-            workers: self.workers.values().map(|w| w.info.clone()).collect(),
-            recordings: self
-                .recordings
-                .values()
-                .map(|r| self.recording_info(r))
-                .collect(),
-        }
-    }
-
-    fn recording_info(&self, r: &Recording) -> RecordingInfo {
-        let stored: u64 = r
-            .segments
-            .iter()
-            .filter(|s| s.ended_at.is_some())
-            .map(|s| s.bytes)
-            .sum();
-        RecordingInfo {
-            id: r.row.spec.id.clone(),
-            state: r.row.state,
-            url: r.row.spec.url.clone(),
-            worker: r.row.worker.clone(),
-            epoch: r.row.epoch,
-            created_at: r.row.created_at,
-            started_at: r.row.started_at,
-            ended_at: r.row.ended_at,
-            bytes: stored
-                + if r.row.state.holds_capacity() {
-                    r.bytes_live
-                } else {
-                    0
-                },
-            fps_milli: if r.row.state.holds_capacity() {
-                r.fps_milli
-            } else {
-                0
-            },
-            restarts: r.row.restarts,
-            segments: r.segments.len() as u32,
-            reason: r.row.reason.clone().or_else(|| r.waiting.clone()),
-        }
-    }
-
-    /// Capacity units in use on a worker: what its placements hold.
-    fn used_on(&self, name: &WorkerName) -> u32 {
-        self.recordings
-            .values()
-            .filter(|r| {
-                (r.row.worker.as_ref() == Some(name) && r.row.state.holds_capacity())
-                    || r.moving.as_ref().is_some_and(|m| &m.to == name)
-            })
-            .map(|r| r.row.spec.cost)
-            .sum()
-    }
-
-    fn recordings_on(&self, name: &WorkerName) -> Vec<RecordingId> {
-        self.recordings
-            .values()
-            .filter(|r| r.row.worker.as_ref() == Some(name) && r.row.state.holds_capacity())
-            .map(|r| r.row.spec.id.clone())
-            .collect()
-    }
-
-    fn persist(&self, id: &RecordingId) {
+    fn persist(&mut self, id: &RecordingId) {
         if let Some(r) = self.recordings.get(id) {
-            if let Err(e) = self.store.put_recording(&r.row) {
-                tracing::error!(recording = %id, error = %e, "cannot persist recording");
-            }
+            self.out.push(Effect::PutRecording(r.row.clone()));
         }
     }
 
-    fn send_to(&self, worker: &WorkerName, msg: CoordinatorMessage) -> bool {
-        match self.workers.get(worker).and_then(|w| w.session.as_ref()) {
-            Some(s) => s.tx.send(msg).is_ok(),
+    /// Queues a frame for `worker`'s live session; false if it has none.
+    fn send_to(&mut self, worker: &WorkerName, msg: CoordinatorMessage) -> bool {
+        match self.workers.get(worker).and_then(|w| w.session) {
+            Some(session) => {
+                self.out.push(Effect::Send { session, msg });
+                true
+            }
             None => false,
         }
+    }
+
+    /// Capacity units in use on a worker.
+    fn used_on(&self, name: &WorkerName) -> u32 {
+        self.placements.used(name)
+    }
+
+    /// Recordings whose current placement is on a worker.
+    fn recordings_on(&self, name: &WorkerName) -> Vec<RecordingId> {
+        self.placements.on(name)
+    }
+
+    /// Recordings in memory (tests and metrics).
+    pub fn recordings_in_memory(&self) -> usize {
+        self.recordings.len()
+    }
+
+    /// Effects produced outside a turn (by [`Fleet::restore`]).
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// The metrics the driver updates too.
+    pub fn metrics(&self) -> &CoordinatorMetrics {
+        &self.metrics
+    }
+
+    /// The current event number.
+    pub fn seq(&self) -> u64 {
+        self.seq
     }
 }

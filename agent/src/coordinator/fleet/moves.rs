@@ -4,7 +4,7 @@
 
 use recfleet_protocol::manifest::SegmentEndReason;
 use recfleet_protocol::{
-    now_ms, CoordinatorMessage, DrainMode, Epoch, EventKind, RecordingId, RecordingState,
+    CoordinatorMessage, DrainMode, Epoch, EventKind, RecordingId, RecordingState,
     WorkerName, WorkerState,
 };
 
@@ -17,7 +17,7 @@ pub(super) struct Move {
     pub to: WorkerName,
     /// Its epoch.
     pub epoch: Epoch,
-    /// When it was asked to start.
+    /// When it was asked to start (monotonic).
     pub since: u64,
 }
 
@@ -25,7 +25,7 @@ pub(super) struct Move {
 #[derive(Debug, Clone)]
 pub(super) struct Drain {
     pub mode: DrainMode,
-    /// After this, what remains is migrated whatever the mode.
+    /// After this (monotonic), what remains is migrated whatever the mode.
     pub deadline_at: u64,
     /// The worker asked for it itself (SIGTERM): its exit is expected.
     pub by_worker: bool,
@@ -105,7 +105,7 @@ impl Fleet {
         r.moving = Some(Move {
             to: to.clone(),
             epoch,
-            since: now_ms(),
+            since: self.now.mono_ms,
         });
         let spec = r.row.spec.clone();
         let deadline = match (r.row.started_at, spec.stop.max_duration_secs) {
@@ -114,6 +114,7 @@ impl Fleet {
         };
         let from = r.row.worker.clone();
         tracing::info!(recording = %id, from = ?from, %to, %epoch, "moving (make-before-break)");
+        self.reindex(id);
         self.send_to(
             to,
             CoordinatorMessage::StartSegment {
@@ -144,12 +145,13 @@ impl Fleet {
             r.old_placements.push(old.clone());
         }
         self.persist(id);
+        self.reindex(id);
         if let Some((w, e)) = &old {
             // Frame times are known to within the encoders' delay (about a
             // second), so the old placement records on a little longer: the
             // overlap is then certain, and no gap can appear by measurement.
             self.pending_stops
-                .push((id.clone(), w.clone(), *e, now_ms() + HANDOVER_OVERLAP_MS));
+                .push((id.clone(), w.clone(), *e, self.now.mono_ms + HANDOVER_OVERLAP_MS));
             let message = format!(
                 "{id} moved from {w} to {} without a gap; {w} stops its segment in {} s",
                 m.to,
@@ -175,6 +177,7 @@ impl Fleet {
         let Some(m) = r.moving.take() else { return };
         r.avoid = Some(m.to.clone());
         let on = r.row.worker.clone();
+        self.reindex(id);
         self.send_to(
             &m.to,
             CoordinatorMessage::StopSegment {
@@ -208,6 +211,7 @@ impl Fleet {
         r.row.epoch = m.epoch;
         r.row.worker = Some(m.to.clone());
         self.persist(id);
+        self.reindex(id);
         self.advance(
             id,
             &[
@@ -235,7 +239,7 @@ impl Fleet {
                 .workers
                 .get(t)
                 .ok_or_else(|| format!("no worker \"{t}\""))?;
-            if w.session.is_none() || w.info.state != WorkerState::Ready {
+            if !self.is_ready(t) {
                 return Err(format!(
                     "{t} is {} and takes no recordings",
                     w.info.state.as_str()
@@ -253,7 +257,7 @@ impl Fleet {
             }
             return Ok(t.clone());
         }
-        self.pick_worker(&r.row.spec.labels, cost, None, from)
+        self.pick_worker(id, None, from)
             .map_err(|e| format!("no other worker can take it: {}", e.describe()))
     }
 
@@ -278,7 +282,7 @@ impl Fleet {
     /// Periodic work of moves and drains: time out stuck moves, start
     /// migrations, announce progress and completion.
     pub(super) fn tick_moves(&mut self) {
-        let now = now_ms();
+        let now = self.now.mono_ms;
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_stops)
             .into_iter()
             .partition(|(_, _, _, at)| *at <= now);
@@ -294,14 +298,15 @@ impl Fleet {
             );
         }
         let stuck: Vec<RecordingId> = self
-            .recordings
-            .values()
-            .filter(|r| {
-                r.moving
-                    .as_ref()
+            .moving
+            .iter()
+            .filter(|id| {
+                self.recordings
+                    .get(*id)
+                    .and_then(|r| r.moving.as_ref())
                     .is_some_and(|m| now.saturating_sub(m.since) > MOVE_TIMEOUT_MS)
             })
-            .map(|r| r.row.spec.id.clone())
+            .cloned()
             .collect();
         for id in stuck {
             self.cancel_move(&id, "the target did not capture within 60 s");
@@ -316,12 +321,7 @@ impl Fleet {
         let Some(d) = self.drains.get(worker).cloned() else {
             return;
         };
-        let on_it: Vec<RecordingId> = self
-            .recordings
-            .values()
-            .filter(|r| r.row.worker.as_ref() == Some(worker) && r.row.state.holds_capacity())
-            .map(|r| r.row.spec.id.clone())
-            .collect();
+        let on_it: Vec<RecordingId> = self.recordings_on(worker);
         let stopping = self
             .recordings
             .values()
@@ -330,11 +330,7 @@ impl Fleet {
         let migrate = d.mode == DrainMode::Migrate || now >= d.deadline_at;
         let mut waiting_for_capacity = false;
         if migrate {
-            let moving = self
-                .recordings
-                .values()
-                .filter(|r| r.moving.is_some() && on_it.contains(&r.row.spec.id))
-                .count();
+            let moving = on_it.iter().filter(|id| self.moving.contains(*id)).count();
             let mut slots = MAX_PARALLEL_MOVES.saturating_sub(moving);
             for id in &on_it {
                 if slots == 0 {
@@ -409,7 +405,7 @@ impl Fleet {
             worker.clone(),
             Drain {
                 mode,
-                deadline_at: now_ms() + u64::from(secs) * 1000,
+                deadline_at: self.now.mono_ms + u64::from(secs) * 1000,
                 by_worker,
                 last_message: String::new(),
             },
@@ -417,8 +413,9 @@ impl Fleet {
         if let Some(w) = self.workers.get_mut(worker) {
             w.info.state = WorkerState::Draining;
         }
+        self.worker_touched(worker);
         self.send_to(worker, CoordinatorMessage::DrainState { draining: true });
         self.worker_changed(worker);
-        self.tick_drain(worker, now_ms());
+        self.tick_drain(worker, self.now.mono_ms);
     }
 }

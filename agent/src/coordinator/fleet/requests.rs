@@ -4,15 +4,14 @@
 use recfleet_certs::Identity;
 use recfleet_protocol::manifest::SegmentEndReason;
 use recfleet_protocol::{
-    now_ms, ConsoleRequest, ConsoleResponse, CoordinatorMessage, DrainMode, ErrorCode,
-    RecordingDetail, RecordingState, WireError, WorkerState,
+    ConsoleRequest, ConsoleResponse, CoordinatorMessage, DrainMode, ErrorCode, RecordingState,
+    WireError, WorkerState, LIST_MAX,
 };
-use tokio::sync::oneshot;
 
-use super::{Fleet, Recording};
+use super::{Effect, Fleet, PendingPing, Recording, ReplyTo};
 use crate::coordinator::store::RecordingRow;
 
-fn error(code: ErrorCode, message: impl Into<String>) -> ConsoleResponse {
+pub(super) fn error(code: ErrorCode, message: impl Into<String>) -> ConsoleResponse {
     ConsoleResponse::Error(WireError::new(code, message))
 }
 
@@ -21,21 +20,17 @@ impl Fleet {
         &mut self,
         who: &Identity,
         req: ConsoleRequest,
-        reply: oneshot::Sender<ConsoleResponse>,
+        reply: ReplyTo,
     ) {
         if req.is_action() {
-            let target = format!("{req:?}");
-            if let Err(e) = self
-                .store
-                .audit(&who.to_string(), action_name(&req), &target, "")
-            {
-                tracing::error!(error = %e, "cannot write the audit log");
-                let _ = reply.send(error(
-                    ErrorCode::Unavailable,
-                    format!("the store is unavailable: {e}"),
-                ));
-                return;
-            }
+            // In the same transaction as the action's own writes: an action
+            // that is not audited does not happen.
+            self.out.push(Effect::Audit {
+                at: self.now.wall_ms,
+                actor: who.to_string(),
+                action: action_name(&req),
+                target: audit_target(&req),
+            });
         }
         let response = match req {
             ConsoleRequest::WhoAmI => ConsoleResponse::Identity {
@@ -48,8 +43,11 @@ impl Fleet {
                 let id = self.next_ping;
                 self.next_ping += 1;
                 if self.send_to(&worker, CoordinatorMessage::Ping { id, payload }) {
-                    // Answered when the pong arrives.
-                    self.pings.insert(id, reply);
+                    // Answered when the pong arrives, or with an error at
+                    // the deadline (a tick).
+                    let deadline =
+                        self.now.mono_ms + self.settings.forward_deadline.as_millis() as u64;
+                    self.pings.insert(id, PendingPing { reply, deadline });
                     return;
                 }
                 error(
@@ -57,29 +55,25 @@ impl Fleet {
                     format!("worker \"{worker}\" is not connected"),
                 )
             }
-            ConsoleRequest::ListWorkers => {
-                let names: Vec<_> = self.workers.keys().cloned().collect();
-                ConsoleResponse::Workers(names.iter().filter_map(|n| self.worker_info(n)).collect())
+            ConsoleRequest::ListWorkers => ConsoleResponse::Workers(self.workers()),
+            // The driver answers lists from the store (finished recordings
+            // leave memory); these answers from memory serve the core alone.
+            ConsoleRequest::ListRecordings { states } => {
+                ConsoleResponse::Recordings(self.list_in_memory(&states, None, LIST_MAX).0)
             }
-            ConsoleRequest::ListRecordings { states } => ConsoleResponse::Recordings(
-                self.recordings
-                    .values()
-                    .filter(|r| states.is_empty() || states.contains(&r.row.state))
-                    .map(|r| self.recording_info(r))
-                    .collect(),
-            ),
-            ConsoleRequest::ShowRecording { id } => {
-                match (self.recordings.get(&id), self.manifest(&id)) {
-                    (Some(r), Some(manifest)) => {
-                        ConsoleResponse::Recording(Box::new(RecordingDetail {
-                            info: self.recording_info(r),
-                            spec: r.row.spec.clone(),
-                            manifest,
-                        }))
-                    }
-                    _ => error(ErrorCode::NotFound, format!("no recording \"{id}\"")),
-                }
+            ConsoleRequest::ListRecordingsPage {
+                states,
+                limit,
+                after,
+            } => {
+                let (recordings, next) =
+                    self.list_in_memory(&states, after.as_deref(), limit.clamp(1, LIST_MAX));
+                ConsoleResponse::RecordingsPage { recordings, next }
             }
+            ConsoleRequest::ShowRecording { id } => match self.detail(&id) {
+                Some(d) => ConsoleResponse::Recording(Box::new(d)),
+                None => error(ErrorCode::NotFound, format!("no recording \"{id}\"")),
+            },
             ConsoleRequest::StartRecording(spec) => self.start_recording(spec),
             ConsoleRequest::StopRecording { id } => self.stop_recording(&id),
             ConsoleRequest::Drain {
@@ -91,12 +85,7 @@ impl Fleet {
                 None => error(ErrorCode::NotFound, format!("no worker \"{worker}\"")),
                 Some(_) => {
                     self.begin_drain(&worker, mode, deadline_secs, force, false);
-                    let others_have_room = self.workers.iter().any(|(n, w)| {
-                        n != &worker
-                            && w.session.is_some()
-                            && w.info.state == WorkerState::Ready
-                            && w.info.capacity > self.used_on(n)
-                    });
+                    let others_have_room = self.placements.pick(1, None, None, Some(&worker)).is_ok();
                     let what = match (mode, force) {
                         (_, true) => "its recordings move to other workers now".to_string(),
                         (DrainMode::Migrate, false) => {
@@ -130,6 +119,7 @@ impl Fleet {
                         WorkerState::Ready
                     };
                     self.drains.remove(&worker);
+                    self.worker_touched(&worker);
                     self.send_to(
                         &worker,
                         CoordinatorMessage::DrainState {
@@ -150,7 +140,48 @@ impl Fleet {
             },
             ConsoleRequest::Reassign { id, to } => self.reassign(&id, to.as_ref()),
         };
-        let _ = reply.send(response);
+        self.out.push(Effect::Reply {
+            to: reply,
+            response,
+        });
+    }
+
+    /// Recordings in memory, oldest first, from after the token `after`
+    /// (`created_at/id`), at most `limit`, and the next page's token.
+    fn list_in_memory(
+        &self,
+        states: &[RecordingState],
+        after: Option<&str>,
+        limit: u32,
+    ) -> (Vec<recfleet_protocol::RecordingInfo>, Option<String>) {
+        let mut rows: Vec<&Recording> = self
+            .recordings
+            .values()
+            .filter(|r| states.is_empty() || states.contains(&r.row.state))
+            .collect();
+        rows.sort_by(|a, b| {
+            (a.row.created_at, &a.row.spec.id).cmp(&(b.row.created_at, &b.row.spec.id))
+        });
+        let start = after.and_then(crate::coordinator::store::parse_page_token);
+        let mut page: Vec<&Recording> = rows
+            .into_iter()
+            .filter(|r| {
+                start.as_ref().is_none_or(|(at, id)| {
+                    (r.row.created_at, r.row.spec.id.as_str()) > (*at, id.as_str())
+                })
+            })
+            .take(limit as usize + 1)
+            .collect();
+        let more = page.len() > limit as usize;
+        page.truncate(limit as usize);
+        let next = more
+            .then(|| page.last())
+            .flatten()
+            .map(|r| crate::coordinator::store::page_token(r.row.created_at, &r.row.spec.id));
+        (
+            page.into_iter().map(|r| self.recording_info(r)).collect(),
+            next,
+        )
     }
 
     fn start_recording(&mut self, spec: recfleet_protocol::RecordingSpec) -> ConsoleResponse {
@@ -193,22 +224,19 @@ impl Fleet {
             state: RecordingState::Pending,
             epoch: recfleet_protocol::Epoch(0),
             worker: None,
-            created_at: now_ms(),
+            created_at: self.now.wall_ms,
             started_at: None,
             ended_at: None,
             reason: None,
             restarts: 0,
             failed_placements: 0,
         };
-        // Durable before it is acknowledged: a request the caller saw
-        // accepted survives a crash of the coordinator.
-        if let Err(e) = self.store.put_recording(&row) {
-            return error(
-                ErrorCode::Unavailable,
-                format!("cannot store the recording: {e}"),
-            );
-        }
+        // Durable before it is acknowledged: the driver commits this write
+        // before the answer leaves, so a request the caller saw accepted
+        // survives a crash of the coordinator.
+        self.out.push(Effect::PutRecording(row.clone()));
         self.recordings.insert(id.clone(), Recording::new(row));
+        self.reindex(&id);
         tracing::info!(recording = %id, "recording requested");
         self.changed(&id);
         self.schedule();
@@ -317,6 +345,21 @@ impl Fleet {
                 }
             }
         }
+    }
+}
+
+/// The audit log's target: the object acted on, not the whole request.
+fn audit_target(req: &ConsoleRequest) -> String {
+    match req {
+        ConsoleRequest::StartRecording(spec) => spec.id.to_string(),
+        ConsoleRequest::StopRecording { id } => id.to_string(),
+        ConsoleRequest::Drain { worker, mode, .. } => format!("{worker} ({mode:?})"),
+        ConsoleRequest::Undrain { worker, .. } => worker.to_string(),
+        ConsoleRequest::Reassign { id, to } => match to {
+            Some(to) => format!("{id} -> {to}"),
+            None => id.to_string(),
+        },
+        other => format!("{other:?}"),
     }
 }
 

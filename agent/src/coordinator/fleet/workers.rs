@@ -2,14 +2,19 @@
 
 use recfleet_protocol::manifest::{ManifestSegment, SegmentEndReason};
 use recfleet_protocol::{
-    now_ms, ConsoleResponse, CoordinatorMessage, DrainMode, ErrorCode, EventKind, RecordingState,
+    ConsoleResponse, CoordinatorMessage, DrainMode, ErrorCode, EventKind, RecordingState,
     WireError, WorkerHello, WorkerInfo, WorkerMessage, WorkerName, WorkerState,
 };
-use tokio::sync::mpsc;
 
 use super::moves::Holder;
-use super::{Fleet, Session, WorkerEntry};
+use super::{Effect, Fleet, WorkerEntry};
 use crate::coordinator::metrics::label;
+
+/// A worker that said hello without a recording the store places on it
+/// has this long to report its end before it is placed again.
+const VANISHED_AFTER_MS: u64 = 1500;
+/// Worker info events at most this often unless its state changes.
+const WORKER_EVENT_EVERY_MS: u64 = 5000;
 
 impl Fleet {
     /// A worker says hello: register it, and reconcile what it runs with what
@@ -21,7 +26,6 @@ impl Fleet {
         session: u64,
         address: String,
         hello: WorkerHello,
-        tx: mpsc::UnboundedSender<CoordinatorMessage>,
     ) -> Result<(), WireError> {
         if hello.capacity == 0 {
             return Err(WireError::new(
@@ -30,7 +34,7 @@ impl Fleet {
             ));
         }
         let name = hello.name.clone();
-        let now = now_ms();
+        let now = self.now.wall_ms;
         let previous_state = self.workers.get(&name).map(|w| w.info.state);
         // An operator's drain survives a reconnect; a lost worker is back.
         let state = match (hello.draining, previous_state) {
@@ -57,14 +61,16 @@ impl Fleet {
             name.clone(),
             WorkerEntry {
                 info,
-                session: Some(Session { id: session, tx }),
-                last_event_at: now,
+                session: Some(session),
+                last_event_at: self.now.mono_ms,
             },
         ) {
-            if old.session.is_some() {
+            if let Some(old) = old.session {
                 tracing::warn!(worker = %name, "a new connection replaces the old one");
+                self.out.push(Effect::CloseSession { session: old });
             }
         }
+        self.worker_touched(&name);
         tracing::info!(worker = %name, running = hello.running.len(), capacity = hello.capacity, "worker up");
 
         let mut reported = std::collections::HashSet::new();
@@ -121,19 +127,18 @@ impl Fleet {
             }
         }
         let vanished: Vec<_> = self
-            .recordings
-            .values()
-            .filter(|r| r.row.worker.as_ref() == Some(&name) && r.row.state.holds_capacity())
-            .filter(|r| !reported.contains(&r.row.spec.id))
-            .map(|r| r.row.spec.id.clone())
+            .recordings_on(&name)
+            .into_iter()
+            .filter(|id| !reported.contains(id))
             .collect();
         for id in vanished {
             // Placed here but not running: it ended while we were apart (its
             // report follows the hello), or the worker restarted. Wait for
             // the report briefly; `tick` places it again if none comes.
             if let Some(r) = self.recordings.get_mut(&id) {
-                r.suspect_since = Some(now);
+                r.suspect_since = Some(self.now.mono_ms);
             }
+            self.reindex(&id);
         }
         let info = self.worker_info(&name);
         if let Some(info) = info {
@@ -142,20 +147,10 @@ impl Fleet {
         Ok(())
     }
 
-    /// The worker's info with derived fields (used, recordings) filled in.
-    pub(super) fn worker_info(&mut self, name: &WorkerName) -> Option<WorkerInfo> {
-        let used = self.used_on(name);
-        let recs = self.recordings_on(name);
-        let w = self.workers.get_mut(name)?;
-        w.info.used = used;
-        w.info.recordings = recs;
-        Some(w.info.clone())
-    }
-
     pub(super) fn worker_changed(&mut self, name: &WorkerName) {
         if let Some(info) = self.worker_info(name) {
             if let Some(w) = self.workers.get_mut(name) {
-                w.last_event_at = now_ms();
+                w.last_event_at = self.now.mono_ms;
             }
             self.emit(EventKind::WorkerChanged(info));
         }
@@ -164,8 +159,7 @@ impl Fleet {
     fn is_current(&self, session: u64, name: &WorkerName) -> bool {
         self.workers
             .get(name)
-            .and_then(|w| w.session.as_ref())
-            .is_some_and(|s| s.id == session)
+            .is_some_and(|w| w.session == Some(session))
     }
 
     pub(super) fn worker_message(
@@ -181,9 +175,9 @@ impl Fleet {
                 return;
             }
         }
-        let now = now_ms();
+        let (now, wall) = (self.now.mono_ms, self.now.wall_ms);
         if let Some(w) = self.workers.get_mut(name) {
-            w.info.last_seen = now;
+            w.info.last_seen = wall;
             w.info.rtt_us = rtt_us;
         }
         match msg {
@@ -209,7 +203,7 @@ impl Fleet {
                 if self
                     .workers
                     .get(name)
-                    .is_some_and(|w| now.saturating_sub(w.last_event_at) >= 5000)
+                    .is_some_and(|w| now.saturating_sub(w.last_event_at) >= WORKER_EVENT_EVERY_MS)
                 {
                     self.worker_changed(name);
                 }
@@ -363,11 +357,15 @@ impl Fleet {
                 if let Some(r) = self.recordings.get_mut(&recording) {
                     r.suspect_since = None;
                 }
+                self.reindex(&recording);
                 self.worker_changed(name);
             }
             WorkerMessage::Pong { id, payload } => {
-                if let Some(reply) = self.pings.remove(&id) {
-                    let _ = reply.send(ConsoleResponse::Pong { payload });
+                if let Some(p) = self.pings.remove(&id) {
+                    self.out.push(Effect::Reply {
+                        to: p.reply,
+                        response: ConsoleResponse::Pong { payload },
+                    });
                 }
             }
             WorkerMessage::Draining { grace_secs } => {
@@ -400,9 +398,7 @@ impl Fleet {
             .find(|s| s.epoch == seg.epoch && s.part == seg.part && s.worker == seg.worker)
             .cloned();
         if let Some(s) = stored {
-            if let Err(e) = self.store.put_segment(id, &s) {
-                tracing::error!(recording = %id, error = %e, "cannot persist segment");
-            }
+            self.out.push(Effect::PutSegment(id.clone(), s));
         }
     }
 
@@ -455,7 +451,12 @@ impl Fleet {
         let Some(w) = self.workers.get_mut(name) else {
             return;
         };
-        w.session = None;
+        if let Some(session) = w.session.take() {
+            self.out.push(Effect::CloseSession { session });
+        }
+        let Some(w) = self.workers.get_mut(name) else {
+            return;
+        };
         w.info.state = if expected {
             WorkerState::Gone
         } else {
@@ -499,6 +500,7 @@ impl Fleet {
             r.old_placements.retain(|(w, _)| w != name);
         }
         self.drains.remove(name);
+        self.worker_touched(name);
         if expected {
             self.emit(EventKind::WorkerLeft { name: name.clone() });
         } else {
@@ -509,40 +511,25 @@ impl Fleet {
     /// Recordings a worker no longer reported in its hello, and that no late
     /// report ended meanwhile, are interrupted and placed again.
     pub(super) fn interrupt_vanished(&mut self) {
-        let now = now_ms();
-        let vanished: Vec<_> = self
-            .recordings
-            .values_mut()
-            .filter_map(|r| {
-                let since = r.suspect_since?;
-                if !r.row.state.holds_capacity() {
-                    r.suspect_since = None;
-                    return None;
-                }
-                (now.saturating_sub(since) > 1500).then(|| r.row.spec.id.clone())
-            })
-            .collect();
-        for id in vanished {
-            if let Some(r) = self.recordings.get_mut(&id) {
+        let now = self.now.mono_ms;
+        let suspects: Vec<_> = self.suspects.iter().cloned().collect();
+        for id in suspects {
+            let Some(r) = self.recordings.get_mut(&id) else {
+                continue;
+            };
+            let Some(since) = r.suspect_since else {
+                continue;
+            };
+            if !r.row.state.holds_capacity() {
                 r.suspect_since = None;
+                self.reindex(&id);
+                continue;
             }
-            self.interrupt(&id, SegmentEndReason::WorkerShutdown, None);
-        }
-    }
-
-    /// Workers connected but silent past the limit are lost (a stuck worker
-    /// whose QUIC stack still answers keep-alives).
-    pub(super) fn declare_silent_workers_lost(&mut self) {
-        let limit = self.settings.worker_silence.as_millis() as u64;
-        let now = now_ms();
-        let silent: Vec<WorkerName> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| w.session.is_some() && now.saturating_sub(w.info.last_seen) > limit)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in silent {
-            self.lose_worker(&name, "silent past the limit");
+            if now.saturating_sub(since) > VANISHED_AFTER_MS {
+                r.suspect_since = None;
+                self.reindex(&id);
+                self.interrupt(&id, SegmentEndReason::WorkerShutdown, None);
+            }
         }
     }
 }

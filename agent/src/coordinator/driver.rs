@@ -1,0 +1,532 @@
+//! The fleet driver: a thread of its own (never a runtime thread) that owns
+//! the store and the fleet core. Each turn takes the commands queued (up to
+//! a bound), runs them through the core, writes all their store effects in
+//! one transaction (one fsync for a burst), and only then sends, replies and
+//! publishes. An input whose writes fail changes nothing: its recordings are
+//! reloaded from the store, its requests get an error, and the coordinator
+//! reports not ready until the store takes writes again.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use recfleet_protocol::{
+    now_ms, ConsoleRequest, ConsoleResponse, ErrorCode, Event, RecordingId, RecordingInfo,
+    WireError, WorkerName, LIST_DEFAULT, LIST_MAX,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::cmd::{Cmd, Subscription, WorkerTx};
+use super::fleet::{info_of, Effect, Fleet, Input, Now, ReplyTo};
+use super::store::{Store, StoreError};
+
+/// Commands one turn takes at most (one transaction).
+const TURN_MAX: usize = 512;
+/// Period of the fleet's tick.
+const TICK: Duration = Duration::from_millis(250);
+/// Events kept for slow subscribers before they are told they lagged.
+const EVENT_BUFFER: usize = 8192;
+
+#[derive(Debug)]
+enum Waiter {
+    Hello(oneshot::Sender<Result<(), WireError>>),
+    Console(oneshot::Sender<ConsoleResponse>),
+}
+
+/// The driver's state.
+#[derive(Debug)]
+pub struct Driver {
+    fleet: Fleet,
+    store: Store,
+    manifest_root: Option<PathBuf>,
+    waiters: HashMap<ReplyTo, Waiter>,
+    next_waiter: ReplyTo,
+    sessions: HashMap<u64, (WorkerName, WorkerTx)>,
+    events: broadcast::Sender<Event>,
+    origin: Instant,
+    /// Why the store refuses writes, while it does.
+    store_error: Option<String>,
+    /// Inputs the driver itself produced (a session whose outbox filled).
+    feedback: Vec<Input>,
+}
+
+/// One input's outcome in a turn.
+struct Outcome {
+    effects: Vec<Effect>,
+    /// Its store writes are durable (or it had none).
+    durable: bool,
+}
+
+impl Driver {
+    /// A driver for a loaded fleet and its store.
+    pub fn new(fleet: Fleet, store: Store, manifest_root: Option<PathBuf>) -> Driver {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        Driver {
+            fleet,
+            store,
+            manifest_root,
+            waiters: HashMap::new(),
+            next_waiter: 1,
+            sessions: HashMap::new(),
+            events,
+            origin: Instant::now(),
+            store_error: None,
+            feedback: Vec::new(),
+        }
+    }
+
+    fn now(&self) -> Now {
+        Now {
+            mono_ms: self.origin.elapsed().as_millis() as u64,
+            wall_ms: now_ms(),
+        }
+    }
+
+    /// Runs on the calling thread until `shutdown`: then what is queued is
+    /// still handled and committed, and the waiting clients answered.
+    pub fn run(mut self, mut rx: mpsc::Receiver<Cmd>, shutdown: CancellationToken) {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "the fleet driver cannot start");
+                return;
+            }
+        };
+        let mut next_tick = Instant::now() + TICK;
+        let mut stopping = false;
+        loop {
+            let mut cmds = Vec::new();
+            if !stopping {
+                let wait = next_tick.saturating_duration_since(Instant::now());
+                let first = rt.block_on(async {
+                    tokio::select! {
+                        c = rx.recv() => Some(c),
+                        _ = tokio::time::sleep(wait) => None,
+                        _ = shutdown.cancelled() => Some(None),
+                    }
+                });
+                match first {
+                    Some(Some(cmd)) => cmds.push(cmd),
+                    Some(None) => stopping = true,
+                    None => {}
+                }
+            }
+            while cmds.len() < TURN_MAX {
+                match rx.try_recv() {
+                    Ok(c) => cmds.push(c),
+                    Err(_) => break,
+                }
+            }
+            self.fleet.metrics().queue_depth.set(rx.len() as i64);
+            let tick = Instant::now() >= next_tick;
+            if tick {
+                next_tick = Instant::now() + TICK;
+            }
+            let idle = cmds.is_empty();
+            self.turn(cmds, tick);
+            if stopping && idle {
+                break;
+            }
+        }
+        for (_, w) in self.waiters.drain() {
+            if let Waiter::Console(tx) = w {
+                let _ = tx.send(ConsoleResponse::Error(WireError::new(
+                    ErrorCode::Unavailable,
+                    "the coordinator is shutting down",
+                )));
+            }
+        }
+        tracing::info!("fleet stopped");
+    }
+
+    fn wait_for(&mut self, w: Waiter) -> ReplyTo {
+        let id = self.next_waiter;
+        self.next_waiter += 1;
+        self.waiters.insert(id, w);
+        id
+    }
+
+    /// One turn: commands in, one transaction, effects out.
+    pub fn turn(&mut self, cmds: Vec<Cmd>, tick: bool) {
+        let now = self.now();
+        let mut inputs = Vec::with_capacity(cmds.len() + 1);
+        let mut after: Vec<Cmd> = Vec::new();
+        for cmd in cmds {
+            match cmd {
+                Cmd::Hello {
+                    session,
+                    address,
+                    hello,
+                    tx,
+                    reply,
+                } => {
+                    self.sessions.insert(session, (hello.name.clone(), tx));
+                    let reply = self.wait_for(Waiter::Hello(reply));
+                    inputs.push(Input::Hello {
+                        session,
+                        address,
+                        hello,
+                        reply,
+                    });
+                }
+                Cmd::FromWorker {
+                    session,
+                    name,
+                    msg,
+                    rtt_us,
+                } => inputs.push(Input::FromWorker {
+                    session,
+                    name,
+                    msg,
+                    rtt_us,
+                }),
+                Cmd::WorkerClosed { session, name, why } => {
+                    self.sessions.remove(&session);
+                    inputs.push(Input::WorkerClosed { session, name, why });
+                }
+                Cmd::Request {
+                    identity,
+                    req,
+                    reply,
+                } => match self.read_from_store(req) {
+                    Ok(response) => {
+                        let _ = reply.send(response);
+                    }
+                    Err(req) => {
+                        let reply = self.wait_for(Waiter::Console(reply));
+                        inputs.push(Input::Request {
+                            identity,
+                            req,
+                            reply,
+                        });
+                    }
+                },
+                // After the turn: a snapshot then holds the turn's changes,
+                // and its events are numbered before the subscription's.
+                c @ (Cmd::Subscribe { .. } | Cmd::Metrics { .. } | Cmd::Ready { .. }) => {
+                    after.push(c)
+                }
+            }
+        }
+        inputs.append(&mut self.feedback);
+        if tick {
+            inputs.push(Input::Tick);
+        }
+        if !inputs.is_empty() {
+            self.fleet.metrics().turn_inputs.observe(inputs.len() as f64);
+            let outcomes = self.run_inputs(now, inputs);
+            for o in outcomes {
+                self.dispatch(o);
+            }
+        }
+        if tick && self.store_error.is_some() {
+            self.probe_store(now);
+        }
+        for c in after {
+            match c {
+                Cmd::Subscribe { reply } => {
+                    let events = self.events.subscribe();
+                    let frames = self.fleet.snapshot();
+                    let _ = reply.send(Subscription { frames, events });
+                }
+                Cmd::Metrics { reply } => {
+                    let _ = reply.send(self.fleet.scrape());
+                }
+                Cmd::Ready { reply } => {
+                    let _ = reply.send(match &self.store_error {
+                        None => Ok(()),
+                        Some(e) => Err(format!("the store refuses writes: {e}")),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Requests answered from the store: lists (finished recordings leave
+    /// memory but stay listed) and recordings no longer in memory.
+    fn read_from_store(&mut self, req: ConsoleRequest) -> Result<ConsoleResponse, ConsoleRequest> {
+        let (states, limit, after, paged) = match req {
+            ConsoleRequest::ListRecordings { states } => (states, LIST_MAX, None, false),
+            ConsoleRequest::ListRecordingsPage {
+                states,
+                limit,
+                after,
+            } => {
+                let limit = if limit == 0 { LIST_DEFAULT } else { limit };
+                (states, limit.min(LIST_MAX), after, true)
+            }
+            ConsoleRequest::ShowRecording { id } if self.fleet.detail(&id).is_none() => {
+                return Ok(self.show_from_store(&id));
+            }
+            other => return Err(other),
+        };
+        let page = match self.store.recordings_page(&states, after.as_deref(), limit) {
+            Ok(p) => p,
+            Err(e @ StoreError::BadRow { .. }) if after.is_some() => {
+                return Ok(error(ErrorCode::InvalidInput, e.to_string()));
+            }
+            Err(e) => {
+                return Ok(error(
+                    ErrorCode::Unavailable,
+                    format!("cannot read the store: {e}"),
+                ))
+            }
+        };
+        let (rows, next) = page;
+        let recordings: Vec<RecordingInfo> = rows
+            .iter()
+            .map(|(row, segs)| {
+                self.fleet
+                    .info(&row.spec.id)
+                    .unwrap_or_else(|| info_of(row, segs, None, None))
+            })
+            .collect();
+        Ok(if paged {
+            ConsoleResponse::RecordingsPage { recordings, next }
+        } else {
+            ConsoleResponse::Recordings(recordings)
+        })
+    }
+
+    fn show_from_store(&self, id: &RecordingId) -> ConsoleResponse {
+        match self.store.recording(id) {
+            Ok(Some((row, segments))) => {
+                let manifest = recfleet_protocol::manifest::Manifest::build(
+                    id.clone(),
+                    row.spec.url.clone(),
+                    row.state,
+                    row.reason.clone(),
+                    segments.clone(),
+                );
+                ConsoleResponse::Recording(Box::new(recfleet_protocol::RecordingDetail {
+                    info: info_of(&row, &segments, None, None),
+                    spec: row.spec,
+                    manifest,
+                }))
+            }
+            Ok(None) => error(ErrorCode::NotFound, format!("no recording \"{id}\"")),
+            Err(e) => error(
+                ErrorCode::Unavailable,
+                format!("cannot read the store: {e}"),
+            ),
+        }
+    }
+
+    /// Runs the inputs through the core inside one transaction; a savepoint
+    /// per input, so one input's failed write undoes only that input.
+    fn run_inputs(&mut self, now: Now, inputs: Vec<Input>) -> Vec<Outcome> {
+        let begun = self.store.begin();
+        if let Err(e) = &begun {
+            self.store_failed(e);
+        }
+        let mut outcomes = Vec::with_capacity(inputs.len());
+        let mut any_writes = false;
+        for input in inputs {
+            let effects = self.fleet.handle(now, input);
+            let writes = effects.iter().any(Effect::is_store_write);
+            let durable = if !writes {
+                true
+            } else if begun.is_ok() {
+                any_writes = true;
+                match self.write_input(&effects) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        self.store_failed(&e);
+                        false
+                    }
+                }
+            } else {
+                false
+            };
+            if !durable {
+                self.revert(&effects);
+            }
+            outcomes.push(Outcome { effects, durable });
+        }
+        if begun.is_ok() {
+            let started = Instant::now();
+            match self.store.commit() {
+                Ok(()) => {
+                    self.fleet
+                        .metrics()
+                        .store_commit
+                        .observe(started.elapsed().as_secs_f64());
+                    if any_writes && outcomes.iter().all(|o| o.durable) {
+                        self.store_recovered();
+                    }
+                }
+                Err(e) => {
+                    self.store.rollback();
+                    self.store_failed(&e);
+                    for o in outcomes.iter_mut() {
+                        if o.durable && o.effects.iter().any(Effect::is_store_write) {
+                            o.durable = false;
+                        }
+                    }
+                    let all: Vec<Effect> = outcomes
+                        .iter()
+                        .flat_map(|o| o.effects.iter().filter(|e| e.is_store_write()).cloned())
+                        .collect();
+                    self.revert(&all);
+                }
+            }
+        }
+        outcomes
+    }
+
+    fn write_input(&self, effects: &[Effect]) -> Result<(), StoreError> {
+        self.store.savepoint()?;
+        for e in effects.iter().filter(|e| e.is_store_write()) {
+            let r = match e {
+                Effect::PutRecording(row) => self.store.put_recording(row),
+                Effect::PutSegment(id, seg) => self.store.put_segment(id, seg),
+                Effect::Audit {
+                    at,
+                    actor,
+                    action,
+                    target,
+                } => self.store.audit(*at, actor, action, target, ""),
+                _ => Ok(()),
+            };
+            if let Err(e) = r {
+                if let Err(e2) = self.store.rollback_to() {
+                    tracing::warn!(error = %e2, "cannot roll back to the savepoint");
+                }
+                return Err(e);
+            }
+        }
+        self.store.release()
+    }
+
+    /// Memory goes back to what the store holds for every recording the
+    /// failed writes touched.
+    fn revert(&mut self, effects: &[Effect]) {
+        let ids: BTreeSet<RecordingId> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::PutRecording(row) => Some(row.spec.id.clone()),
+                Effect::PutSegment(id, _) => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        for id in ids {
+            match self.store.recording(&id) {
+                Ok(stored) => self.fleet.restore(&id, stored),
+                Err(e) => {
+                    tracing::error!(recording = %id, error = %e, "cannot reload a recording from the store")
+                }
+            }
+        }
+        let effects = self.fleet.take_effects();
+        for e in effects {
+            if let Effect::Event(ev) = e {
+                let _ = self.events.send(ev);
+            }
+        }
+    }
+
+    fn store_failed(&mut self, e: &StoreError) {
+        if self.store_error.is_none() {
+            tracing::error!(error = %e, "the store refuses writes: requests that change the fleet are refused until it recovers");
+        }
+        self.fleet.metrics().store_errors.inc();
+        self.fleet.metrics().store_unavailable.set(1);
+        self.store_error = Some(e.to_string());
+    }
+
+    fn store_recovered(&mut self) {
+        if self.store_error.take().is_some() {
+            tracing::info!("the store takes writes again");
+            self.fleet.metrics().store_unavailable.set(0);
+        }
+    }
+
+    fn probe_store(&mut self, now: Now) {
+        match self.store.probe_write(now.wall_ms) {
+            Ok(()) => self.store_recovered(),
+            Err(e) => self.store_error = Some(e.to_string()),
+        }
+    }
+
+    /// Carries out an input's effects other than store writes.
+    fn dispatch(&mut self, o: Outcome) {
+        let failure = self
+            .store_error
+            .clone()
+            .unwrap_or_else(|| "the store refused the write".into());
+        for e in o.effects {
+            match e {
+                Effect::PutRecording(_) | Effect::PutSegment(..) | Effect::Audit { .. } => {}
+                Effect::Send { session, msg } => {
+                    if !o.durable {
+                        continue;
+                    }
+                    let full = match self.sessions.get(&session) {
+                        Some((_, tx)) => {
+                            matches!(tx.try_send(msg), Err(mpsc::error::TrySendError::Full(_)))
+                        }
+                        None => false,
+                    };
+                    if full {
+                        if let Some((name, _)) = self.sessions.remove(&session) {
+                            tracing::warn!(worker = %name, "the worker reads too slowly: its session is closed");
+                            self.feedback.push(Input::WorkerClosed {
+                                session,
+                                name,
+                                why: "its outbox was full".into(),
+                            });
+                        }
+                    }
+                }
+                Effect::CloseSession { session } => {
+                    self.sessions.remove(&session);
+                }
+                Effect::Welcome { to, result } => {
+                    if let Some(Waiter::Hello(tx)) = self.waiters.remove(&to) {
+                        let _ = tx.send(result);
+                    }
+                }
+                Effect::Reply { to, response } => {
+                    let response = if o.durable {
+                        response
+                    } else {
+                        error(
+                            ErrorCode::Unavailable,
+                            format!("nothing was changed: the store refuses writes ({failure}); retry when /readyz is ready"),
+                        )
+                    };
+                    if let Some(Waiter::Console(tx)) = self.waiters.remove(&to) {
+                        let _ = tx.send(response);
+                    }
+                }
+                Effect::Event(ev) => {
+                    if o.durable {
+                        let _ = self.events.send(ev);
+                    }
+                }
+                Effect::WriteManifest { dir, manifest } => {
+                    if let (true, Some(root)) = (o.durable, &self.manifest_root) {
+                        let dir = root.join(dir);
+                        match crate::record::write_manifest(&dir, &manifest) {
+                            Ok(path) => {
+                                tracing::info!(recording = %manifest.recording, path = %path.display(), "manifest written")
+                            }
+                            Err(e) => {
+                                tracing::warn!(recording = %manifest.recording, error = %e, "cannot write manifest")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> ConsoleResponse {
+    ConsoleResponse::Error(WireError::new(code, message))
+}
