@@ -298,6 +298,9 @@ pub struct Fleet {
     /// Monotonic time the core started (reconnect grace).
     started: Option<u64>,
     grace_over: bool,
+    /// Capacity was freed or a recording began to wait: schedule at the
+    /// end of the turn.
+    dirty: bool,
     pings: HashMap<u64, PendingPing>,
     next_ping: u64,
     drains: BTreeMap<WorkerName, moves::Drain>,
@@ -343,6 +346,7 @@ impl Fleet {
             blocked: None,
             started: None,
             grace_over: false,
+            dirty: false,
             pings: HashMap::new(),
             next_ping: 1,
             drains: BTreeMap::new(),
@@ -387,6 +391,10 @@ impl Fleet {
                 reply,
             } => self.request(&identity, req, reply),
             Input::Tick => self.tick(),
+        }
+        if std::mem::take(&mut self.dirty) {
+            self.schedule();
+            self.dirty = false;
         }
         std::mem::take(&mut self.out)
     }
@@ -441,7 +449,7 @@ impl Fleet {
         };
         let key = (r.row.created_at, id.clone());
         if r.waits() {
-            self.queue.insert(key);
+            self.dirty |= self.queue.insert(key);
         } else {
             self.queue.remove(&key);
             r.waiting = None;
@@ -461,7 +469,7 @@ impl Fleet {
             self.ended.insert((self.now.mono_ms, id.clone()));
         }
         let holds = r.holds();
-        self.placements.set_holds(id, holds);
+        self.dirty |= self.placements.set_holds(id, holds);
     }
 
     /// Keeps a worker's eligibility in the capacity index current.
