@@ -192,11 +192,11 @@ impl Driver {
                     identity,
                     req,
                     reply,
-                } => match self.read_from_store(req) {
-                    Ok(response) => {
+                } => match self.read_from_store(&req) {
+                    Some(response) => {
                         let _ = reply.send(response);
                     }
-                    Err(req) => {
+                    None => {
                         let reply = self.wait_for(Waiter::Console(reply));
                         inputs.push(Input::Request {
                             identity,
@@ -217,7 +217,10 @@ impl Driver {
             inputs.push(Input::Tick);
         }
         if !inputs.is_empty() {
-            self.fleet.metrics().turn_inputs.observe(inputs.len() as f64);
+            self.fleet
+                .metrics()
+                .turn_inputs
+                .observe(inputs.len() as f64);
             let outcomes = self.run_inputs(now, inputs);
             for o in outcomes {
                 self.dispatch(o);
@@ -249,7 +252,7 @@ impl Driver {
 
     /// Requests answered from the store: lists (finished recordings leave
     /// memory but stay listed) and recordings no longer in memory.
-    fn read_from_store(&mut self, req: ConsoleRequest) -> Result<ConsoleResponse, ConsoleRequest> {
+    fn read_from_store(&mut self, req: &ConsoleRequest) -> Option<ConsoleResponse> {
         let (states, limit, after, paged) = match req {
             ConsoleRequest::ListRecordings { states } => (states, LIST_MAX, None, false),
             ConsoleRequest::ListRecordingsPage {
@@ -257,21 +260,24 @@ impl Driver {
                 limit,
                 after,
             } => {
-                let limit = if limit == 0 { LIST_DEFAULT } else { limit };
-                (states, limit.min(LIST_MAX), after, true)
+                let limit = if *limit == 0 { LIST_DEFAULT } else { *limit };
+                (states, limit.min(LIST_MAX), after.as_ref(), true)
             }
-            ConsoleRequest::ShowRecording { id } if self.fleet.detail(&id).is_none() => {
-                return Ok(self.show_from_store(&id));
+            ConsoleRequest::ShowRecording { id } if self.fleet.detail(id).is_none() => {
+                return Some(self.show_from_store(id));
             }
-            other => return Err(other),
+            _ => return None,
         };
-        let page = match self.store.recordings_page(&states, after.as_deref(), limit) {
+        let page = match self
+            .store
+            .recordings_page(states, after.map(String::as_str), limit)
+        {
             Ok(p) => p,
             Err(e @ StoreError::BadRow { .. }) if after.is_some() => {
-                return Ok(error(ErrorCode::InvalidInput, e.to_string()));
+                return Some(error(ErrorCode::InvalidInput, e.to_string()));
             }
             Err(e) => {
-                return Ok(error(
+                return Some(error(
                     ErrorCode::Unavailable,
                     format!("cannot read the store: {e}"),
                 ))
@@ -286,7 +292,7 @@ impl Driver {
                     .unwrap_or_else(|| info_of(row, segs, None, None))
             })
             .collect();
-        Ok(if paged {
+        Some(if paged {
             ConsoleResponse::RecordingsPage { recordings, next }
         } else {
             ConsoleResponse::Recordings(recordings)
@@ -320,23 +326,32 @@ impl Driver {
     /// Runs the inputs through the core inside one transaction; a savepoint
     /// per input, so one input's failed write undoes only that input.
     fn run_inputs(&mut self, now: Now, inputs: Vec<Input>) -> Vec<Outcome> {
-        let begun = self.store.begin();
-        if let Err(e) = &begun {
-            self.store_failed(e);
-        }
-        let mut outcomes = Vec::with_capacity(inputs.len());
+        let mut alive = match self.store.begin() {
+            Ok(()) => true,
+            Err(e) => {
+                self.store_failed(&e);
+                false
+            }
+        };
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(inputs.len());
         let mut any_writes = false;
         for input in inputs {
             let effects = self.fleet.handle(now, input);
             let writes = effects.iter().any(Effect::is_store_write);
             let durable = if !writes {
                 true
-            } else if begun.is_ok() {
+            } else if alive {
                 any_writes = true;
                 match self.write_input(&effects) {
                     Ok(()) => true,
                     Err(e) => {
                         self.store_failed(&e);
+                        if !self.store.in_transaction() {
+                            // SQLite rolled the whole transaction back: the
+                            // inputs before this one lost their writes too.
+                            alive = false;
+                            self.undo_all(&mut outcomes);
+                        }
                         false
                     }
                 }
@@ -348,7 +363,7 @@ impl Driver {
             }
             outcomes.push(Outcome { effects, durable });
         }
-        if begun.is_ok() {
+        if alive {
             let started = Instant::now();
             match self.store.commit() {
                 Ok(()) => {
@@ -363,20 +378,25 @@ impl Driver {
                 Err(e) => {
                     self.store.rollback();
                     self.store_failed(&e);
-                    for o in outcomes.iter_mut() {
-                        if o.durable && o.effects.iter().any(Effect::is_store_write) {
-                            o.durable = false;
-                        }
-                    }
-                    let all: Vec<Effect> = outcomes
-                        .iter()
-                        .flat_map(|o| o.effects.iter().filter(|e| e.is_store_write()).cloned())
-                        .collect();
-                    self.revert(&all);
+                    self.undo_all(&mut outcomes);
                 }
             }
+        } else {
+            self.store.rollback();
         }
         outcomes
+    }
+
+    /// The transaction is gone: every input that wrote is undone.
+    fn undo_all(&mut self, outcomes: &mut [Outcome]) {
+        let mut undone = Vec::new();
+        for o in outcomes.iter_mut() {
+            if o.durable && o.effects.iter().any(Effect::is_store_write) {
+                o.durable = false;
+                undone.extend(o.effects.iter().filter(|e| e.is_store_write()).cloned());
+            }
+        }
+        self.revert(&undone);
     }
 
     fn write_input(&self, effects: &[Effect]) -> Result<(), StoreError> {
@@ -529,4 +549,162 @@ impl Driver {
 
 fn error(code: ErrorCode, message: impl Into<String>) -> ConsoleResponse {
     ConsoleResponse::Error(WireError::new(code, message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::fleet::FleetSettings;
+    use recfleet_certs::{Identity, Role};
+    use recfleet_protocol::{RecordingSpec, RecordingState};
+
+    fn request(d: &mut Driver, req: ConsoleRequest) -> ConsoleResponse {
+        let (reply, mut rx) = oneshot::channel();
+        d.turn(
+            vec![Cmd::Request {
+                identity: Identity::new(Role::Operator, "alice").unwrap(),
+                req,
+                reply,
+            }],
+            false,
+        );
+        rx.try_recv().expect("answered within the turn")
+    }
+
+    fn start(d: &mut Driver, id: &str) -> ConsoleResponse {
+        let spec = RecordingSpec::new(
+            RecordingId::new(id).unwrap(),
+            format!("https://class.example/{}", "x".repeat(2000)),
+        );
+        request(d, ConsoleRequest::StartRecording(spec))
+    }
+
+    fn ready(d: &mut Driver) -> Result<(), String> {
+        let (reply, mut rx) = oneshot::channel();
+        d.turn(vec![Cmd::Ready { reply }], false);
+        rx.try_recv().unwrap()
+    }
+
+    /// A store that fills up (SQLite's page limit stands in for a full
+    /// disk here; tests/ does it with a real tmpfs): what was acknowledged
+    /// stays, what was refused leaves no trace, readiness says why, and the
+    /// driver recovers by itself when there is room again.
+    #[test]
+    fn a_full_store_refuses_requests_changes_nothing_and_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let store = Store::open(&path).unwrap();
+        let fleet = Fleet::new(FleetSettings::default(), 1, Vec::new());
+        let mut d = Driver::new(fleet, store, None);
+        let pages: i64 = d
+            .store
+            .conn()
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        d.store
+            .conn()
+            .pragma_update(None, "max_page_count", pages + 8)
+            .unwrap();
+        let mut accepted = Vec::new();
+        let mut refused = None;
+        for i in 0..200 {
+            let id = format!("r{i:03}");
+            match start(&mut d, &id) {
+                ConsoleResponse::Started { .. } => accepted.push(id),
+                ConsoleResponse::Error(e) => {
+                    refused = Some((id, e));
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let (id, e) = refused.expect("the store fills up");
+        assert!(!accepted.is_empty());
+        assert_eq!(e.code, ErrorCode::Unavailable);
+        assert!(e.message.contains("nothing was changed"), "{}", e.message);
+        let why = ready(&mut d).unwrap_err();
+        assert!(why.contains("full"), "{why}");
+        // memory went back to the store's truth: the refused one is unknown
+        let show = request(
+            &mut d,
+            ConsoleRequest::ShowRecording {
+                id: RecordingId::new(&id).unwrap(),
+            },
+        );
+        assert!(
+            matches!(show, ConsoleResponse::Error(ref e) if e.code == ErrorCode::NotFound),
+            "{show:?}"
+        );
+        // room again: the next tick's probe finds it, and requests succeed
+        d.store
+            .conn()
+            .pragma_update(None, "max_page_count", 1_000_000)
+            .unwrap();
+        d.turn(Vec::new(), true);
+        assert_eq!(ready(&mut d), Ok(()));
+        assert!(matches!(
+            start(&mut d, &id),
+            ConsoleResponse::Started { .. }
+        ));
+        // everything acknowledged is in the store, as a restart reads it
+        drop(d);
+        let store = Store::open(&path).unwrap();
+        let rows = store.recordings().unwrap();
+        assert_eq!(rows.len(), accepted.len() + 1);
+        assert!(rows.iter().all(|r| r.state == RecordingState::Pending));
+    }
+
+    #[test]
+    fn lists_are_paged_from_the_store_and_old_recordings_are_shown_from_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.db")).unwrap();
+        let fleet = Fleet::new(FleetSettings::default(), 1, Vec::new());
+        let mut d = Driver::new(fleet, store, None);
+        for i in 0..25 {
+            assert!(matches!(
+                start(&mut d, &format!("r{i:03}")),
+                ConsoleResponse::Started { .. }
+            ));
+        }
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = request(
+                &mut d,
+                ConsoleRequest::ListRecordingsPage {
+                    states: vec![],
+                    limit: 10,
+                    after: after.clone(),
+                },
+            );
+            let ConsoleResponse::RecordingsPage { recordings, next } = page else {
+                panic!("{page:?}")
+            };
+            assert!(recordings.len() <= 10);
+            seen.extend(recordings.into_iter().map(|r| r.id.to_string()));
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        let want: Vec<String> = (0..25).map(|i| format!("r{i:03}")).collect();
+        assert_eq!(seen, want);
+        let bad = request(
+            &mut d,
+            ConsoleRequest::ListRecordingsPage {
+                states: vec![],
+                limit: 10,
+                after: Some("garbage".into()),
+            },
+        );
+        assert!(
+            matches!(bad, ConsoleResponse::Error(ref e) if e.code == ErrorCode::InvalidInput),
+            "{bad:?}"
+        );
+        // a recording no longer in memory is shown from the store
+        let id = RecordingId::new("r003").unwrap();
+        d.fleet.restore(&id, None);
+        let shown = request(&mut d, ConsoleRequest::ShowRecording { id });
+        assert!(matches!(shown, ConsoleResponse::Recording(_)), "{shown:?}");
+    }
 }

@@ -125,11 +125,13 @@ async fn stream(
                 Err(e) => ConsoleResponse::Error(e),
                 Ok(()) => {
                     let (reply, rx) = oneshot::channel();
-                    let _ = fleet.send(Cmd::Request {
-                        identity: (*identity).clone(),
-                        req,
-                        reply,
-                    }).await;
+                    let _ = fleet
+                        .send(Cmd::Request {
+                            identity: (*identity).clone(),
+                            req,
+                            reply,
+                        })
+                        .await;
                     rx.await.unwrap_or_else(|_| {
                         ConsoleResponse::Error(WireError::new(
                             ErrorCode::Unavailable,
@@ -213,13 +215,15 @@ async fn worker_session(
     let name = hello.name.clone();
     let (tx, mut outbox) = mpsc::channel(super::cmd::WORKER_OUTBOX);
     let (reply, verdict) = oneshot::channel();
-    let _ = fleet.send(Cmd::Hello {
-        session,
-        address: conn.remote_address().to_string(),
-        hello,
-        tx,
-        reply,
-    }).await;
+    let _ = fleet
+        .send(Cmd::Hello {
+            session,
+            address: conn.remote_address().to_string(),
+            hello,
+            tx,
+            reply,
+        })
+        .await;
     match verdict.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
@@ -234,11 +238,13 @@ async fn worker_session(
         telemetry_interval_ms: telemetry_ms,
     };
     if quic::write_frame(&mut send, &welcome).await.is_err() {
-        let _ = fleet.send(Cmd::WorkerClosed {
-            session,
-            name,
-            why: "welcome not delivered".into(),
-        }).await;
+        let _ = fleet
+            .send(Cmd::WorkerClosed {
+                session,
+                name,
+                why: "welcome not delivered".into(),
+            })
+            .await;
         return;
     }
     let (in_tx, mut inbox) = mpsc::unbounded_channel::<Result<WorkerMessage, TransportError>>();

@@ -133,6 +133,12 @@ impl Store {
         Ok(store)
     }
 
+    /// The connection (tests set limits on it).
+    #[cfg(test)]
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
     fn err(&self, source: rusqlite::Error) -> StoreError {
         StoreError::Sqlite {
             path: self.path.clone(),
@@ -460,6 +466,11 @@ impl Store {
     pub fn commit(&self) -> Result<(), StoreError> {
         self.control("COMMIT")
     }
+    /// Whether a transaction is open (SQLite rolls one back by itself
+    /// after some errors, a full disk among them).
+    pub fn in_transaction(&self) -> bool {
+        !self.conn.is_autocommit()
+    }
     /// Abandons the transaction (after a failed commit as well).
     pub fn rollback(&self) {
         if !self.conn.is_autocommit() {
@@ -504,10 +515,7 @@ impl Store {
     /// The segments of one recording, in (epoch, part) order.
     pub fn segments_of(&self, id: &RecordingId) -> Result<Vec<ManifestSegment>, StoreError> {
         Ok(self
-            .query_segments(
-                "WHERE recording = ?1 ORDER BY epoch, part",
-                &[&id.as_str()],
-            )?
+            .query_segments("WHERE recording = ?1 ORDER BY epoch, part", &[&id.as_str()])?
             .into_iter()
             .map(|(_, s)| s)
             .collect())

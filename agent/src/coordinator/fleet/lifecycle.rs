@@ -73,7 +73,10 @@ impl Fleet {
                 None => self.queue.first().cloned(),
                 Some(c) => self
                     .queue
-                    .range((std::ops::Bound::Excluded(c.clone()), std::ops::Bound::Unbounded))
+                    .range((
+                        std::ops::Bound::Excluded(c.clone()),
+                        std::ops::Bound::Unbounded,
+                    ))
                     .next()
                     .cloned(),
             };
@@ -173,11 +176,9 @@ impl Fleet {
             return self.placements.pick(cost, None, avoid, except);
         }
         let matches = |w: &WorkerName| {
-            self.workers.get(w).is_some_and(|e| {
-                labels
-                    .iter()
-                    .all(|(k, v)| e.info.labels.get(k) == Some(v))
-            })
+            self.workers
+                .get(w)
+                .is_some_and(|e| labels.iter().all(|(k, v)| e.info.labels.get(k) == Some(v)))
         };
         self.placements.pick(cost, Some(&matches), avoid, except)
     }

@@ -382,9 +382,7 @@ impl Fleet {
                 msg,
                 rtt_us,
             } => self.worker_message(session, &name, msg, rtt_us),
-            Input::WorkerClosed { session, name, why } => {
-                self.worker_closed(session, &name, &why)
-            }
+            Input::WorkerClosed { session, name, why } => self.worker_closed(session, &name, &why),
             Input::Request {
                 identity,
                 req,
@@ -507,7 +505,11 @@ impl Fleet {
                 break;
             }
             self.ended.pop_first();
-            if self.recordings.get(&id).is_some_and(|r| r.old_placements.is_empty()) {
+            if self
+                .recordings
+                .get(&id)
+                .is_some_and(|r| r.old_placements.is_empty())
+            {
                 self.recordings.remove(&id);
                 self.reindex(&id);
             }

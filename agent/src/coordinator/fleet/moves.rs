@@ -4,8 +4,8 @@
 
 use recfleet_protocol::manifest::SegmentEndReason;
 use recfleet_protocol::{
-    CoordinatorMessage, DrainMode, Epoch, EventKind, RecordingId, RecordingState,
-    WorkerName, WorkerState,
+    CoordinatorMessage, DrainMode, Epoch, EventKind, RecordingId, RecordingState, WorkerName,
+    WorkerState,
 };
 
 use super::{Fleet, Recording};
@@ -150,8 +150,12 @@ impl Fleet {
             // Frame times are known to within the encoders' delay (about a
             // second), so the old placement records on a little longer: the
             // overlap is then certain, and no gap can appear by measurement.
-            self.pending_stops
-                .push((id.clone(), w.clone(), *e, self.now.mono_ms + HANDOVER_OVERLAP_MS));
+            self.pending_stops.push((
+                id.clone(),
+                w.clone(),
+                *e,
+                self.now.mono_ms + HANDOVER_OVERLAP_MS,
+            ));
             let message = format!(
                 "{id} moved from {w} to {} without a gap; {w} stops its segment in {} s",
                 m.to,

@@ -120,10 +120,17 @@ impl Placements {
                 load.current.insert(id.clone());
             }
         }
-        let touched: BTreeSet<WorkerName> =
-            old.iter().chain(new.iter()).map(|h| h.worker.clone()).collect();
+        let touched: BTreeSet<WorkerName> = old
+            .iter()
+            .chain(new.iter())
+            .map(|h| h.worker.clone())
+            .collect();
         for w in touched {
-            if self.load.get(&w).is_some_and(|l| l.used == 0 && l.current.is_empty()) {
+            if self
+                .load
+                .get(&w)
+                .is_some_and(|l| l.used == 0 && l.current.is_empty())
+            {
                 self.load.remove(&w);
             }
             self.reorder(&w);
@@ -268,7 +275,10 @@ mod tests {
         let only_w2 = |n: &WorkerName| n.as_str() == "w2";
         let none = |_: &WorkerName| false;
         assert_eq!(p.pick(1, Some(&only_w2), None, None).unwrap(), w("w2"));
-        assert_eq!(p.pick(1, Some(&none), None, None), Err(NoPlace::NoLabelMatch));
+        assert_eq!(
+            p.pick(1, Some(&none), None, None),
+            Err(NoPlace::NoLabelMatch)
+        );
         assert_eq!(p.pick(1, None, Some(&w("w1")), None).unwrap(), w("w2"));
         assert_eq!(p.pick(1, None, None, Some(&w("w1"))).unwrap(), w("w2"));
         // avoid is a preference: the only fitting worker is still chosen
@@ -278,7 +288,10 @@ mod tests {
         // a drained worker takes nothing, but its load is still counted
         p.set_eligible(&w("w2"), None);
         assert_eq!(p.used(&w("w2")), 2);
-        assert_eq!(p.pick(1, Some(&only_w2), None, None), Err(NoPlace::NoLabelMatch));
+        assert_eq!(
+            p.pick(1, Some(&only_w2), None, None),
+            Err(NoPlace::NoLabelMatch)
+        );
     }
 
     #[test]

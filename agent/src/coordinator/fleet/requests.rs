@@ -16,12 +16,7 @@ pub(super) fn error(code: ErrorCode, message: impl Into<String>) -> ConsoleRespo
 }
 
 impl Fleet {
-    pub(super) fn request(
-        &mut self,
-        who: &Identity,
-        req: ConsoleRequest,
-        reply: ReplyTo,
-    ) {
+    pub(super) fn request(&mut self, who: &Identity, req: ConsoleRequest, reply: ReplyTo) {
         if req.is_action() {
             // In the same transaction as the action's own writes: an action
             // that is not audited does not happen.
@@ -85,7 +80,8 @@ impl Fleet {
                 None => error(ErrorCode::NotFound, format!("no worker \"{worker}\"")),
                 Some(_) => {
                     self.begin_drain(&worker, mode, deadline_secs, force, false);
-                    let others_have_room = self.placements.pick(1, None, None, Some(&worker)).is_ok();
+                    let others_have_room =
+                        self.placements.pick(1, None, None, Some(&worker)).is_ok();
                     let what = match (mode, force) {
                         (_, true) => "its recordings move to other workers now".to_string(),
                         (DrainMode::Migrate, false) => {

@@ -50,7 +50,10 @@ impl Sim {
     fn with(
         settings: FleetSettings,
         boot: u64,
-        loaded: Vec<(RecordingRow, Vec<recfleet_protocol::manifest::ManifestSegment>)>,
+        loaded: Vec<(
+            RecordingRow,
+            Vec<recfleet_protocol::manifest::ManifestSegment>,
+        )>,
     ) -> Sim {
         Sim {
             fleet: Fleet::new(settings, boot, loaded),
@@ -87,7 +90,7 @@ impl Sim {
         // The recount is O(recordings): every turn in small fleets, every
         // 500th in the burst.
         self.steps += 1;
-        if self.fleet.recordings.len() <= 2_000 || self.steps % 500 == 0 {
+        if self.fleet.recordings.len() <= 2_000 || self.steps.is_multiple_of(500) {
             self.check_index();
         }
     }
@@ -321,7 +324,10 @@ fn lost_by_connection_close_or_silence_fails_over_with_a_new_epoch() {
         let (mut sim, id) = recording_on_w1();
         sim.close("w1", why);
         assert_eq!(sim.fleet.workers[&w("w1")].info.state, WorkerState::Lost);
-        assert!(sim.events.iter().any(|e| matches!(e, EventKind::WorkerLost { name } if name.as_str() == "w1")));
+        assert!(sim
+            .events
+            .iter()
+            .any(|e| matches!(e, EventKind::WorkerLost { name } if name.as_str() == "w1")));
         assert_eq!(sim.starts("w2"), vec![(id.clone(), Epoch(2))], "{why}");
         assert_eq!(sim.worker_of(&id), Some(w("w2")));
         assert_eq!(sim.state(&id), RecordingState::Assigned);
@@ -472,7 +478,11 @@ fn drain_migrate_moves_at_once_and_a_drained_worker_takes_nothing() {
     drain(&mut sim, "w1", DrainMode::Migrate, None);
     assert_eq!(sim.starts("w2"), vec![(id.clone(), Epoch(2))]);
     sim.start("r2");
-    assert_eq!(sim.starts("w1"), vec![], "a draining worker takes nothing new");
+    assert_eq!(
+        sim.starts("w1"),
+        vec![],
+        "a draining worker takes nothing new"
+    );
     assert_eq!(sim.starts("w2"), vec![(rid("r2"), Epoch(1))]);
 }
 
@@ -495,7 +505,11 @@ fn reassign_to_a_full_worker_is_refused_and_to_a_free_one_moves() {
     let ConsoleResponse::Error(e) = &r else {
         unreachable!()
     };
-    assert!(e.message.contains("w3 has no free capacity"), "{}", e.message);
+    assert!(
+        e.message.contains("w3 has no free capacity"),
+        "{}",
+        e.message
+    );
     assert_eq!(sim.worker_of(&id), Some(w("w1")), "nothing moved");
     let r = sim
         .request(ConsoleRequest::Reassign {
@@ -504,7 +518,11 @@ fn reassign_to_a_full_worker_is_refused_and_to_a_free_one_moves() {
         })
         .unwrap();
     assert!(matches!(r, ConsoleResponse::Accepted { .. }), "{r:?}");
-    let w2: Vec<_> = sim.starts("w2").into_iter().filter(|(r, _)| r == &id).collect();
+    let w2: Vec<_> = sim
+        .starts("w2")
+        .into_iter()
+        .filter(|(r, _)| r == &id)
+        .collect();
     assert_eq!(w2, vec![(id.clone(), Epoch(2))]);
     let unknown = sim
         .request(ConsoleRequest::Reassign {
@@ -531,7 +549,10 @@ fn a_restarted_coordinator_keeps_what_runs_and_replaces_what_did_not_come_back()
     };
     let loaded = vec![(row("a", "w1"), vec![]), (row("b", "w9"), vec![])];
     let mut sim = Sim::with(FleetSettings::default(), 2, loaded);
-    assert!(sim.fleet.seq() >= 2 << 40, "event numbers grow across boots");
+    assert!(
+        sim.fleet.seq() >= 2 << 40,
+        "event numbers grow across boots"
+    );
     sim.hello_with(
         "w1",
         4,
@@ -559,14 +580,14 @@ fn capacity_exhausted_then_freed_starts_the_next_in_request_order() {
         sim.now.wall_ms += 1;
     }
     let placed = sim.starts("w1");
-    assert_eq!(
-        placed,
-        vec![(rid("r1"), Epoch(1)), (rid("r2"), Epoch(1))]
-    );
+    assert_eq!(placed, vec![(rid("r1"), Epoch(1)), (rid("r2"), Epoch(1))]);
     let info = sim.fleet.info(&rid("r3")).unwrap();
     assert_eq!(info.state, RecordingState::Pending);
     assert!(
-        info.reason.as_deref().unwrap_or("").contains("waiting for capacity"),
+        info.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("waiting for capacity"),
         "{info:?}"
     );
     sim.capture("w1", &rid("r2"), Epoch(1));
@@ -579,7 +600,11 @@ fn capacity_exhausted_then_freed_starts_the_next_in_request_order() {
     assert!(sim.starts("w1").is_empty(), "stopping still holds the slot");
     sim.ended("w1", &rid("r2"), Epoch(1), SegmentEndReason::Stopped);
     assert_eq!(sim.state(&rid("r2")), RecordingState::Completed);
-    assert_eq!(sim.starts("w1"), vec![(rid("r3"), Epoch(1))], "r3 before r4");
+    assert_eq!(
+        sim.starts("w1"),
+        vec![(rid("r3"), Epoch(1))],
+        "r3 before r4"
+    );
 }
 
 #[test]
@@ -633,7 +658,10 @@ fn a_ping_to_a_worker_that_never_answers_gets_an_error_at_its_deadline() {
     sim.advance(4750);
     assert!(!sim.replies.contains_key(&reply));
     sim.advance(500);
-    let r = sim.replies.remove(&reply).expect("answered at the deadline");
+    let r = sim
+        .replies
+        .remove(&reply)
+        .expect("answered at the deadline");
     assert_eq!(code(&r), Some(ErrorCode::Unavailable));
 }
 

@@ -3,8 +3,8 @@
 
 use recfleet_protocol::manifest::{Manifest, ManifestSegment};
 use recfleet_protocol::{
-    RecordingDetail, RecordingId, RecordingInfo, SubscriptionFrame, WorkerInfo,
-    WorkerName, WorkerState,
+    RecordingDetail, RecordingId, RecordingInfo, SubscriptionFrame, WorkerInfo, WorkerName,
+    WorkerState,
 };
 
 use super::{Fleet, Recording};
