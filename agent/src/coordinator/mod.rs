@@ -136,6 +136,10 @@ pub struct CoordinatorArgs {
     /// HTTP address for /metrics, /healthz and /readyz.
     #[arg(long, env = "RECFLEET_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Seconds a finished recording stays in memory and in snapshots (it
+    /// stays in the store for good).
+    #[arg(long, env = "RECFLEET_RETENTION_SECS")]
+    pub retention_secs: Option<u64>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -154,6 +158,7 @@ impl CoordinatorArgs {
         o.set("allowed_hosts", self.allowed_hosts.clone());
         o.set("idle_timeout_ms", self.idle_timeout_ms);
         o.set("metrics_addr", self.metrics_addr.map(|a| a.to_string()));
+        o.set("retention_secs", self.retention_secs);
         settings::load(self.config.as_deref(), o)
     }
 }
@@ -164,6 +169,10 @@ impl CoordinatorArgs {
 struct CoordinatorProbe {
     state: std::sync::Mutex<Result<FleetTx, String>>,
 }
+
+/// SIGTERM to exit, at most (systemd's and Kubernetes' default grace is
+/// longer).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// A probe that the driver does not answer within this says so.
 const PROBE_DEADLINE: Duration = Duration::from_secs(2);
@@ -260,7 +269,15 @@ pub async fn main(args: CoordinatorArgs) -> Result<(), Failure> {
     tracing::info!("shutting down");
     probe.set(Err("shutting down".into()));
     shutdown.cancel();
-    running.stopped().await;
+    // The driver commits what is queued and answers who waits; a grace
+    // bounds it so that a stuck disk cannot hold the process past its
+    // supervisor's timeout.
+    if tokio::time::timeout(SHUTDOWN_GRACE, running.stopped())
+        .await
+        .is_err()
+    {
+        tracing::error!(grace = ?SHUTDOWN_GRACE, "the fleet did not stop within its grace; exiting anyway");
+    }
     Ok(())
 }
 
