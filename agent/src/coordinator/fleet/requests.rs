@@ -68,6 +68,17 @@ impl Fleet {
                     .map(|r| self.recording_info(r))
                     .collect(),
             ),
+            // Stop-gap so the tree compiles (helper-a; replaced by the real
+            // paging in the coordinator rewrite): one page with everything.
+            ConsoleRequest::ListRecordingsPage { states, .. } => ConsoleResponse::RecordingsPage {
+                recordings: self
+                    .recordings
+                    .values()
+                    .filter(|r| states.is_empty() || states.contains(&r.row.state))
+                    .map(|r| self.recording_info(r))
+                    .collect(),
+                next: None,
+            },
             ConsoleRequest::ShowRecording { id } => {
                 match (self.recordings.get(&id), self.manifest(&id)) {
                     (Some(r), Some(manifest)) => {
