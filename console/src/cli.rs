@@ -251,6 +251,16 @@ pub fn parse_worker(s: &str) -> Result<WorkerName, String> {
     WorkerName::new(s).map_err(|e| e.to_string())
 }
 
+/// A recording id for when none is given (`record start` without `--id`,
+/// the TUI's start dialog): `rec-<unix ms>-<4 hex>`.
+pub fn generated_id() -> String {
+    format!(
+        "rec-{}-{:04x}",
+        recfleet_protocol::now_ms(),
+        fastrand::u16(..)
+    )
+}
+
 /// Parses a recording id.
 pub fn parse_recording(s: &str) -> Result<RecordingId, String> {
     RecordingId::new(s).map_err(|e| e.to_string())

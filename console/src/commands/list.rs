@@ -5,24 +5,27 @@ use recfleet_protocol::{
 };
 
 use super::{unexpected, Session};
+use crate::cells;
 use crate::cli::Output;
 use crate::error::ConsoleError;
 use crate::format;
-use crate::tui::rows;
 
 /// The text of `recfleet workers`.
 pub fn workers_table(workers: &[WorkerInfo], now: u64) -> String {
-    let rows: Vec<Vec<String>> = workers.iter().map(|w| rows::worker_cells(w, now)).collect();
-    format::table(&rows::WORKER_COLUMNS, &rows)
+    let rows: Vec<Vec<String>> = workers
+        .iter()
+        .map(|w| cells::worker_cells(w, now))
+        .collect();
+    format::table(&cells::WORKER_COLUMNS, &rows)
 }
 
 /// The text of `recfleet recordings`.
 pub fn recordings_table(recordings: &[RecordingInfo], now: u64) -> String {
     let rows: Vec<Vec<String>> = recordings
         .iter()
-        .map(|r| rows::recording_cells(r, now))
+        .map(|r| cells::recording_cells(r, now))
         .collect();
-    format::table(&rows::RECORDING_COLUMNS, &rows)
+    format::table(&cells::RECORDING_COLUMNS, &rows)
 }
 
 pub(super) async fn workers(s: &Session) -> Result<(), ConsoleError> {

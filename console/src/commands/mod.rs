@@ -8,7 +8,7 @@ mod record;
 mod watch;
 
 pub use list::{recordings_table, workers_table};
-pub use record::{final_summary, generated_id, spec_from_args};
+pub use record::{final_summary, spec_from_args};
 
 use std::io::Write;
 
