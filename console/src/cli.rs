@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use recfleet_protocol::{DrainMode, RecordingId, RecordingState, Viewport, WorkerName};
+use recfleet_protocol::{DrainMode, RecordingId, RecordingState, Viewport, WorkerName, LIST_MAX};
 
 use crate::context::Overrides;
 
@@ -147,10 +147,20 @@ pub enum Command {
     /// List workers.
     Workers,
     /// List recordings.
+    ///
+    /// Oldest first: every page, printed together, or one page with --limit
+    /// and the command that prints the next.
     Recordings {
         /// Only these states (repeatable).
         #[arg(long = "state", value_parser = parse_state, value_name = "STATE")]
         states: Vec<RecordingState>,
+        /// One page of at most N recordings (1 to 1000), with the token of the
+        /// next page [default: every page, all printed together].
+        #[arg(long, value_parser = parse_limit, value_name = "N", allow_negative_numbers = true)]
+        limit: Option<u32>,
+        /// Start after the page that printed this token.
+        #[arg(long = "continue", value_name = "TOKEN")]
+        after: Option<String>,
     },
     /// Print events as they happen, one line each (JSON lines with -o json).
     Watch,
@@ -251,6 +261,16 @@ pub fn parse_worker(s: &str) -> Result<WorkerName, String> {
     WorkerName::new(s).map_err(|e| e.to_string())
 }
 
+/// A recording id for when none is given (`record start` without `--id`,
+/// the TUI's start dialog): `rec-<unix ms>-<4 hex>`.
+pub fn generated_id() -> String {
+    format!(
+        "rec-{}-{:04x}",
+        recfleet_protocol::now_ms(),
+        fastrand::u16(..)
+    )
+}
+
 /// Parses a recording id.
 pub fn parse_recording(s: &str) -> Result<RecordingId, String> {
     RecordingId::new(s).map_err(|e| e.to_string())
@@ -278,6 +298,16 @@ pub fn parse_label(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
         _ => Err(format!(
             "\"{s}\" is not a label: expected KEY=VALUE such as region=eu"
+        )),
+    }
+}
+
+/// Parses a page size for `recordings --limit`: 1 to [`LIST_MAX`].
+pub fn parse_limit(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if (1..=LIST_MAX).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "\"{s}\" is not a page size: expected a number from 1 to {LIST_MAX}"
         )),
     }
 }

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod backoff;
+pub mod cells;
 pub mod cli;
 pub mod client;
 pub mod commands;

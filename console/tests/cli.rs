@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use clap::{CommandFactory, Parser};
 use recfleet_certs::{CertificateAuthority, Identity, Role};
 use recfleet_console::cli::{Cli, Command as Cmd, ModeArg, RecordCommand};
-use recfleet_console::commands::spec_from_args;
+use recfleet_console::commands::{next_page_command, spec_from_args};
 use recfleet_console::context::Context;
 use recfleet_protocol::RecordingState;
 
@@ -92,10 +92,16 @@ fn drain_recordings_and_reassign_parse() {
     );
     assert_eq!(d.deadline.map(|d| d.as_secs()), Some(600));
     let cli = parse(&["recordings", "--state", "recording", "--state", "PENDING"]).unwrap();
-    let Some(Cmd::Recordings { states }) = cli.command else {
+    let Some(Cmd::Recordings {
+        states,
+        limit,
+        after,
+    }) = cli.command
+    else {
         panic!()
     };
     assert_eq!(states, [RecordingState::Recording, RecordingState::Pending]);
+    assert_eq!((limit, after), (None, None), "every page by default");
     let cli = parse(&["reassign", "r1", "--to", "w2"]).unwrap();
     assert!(matches!(
         cli.command,
@@ -105,6 +111,81 @@ fn drain_recordings_and_reassign_parse() {
     assert!(
         parse(&[]).unwrap().command.is_none(),
         "no command means the TUI"
+    );
+}
+
+#[test]
+fn recordings_pages_parse() {
+    let cli = parse(&["recordings", "--limit", "50", "--continue", "tok-1"]).unwrap();
+    let Some(Cmd::Recordings { limit, after, .. }) = cli.command else {
+        panic!()
+    };
+    assert_eq!((limit, after.as_deref()), (Some(50), Some("tok-1")));
+    let cli = parse(&["recordings", "--continue=tok-2", "-o", "json"]).unwrap();
+    let Some(Cmd::Recordings { limit, after, .. }) = cli.command else {
+        panic!()
+    };
+    assert_eq!((limit, after.as_deref()), (None, Some("tok-2")));
+    assert!(parse(&["recordings", "--limit", "1000"]).is_ok());
+    for bad in ["0", "1001", "ten", "-3"] {
+        let err = parse(&["recordings", "--limit", bad])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("is not a page size: expected a number from 1 to 1000"),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_next_page_command_repeats_the_command_line() {
+    let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        next_page_command(
+            &argv(&[
+                "recfleet",
+                "recordings",
+                "--state",
+                "recording",
+                "--limit",
+                "50"
+            ]),
+            "AAAx_9"
+        ),
+        "recfleet recordings --state recording --limit 50 --continue AAAx_9"
+    );
+    // The previous token goes, in either spelling; other flags stay.
+    assert_eq!(
+        next_page_command(
+            &argv(&[
+                "recfleet",
+                "--context",
+                "prod",
+                "recordings",
+                "--limit",
+                "5",
+                "--continue",
+                "old"
+            ]),
+            "new"
+        ),
+        "recfleet --context prod recordings --limit 5 --continue new"
+    );
+    assert_eq!(
+        next_page_command(
+            &argv(&["recfleet", "recordings", "--continue=old", "--limit", "5"]),
+            "new"
+        ),
+        "recfleet recordings --limit 5 --continue new"
+    );
+    // Words a shell would split or expand are quoted.
+    assert_eq!(
+        next_page_command(
+            &argv(&["/opt/my tools/recfleet", "recordings", "--limit", "5"]),
+            "it's $x"
+        ),
+        "'/opt/my tools/recfleet' recordings --limit 5 --continue 'it'\\''s $x'"
     );
 }
 

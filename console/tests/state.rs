@@ -81,6 +81,78 @@ fn lagged_marks_resync_and_the_next_snapshot_replaces_everything() {
 }
 
 #[test]
+fn a_snapshot_in_parts_is_the_union_of_its_parts() {
+    let mut s = State::new("c:1", false, NOW);
+    s.update(ConnEvent::Frame(SubscriptionFrame::Snapshot {
+        seq: 15,
+        workers: vec![worker("w1", WorkerState::Ready, 1, &["a-1"])],
+        recordings: vec![recording("a-1", RecordingState::Recording, Some("w1"), 10)],
+    }));
+    s.update(ConnEvent::Frame(SubscriptionFrame::SnapshotMore {
+        workers: vec![worker("w2", WorkerState::Draining, 1, &["b-2"])],
+        recordings: vec![
+            recording("b-2", RecordingState::Recording, Some("w2"), 20),
+            recording("c-3", RecordingState::Pending, None, 5),
+        ],
+    }));
+    s.update(ConnEvent::Frame(SubscriptionFrame::SnapshotMore {
+        workers: vec![],
+        recordings: vec![recording("d-4", RecordingState::Completed, Some("w1"), 90)],
+    }));
+    assert_eq!(
+        s.workers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+        ["w1", "w2"]
+    );
+    assert_eq!(
+        s.recordings.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+        ["a-1", "b-2", "c-3", "d-4"]
+    );
+    // The parts carry no number: events after the last part apply as usual.
+    assert_eq!(s.last_seq, Some(15));
+    s.update(event(15, EventKind::WorkerLost { name: w("w2") }));
+    assert_eq!(s.workers[&w("w2")].state, WorkerState::Draining);
+    s.update(event(16, EventKind::WorkerLost { name: w("w2") }));
+    assert_eq!(s.workers[&w("w2")].state, WorkerState::Lost);
+    // One log line for the whole snapshot, with the totals of every part.
+    let snapshots: Vec<&str> = s
+        .events
+        .iter()
+        .filter(|l| l.kind == "snapshot")
+        .map(|l| l.text.as_str())
+        .collect();
+    assert_eq!(snapshots, ["snapshot #15: 2 workers, 4 recordings"]);
+}
+
+#[test]
+fn a_fresh_snapshot_in_parts_replaces_everything_after_a_lag() {
+    let mut s = State::new("c:1", false, NOW);
+    s.update(ConnEvent::Frame(snapshot()));
+    s.update(ConnEvent::Frame(SubscriptionFrame::Lagged { missed: 3 }));
+    s.update(ConnEvent::Frame(SubscriptionFrame::Snapshot {
+        seq: 50,
+        workers: vec![worker("w9", WorkerState::Ready, 0, &[])],
+        recordings: vec![],
+    }));
+    s.update(ConnEvent::Frame(SubscriptionFrame::SnapshotMore {
+        workers: vec![worker("w8", WorkerState::Ready, 0, &[])],
+        recordings: vec![recording("new-1", RecordingState::Pending, None, 1)],
+    }));
+    assert!(!s.resyncing);
+    assert_eq!(
+        s.workers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+        ["w8", "w9"]
+    );
+    assert_eq!(
+        s.recordings.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+        ["new-1"]
+    );
+    assert_eq!(
+        s.events.back().map(|l| l.text.as_str()),
+        Some("snapshot #50: 2 workers, 1 recordings (resynced)")
+    );
+}
+
+#[test]
 fn a_refused_subscription_and_a_viewer_role_are_visible() {
     let mut s = State::new("c:1", false, NOW);
     s.update(ConnEvent::Connected {

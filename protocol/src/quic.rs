@@ -282,6 +282,20 @@ pub async fn write_frame<T: Serialize>(
 pub async fn read_frame<T: DeserializeOwned>(
     recv: &mut RecvStream,
 ) -> Result<Option<T>, TransportError> {
+    match read_frame_bytes(recv).await? {
+        Some(payload) => Ok(Some(frame::decode_payload(&payload)?)),
+        None => Ok(None),
+    }
+}
+
+/// Reads one frame's payload (without its prefix) and leaves decoding to
+/// the caller; `Ok(None)` when the peer finished the stream cleanly between
+/// frames. Every error is a framing or transport error (an oversized or
+/// truncated frame, a reset, a lost connection): after one, the stream is
+/// unusable. A payload that then fails [`frame::decode_payload`] was still
+/// framed correctly, so the next frame can be read: a peer may skip a
+/// message of a newer version it does not know instead of giving up.
+pub async fn read_frame_bytes(recv: &mut RecvStream) -> Result<Option<Vec<u8>>, TransportError> {
     let mut prefix = [0u8; PREFIX_LEN];
     match recv.read_exact(&mut prefix).await {
         Ok(()) => {}
@@ -308,7 +322,7 @@ pub async fn read_frame<T: DeserializeOwned>(
         }
         Err(quinn::ReadExactError::ReadError(e)) => return Err(read_error(e)),
     }
-    Ok(Some(frame::decode_payload(&payload)?))
+    Ok(Some(payload))
 }
 
 fn read_error(e: quinn::ReadError) -> TransportError {
@@ -339,4 +353,142 @@ pub async fn request<Req: Serialize, Resp: DeserializeOwned>(
     read_frame(&mut recv)
         .await?
         .ok_or(TransportError::StreamClosed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::MAX_FRAME_LEN;
+    use crate::messages::CoordinatorMessage;
+    use recfleet_certs::{CertificateAuthority, Identity, Role};
+
+    /// A client stream to a loopback server: what the client writes, the
+    /// server reads.
+    async fn stream_pair() -> (Endpoint, Endpoint, Connection, SendStream, RecvStream) {
+        let ca = CertificateAuthority::generate().unwrap();
+        let material = |role, name: &str| {
+            let issued = ca
+                .issue_for_days(Identity::new(role, name).unwrap(), Vec::new(), 1)
+                .unwrap();
+            ca.tls_material(&issued).unwrap()
+        };
+        let settings = TransportSettings {
+            keep_alive: Duration::from_millis(500),
+            idle_timeout: Duration::from_secs(10),
+        };
+        let server = server_endpoint(
+            ([127, 0, 0, 1], 0).into(),
+            &material(Role::Coordinator, "coordinator"),
+            settings,
+        )
+        .unwrap();
+        let client = client_endpoint(&material(Role::Agent, "w1"), settings).unwrap();
+        let addr = server.local_addr().unwrap();
+        let accepting = {
+            let server = server.clone();
+            tokio::spawn(async move { accept(server.accept().await.unwrap()).await.unwrap() })
+        };
+        let conn = connect(&client, addr, "localhost", Duration::from_secs(5))
+            .await
+            .unwrap();
+        let peer = accepting.await.unwrap();
+        let (send, _client_recv) = conn.open_bi().await.unwrap();
+        // A stream is announced to the peer by its first bytes.
+        let (send, recv) = {
+            let mut send = send;
+            write_frame(
+                &mut send,
+                &CoordinatorMessage::DrainState { draining: true },
+            )
+            .await
+            .unwrap();
+            let (_server_send, mut recv) = peer.connection.accept_bi().await.unwrap();
+            let first: Option<CoordinatorMessage> = read_frame(&mut recv).await.unwrap();
+            assert_eq!(
+                first,
+                Some(CoordinatorMessage::DrainState { draining: true })
+            );
+            (send, recv)
+        };
+        (server, client, peer.connection, send, recv)
+    }
+
+    /// A well-framed payload that is no message this version knows: the
+    /// varint of a variant index far past the end of the enum.
+    fn unknown_variant() -> Vec<u8> {
+        let payload = [0x63u8, 1, 2, 3];
+        let mut bytes = (payload.len() as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&payload);
+        bytes
+    }
+
+    #[tokio::test]
+    async fn an_undecodable_frame_can_be_skipped_and_the_next_one_read() {
+        let (_server, _client, _conn, mut send, mut recv) = stream_pair().await;
+        let ping = CoordinatorMessage::Ping {
+            id: 7,
+            payload: vec![1, 2],
+        };
+        send.write_all(&unknown_variant()).await.unwrap();
+        write_frame(&mut send, &ping).await.unwrap();
+        send.finish().unwrap();
+
+        // The unknown message is framed: its bytes come back, and only
+        // decoding them fails, as a decode error.
+        let raw = read_frame_bytes(&mut recv).await.unwrap().unwrap();
+        assert_eq!(raw, [0x63, 1, 2, 3]);
+        let err = frame::decode_payload::<CoordinatorMessage>(&raw).unwrap_err();
+        assert!(matches!(err, FrameError::Malformed(_)), "{err:?}");
+        // The stream goes on: the next frame is read and decoded.
+        let raw = read_frame_bytes(&mut recv).await.unwrap().unwrap();
+        assert_eq!(
+            frame::decode_payload::<CoordinatorMessage>(&raw).unwrap(),
+            ping
+        );
+        // A clean finish between frames.
+        assert!(read_frame_bytes(&mut recv).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn read_frame_reports_an_undecodable_frame_as_malformed() {
+        let (_server, _client, _conn, mut send, mut recv) = stream_pair().await;
+        send.write_all(&unknown_variant()).await.unwrap();
+        send.finish().unwrap();
+        let err = read_frame::<CoordinatorMessage>(&mut recv)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, TransportError::Frame(FrameError::Malformed(_))),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn framing_errors_are_errors_of_the_raw_read() {
+        let (_server, _client, _conn, mut send, mut recv) = stream_pair().await;
+        let too_long = (MAX_FRAME_LEN as u32 + 1).to_be_bytes();
+        send.write_all(&too_long).await.unwrap();
+        send.finish().unwrap();
+        let err = read_frame_bytes(&mut recv).await.unwrap_err();
+        assert!(
+            matches!(err, TransportError::Frame(FrameError::Oversized { .. })),
+            "{err:?}"
+        );
+
+        let (_server, _client, _conn, mut send, mut recv) = stream_pair().await;
+        // A prefix announcing 10 bytes, then 3, then the end.
+        send.write_all(&[0, 0, 0, 10, 1, 2, 3]).await.unwrap();
+        send.finish().unwrap();
+        let err = read_frame_bytes(&mut recv).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TransportError::Frame(FrameError::Truncated {
+                    needed: 14,
+                    available: 7
+                })
+            ),
+            "{err:?}"
+        );
+    }
 }

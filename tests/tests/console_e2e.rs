@@ -124,6 +124,15 @@ async fn scripted_commands_against_a_real_coordinator() {
     let list = listed.expect_code(0).json();
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{listed}");
     assert_eq!(recording(&list, "e2e-1")["state"], "pending");
+    // One page: an object with the page and the next page's token.
+    let paged = op.run(&["recordings", "--limit", "1", "-o", "json"]).await;
+    let page = paged.expect_code(0).json();
+    assert_eq!(page["recordings"][0]["id"], "e2e-1", "{paged}");
+    assert!(
+        page.get("next")
+            .is_some_and(|n| n.is_null() || n.is_string()),
+        "{paged}"
+    );
     // The table says the same for a person.
     let table = op.run(&["record", "start", url, "--id", "e2e-1"]).await;
     assert!(

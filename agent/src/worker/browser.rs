@@ -9,7 +9,8 @@ use thirtyfour::ChromiumLikeCapabilities;
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
-use super::pipeline::{PartContext, StartError};
+pub use super::part::PageStatus;
+use super::part::{PartContext, StartError};
 use super::process::{self, SlotProcess};
 use recfleet_protocol::spec::PageSignal;
 
@@ -180,22 +181,6 @@ async fn load_failure(driver: &WebDriver) -> Option<String> {
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
-}
-
-/// What the page watcher saw.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PageStatus {
-    /// The page answered.
-    Alive {
-        /// The end-of-class signal is set.
-        ended: bool,
-        /// The page's participant count, if it exposes one.
-        participants: Option<i64>,
-    },
-    /// The page did not answer this time (slow, busy).
-    NoAnswer(String),
-    /// The browser is gone (killed, crashed, session lost).
-    BrowserGone(String),
 }
 
 #[derive(Deserialize)]

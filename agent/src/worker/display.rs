@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use super::pipeline::{PartContext, StartError};
+use super::part::{PartContext, StartError};
 use super::process::{self, SlotProcess};
 
 /// Starts Xvfb on a display number it picks itself (`-displayfd`), so slots

@@ -7,7 +7,7 @@ use tokio::process::Command;
 use tokio::sync::watch;
 
 use super::display;
-use super::pipeline::{count_frames, Frames, PartContext, StartError};
+use super::part::{count_frames, Frames, PartContext, StartError};
 use super::process;
 
 /// One line of the contract.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use quinn::{Connection, Endpoint, SendStream, VarInt};
 use recfleet_protocol::error::close;
+use recfleet_protocol::frame::{self, FrameError};
 use recfleet_protocol::manifest::SegmentEndReason;
 use recfleet_protocol::quic::{self, TransportError};
 use recfleet_protocol::{
@@ -153,6 +154,54 @@ pub async fn run(
 
 type Inbox = mpsc::UnboundedReceiver<Result<CoordinatorMessage, TransportError>>;
 
+/// Frames in a row that do not decode after which the control stream is
+/// closed: one or a few are messages of a newer coordinator (a rolling
+/// upgrade), a long run is a broken peer.
+pub const MAX_UNDECODABLE_IN_A_ROW: u32 = 16;
+
+/// What to do with one well-framed payload from the coordinator.
+#[derive(Debug)]
+enum Verdict {
+    /// A message this worker knows.
+    Deliver(CoordinatorMessage),
+    /// A message it does not know (logged): carry on with the next frame.
+    Skip,
+    /// Too many in a row: close the stream, for this reason.
+    GiveUp(FrameError),
+}
+
+/// Counts the coordinator's frames that do not decode, in a row. A frame
+/// whose length prefix was fine but whose payload is no message this
+/// version knows (an unknown variant from a newer coordinator) is skipped
+/// with a warning instead of ending the connection.
+#[derive(Debug, Default)]
+struct Undecodable {
+    in_a_row: u32,
+}
+
+impl Undecodable {
+    fn judge(&mut self, payload: &[u8]) -> Verdict {
+        match frame::decode_payload::<CoordinatorMessage>(payload) {
+            Ok(m) => {
+                self.in_a_row = 0;
+                Verdict::Deliver(m)
+            }
+            Err(e) => {
+                self.in_a_row += 1;
+                if self.in_a_row >= MAX_UNDECODABLE_IN_A_ROW {
+                    tracing::warn!(error = %e, in_a_row = self.in_a_row, "closing the control stream: too many coordinator messages in a row could not be decoded");
+                    return Verdict::GiveUp(FrameError::Malformed(format!(
+                        "{} coordinator messages in a row could not be decoded (the last: {e})",
+                        self.in_a_row
+                    )));
+                }
+                tracing::warn!(error = %e, bytes = payload.len(), in_a_row = self.in_a_row, "skipping a coordinator message this worker cannot decode (from a newer coordinator?)");
+                Verdict::Skip
+            }
+        }
+    }
+}
+
 impl Link {
     fn hello(&self) -> WorkerHello {
         WorkerHello {
@@ -198,19 +247,32 @@ impl Link {
         // cancel-safe, so it must not sit in the session's select.
         let (tx, inbox) = mpsc::unbounded_channel();
         tokio::spawn(async move {
+            let mut undecodable = Undecodable::default();
             loop {
-                match quic::read_frame::<CoordinatorMessage>(&mut recv).await {
-                    Ok(Some(m)) => {
-                        if tx.send(Ok(m)).is_err() {
-                            break;
-                        }
-                    }
+                let payload = match quic::read_frame_bytes(&mut recv).await {
+                    Ok(Some(payload)) => payload,
                     Ok(None) => {
                         let _ = tx.send(Err(TransportError::StreamClosed));
                         break;
                     }
                     Err(e) => {
+                        if matches!(e, TransportError::Frame(_)) {
+                            let _ = recv.stop(VarInt::from_u32(close::PROTOCOL_ERROR));
+                        }
                         let _ = tx.send(Err(e));
+                        break;
+                    }
+                };
+                match undecodable.judge(&payload) {
+                    Verdict::Deliver(m) => {
+                        if tx.send(Ok(m)).is_err() {
+                            break;
+                        }
+                    }
+                    Verdict::Skip => {}
+                    Verdict::GiveUp(e) => {
+                        let _ = recv.stop(VarInt::from_u32(close::PROTOCOL_ERROR));
+                        let _ = tx.send(Err(TransportError::Frame(e)));
                         break;
                     }
                 }
@@ -266,7 +328,14 @@ impl Link {
                             }
                         }
                     }
-                    Some(Err(e)) => return SessionEnd::Lost(e.to_string()),
+                    Some(Err(e)) => {
+                        // A protocol error closes this stream (the reader
+                        // has stopped its half), not the connection.
+                        if matches!(e, TransportError::Frame(_)) {
+                            let _ = send.reset(VarInt::from_u32(close::PROTOCOL_ERROR));
+                        }
+                        return SessionEnd::Lost(e.to_string());
+                    }
                     None => return SessionEnd::Lost("connection closed".into()),
                 },
                 _ = tick.tick() => {
@@ -364,5 +433,68 @@ impl Link {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.flush(send)).await;
         let _ = send.finish();
         conn.close(VarInt::from_u32(close::NORMAL), b"worker shutting down");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known(id: u64) -> Vec<u8> {
+        let bytes = frame::encode(&CoordinatorMessage::Ping {
+            id,
+            payload: Vec::new(),
+        })
+        .unwrap();
+        bytes[frame::PREFIX_LEN..].to_vec()
+    }
+
+    /// A variant index past the end of `CoordinatorMessage`, as a newer
+    /// coordinator would send.
+    fn unknown() -> Vec<u8> {
+        vec![0x63, 1, 2, 3]
+    }
+
+    #[test]
+    fn unknown_messages_are_skipped_and_known_ones_delivered() {
+        let mut u = Undecodable::default();
+        assert!(matches!(
+            u.judge(&known(1)),
+            Verdict::Deliver(CoordinatorMessage::Ping { id: 1, .. })
+        ));
+        for _ in 0..MAX_UNDECODABLE_IN_A_ROW - 1 {
+            assert!(matches!(u.judge(&unknown()), Verdict::Skip));
+        }
+        // A known message in between starts the count again.
+        assert!(matches!(
+            u.judge(&known(2)),
+            Verdict::Deliver(CoordinatorMessage::Ping { id: 2, .. })
+        ));
+        for _ in 0..MAX_UNDECODABLE_IN_A_ROW - 1 {
+            assert!(matches!(u.judge(&unknown()), Verdict::Skip));
+        }
+        assert!(matches!(
+            u.judge(&known(3)),
+            Verdict::Deliver(CoordinatorMessage::Ping { id: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn too_many_undecodable_messages_in_a_row_close_the_stream() {
+        let mut u = Undecodable::default();
+        for _ in 0..MAX_UNDECODABLE_IN_A_ROW - 1 {
+            assert!(matches!(u.judge(&unknown()), Verdict::Skip));
+        }
+        match u.judge(&unknown()) {
+            Verdict::GiveUp(FrameError::Malformed(why)) => {
+                assert!(why.starts_with("16 coordinator messages in a row"), "{why}")
+            }
+            other => panic!("not a give-up: {other:?}"),
+        }
+        // Trailing bytes after a known message count as undecodable too.
+        let mut u = Undecodable::default();
+        let mut long = known(4);
+        long.push(0);
+        assert!(matches!(u.judge(&long), Verdict::Skip));
     }
 }

@@ -11,6 +11,7 @@ pub mod external;
 pub mod guard;
 pub mod intensity;
 pub mod link;
+pub mod part;
 pub mod pipeline;
 pub mod process;
 pub mod slot;

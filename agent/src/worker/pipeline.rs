@@ -2,88 +2,24 @@
 //! take it down. A part ends in a stop (no restart) or a crash (the
 //! supervisor restarts the whole group into a new part: one-for-all).
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use recfleet_protocol::manifest::SegmentEndReason;
-use recfleet_protocol::spec::{CaptureMode, RecordingSpec};
-use recfleet_protocol::{now_ms, Epoch, SlotProgress};
+use recfleet_protocol::spec::CaptureMode;
+use recfleet_protocol::{now_ms, SlotProgress};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{ChildStdin, Command};
 use tokio::sync::{mpsc, watch};
 
-use super::browser::{self, PageStatus};
-use super::config::{Binaries, Timeouts};
+use super::browser;
 use super::display;
 use super::encoder::{self, ProgressParser};
 use super::external::start_external;
+use super::part::{count_frames, Frames, PageStatus, Running};
+pub use super::part::{PartContext, StartError};
 use super::process::{self, Exit, SlotProcess};
 use super::teardown::{hash_file, teardown};
-
-/// Why a part could not start.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{process}: {message}")]
-pub struct StartError {
-    /// The process that failed (or "page").
-    pub process: &'static str,
-    /// What happened.
-    pub message: String,
-}
-
-impl StartError {
-    /// From an I/O error.
-    pub fn new(process: &'static str, e: impl std::fmt::Display) -> Self {
-        StartError {
-            process,
-            message: e.to_string(),
-        }
-    }
-    /// From a message.
-    pub fn msg(process: &'static str, m: impl Into<String>) -> Self {
-        StartError {
-            process,
-            message: m.into(),
-        }
-    }
-    /// The page did not load.
-    pub fn page(m: impl Into<String>) -> Self {
-        StartError {
-            process: "page",
-            message: m.into(),
-        }
-    }
-}
-
-/// Everything a part needs to know.
-#[derive(Debug, Clone)]
-pub struct PartContext {
-    /// What to record.
-    pub spec: Arc<RecordingSpec>,
-    /// The placement.
-    pub epoch: Epoch,
-    /// The part number within the placement.
-    pub part: u32,
-    /// The environment tag of every process of this part.
-    pub tag: String,
-    /// Runtime directory of the part (sockets, profile, logs); removed after.
-    pub dir: PathBuf,
-    /// The segment file.
-    pub out_file: PathBuf,
-    /// Programs.
-    pub bins: Arc<Binaries>,
-    /// Time limits.
-    pub timeouts: Timeouts,
-    /// Where the processes report their exits.
-    pub exits: mpsc::UnboundedSender<Exit>,
-}
-
-impl PartContext {
-    /// The log file of one process of the part.
-    pub fn log(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.log"))
-    }
-}
 
 /// Things a part tells its supervisor as they happen.
 #[derive(Debug, Clone)]
@@ -119,28 +55,6 @@ pub struct PartResult {
     pub bytes: u64,
     /// SHA-256 of the file, hex.
     pub sha256: String,
-}
-
-/// The live state of a running part, read by the monitor loop.
-pub(super) struct Running {
-    pub(super) procs: Vec<SlotProcess>,
-    pub(super) encoder_stdin: Option<ChildStdin>,
-    pub(super) capture_pid: Option<i32>,
-    pub(super) page: Option<(
-        mpsc::Receiver<PageStatus>,
-        tokio::task::JoinHandle<thirtyfour::WebDriver>,
-    )>,
-    pub(super) progress: watch::Receiver<Frames>,
-}
-
-/// Frame counting shared between the progress reader and the monitor.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Frames {
-    frames: u64,
-    fps_milli: u32,
-    media_ms: u64,
-    first_at: Option<u64>,
-    last_at: Option<u64>,
 }
 
 /// Runs one part to its end. `stop` carries a requested stop reason;
@@ -347,22 +261,6 @@ async fn start_encoder(
         });
     }
     Ok((spawned.process, spawned.stdin))
-}
-
-/// Frame times are anchored on the media clock: the first frame is "now
-/// minus the media time encoded so far", the last is "first plus media
-/// time". Both carry the encoder's delay (about a second), so spans have the
-/// right length and segments of different workers line up within that.
-pub(super) fn count_frames(f: &mut Frames, frames: u64, fps_milli: u32, media_ms: u64) {
-    if frames > f.frames {
-        let first = *f
-            .first_at
-            .get_or_insert_with(|| now_ms().saturating_sub(media_ms));
-        f.last_at = Some(first + media_ms);
-    }
-    f.frames = frames.max(f.frames);
-    f.fps_milli = fps_milli;
-    f.media_ms = media_ms;
 }
 
 /// Watches the running part until a stop or a crash.

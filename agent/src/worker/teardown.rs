@@ -7,7 +7,7 @@ use nix::sys::signal::Signal;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use super::pipeline::{PartContext, Running};
+use super::part::{PartContext, Running};
 use super::process::{self, Exit, SlotProcess};
 
 /// Takes the group down: the encoder first and gently (so it finalizes the

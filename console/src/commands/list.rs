@@ -1,28 +1,31 @@
 //! `workers`, `recordings`, `whoami`.
 
 use recfleet_protocol::{
-    now_ms, ConsoleRequest, ConsoleResponse, RecordingInfo, RecordingState, WorkerInfo,
+    now_ms, ConsoleRequest, ConsoleResponse, RecordingInfo, RecordingState, WorkerInfo, LIST_MAX,
 };
 
 use super::{unexpected, Session};
+use crate::cells;
 use crate::cli::Output;
 use crate::error::ConsoleError;
 use crate::format;
-use crate::tui::rows;
 
 /// The text of `recfleet workers`.
 pub fn workers_table(workers: &[WorkerInfo], now: u64) -> String {
-    let rows: Vec<Vec<String>> = workers.iter().map(|w| rows::worker_cells(w, now)).collect();
-    format::table(&rows::WORKER_COLUMNS, &rows)
+    let rows: Vec<Vec<String>> = workers
+        .iter()
+        .map(|w| cells::worker_cells(w, now))
+        .collect();
+    format::table(&cells::WORKER_COLUMNS, &rows)
 }
 
 /// The text of `recfleet recordings`.
 pub fn recordings_table(recordings: &[RecordingInfo], now: u64) -> String {
     let rows: Vec<Vec<String>> = recordings
         .iter()
-        .map(|r| rows::recording_cells(r, now))
+        .map(|r| cells::recording_cells(r, now))
         .collect();
-    format::table(&rows::RECORDING_COLUMNS, &rows)
+    format::table(&cells::RECORDING_COLUMNS, &rows)
 }
 
 pub(super) async fn workers(s: &Session) -> Result<(), ConsoleError> {
@@ -38,23 +41,114 @@ pub(super) async fn workers(s: &Session) -> Result<(), ConsoleError> {
     }
 }
 
+/// One page of recordings and the token of the next (`None` on the last).
+async fn page(
+    s: &Session,
+    states: &[RecordingState],
+    limit: u32,
+    after: Option<String>,
+) -> Result<(Vec<RecordingInfo>, Option<String>), ConsoleError> {
+    let req = ConsoleRequest::ListRecordingsPage {
+        states: states.to_vec(),
+        limit,
+        after,
+    };
+    match s.client.request(req).await? {
+        ConsoleResponse::RecordingsPage { recordings, next } => Ok((recordings, next)),
+        other => Err(unexpected("a page of recordings", &other)),
+    }
+}
+
+/// `recordings`: with `limit`, one page and how to get the next; without,
+/// every page (from `after` on), printed together as one list.
 pub(super) async fn recordings(
     s: &Session,
     states: Vec<RecordingState>,
+    limit: Option<u32>,
+    after: Option<String>,
 ) -> Result<(), ConsoleError> {
-    match s
-        .client
-        .request(ConsoleRequest::ListRecordings { states })
-        .await?
-    {
-        ConsoleResponse::Recordings(mut rs) => {
-            rs.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-            match s.output {
-                Output::Json => s.json(&rs),
-                Output::Table => s.text(&recordings_table(&rs, now_ms())),
+    if let Some(limit) = limit {
+        let (mut rs, next) = page(s, &states, limit, after).await?;
+        sort_oldest_first(&mut rs);
+        return match s.output {
+            Output::Json => s.json(&serde_json::json!({ "recordings": rs, "next": next })),
+            Output::Table => {
+                let mut text = recordings_table(&rs, now_ms());
+                if let Some(token) = &next {
+                    let argv: Vec<String> = std::env::args_os()
+                        .map(|a| a.to_string_lossy().into_owned())
+                        .collect();
+                    if !text.ends_with('\n') {
+                        text.push('\n');
+                    }
+                    text.push_str(&format!("next page: {}", next_page_command(&argv, token)));
+                }
+                s.text(&text)
             }
+        };
+    }
+    let mut rs = Vec::new();
+    let mut after = after;
+    loop {
+        let (mut part, next) = page(s, &states, LIST_MAX, after.clone()).await?;
+        rs.append(&mut part);
+        match next {
+            None => break,
+            // A coordinator bug would otherwise loop forever.
+            Some(token) if after.as_deref() == Some(token.as_str()) => {
+                return Err(ConsoleError::Unexpected(format!(
+                    "the coordinator returned the page token \"{token}\" twice"
+                )));
+            }
+            Some(token) => after = Some(token),
         }
-        other => Err(unexpected("a recording list", &other)),
+    }
+    sort_oldest_first(&mut rs);
+    match s.output {
+        Output::Json => s.json(&rs),
+        Output::Table => s.text(&recordings_table(&rs, now_ms())),
+    }
+}
+
+fn sort_oldest_first(rs: &mut [RecordingInfo]) {
+    rs.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+}
+
+/// The command that prints the page after `token`: this command line
+/// (`argv`, program first) with its `--continue` replaced by `--continue
+/// TOKEN`, quoted for a POSIX shell where needed.
+pub fn next_page_command(argv: &[String], token: &str) -> String {
+    let mut words: Vec<&str> = Vec::with_capacity(argv.len() + 2);
+    let mut args = argv.iter();
+    while let Some(a) = args.next() {
+        if a == "--continue" {
+            args.next();
+        } else if !a.starts_with("--continue=") {
+            words.push(a);
+        }
+    }
+    if words.is_empty() {
+        words.push("recfleet");
+    }
+    words.push("--continue");
+    words.push(token);
+    words
+        .iter()
+        .map(|w| shell_quote(w))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A word as a POSIX shell reads it back: as is when it is plain, else in
+/// single quotes.
+fn shell_quote(w: &str) -> String {
+    let plain = !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c));
+    if plain {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
     }
 }
 

@@ -7,8 +7,8 @@ mod list;
 mod record;
 mod watch;
 
-pub use list::{recordings_table, workers_table};
-pub use record::{final_summary, generated_id, spec_from_args};
+pub use list::{next_page_command, recordings_table, workers_table};
+pub use record::{final_summary, spec_from_args};
 
 use std::io::Write;
 
@@ -91,7 +91,11 @@ async fn dispatch(command: Command, s: &Session) -> Result<(), ConsoleError> {
         } => drain::undrain(s, worker, keep_ineligible).await,
         Command::Reassign { id, to } => drain::reassign(s, id, to).await,
         Command::Workers => list::workers(s).await,
-        Command::Recordings { states } => list::recordings(s, states).await,
+        Command::Recordings {
+            states,
+            limit,
+            after,
+        } => list::recordings(s, states, limit, after).await,
         Command::Watch => watch::watch(s).await,
         Command::Whoami => list::whoami(s).await,
     }
@@ -108,6 +112,7 @@ pub fn unexpected(what: &str, got: &ConsoleResponse) -> ConsoleError {
         ConsoleResponse::Recording(_) => "Recording",
         ConsoleResponse::Started { .. } => "Started",
         ConsoleResponse::Accepted { .. } => "Accepted",
+        ConsoleResponse::RecordingsPage { .. } => "RecordingsPage",
     };
     ConsoleError::Unexpected(format!("expected {what}, got {name}"))
 }

@@ -4,22 +4,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use recfleet_protocol::{
-    now_ms, ConsoleRequest, ConsoleResponse, RecordingDetail, RecordingId, RecordingSpec,
-    RecordingState,
+    ConsoleRequest, ConsoleResponse, RecordingDetail, RecordingId, RecordingSpec, RecordingState,
 };
 
 use super::{unexpected, Session};
-use crate::cli::{duration_secs, Output, StartArgs};
+use crate::cli::{duration_secs, generated_id, Output, StartArgs};
 use crate::error::ConsoleError;
 use crate::format;
 
 /// How often `--wait` asks for the recording's state.
 const POLL: Duration = Duration::from_millis(500);
-
-/// A recording id for when none is given: `rec-<unix ms>-<4 hex>`.
-pub fn generated_id() -> String {
-    format!("rec-{}-{:04x}", now_ms(), fastrand::u16(..))
-}
 
 /// The spec a `record start` asks for. Problems are listed all at once.
 pub fn spec_from_args(args: &StartArgs) -> Result<RecordingSpec, ConsoleError> {

@@ -9,6 +9,8 @@ use crate::error::ConsoleError;
 
 pub(super) async fn watch(s: &Session) -> Result<(), ConsoleError> {
     let mut sub = s.client.subscribe().await?;
+    // The number of the snapshot whose parts are arriving.
+    let mut snapshot_seq = 0;
     loop {
         let Some(frame) = sub.next().await? else {
             return Err(ConsoleError::Unexpected(
@@ -21,6 +23,7 @@ pub(super) async fn watch(s: &Session) -> Result<(), ConsoleError> {
                 workers,
                 recordings,
             } => {
+                snapshot_seq = seq;
                 if s.output == Output::Table {
                     s.text(&format!(
                         "# snapshot at #{seq}: {} workers, {} recordings",
@@ -30,6 +33,24 @@ pub(super) async fn watch(s: &Session) -> Result<(), ConsoleError> {
                 } else {
                     s.json(&serde_json::json!({
                         "snapshot": { "seq": seq, "workers": workers.len(), "recordings": recordings.len() }
+                    }))?;
+                }
+            }
+            // A large snapshot comes in parts: one line per further part,
+            // counting what it adds.
+            SubscriptionFrame::SnapshotMore {
+                workers,
+                recordings,
+            } => {
+                if s.output == Output::Table {
+                    s.text(&format!(
+                        "# snapshot at #{snapshot_seq}, continued: {} more workers, {} more recordings",
+                        workers.len(),
+                        recordings.len()
+                    ))?;
+                } else {
+                    s.json(&serde_json::json!({
+                        "snapshot_more": { "seq": snapshot_seq, "workers": workers.len(), "recordings": recordings.len() }
                     }))?;
                 }
             }

@@ -3,8 +3,7 @@
 
 use recfleet_protocol::{ConsoleRequest, DrainMode, RecordingId, RecordingSpec, WorkerName};
 
-use crate::cli::{duration_secs, parse_duration, parse_recording};
-use crate::commands::generated_id;
+use crate::cli::{duration_secs, generated_id, parse_duration, parse_recording};
 use crate::describe;
 
 /// What the dialog does.

@@ -5,52 +5,7 @@ use recfleet_protocol::{RecordingInfo, WorkerInfo, WorkerState};
 
 use super::state::{LogLine, State};
 use super::ui::{Filter, SortKey, Ui, View, ViewState};
-use crate::format;
-
-/// The cells of a worker row.
-pub fn worker_cells(w: &WorkerInfo, now: u64) -> Vec<String> {
-    vec![
-        w.name.to_string(),
-        w.state.as_str().to_string(),
-        format!("{}/{}", w.used, w.capacity),
-        format::cores(w.cpu_millicores),
-        format::bytes(w.rss_bytes),
-        format::rtt(w.rtt_us),
-        w.version.clone(),
-        format::age(now, w.connected_at),
-        format::labels(&w.labels),
-    ]
-}
-
-/// The column titles of the workers view.
-pub const WORKER_COLUMNS: [&str; 9] = [
-    "NAME", "STATE", "SLOTS", "CPU", "MEM", "RTT", "VERSION", "UPTIME", "LABELS",
-];
-
-/// The cells of a recording row.
-pub fn recording_cells(r: &RecordingInfo, now: u64) -> Vec<String> {
-    let duration = match (r.started_at, r.ended_at) {
-        (Some(s), Some(e)) => format::age(e, s),
-        (Some(s), None) => format::age(now, s),
-        _ => "-".to_string(),
-    };
-    vec![
-        r.id.to_string(),
-        r.state.as_str().to_string(),
-        r.worker.as_ref().map_or("-".to_string(), |w| w.to_string()),
-        r.started_at.map_or("-".to_string(), format::clock),
-        duration,
-        format::bytes(r.bytes),
-        format::fps(r.fps_milli),
-        r.restarts.to_string(),
-        r.segments.to_string(),
-    ]
-}
-
-/// The column titles of the recordings view.
-pub const RECORDING_COLUMNS: [&str; 9] = [
-    "ID", "STATE", "WORKER", "STARTED", "DURATION", "SIZE", "FPS", "RESTARTS", "SEGS",
-];
+use crate::cells::{recording_cells, worker_cells};
 
 fn worker_state_rank(s: WorkerState) -> u8 {
     match s {

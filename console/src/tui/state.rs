@@ -13,6 +13,9 @@ use crate::describe;
 /// Lines kept in the event log.
 pub const EVENT_LOG_LEN: usize = 1000;
 
+/// The end of a snapshot's log line after a resync.
+const RESYNCED: &str = " (resynced)";
+
 /// The connection, always on screen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnStatus {
@@ -254,14 +257,30 @@ impl State {
                 self.workers = workers.into_iter().map(|w| (w.name.clone(), w)).collect();
                 self.recordings = recordings.into_iter().map(|r| (r.id.clone(), r)).collect();
                 self.last_seq = Some(seq);
-                let text = format!(
-                    "snapshot #{seq}: {} workers, {} recordings{}",
-                    self.workers.len(),
-                    self.recordings.len(),
-                    if self.resyncing { " (resynced)" } else { "" }
-                );
+                let text = self.snapshot_text(seq, self.resyncing);
                 self.resyncing = false;
                 self.log(None, "snapshot", text);
+            }
+            // More of the snapshot just received: added to it. Its log line
+            // is brought up to date rather than followed by one per part.
+            SubscriptionFrame::SnapshotMore {
+                workers,
+                recordings,
+            } => {
+                self.workers
+                    .extend(workers.into_iter().map(|w| (w.name.clone(), w)));
+                self.recordings
+                    .extend(recordings.into_iter().map(|r| (r.id.clone(), r)));
+                let seq = self.last_seq.unwrap_or(0);
+                let resynced = match self.events.back() {
+                    Some(l) if l.kind == "snapshot" => l.text.ends_with(RESYNCED),
+                    _ => false,
+                };
+                let text = self.snapshot_text(seq, resynced);
+                match self.events.back_mut() {
+                    Some(l) if l.kind == "snapshot" => l.text = text,
+                    _ => self.log(None, "snapshot", text),
+                }
             }
             SubscriptionFrame::Event(e) => self.apply_event(e),
             SubscriptionFrame::Lagged { missed } => {
@@ -286,6 +305,15 @@ impl State {
                 };
             }
         }
+    }
+
+    fn snapshot_text(&self, seq: u64, resynced: bool) -> String {
+        format!(
+            "snapshot #{seq}: {} workers, {} recordings{}",
+            self.workers.len(),
+            self.recordings.len(),
+            if resynced { RESYNCED } else { "" }
+        )
     }
 
     fn apply_event(&mut self, e: Event) {

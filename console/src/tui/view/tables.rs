@@ -6,6 +6,7 @@ use ratatui::widgets::{Block, Borders, Cell, Row, Table, TableState};
 use ratatui::Frame;
 use recfleet_protocol::{RecordingState, WorkerState};
 
+use crate::cells;
 use crate::format;
 use crate::tui::app::App;
 use crate::tui::rows;
@@ -71,9 +72,9 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
         View::Workers => {
             let ws = rows::workers(state, app.ui.current(), &app.ui.filter);
             (
-                &rows::WORKER_COLUMNS,
+                &cells::WORKER_COLUMNS,
                 ws.iter()
-                    .map(|w| rows::worker_cells(w, state.now))
+                    .map(|w| cells::worker_cells(w, state.now))
                     .collect(),
                 ws.iter().map(|w| worker_color(w.state)).collect(),
             )
@@ -81,9 +82,9 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
         View::Recordings => {
             let rs = rows::recordings(state, app.ui.current(), &app.ui.filter);
             (
-                &rows::RECORDING_COLUMNS,
+                &cells::RECORDING_COLUMNS,
                 rs.iter()
-                    .map(|r| rows::recording_cells(r, state.now))
+                    .map(|r| cells::recording_cells(r, state.now))
                     .collect(),
                 rs.iter().map(|r| recording_color(r.state)).collect(),
             )

@@ -1,0 +1,134 @@
+//! What one part of a placement is made of, shared by the pipeline that runs
+//! it and the modules that start and stop its processes (display, browser,
+//! external capture, teardown): its context, why it could not start, its
+//! frame count and its live process group. It depends on nothing above it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use recfleet_protocol::now_ms;
+use recfleet_protocol::spec::RecordingSpec;
+use recfleet_protocol::Epoch;
+use tokio::process::ChildStdin;
+use tokio::sync::{mpsc, watch};
+
+use super::config::{Binaries, Timeouts};
+use super::process::{Exit, SlotProcess};
+
+/// Why a part could not start.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{process}: {message}")]
+pub struct StartError {
+    /// The process that failed (or "page").
+    pub process: &'static str,
+    /// What happened.
+    pub message: String,
+}
+
+impl StartError {
+    /// From an I/O error.
+    pub fn new(process: &'static str, e: impl std::fmt::Display) -> Self {
+        StartError {
+            process,
+            message: e.to_string(),
+        }
+    }
+    /// From a message.
+    pub fn msg(process: &'static str, m: impl Into<String>) -> Self {
+        StartError {
+            process,
+            message: m.into(),
+        }
+    }
+    /// The page did not load.
+    pub fn page(m: impl Into<String>) -> Self {
+        StartError {
+            process: "page",
+            message: m.into(),
+        }
+    }
+}
+
+/// Everything a part needs to know.
+#[derive(Debug, Clone)]
+pub struct PartContext {
+    /// What to record.
+    pub spec: Arc<RecordingSpec>,
+    /// The placement.
+    pub epoch: Epoch,
+    /// The part number within the placement.
+    pub part: u32,
+    /// The environment tag of every process of this part.
+    pub tag: String,
+    /// Runtime directory of the part (sockets, profile, logs); removed after.
+    pub dir: PathBuf,
+    /// The segment file.
+    pub out_file: PathBuf,
+    /// Programs.
+    pub bins: Arc<Binaries>,
+    /// Time limits.
+    pub timeouts: Timeouts,
+    /// Where the processes report their exits.
+    pub exits: mpsc::UnboundedSender<Exit>,
+}
+
+impl PartContext {
+    /// The log file of one process of the part.
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.log"))
+    }
+}
+
+/// What the page watcher saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageStatus {
+    /// The page answered.
+    Alive {
+        /// The end-of-class signal is set.
+        ended: bool,
+        /// The page's participant count, if it exposes one.
+        participants: Option<i64>,
+    },
+    /// The page did not answer this time (slow, busy).
+    NoAnswer(String),
+    /// The browser is gone (killed, crashed, session lost).
+    BrowserGone(String),
+}
+
+/// The live state of a running part, read by the monitor loop.
+pub(super) struct Running {
+    pub(super) procs: Vec<SlotProcess>,
+    pub(super) encoder_stdin: Option<ChildStdin>,
+    pub(super) capture_pid: Option<i32>,
+    pub(super) page: Option<(
+        mpsc::Receiver<PageStatus>,
+        tokio::task::JoinHandle<thirtyfour::WebDriver>,
+    )>,
+    pub(super) progress: watch::Receiver<Frames>,
+}
+
+/// Frame counting shared between the progress reader and the monitor.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Frames {
+    pub(super) frames: u64,
+    pub(super) fps_milli: u32,
+    pub(super) media_ms: u64,
+    pub(super) first_at: Option<u64>,
+    pub(super) last_at: Option<u64>,
+}
+
+/// Frame times are anchored on the media clock: the first frame is "now
+/// minus the media time encoded so far", the last is "first plus media
+/// time". Both carry the encoder's delay (about a second), so spans have the
+/// right length and segments of different workers line up within that.
+pub(super) fn count_frames(f: &mut Frames, frames: u64, fps_milli: u32, media_ms: u64) {
+    if frames > f.frames {
+        let first = *f
+            .first_at
+            .get_or_insert_with(|| now_ms().saturating_sub(media_ms));
+        f.last_at = Some(first + media_ms);
+    }
+    f.frames = frames.max(f.frames);
+    f.fps_milli = fps_milli;
+    f.media_ms = media_ms;
+}
