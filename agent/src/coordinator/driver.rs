@@ -30,7 +30,8 @@ const EVENT_BUFFER: usize = 8192;
 
 #[derive(Debug)]
 enum Waiter {
-    Hello(oneshot::Sender<Result<(), WireError>>),
+    /// A worker's hello, and its session (forgotten if refused).
+    Hello(oneshot::Sender<Result<(), WireError>>, u64),
     Console(oneshot::Sender<ConsoleResponse>),
 }
 
@@ -165,7 +166,7 @@ impl Driver {
                     reply,
                 } => {
                     self.sessions.insert(session, (hello.name.clone(), tx));
-                    let reply = self.wait_for(Waiter::Hello(reply));
+                    let reply = self.wait_for(Waiter::Hello(reply, session));
                     inputs.push(Input::Hello {
                         session,
                         address,
@@ -507,7 +508,12 @@ impl Driver {
                     self.sessions.remove(&session);
                 }
                 Effect::Welcome { to, result } => {
-                    if let Some(Waiter::Hello(tx)) = self.waiters.remove(&to) {
+                    if let Some(Waiter::Hello(tx, session)) = self.waiters.remove(&to) {
+                        if result.is_err() {
+                            // The server ends a refused session without a
+                            // WorkerClosed: nothing of it may stay here.
+                            self.sessions.remove(&session);
+                        }
                         let _ = tx.send(result);
                     }
                 }

@@ -358,6 +358,8 @@ impl Fleet {
         for (row, segments) in loaded {
             fleet.restore(&row.spec.id.clone(), Some((row, segments)));
         }
+        // Loading is not news: subscribers start from a snapshot.
+        fleet.out.clear();
         fleet
     }
 
