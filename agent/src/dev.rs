@@ -9,12 +9,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context;
-use recfleet_certs::{CertificateAuthority, Identity, Role, TlsMaterial};
-use recfleet_protocol::quic::{self, TransportSettings};
+use recfleet_certs::{CertificateAuthority, Identity, Role};
+use recfleet_client::{Client, ClientError};
 use recfleet_protocol::spec::{PageSignal, RecordingSpec};
-use recfleet_protocol::{
-    now_ms, ConsoleRequest, ConsoleResponse, OpenStream, RecordingId, RecordingState, WorkerState,
-};
+use recfleet_protocol::{now_ms, RecordingId, RecordingState, WorkerState};
 use tokio::process::{Child, Command};
 
 use crate::demo::DemoServer;
@@ -117,42 +115,17 @@ fn spawn(name: &str, args: Vec<String>, log: &Path) -> anyhow::Result<(String, C
     Ok((name.to_string(), child))
 }
 
-/// The console context: where the coordinator is and which certificate to use.
-fn write_context(path: &Path, addr: SocketAddr, tls: &Path) -> anyhow::Result<()> {
+/// The console context: where the coordinator is and which certificate
+/// (the dev operator's) to show it, with absolute paths.
+fn operator_context(addr: SocketAddr, tls: &Path) -> recfleet_client::Context {
     let abs = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
-    let mut t = toml::Table::new();
-    t.insert("coordinator".into(), addr.to_string().into());
-    t.insert("server_name".into(), "localhost".into());
-    t.insert(
-        "ca".into(),
-        abs(tls.join("ca.pem")).display().to_string().into(),
-    );
-    t.insert(
-        "cert".into(),
-        abs(tls.join("operator-dev.pem"))
-            .display()
-            .to_string()
-            .into(),
-    );
-    t.insert(
-        "key".into(),
-        abs(tls.join("operator-dev-key.pem"))
-            .display()
-            .to_string()
-            .into(),
-    );
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
+    recfleet_client::Context {
+        coordinator: addr.to_string(),
+        server_name: "localhost".to_string(),
+        ca: abs(tls.join("ca.pem")),
+        cert: abs(tls.join("operator-dev.pem")),
+        key: abs(tls.join("operator-dev-key.pem")),
     }
-    std::fs::write(path, toml::to_string(&t)?)?;
-    Ok(())
-}
-
-fn default_context_path() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
-    Some(base.join("recfleet").join("context.toml"))
 }
 
 /// Runs the local fleet.
@@ -230,13 +203,10 @@ async fn drive(
     recordings: &Path,
     demo: &DemoServer,
 ) -> anyhow::Result<()> {
-    let material = TlsMaterial::load(
-        &tls.join("ca.pem"),
-        &tls.join("operator-dev.pem"),
-        &tls.join("operator-dev-key.pem"),
-    )?;
-    let endpoint = quic::client_endpoint(&material, TransportSettings::default())?;
-    let conn = wait_for_fleet(&endpoint, addr, args.workers)
+    let ctx = operator_context(addr, tls);
+    // Short connection attempts while the coordinator starts.
+    let client = Client::from_context(&ctx)?.with_connect_timeout(Duration::from_secs(2));
+    wait_for_fleet(&client, args.workers)
         .await
         .with_context(|| {
             format!(
@@ -251,8 +221,12 @@ async fn drive(
     );
     eprintln!("demo class page: {}", demo.url(""));
     if !args.no_context {
-        if let Some(path) = args.context.clone().or_else(default_context_path) {
-            write_context(&path, addr, tls)?;
+        let path = args
+            .context
+            .clone()
+            .or_else(|| recfleet_client::Context::default_path().ok());
+        if let Some(path) = path {
+            ctx.write(&path)?;
             eprintln!(
                 "console context written to {} (run `recfleet`)",
                 path.display()
@@ -268,24 +242,28 @@ async fn drive(
     let mut spec = RecordingSpec::new(id.clone(), demo.url("title=recfleet%20demo%20class"));
     spec.stop.max_duration_secs = Some(duration.as_secs().max(1) as u32);
     spec.stop.page_signal = Some(PageSignal::demo());
-    match quic::request::<_, ConsoleResponse>(
-        &conn,
-        &OpenStream::Request(ConsoleRequest::StartRecording(spec)),
-    )
-    .await?
-    {
-        ConsoleResponse::Started { recording, .. } => {
-            eprintln!("recording {} ({})", recording.id, recording.state)
+    let started = match client.start(spec).await {
+        Ok(s) => s,
+        Err(e @ ClientError::Wire(_)) => {
+            anyhow::bail!("the coordinator refused the recording: {e}")
         }
-        other => anyhow::bail!("the coordinator refused the recording: {other:?}"),
-    }
+        Err(e) => return Err(e.into()),
+    };
+    eprintln!(
+        "recording {} ({})",
+        started.recording.id, started.recording.state
+    );
     let limit = tokio::time::Instant::now() + duration + Duration::from_secs(90);
     let mut last = None;
     loop {
-        let show = ConsoleRequest::ShowRecording { id: id.clone() };
-        if let ConsoleResponse::Recording(detail) =
-            quic::request::<_, ConsoleResponse>(&conn, &OpenStream::Request(show)).await?
-        {
+        // An error answer (not found yet) is asked again; a broken
+        // connection ends the run.
+        let shown = match client.show(id.clone()).await {
+            Ok(detail) => Some(detail),
+            Err(ClientError::Wire(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(detail) = shown {
             let state = detail.info.state;
             if last != Some(state) {
                 eprintln!(
@@ -322,28 +300,19 @@ async fn drive(
     }
 }
 
-async fn wait_for_fleet(
-    endpoint: &quinn::Endpoint,
-    addr: SocketAddr,
-    workers: u32,
-) -> anyhow::Result<quinn::Connection> {
+/// Waits until every worker is ready; connection attempts are retried
+/// (the client connects again on each call until one succeeds).
+async fn wait_for_fleet(client: &Client, workers: u32) -> anyhow::Result<()> {
     let until = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(conn) = quic::connect(endpoint, addr, "localhost", Duration::from_secs(2)).await {
-            if let Ok(ConsoleResponse::Workers(list)) = quic::request::<_, ConsoleResponse>(
-                &conn,
-                &OpenStream::Request(ConsoleRequest::ListWorkers),
-            )
-            .await
+        if let Ok(list) = client.workers().await {
+            if list
+                .iter()
+                .filter(|w| w.state == WorkerState::Ready)
+                .count() as u32
+                >= workers
             {
-                if list
-                    .iter()
-                    .filter(|w| w.state == WorkerState::Ready)
-                    .count() as u32
-                    >= workers
-                {
-                    return Ok(conn);
-                }
+                return Ok(());
             }
         }
         if tokio::time::Instant::now() > until {

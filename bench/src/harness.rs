@@ -11,7 +11,7 @@ use anyhow::Context;
 use recfleet_certs::{CertificateAuthority, Identity, Role, TlsMaterial};
 use recfleet_protocol::quic::{self, TransportSettings};
 use recfleet_protocol::{
-    ConsoleRequest, ConsoleResponse, OpenStream, RecordingDetail, RecordingId, WorkerState,
+    ConsoleRequest, ConsoleResponse, RecordingDetail, RecordingId, WorkerState,
 };
 use tokio::process::{Child, Command};
 
@@ -214,22 +214,21 @@ impl Fleet {
 
     /// One request as the operator, reconnecting as needed.
     pub async fn request(&mut self, req: ConsoleRequest) -> anyhow::Result<ConsoleResponse> {
+        use recfleet_client::{connect, request_on, ClientError, REQUEST_TIMEOUT};
         for _ in 0..100 {
             if self.operator.is_none() {
-                self.operator = quic::connect(
-                    &self.endpoint,
-                    self.addr,
-                    "localhost",
-                    Duration::from_secs(2),
-                )
-                .await
-                .ok();
+                let addr = self.addr.to_string();
+                self.operator =
+                    connect::connect(&self.endpoint, &addr, "localhost", Duration::from_secs(2))
+                        .await
+                        .ok()
+                        .map(|c| c.connection);
             }
             if let Some(conn) = &self.operator {
-                match quic::request::<_, ConsoleResponse>(conn, &OpenStream::Request(req.clone()))
-                    .await
-                {
+                match request_on(conn, req.clone(), REQUEST_TIMEOUT).await {
                     Ok(r) => return Ok(r),
+                    // An error answer is an answer: callers look at it.
+                    Err(ClientError::Wire(e)) => return Ok(ConsoleResponse::Error(e)),
                     Err(_) => self.operator = None,
                 }
             }

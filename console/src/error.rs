@@ -2,6 +2,7 @@
 //! person can act on. The exit codes are part of the console's interface
 //! (docs/console.md): scripts branch on them.
 
+use recfleet_client::ClientError;
 use recfleet_protocol::quic::TransportError;
 use recfleet_protocol::{ErrorCode, WireError};
 
@@ -102,6 +103,9 @@ pub enum ConsoleError {
     /// The coordinator answered with an error.
     #[error("{}", .0.message)]
     Wire(WireError),
+    /// Connected, but a request got no answer in time.
+    #[error("{0}")]
+    NoAnswer(String),
     /// The coordinator answered something this console did not expect.
     #[error("unexpected answer from the coordinator: {0}")]
     Unexpected(String),
@@ -134,7 +138,9 @@ impl ConsoleError {
     pub fn exit(&self) -> Exit {
         match self {
             ConsoleError::Context(_) | ConsoleError::Certs(_) => Exit::Config,
-            ConsoleError::Address { .. } | ConsoleError::Unreachable { .. } => Exit::Connection,
+            ConsoleError::Address { .. }
+            | ConsoleError::Unreachable { .. }
+            | ConsoleError::NoAnswer(_) => Exit::Connection,
             ConsoleError::Transport(t) => match t {
                 TransportError::Refused(_) | TransportError::VersionMismatch(_) => Exit::Forbidden,
                 TransportError::Tls(_) => Exit::Config,
@@ -196,7 +202,9 @@ impl ConsoleError {
             ConsoleError::Transport(TransportError::VersionMismatch(_)) => {
                 "install a console of the coordinator's version"
             }
-            ConsoleError::Transport(_) | ConsoleError::Unreachable { .. } => {
+            ConsoleError::Transport(_)
+            | ConsoleError::Unreachable { .. }
+            | ConsoleError::NoAnswer(_) => {
                 "is the coordinator running, and is its UDP port reachable from here?"
             }
             ConsoleError::Wire(w) => match w.code {
@@ -219,6 +227,25 @@ impl ConsoleError {
             _ => return None,
         };
         Some(h.to_string())
+    }
+}
+
+/// The client's failures, as the console words and classifies them (each
+/// keeps the message it had when the console had a client of its own).
+impl From<ClientError> for ConsoleError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Certs(m) => ConsoleError::Certs(m),
+            ClientError::Address { addr, reason } => ConsoleError::Address { addr, reason },
+            ClientError::Unreachable { addr, reason } => ConsoleError::Unreachable { addr, reason },
+            ClientError::Transport(t) => ConsoleError::Transport(t),
+            ClientError::Wire(w) => ConsoleError::Wire(w),
+            ClientError::Unexpected(m) => ConsoleError::Unexpected(m),
+            e @ (ClientError::RepeatedPageToken(_) | ClientError::SubscriptionEnded) => {
+                ConsoleError::Unexpected(e.to_string())
+            }
+            e @ ClientError::NoAnswer { .. } => ConsoleError::NoAnswer(e.to_string()),
+        }
     }
 }
 
@@ -258,5 +285,43 @@ mod tests {
         assert!(e.hint().unwrap().contains("operator"));
         let e = ConsoleError::Wire(WireError::new(ErrorCode::NotFound, "no worker w9"));
         assert_eq!(e.exit(), Exit::NotFound);
+    }
+
+    #[test]
+    fn client_errors_keep_the_console_messages_and_codes() {
+        let e = ConsoleError::from(ClientError::Unreachable {
+            addr: "127.0.0.1:7800".into(),
+            reason: "no answer within 5 s".into(),
+        });
+        assert_eq!(e.exit(), Exit::Connection);
+        assert_eq!(
+            e.to_string(),
+            "cannot connect to the coordinator at 127.0.0.1:7800: no answer within 5 s"
+        );
+        let e = ConsoleError::from(ClientError::RepeatedPageToken("t1".into()));
+        assert_eq!(e.exit(), Exit::Other);
+        assert_eq!(
+            e.to_string(),
+            "unexpected answer from the coordinator: the coordinator returned the page token \"t1\" twice"
+        );
+        let e = ConsoleError::from(ClientError::SubscriptionEnded);
+        assert_eq!(
+            e.to_string(),
+            "unexpected answer from the coordinator: the coordinator ended the subscription"
+        );
+        let e = ConsoleError::from(ClientError::NoAnswer {
+            addr: "c:7800".into(),
+            after: std::time::Duration::from_secs(10),
+        });
+        assert_eq!(e.exit(), Exit::Connection);
+        assert_eq!(e.kind(), "connection");
+        assert_eq!(
+            e.to_string(),
+            "no answer from the coordinator at c:7800 within 10 s"
+        );
+        let e = ConsoleError::from(ClientError::Transport(TransportError::VersionMismatch(
+            "v2".into(),
+        )));
+        assert_eq!(e.exit(), Exit::Forbidden);
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use recfleet_certs::{CertificateAuthority, Identity, Role, TlsMaterial};
 use recfleet_protocol::quic::{self, TransportSettings};
 use recfleet_protocol::{
-    ConsoleRequest, ConsoleResponse, OpenStream, RecordingDetail, RecordingId, WorkerState,
+    ConsoleRequest, ConsoleResponse, RecordingDetail, RecordingId, WorkerState,
 };
 use tokio::process::{Child, Command};
 
@@ -250,15 +250,15 @@ impl TestFleet {
 
     /// Opens an event subscription as the operator.
     pub async fn subscribe(&mut self) -> anyhow::Result<quinn::RecvStream> {
-        let conn = quic::connect(
+        let conn = recfleet_client::connect::connect(
             &self.endpoint,
-            self.local_addr(),
+            &self.local_addr().to_string(),
             "localhost",
             Duration::from_secs(5),
         )
-        .await?;
-        let (mut send, recv) = conn.open_bi().await?;
-        quic::write_frame(&mut send, &OpenStream::Subscribe).await?;
+        .await?
+        .connection;
+        let (send, recv) = recfleet_client::subscription::open(&conn).await?;
         // Keep the connection alive as long as the stream: leak the handle
         // into the stream's lifetime by holding it in a task.
         tokio::spawn(async move {
@@ -289,22 +289,21 @@ impl TestFleet {
     /// Sends one request as the operator (connecting, and reconnecting after
     /// a coordinator restart, as needed).
     pub async fn request(&mut self, req: ConsoleRequest) -> anyhow::Result<ConsoleResponse> {
+        use recfleet_client::{connect, request_on, ClientError, REQUEST_TIMEOUT};
         for _ in 0..50 {
             if self.operator.is_none() {
-                self.operator = quic::connect(
-                    &self.endpoint,
-                    self.local_addr(),
-                    "localhost",
-                    Duration::from_secs(2),
-                )
-                .await
-                .ok();
+                let addr = self.local_addr().to_string();
+                self.operator =
+                    connect::connect(&self.endpoint, &addr, "localhost", Duration::from_secs(2))
+                        .await
+                        .ok()
+                        .map(|c| c.connection);
             }
             if let Some(conn) = &self.operator {
-                match quic::request::<_, ConsoleResponse>(conn, &OpenStream::Request(req.clone()))
-                    .await
-                {
+                match request_on(conn, req.clone(), REQUEST_TIMEOUT).await {
                     Ok(r) => return Ok(r),
+                    // An error answer is an answer: tests look at it.
+                    Err(ClientError::Wire(e)) => return Ok(ConsoleResponse::Error(e)),
                     Err(_) => self.operator = None,
                 }
             }

@@ -2,12 +2,9 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use recfleet_protocol::{
-    ConsoleRequest, ConsoleResponse, DrainMode, EventKind, RecordingId, SubscriptionFrame,
-    WorkerName,
-};
+use recfleet_protocol::{DrainMode, EventKind, RecordingId, SubscriptionFrame, WorkerName};
 
-use super::{unexpected, Session};
+use super::Session;
 use crate::cli::{duration_secs, DrainArgs, Output};
 use crate::describe;
 use crate::error::ConsoleError;
@@ -65,16 +62,11 @@ pub(super) async fn drain(s: &Session, args: DrainArgs) -> Result<(), ConsoleErr
     } else {
         Some(s.client.subscribe().await?)
     };
-    let req = ConsoleRequest::Drain {
-        worker: args.worker.clone(),
-        mode,
-        deadline_secs,
-        force: args.force,
-    };
-    match s.client.request(req).await? {
-        ConsoleResponse::Accepted { message } => s.accepted(&message)?,
-        other => return Err(unexpected("Accepted", &other)),
-    }
+    let message = s
+        .client
+        .drain(args.worker.clone(), mode, deadline_secs, args.force)
+        .await?;
+    s.accepted(&message)?;
     let Some(sub) = sub.as_mut() else {
         return Ok(());
     };
@@ -137,13 +129,10 @@ fn mode_str(mode: DrainMode) -> &'static str {
 
 /// How many recordings the worker runs, if it can be found.
 async fn recordings_on(s: &Session, worker: &WorkerName) -> Option<usize> {
-    match s.client.request(ConsoleRequest::ListWorkers).await {
-        Ok(ConsoleResponse::Workers(ws)) => ws
-            .iter()
-            .find(|w| &w.name == worker)
-            .map(|w| w.recordings.len()),
-        _ => None,
-    }
+    let ws = s.client.workers().await.ok()?;
+    ws.iter()
+        .find(|w| &w.name == worker)
+        .map(|w| w.recordings.len())
 }
 
 pub(super) async fn undrain(
@@ -151,14 +140,8 @@ pub(super) async fn undrain(
     worker: WorkerName,
     keep_ineligible: bool,
 ) -> Result<(), ConsoleError> {
-    let req = ConsoleRequest::Undrain {
-        worker,
-        keep_ineligible,
-    };
-    match s.client.request(req).await? {
-        ConsoleResponse::Accepted { message } => s.accepted(&message),
-        other => Err(unexpected("Accepted", &other)),
-    }
+    let message = s.client.undrain(worker, keep_ineligible).await?;
+    s.accepted(&message)
 }
 
 pub(super) async fn reassign(
@@ -166,14 +149,8 @@ pub(super) async fn reassign(
     id: RecordingId,
     to: Option<WorkerName>,
 ) -> Result<(), ConsoleError> {
-    match s
-        .client
-        .request(ConsoleRequest::Reassign { id, to })
-        .await?
-    {
-        ConsoleResponse::Accepted { message } => s.accepted(&message),
-        other => Err(unexpected("Accepted", &other)),
-    }
+    let message = s.client.reassign(id, to).await?;
+    s.accepted(&message)
 }
 
 #[cfg(test)]

@@ -1,10 +1,9 @@
 //! `workers`, `recordings`, `whoami`.
 
-use recfleet_protocol::{
-    now_ms, ConsoleRequest, ConsoleResponse, RecordingInfo, RecordingState, WorkerInfo, LIST_MAX,
-};
+use recfleet_client::Identity;
+use recfleet_protocol::{now_ms, RecordingInfo, RecordingState, WorkerInfo};
 
-use super::{unexpected, Session};
+use super::Session;
 use crate::cells;
 use crate::cli::Output;
 use crate::error::ConsoleError;
@@ -29,33 +28,11 @@ pub fn recordings_table(recordings: &[RecordingInfo], now: u64) -> String {
 }
 
 pub(super) async fn workers(s: &Session) -> Result<(), ConsoleError> {
-    match s.client.request(ConsoleRequest::ListWorkers).await? {
-        ConsoleResponse::Workers(mut ws) => {
-            ws.sort_by(|a, b| a.name.cmp(&b.name));
-            match s.output {
-                Output::Json => s.json(&ws),
-                Output::Table => s.text(&workers_table(&ws, now_ms())),
-            }
-        }
-        other => Err(unexpected("a worker list", &other)),
-    }
-}
-
-/// One page of recordings and the token of the next (`None` on the last).
-async fn page(
-    s: &Session,
-    states: &[RecordingState],
-    limit: u32,
-    after: Option<String>,
-) -> Result<(Vec<RecordingInfo>, Option<String>), ConsoleError> {
-    let req = ConsoleRequest::ListRecordingsPage {
-        states: states.to_vec(),
-        limit,
-        after,
-    };
-    match s.client.request(req).await? {
-        ConsoleResponse::RecordingsPage { recordings, next } => Ok((recordings, next)),
-        other => Err(unexpected("a page of recordings", &other)),
+    let mut ws = s.client.workers().await?;
+    ws.sort_by(|a, b| a.name.cmp(&b.name));
+    match s.output {
+        Output::Json => s.json(&ws),
+        Output::Table => s.text(&workers_table(&ws, now_ms())),
     }
 }
 
@@ -68,7 +45,8 @@ pub(super) async fn recordings(
     after: Option<String>,
 ) -> Result<(), ConsoleError> {
     if let Some(limit) = limit {
-        let (mut rs, next) = page(s, &states, limit, after).await?;
+        let page = s.client.recordings_page(&states, limit, after).await?;
+        let (mut rs, next) = (page.items, page.next);
         sort_oldest_first(&mut rs);
         return match s.output {
             Output::Json => s.json(&serde_json::json!({ "recordings": rs, "next": next })),
@@ -87,22 +65,9 @@ pub(super) async fn recordings(
             }
         };
     }
-    let mut rs = Vec::new();
-    let mut after = after;
-    loop {
-        let (mut part, next) = page(s, &states, LIST_MAX, after.clone()).await?;
-        rs.append(&mut part);
-        match next {
-            None => break,
-            // A coordinator bug would otherwise loop forever.
-            Some(token) if after.as_deref() == Some(token.as_str()) => {
-                return Err(ConsoleError::Unexpected(format!(
-                    "the coordinator returned the page token \"{token}\" twice"
-                )));
-            }
-            Some(token) => after = Some(token),
-        }
-    }
+    // Pages of the most the coordinator gives, until the last; a page
+    // token that comes back is an error, not an endless loop.
+    let mut rs = s.client.recordings_from(&states, after).await?;
     sort_oldest_first(&mut rs);
     match s.output {
         Output::Json => s.json(&rs),
@@ -153,23 +118,21 @@ fn shell_quote(w: &str) -> String {
 }
 
 pub(super) async fn whoami(s: &Session) -> Result<(), ConsoleError> {
-    match s.client.request(ConsoleRequest::WhoAmI).await? {
-        ConsoleResponse::Identity {
-            role,
-            name,
-            coordinator_version,
-        } => match s.output {
-            Output::Json => s.json(&serde_json::json!({
-                "role": role,
-                "name": name,
-                "coordinator": s.client.addr.to_string(),
-                "coordinator_version": coordinator_version,
-            })),
-            Output::Table => s.text(&format!(
-                "{role}/{name} at {} (coordinator {coordinator_version})",
-                s.client.addr
-            )),
-        },
-        other => Err(unexpected("an identity", &other)),
+    let Identity {
+        role,
+        name,
+        coordinator_version,
+    } = s.client.whoami().await?;
+    match s.output {
+        Output::Json => s.json(&serde_json::json!({
+            "role": role,
+            "name": name,
+            "coordinator": s.addr.to_string(),
+            "coordinator_version": coordinator_version,
+        })),
+        Output::Table => s.text(&format!(
+            "{role}/{name} at {} (coordinator {coordinator_version})",
+            s.addr
+        )),
     }
 }

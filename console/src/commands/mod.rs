@@ -11,12 +11,13 @@ pub use list::{next_page_command, recordings_table, workers_table};
 pub use record::{final_summary, spec_from_args};
 
 use std::io::Write;
+use std::net::SocketAddr;
 
+use recfleet_client::{Client, ClientError};
 use recfleet_protocol::ConsoleResponse;
 use serde::Serialize;
 
 use crate::cli::{Command, ConnArgs, Output, RecordCommand};
-use crate::client::Client;
 use crate::context;
 use crate::error::ConsoleError;
 
@@ -25,6 +26,8 @@ use crate::error::ConsoleError;
 pub struct Session {
     /// The connected client.
     pub client: Client,
+    /// The address the client connected to.
+    pub addr: SocketAddr,
     /// Table or JSON.
     pub output: Output,
 }
@@ -72,8 +75,15 @@ pub async fn run(command: Command, conn: &ConnArgs, output: Output) -> Result<()
         }
     }
     let ctx = context::resolve(&conn.overrides())?;
-    let client = Client::connect(&ctx).await?;
-    let session = Session { client, output };
+    let client = Client::from_context(&ctx)?;
+    // Connect before anything else: an unreachable coordinator is reported
+    // as such, whatever the command.
+    let addr = client.connection().await?.addr;
+    let session = Session {
+        client,
+        addr,
+        output,
+    };
     let result = dispatch(command, &session).await;
     session.client.close();
     result
@@ -103,18 +113,7 @@ async fn dispatch(command: Command, s: &Session) -> Result<(), ConsoleError> {
 
 /// The error for an answer of the wrong kind.
 pub fn unexpected(what: &str, got: &ConsoleResponse) -> ConsoleError {
-    let name = match got {
-        ConsoleResponse::Error(_) => "Error",
-        ConsoleResponse::Identity { .. } => "Identity",
-        ConsoleResponse::Pong { .. } => "Pong",
-        ConsoleResponse::Workers(_) => "Workers",
-        ConsoleResponse::Recordings(_) => "Recordings",
-        ConsoleResponse::Recording(_) => "Recording",
-        ConsoleResponse::Started { .. } => "Started",
-        ConsoleResponse::Accepted { .. } => "Accepted",
-        ConsoleResponse::RecordingsPage { .. } => "RecordingsPage",
-    };
-    ConsoleError::Unexpected(format!("expected {what}, got {name}"))
+    ClientError::unexpected(what, got).into()
 }
 
 /// Prints an error for a person on stderr (and as JSON on stdout with

@@ -3,11 +3,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use recfleet_protocol::{
-    ConsoleRequest, ConsoleResponse, RecordingDetail, RecordingId, RecordingSpec, RecordingState,
-};
+use recfleet_client::Started;
+use recfleet_protocol::{RecordingDetail, RecordingId, RecordingSpec, RecordingState};
 
-use super::{unexpected, Session};
+use super::Session;
 use crate::cli::{duration_secs, generated_id, Output, StartArgs};
 use crate::error::ConsoleError;
 use crate::format;
@@ -44,14 +43,7 @@ pub fn spec_from_args(args: &StartArgs) -> Result<RecordingSpec, ConsoleError> {
 pub(super) async fn start(s: &Session, args: StartArgs) -> Result<(), ConsoleError> {
     let spec = spec_from_args(&args)?;
     let id = spec.id.clone();
-    let (recording, created) = match s
-        .client
-        .request(ConsoleRequest::StartRecording(spec))
-        .await?
-    {
-        ConsoleResponse::Started { recording, created } => (recording, created),
-        other => return Err(unexpected("Started", &other)),
-    };
+    let Started { recording, created } = s.client.start(spec).await?;
     if !args.wait {
         return match s.output {
             Output::Json => {
@@ -110,14 +102,7 @@ async fn wait_until_terminal(
 }
 
 async fn show_detail(s: &Session, id: &RecordingId) -> Result<RecordingDetail, ConsoleError> {
-    match s
-        .client
-        .request(ConsoleRequest::ShowRecording { id: id.clone() })
-        .await?
-    {
-        ConsoleResponse::Recording(d) => Ok(*d),
-        other => Err(unexpected("a recording", &other)),
-    }
+    Ok(s.client.show(id.clone()).await?)
 }
 
 /// The human summary of a recording's manifest.
@@ -172,14 +157,8 @@ pub fn final_summary(d: &RecordingDetail) -> String {
 }
 
 pub(super) async fn stop(s: &Session, id: RecordingId) -> Result<(), ConsoleError> {
-    match s
-        .client
-        .request(ConsoleRequest::StopRecording { id })
-        .await?
-    {
-        ConsoleResponse::Accepted { message } => s.accepted(&message),
-        other => Err(unexpected("Accepted", &other)),
-    }
+    let message = s.client.stop(id).await?;
+    s.accepted(&message)
 }
 
 pub(super) async fn show(s: &Session, id: RecordingId) -> Result<(), ConsoleError> {

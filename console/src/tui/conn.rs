@@ -1,16 +1,13 @@
-//! The connection task: connects, subscribes, reports everything as
-//! [`ConnEvent`]s, carries out actions, and reconnects with capped backoff
-//! (resyncing from the fresh snapshot every subscription starts with).
+//! The connection task: runs the client's [`Subscription`] (which connects,
+//! subscribes, and reconnects with capped backoff, resyncing from the fresh
+//! snapshot every subscription starts with), reports it as [`ConnEvent`]s,
+//! and carries out actions on the same connection.
 
-use std::time::Duration;
-
-use recfleet_protocol::{now_ms, ConsoleRequest, ConsoleResponse, RecordingId, SubscriptionFrame};
+use recfleet_client::{Client, Subscription, Update};
+use recfleet_protocol::{now_ms, ConsoleRequest, ConsoleResponse, RecordingId};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use super::state::ConnEvent;
-use crate::backoff;
-use crate::client::{request_on, Client};
-use crate::context::Context;
 use crate::error::{ConsoleError, Exit};
 
 /// What the main loop asks of the connection.
@@ -27,136 +24,77 @@ pub enum ToConn {
     Show(RecordingId),
 }
 
-/// Why a connected session ended.
-enum Ended {
-    /// The main loop is gone: stop.
-    Quit,
-    /// Lost or refused: retry.
-    Failed(ConsoleError),
-}
-
 /// Runs until `cmds` closes (the TUI quit).
 pub async fn run(
-    ctx: Context,
+    client: Client,
     events: UnboundedSender<ConnEvent>,
     mut cmds: UnboundedReceiver<ToConn>,
 ) {
-    let mut attempt: u32 = 0;
-    let _ = events.send(ConnEvent::Connecting {
-        addr: ctx.coordinator.clone(),
-    });
-    loop {
-        let err = match session(&ctx, &events, &mut cmds, &mut attempt).await {
-            Ended::Quit => return,
-            Ended::Failed(e) => e,
-        };
-        let delay = backoff::next_delay(attempt);
-        attempt = attempt.saturating_add(1);
-        let retry_at = now_ms() + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-        let reason = err.to_string();
-        let ev = if err.exit() == Exit::Forbidden {
-            ConnEvent::Refused { reason, retry_at }
-        } else {
-            ConnEvent::Disconnected { reason, retry_at }
-        };
-        if events.send(ev).is_err() {
-            return;
-        }
-        if !wait_answering(delay, &events, &mut cmds).await {
-            return;
-        }
-    }
-}
-
-/// Sleeps `delay`; actions asked meanwhile fail at once with a reason.
-async fn wait_answering(
-    delay: Duration,
-    events: &UnboundedSender<ConnEvent>,
-    cmds: &mut UnboundedReceiver<ToConn>,
-) -> bool {
-    let sleep = tokio::time::sleep(delay);
-    tokio::pin!(sleep);
+    let addr = client.coordinator().to_string();
+    let _ = events.send(ConnEvent::Connecting { addr: addr.clone() });
+    let mut sub: Subscription = client.subscription();
+    // Between a loss and the next subscription, actions fail at once: the
+    // person sees the state may be stale, and nothing is sent blindly.
+    let mut connected = false;
     loop {
         tokio::select! {
-            () = &mut sleep => return true,
+            update = sub.next() => {
+                let ev = match update {
+                    // The subscription's task is gone (it only ends with `sub`).
+                    None => return,
+                    Some(Update::Connected { identity, .. }) => {
+                        connected = true;
+                        ConnEvent::Connected {
+                            addr: addr.clone(),
+                            role: identity.role,
+                            name: identity.name,
+                        }
+                    }
+                    Some(Update::Frame(f)) => ConnEvent::Frame(f),
+                    Some(Update::Disconnected { error, retry_in }) => {
+                        connected = false;
+                        let err = ConsoleError::from(error);
+                        let retry_at =
+                            now_ms() + u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX);
+                        let reason = err.to_string();
+                        if err.exit() == Exit::Forbidden {
+                            ConnEvent::Refused { reason, retry_at }
+                        } else {
+                            ConnEvent::Disconnected { reason, retry_at }
+                        }
+                    }
+                };
+                if events.send(ev).is_err() {
+                    return;
+                }
+            },
             cmd = cmds.recv() => match cmd {
-                None => return false,
-                Some(ToConn::Send { what, .. }) => {
+                None => {
+                    drop(sub);
+                    client.close();
+                    return;
+                }
+                Some(ToConn::Send { what, .. }) if !connected => {
                     let _ = events.send(ConnEvent::ActionDone {
                         what,
                         result: Err("not connected to the coordinator; nothing was done".to_string()),
                     });
                 }
-                Some(ToConn::Show(_)) => {}
-            }
-        }
-    }
-}
-
-async fn session(
-    ctx: &Context,
-    events: &UnboundedSender<ConnEvent>,
-    cmds: &mut UnboundedReceiver<ToConn>,
-    attempt: &mut u32,
-) -> Ended {
-    let client = match Client::connect(ctx).await {
-        Ok(c) => c,
-        Err(e) => return Ended::Failed(e),
-    };
-    let (role, name) = match client.request(ConsoleRequest::WhoAmI).await {
-        Ok(ConsoleResponse::Identity { role, name, .. }) => (role, name),
-        Ok(_) => return Ended::Failed(ConsoleError::Unexpected("expected an identity".into())),
-        Err(e) => return Ended::Failed(e),
-    };
-    let mut sub = match client.subscribe().await {
-        Ok(s) => s,
-        Err(e) => return Ended::Failed(e),
-    };
-    let _ = events.send(ConnEvent::Connected {
-        addr: ctx.coordinator.clone(),
-        role,
-        name,
-    });
-    loop {
-        tokio::select! {
-            frame = sub.next() => match frame {
-                Ok(Some(SubscriptionFrame::Refused(e))) => {
-                    let _ = events.send(ConnEvent::Frame(SubscriptionFrame::Refused(e.clone())));
-                    return Ended::Failed(ConsoleError::Wire(e));
-                }
-                Ok(Some(f)) => {
-                    if matches!(f, SubscriptionFrame::Snapshot { .. }) {
-                        // A working subscription: the next loss starts from the base delay.
-                        *attempt = 0;
-                    }
-                    if events.send(ConnEvent::Frame(f)).is_err() {
-                        return Ended::Quit;
-                    }
-                }
-                Ok(None) => return Ended::Failed(ConsoleError::Unexpected(
-                    "the coordinator ended the subscription".into(),
-                )),
-                Err(e) => return Ended::Failed(e),
-            },
-            cmd = cmds.recv() => match cmd {
-                None => {
-                    client.close();
-                    return Ended::Quit;
-                }
+                Some(ToConn::Show(_)) if !connected => {}
                 Some(cmd) => {
-                    let conn = client.connection();
+                    let client = client.clone();
                     let events = events.clone();
-                    tokio::spawn(async move { carry_out(conn, cmd, events).await });
+                    tokio::spawn(async move { carry_out(&client, cmd, events).await });
                 }
             },
         }
     }
 }
 
-async fn carry_out(conn: quinn::Connection, cmd: ToConn, events: UnboundedSender<ConnEvent>) {
+async fn carry_out(client: &Client, cmd: ToConn, events: UnboundedSender<ConnEvent>) {
     match cmd {
         ToConn::Send { what, request } => {
-            let result = match request_on(&conn, request).await {
+            let result = match client.request(request).await.map_err(ConsoleError::from) {
                 Ok(ConsoleResponse::Accepted { message }) => Ok(message),
                 Ok(ConsoleResponse::Started { recording, created }) => Ok(format!(
                     "{} ({})",
@@ -172,10 +110,8 @@ async fn carry_out(conn: quinn::Connection, cmd: ToConn, events: UnboundedSender
             let _ = events.send(ConnEvent::ActionDone { what, result });
         }
         ToConn::Show(id) => {
-            if let Ok(ConsoleResponse::Recording(d)) =
-                request_on(&conn, ConsoleRequest::ShowRecording { id }).await
-            {
-                let _ = events.send(ConnEvent::Detail(d));
+            if let Ok(d) = client.show(id).await {
+                let _ = events.send(ConnEvent::Detail(Box::new(d)));
             }
         }
     }

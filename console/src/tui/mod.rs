@@ -23,7 +23,6 @@ use self::app::{App, Command};
 use self::conn::ToConn;
 use self::state::{ConnEvent, State};
 use crate::cli::ConnArgs;
-use crate::client;
 use crate::context;
 use crate::error::ConsoleError;
 
@@ -49,12 +48,12 @@ pub async fn run(conn: &ConnArgs, readonly: bool) -> Result<(), ConsoleError> {
     let ctx = context::resolve(&conn.overrides())?;
     // Bad certificates are a configuration error: say so before the screen
     // is taken over, not as an endless reconnect.
-    client::load_tls(&ctx)?;
+    let client = recfleet_client::Client::from_context(&ctx)?;
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (key_tx, key_rx) = mpsc::unbounded_channel();
     let app = App::new(State::new(ctx.coordinator.clone(), readonly, now_ms()));
-    tokio::spawn(conn::run(ctx, ev_tx, cmd_rx));
+    tokio::spawn(conn::run(client, ev_tx, cmd_rx));
     std::thread::spawn(move || read_input(key_tx));
     // `try_init` enters raw mode and the alternate screen and installs a
     // panic hook that restores the terminal before the panic message.

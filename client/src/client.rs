@@ -1,0 +1,347 @@
+//! [`Client`]: one connection to the coordinator, made when first needed
+//! and made again when it is lost; requests with a deadline; typed helpers
+//! for the common calls.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use quinn::{Connection, Endpoint};
+use recfleet_protocol::quic;
+use recfleet_protocol::{
+    ConsoleRequest, ConsoleResponse, DrainMode, OpenStream, RecordingDetail, RecordingId,
+    RecordingInfo, RecordingSpec, RecordingState, WorkerInfo, WorkerName, LIST_MAX,
+};
+
+use crate::connect::{self, Connected, CONNECT_TIMEOUT};
+use crate::context::Context;
+use crate::error::ClientError;
+use crate::pages::{self, Page};
+use crate::subscription::{self, EventStream, Subscription};
+
+/// How long a request may wait for its answer, unless the caller says.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The identity the coordinator sees (answer to `WhoAmI`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// `operator` or `viewer` (or `agent`, `coordinator`).
+    pub role: String,
+    /// The certificate's name.
+    pub name: String,
+    /// The coordinator's build version.
+    pub coordinator_version: String,
+}
+
+/// The answer to a start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Started {
+    /// The recording (new or existing).
+    pub recording: RecordingInfo,
+    /// False when the id already existed with the same spec.
+    pub created: bool,
+}
+
+/// An operator client of one coordinator. Cheap to clone: clones share the
+/// endpoint and the connection, so a subscription and the requests of a
+/// TUI go over one connection.
+///
+/// Nothing is connected by [`Client::new`]; the first request (or
+/// [`Client::connection`]) connects, and a request after the connection
+/// was lost (closed by either side, or dead for the idle timeout) connects
+/// again. A failed request is not retried: actions are not all idempotent,
+/// so retrying is the caller's decision.
+#[derive(Debug, Clone)]
+pub struct Client {
+    endpoint: Endpoint,
+    coordinator: String,
+    server_name: String,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    /// The connection, once made; a closed one is dropped when next looked at.
+    live: Arc<Mutex<Option<Connected>>>,
+    /// Held while connecting, so that concurrent requests make one connection.
+    connecting: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Client {
+    /// A client of `coordinator` (`host:port`) whose certificate must be
+    /// valid for `server_name`, using `endpoint` (see [`connect::endpoint`]).
+    pub fn new(
+        endpoint: Endpoint,
+        coordinator: impl Into<String>,
+        server_name: impl Into<String>,
+    ) -> Client {
+        Client {
+            endpoint,
+            coordinator: coordinator.into(),
+            server_name: server_name.into(),
+            connect_timeout: CONNECT_TIMEOUT,
+            request_timeout: REQUEST_TIMEOUT,
+            live: Arc::new(Mutex::new(None)),
+            connecting: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// A client of the context's coordinator with the context's certificate.
+    pub fn from_context(ctx: &Context) -> Result<Client, ClientError> {
+        let tls = connect::load_tls(ctx)?;
+        let endpoint = connect::endpoint(&tls)?;
+        Ok(Client::new(endpoint, &ctx.coordinator, &ctx.server_name))
+    }
+
+    /// How long a connection attempt may take (default [`CONNECT_TIMEOUT`]).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Client {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a request may wait for its answer (default [`REQUEST_TIMEOUT`]).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Client {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The coordinator as given.
+    pub fn coordinator(&self) -> &str {
+        &self.coordinator
+    }
+
+    /// The address of the current connection, if one is up.
+    pub fn addr(&self) -> Option<std::net::SocketAddr> {
+        self.current().map(|c| c.addr)
+    }
+
+    fn current(&self) -> Option<Connected> {
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        if live
+            .as_ref()
+            .is_some_and(|c| c.connection.close_reason().is_some())
+        {
+            *live = None;
+        }
+        live.clone()
+    }
+
+    /// The connection: the current one, or a new one if there is none or
+    /// it was lost.
+    pub async fn connection(&self) -> Result<Connected, ClientError> {
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
+        let _one_at_a_time = self.connecting.lock().await;
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
+        let c = connect::connect(
+            &self.endpoint,
+            &self.coordinator,
+            &self.server_name,
+            self.connect_timeout,
+        )
+        .await?;
+        *self.live.lock().unwrap_or_else(PoisonError::into_inner) = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Closes the connection cleanly (a later request connects again).
+    pub fn close(&self) {
+        if let Some(c) = self
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            c.connection.close(0u32.into(), b"client done");
+        }
+    }
+
+    /// Sends one request (connecting first if needed) and waits at most the
+    /// request deadline for the answer. An error answer is
+    /// [`ClientError::Wire`].
+    pub async fn request(&self, req: ConsoleRequest) -> Result<ConsoleResponse, ClientError> {
+        let live = self.connection().await?;
+        request_on(&live.connection, req, self.request_timeout)
+            .await
+            .map_err(|e| match e {
+                ClientError::NoAnswer { after, .. } => ClientError::NoAnswer {
+                    addr: self.coordinator.clone(),
+                    after,
+                },
+                other => other,
+            })
+    }
+
+    /// Opens one event stream on the connection (connecting first if
+    /// needed): the coordinator's frames as they come, ending with the
+    /// stream. For a subscription that outlives connections, see
+    /// [`Client::subscription`].
+    pub async fn subscribe(&self) -> Result<EventStream, ClientError> {
+        let live = self.connection().await?;
+        EventStream::open(&live.connection).await
+    }
+
+    /// A subscription that reconnects and resubscribes by itself, with
+    /// backoff, until it is dropped.
+    pub fn subscription(&self) -> Subscription {
+        subscription::Subscription::start(self.clone())
+    }
+
+    /// `WhoAmI`.
+    pub async fn whoami(&self) -> Result<Identity, ClientError> {
+        match self.request(ConsoleRequest::WhoAmI).await? {
+            ConsoleResponse::Identity {
+                role,
+                name,
+                coordinator_version,
+            } => Ok(Identity {
+                role,
+                name,
+                coordinator_version,
+            }),
+            other => Err(ClientError::unexpected("an identity", &other)),
+        }
+    }
+
+    /// `ListWorkers`.
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>, ClientError> {
+        match self.request(ConsoleRequest::ListWorkers).await? {
+            ConsoleResponse::Workers(ws) => Ok(ws),
+            other => Err(ClientError::unexpected("a worker list", &other)),
+        }
+    }
+
+    /// One page of recordings in `states` (every state when empty): at most
+    /// `limit` (0: the coordinator's default), after the token `after`.
+    pub async fn recordings_page(
+        &self,
+        states: &[RecordingState],
+        limit: u32,
+        after: Option<String>,
+    ) -> Result<Page<RecordingInfo>, ClientError> {
+        let req = ConsoleRequest::ListRecordingsPage {
+            states: states.to_vec(),
+            limit,
+            after,
+        };
+        match self.request(req).await? {
+            ConsoleResponse::RecordingsPage { recordings, next } => Ok(Page {
+                items: recordings,
+                next,
+            }),
+            other => Err(ClientError::unexpected("a page of recordings", &other)),
+        }
+    }
+
+    /// Every recording in `states` (every state when empty): page after
+    /// page of [`LIST_MAX`] until the last, in the coordinator's order
+    /// (oldest first). A page token seen twice is an error.
+    pub async fn recordings_all(
+        &self,
+        states: &[RecordingState],
+    ) -> Result<Vec<RecordingInfo>, ClientError> {
+        self.recordings_from(states, None).await
+    }
+
+    /// Like [`Client::recordings_all`], starting after the token `after`.
+    pub async fn recordings_from(
+        &self,
+        states: &[RecordingState],
+        after: Option<String>,
+    ) -> Result<Vec<RecordingInfo>, ClientError> {
+        let this = self;
+        pages::follow(after, move |after| {
+            this.recordings_page(states, LIST_MAX, after)
+        })
+        .await
+    }
+
+    /// `ShowRecording`: the recording with its segments and manifest.
+    pub async fn show(&self, id: RecordingId) -> Result<RecordingDetail, ClientError> {
+        match self.request(ConsoleRequest::ShowRecording { id }).await? {
+            ConsoleResponse::Recording(d) => Ok(*d),
+            other => Err(ClientError::unexpected("a recording", &other)),
+        }
+    }
+
+    /// `StartRecording` (idempotent by id).
+    pub async fn start(&self, spec: RecordingSpec) -> Result<Started, ClientError> {
+        match self.request(ConsoleRequest::StartRecording(spec)).await? {
+            ConsoleResponse::Started { recording, created } => Ok(Started { recording, created }),
+            other => Err(ClientError::unexpected("Started", &other)),
+        }
+    }
+
+    /// `StopRecording`; the coordinator's sentence.
+    pub async fn stop(&self, id: RecordingId) -> Result<String, ClientError> {
+        self.action(ConsoleRequest::StopRecording { id }).await
+    }
+
+    /// `Drain`; the coordinator's sentence (progress arrives as events).
+    pub async fn drain(
+        &self,
+        worker: WorkerName,
+        mode: DrainMode,
+        deadline_secs: Option<u32>,
+        force: bool,
+    ) -> Result<String, ClientError> {
+        self.action(ConsoleRequest::Drain {
+            worker,
+            mode,
+            deadline_secs,
+            force,
+        })
+        .await
+    }
+
+    /// `Undrain`; the coordinator's sentence.
+    pub async fn undrain(
+        &self,
+        worker: WorkerName,
+        keep_ineligible: bool,
+    ) -> Result<String, ClientError> {
+        self.action(ConsoleRequest::Undrain {
+            worker,
+            keep_ineligible,
+        })
+        .await
+    }
+
+    /// `Reassign` (`to: None` lets the scheduler pick); the coordinator's sentence.
+    pub async fn reassign(
+        &self,
+        id: RecordingId,
+        to: Option<WorkerName>,
+    ) -> Result<String, ClientError> {
+        self.action(ConsoleRequest::Reassign { id, to }).await
+    }
+
+    /// A request answered `Accepted`; its message.
+    async fn action(&self, req: ConsoleRequest) -> Result<String, ClientError> {
+        match self.request(req).await? {
+            ConsoleResponse::Accepted { message } => Ok(message),
+            other => Err(ClientError::unexpected("Accepted", &other)),
+        }
+    }
+}
+
+/// One request on `conn`, its answer awaited at most `deadline`; an error
+/// answer is [`ClientError::Wire`]. For callers that manage their own
+/// connection; [`Client::request`] is this on the client's connection.
+pub async fn request_on(
+    conn: &Connection,
+    req: ConsoleRequest,
+    deadline: Duration,
+) -> Result<ConsoleResponse, ClientError> {
+    let open = OpenStream::Request(req);
+    let ask = quic::request::<OpenStream, ConsoleResponse>(conn, &open);
+    match tokio::time::timeout(deadline, ask).await {
+        Err(_) => Err(ClientError::NoAnswer {
+            addr: conn.remote_address().to_string(),
+            after: deadline,
+        }),
+        Ok(answer) => match answer? {
+            ConsoleResponse::Error(e) => Err(ClientError::Wire(e)),
+            other => Ok(other),
+        },
+    }
+}

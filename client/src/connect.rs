@@ -1,0 +1,155 @@
+//! Connecting: a client endpoint from TLS material, and a connection to a
+//! coordinator address within a deadline. Failures name the address as it
+//! was given (and what it resolved to, when that differs).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use quinn::{Connection, Endpoint};
+use recfleet_certs::TlsMaterial;
+use recfleet_protocol::quic::{self, TransportError, TransportSettings};
+
+use crate::context::Context;
+use crate::error::{seconds, ClientError};
+
+/// How long a connection attempt may take, unless the caller says.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Loads the context's certificates.
+pub fn load_tls(ctx: &Context) -> Result<TlsMaterial, ClientError> {
+    TlsMaterial::load(&ctx.ca, &ctx.cert, &ctx.key).map_err(|e| ClientError::Certs(e.to_string()))
+}
+
+/// A client endpoint presenting `tls`, with the default transport settings
+/// (keep-alives, a dead peer noticed in about 2 s).
+pub fn endpoint(tls: &TlsMaterial) -> Result<Endpoint, ClientError> {
+    Ok(quic::client_endpoint(tls, TransportSettings::default())?)
+}
+
+/// Resolves `host:port` to its first address.
+pub async fn resolve(coordinator: &str) -> Result<SocketAddr, ClientError> {
+    let bad = |reason: String| ClientError::Address {
+        addr: coordinator.to_string(),
+        reason,
+    };
+    let mut addrs = tokio::net::lookup_host(coordinator)
+        .await
+        .map_err(|e| bad(e.to_string()))?;
+    addrs
+        .next()
+        .ok_or_else(|| bad("no address found".to_string()))
+}
+
+/// A connection and the address it reached.
+#[derive(Debug, Clone)]
+pub struct Connected {
+    /// The connection.
+    pub connection: Connection,
+    /// The address `coordinator` resolved to.
+    pub addr: SocketAddr,
+}
+
+/// Connects to `coordinator` (`host:port`), checking that its certificate
+/// is valid for `server_name`; gives up after `timeout`.
+pub async fn connect(
+    endpoint: &Endpoint,
+    coordinator: &str,
+    server_name: &str,
+    timeout: Duration,
+) -> Result<Connected, ClientError> {
+    let addr = resolve(coordinator).await?;
+    let connection = quic::connect(endpoint, addr, server_name, timeout)
+        .await
+        .map_err(|e| connect_error(coordinator, addr, timeout, e))?;
+    Ok(Connected { connection, addr })
+}
+
+/// A failed connection attempt, worded as one: the transport calls a
+/// handshake that never got an answer "connection lost", but nothing was
+/// ever connected. Refusals and version or TLS problems keep their own
+/// variants (and so the console's exit codes and hints).
+fn connect_error(
+    given: &str,
+    addr: SocketAddr,
+    timeout: Duration,
+    e: TransportError,
+) -> ClientError {
+    use TransportError as T;
+    let named = if given == addr.to_string() {
+        given.to_string()
+    } else {
+        format!("{given} ({addr})")
+    };
+    match e {
+        T::ConnectionLost(reason) => ClientError::Unreachable {
+            addr: named,
+            reason: if reason.starts_with("timed out") {
+                "nothing answered the handshake (timed out)".to_string()
+            } else {
+                reason
+            },
+        },
+        T::TimedOut(_) => ClientError::Unreachable {
+            addr: named,
+            reason: format!("no answer within {}", seconds(timeout)),
+        },
+        other => ClientError::Transport(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handshake_nobody_answered_is_unreachable_and_names_the_address() {
+        let addr: SocketAddr = ([10, 0, 0, 1], 7800).into();
+        let e = connect_error(
+            "coord.example:7800",
+            addr,
+            CONNECT_TIMEOUT,
+            TransportError::TimedOut(addr.to_string()),
+        );
+        assert_eq!(
+            e.to_string(),
+            "cannot connect to the coordinator at coord.example:7800 (10.0.0.1:7800): \
+             no answer within 5 s"
+        );
+        let e = connect_error(
+            "10.0.0.1:7800",
+            addr,
+            CONNECT_TIMEOUT,
+            TransportError::ConnectionLost("timed out: the peer stopped answering".into()),
+        );
+        assert_eq!(
+            e.to_string(),
+            "cannot connect to the coordinator at 10.0.0.1:7800: \
+             nothing answered the handshake (timed out)"
+        );
+    }
+
+    #[test]
+    fn refusals_keep_their_own_kind() {
+        let addr: SocketAddr = ([127, 0, 0, 1], 7800).into();
+        let e = connect_error(
+            "127.0.0.1:7800",
+            addr,
+            CONNECT_TIMEOUT,
+            TransportError::Refused("bad certificate".into()),
+        );
+        assert!(
+            matches!(e, ClientError::Transport(TransportError::Refused(_))),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_address_that_does_not_parse_says_so() {
+        let e = resolve("no-port-here").await.unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("coordinator address \"no-port-here\" does not resolve: "),
+            "{e}"
+        );
+    }
+}
