@@ -282,6 +282,50 @@ pub async fn write_frame<T: Serialize>(
 pub async fn read_frame<T: DeserializeOwned>(
     recv: &mut RecvStream,
 ) -> Result<Option<T>, TransportError> {
+    match read_payload(recv).await? {
+        Some(payload) => Ok(Some(frame::decode_payload(&payload)?)),
+        None => Ok(None),
+    }
+}
+
+/// One frame read by [`read_frame_lenient`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LenientFrame<T> {
+    /// A message.
+    Message(T),
+    /// A whole frame whose payload did not decode: an unknown variant from a
+    /// newer peer, or an invalid value. The stream is still in step (the
+    /// frame was read to its end), so the next frame may be read.
+    Undecodable(FrameError),
+}
+
+impl<T: DeserializeOwned> LenientFrame<T> {
+    /// Decodes a payload (without prefix), keeping a decode failure as a
+    /// value instead of an error.
+    pub fn decode(payload: &[u8]) -> Self {
+        match frame::decode_payload(payload) {
+            Ok(msg) => LenientFrame::Message(msg),
+            Err(e) => LenientFrame::Undecodable(e),
+        }
+    }
+}
+
+/// Like [`read_frame`], but a well-framed payload that does not decode is
+/// returned as [`LenientFrame::Undecodable`] rather than as an error, so the
+/// caller may skip it (the compatibility rule: a peer may send variants this
+/// build does not know). Errors are what breaks the stream itself: a bad or
+/// oversized length prefix, a frame cut short, a reset or lost connection.
+pub async fn read_frame_lenient<T: DeserializeOwned>(
+    recv: &mut RecvStream,
+) -> Result<Option<LenientFrame<T>>, TransportError> {
+    Ok(read_payload(recv)
+        .await?
+        .map(|payload| LenientFrame::decode(&payload)))
+}
+
+/// Reads the next frame's payload (without its prefix); `Ok(None)` when the
+/// stream finished cleanly between frames. Only framing is checked here.
+async fn read_payload(recv: &mut RecvStream) -> Result<Option<Vec<u8>>, TransportError> {
     let mut prefix = [0u8; PREFIX_LEN];
     match recv.read_exact(&mut prefix).await {
         Ok(()) => {}
@@ -308,7 +352,7 @@ pub async fn read_frame<T: DeserializeOwned>(
         }
         Err(quinn::ReadExactError::ReadError(e)) => return Err(read_error(e)),
     }
-    Ok(Some(frame::decode_payload(&payload)?))
+    Ok(Some(payload))
 }
 
 fn read_error(e: quinn::ReadError) -> TransportError {
@@ -339,4 +383,127 @@ pub async fn request<Req: Serialize, Resp: DeserializeOwned>(
     read_frame(&mut recv)
         .await?
         .ok_or(TransportError::StreamClosed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use recfleet_certs::{CertificateAuthority, Identity, Role};
+    use serde::Deserialize;
+
+    /// What an older peer knows.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum Old {
+        A(u32),
+        B,
+    }
+
+    /// What a newer peer sends: `Old` with a variant appended.
+    #[derive(Debug, Serialize, Deserialize)]
+    enum New {
+        A(u32),
+        B,
+        C(String),
+    }
+
+    #[test]
+    fn a_payload_that_does_not_decode_is_a_value_not_an_error() {
+        let known = frame::encode(&New::A(7)).unwrap();
+        assert_eq!(
+            LenientFrame::<Old>::decode(&known[PREFIX_LEN..]),
+            LenientFrame::Message(Old::A(7))
+        );
+        let unknown = frame::encode(&New::C("x".into())).unwrap();
+        match LenientFrame::<Old>::decode(&unknown[PREFIX_LEN..]) {
+            LenientFrame::Undecodable(FrameError::Malformed(why)) => {
+                assert!(why.contains("unknown variant"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut trailing = frame::encode(&New::B).unwrap();
+        trailing.push(0);
+        assert_eq!(
+            LenientFrame::<Old>::decode(&trailing[PREFIX_LEN..]),
+            LenientFrame::Undecodable(FrameError::TrailingBytes(1))
+        );
+    }
+
+    async fn loopback() -> (Connection, Connection, Endpoint, Endpoint) {
+        let ca = CertificateAuthority::generate().unwrap();
+        let material = |role, name| {
+            let issued = ca
+                .issue_for_days(Identity::new(role, name).unwrap(), Vec::new(), 1)
+                .unwrap();
+            ca.tls_material(&issued).unwrap()
+        };
+        let server = server_endpoint(
+            ([127, 0, 0, 1], 0).into(),
+            &material(Role::Coordinator, "c"),
+            TransportSettings::default(),
+        )
+        .unwrap();
+        let client =
+            client_endpoint(&material(Role::Agent, "w"), TransportSettings::default()).unwrap();
+        let addr = server.local_addr().unwrap();
+        let accepting = tokio::spawn({
+            let server = server.clone();
+            async move { accept(server.accept().await.unwrap()).await.unwrap() }
+        });
+        let conn = connect(&client, addr, "localhost", Duration::from_secs(5))
+            .await
+            .unwrap();
+        let peer = accepting.await.unwrap();
+        (conn, peer.connection, server, client)
+    }
+
+    #[tokio::test]
+    async fn lenient_reads_skip_undecodable_frames_and_fail_on_framing() {
+        let (client, server, _s, _c) = loopback().await;
+        let (mut send, _recv) = client.open_bi().await.unwrap();
+        write_frame(&mut send, &New::A(1)).await.unwrap();
+        write_frame(&mut send, &New::C("from the future".into()))
+            .await
+            .unwrap();
+        write_frame(&mut send, &New::B).await.unwrap();
+        // A frame cut short: 5 bytes announced, 2 sent.
+        send.write_all(&[0, 0, 0, 5, 1, 2]).await.unwrap();
+        send.finish().unwrap();
+        let (_send, mut recv) = server.accept_bi().await.unwrap();
+        assert_eq!(
+            read_frame_lenient::<Old>(&mut recv).await.unwrap(),
+            Some(LenientFrame::Message(Old::A(1)))
+        );
+        assert!(matches!(
+            read_frame_lenient::<Old>(&mut recv).await.unwrap(),
+            Some(LenientFrame::Undecodable(FrameError::Malformed(_)))
+        ));
+        assert_eq!(
+            read_frame_lenient::<Old>(&mut recv).await.unwrap(),
+            Some(LenientFrame::Message(Old::B))
+        );
+        assert!(matches!(
+            read_frame_lenient::<Old>(&mut recv).await,
+            Err(TransportError::Frame(FrameError::Truncated { .. }))
+        ));
+
+        // An oversized length is refused before its payload is read.
+        let (mut send, _recv) = client.open_bi().await.unwrap();
+        send.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        let (_send, mut recv) = server.accept_bi().await.unwrap();
+        assert!(matches!(
+            read_frame_lenient::<Old>(&mut recv).await,
+            Err(TransportError::Frame(FrameError::Oversized { .. }))
+        ));
+
+        // A clean finish between frames is the end, not an error.
+        let (mut send, _recv) = client.open_bi().await.unwrap();
+        write_frame(&mut send, &New::B).await.unwrap();
+        send.finish().unwrap();
+        let (_send, mut recv) = server.accept_bi().await.unwrap();
+        assert_eq!(
+            read_frame_lenient::<Old>(&mut recv).await.unwrap(),
+            Some(LenientFrame::Message(Old::B))
+        );
+        assert_eq!(read_frame_lenient::<Old>(&mut recv).await.unwrap(), None);
+    }
 }
