@@ -151,14 +151,14 @@ impl CoordinatorArgs {
 /// store is open and the endpoint listens.
 #[derive(Debug)]
 struct CoordinatorProbe {
-    state: std::sync::Mutex<Result<mpsc::UnboundedSender<fleet::Cmd>, String>>,
+    state: std::sync::Mutex<Result<cmd::FleetTx, String>>,
 }
 
 impl CoordinatorProbe {
-    fn set(&self, s: Result<mpsc::UnboundedSender<fleet::Cmd>, String>) {
+    fn set(&self, s: Result<cmd::FleetTx, String>) {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = s;
     }
-    fn fleet(&self) -> Result<mpsc::UnboundedSender<fleet::Cmd>, String> {
+    fn fleet(&self) -> Result<cmd::FleetTx, String> {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
@@ -170,12 +170,14 @@ impl crate::health::Probe for CoordinatorProbe {
         Box::pin(async move {
             let tx = self.fleet()?;
             let (reply, rx) = tokio::sync::oneshot::channel();
-            tx.send(fleet::Cmd::StoreOk { reply })
+            tokio::time::timeout(cmd::REQUEST_DEADLINE, tx.send(cmd::Cmd::Ready { reply }))
+                .await
+                .map_err(|_| "the coordinator is busy".to_string())?
                 .map_err(|_| "shutting down".to_string())?;
-            match rx.await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err("the store does not answer".into()),
-                Err(_) => Err("shutting down".into()),
+            match tokio::time::timeout(cmd::REQUEST_DEADLINE, rx).await {
+                Ok(Ok(ready)) => ready,
+                Ok(Err(_)) => Err("shutting down".into()),
+                Err(_) => Err("the coordinator is busy".into()),
             }
         })
     }
@@ -185,8 +187,14 @@ impl crate::health::Probe for CoordinatorProbe {
         Box::pin(async move {
             let tx = self.fleet().ok()?;
             let (reply, rx) = tokio::sync::oneshot::channel();
-            tx.send(fleet::Cmd::Metrics { reply }).ok()?;
-            rx.await.ok()
+            tokio::time::timeout(cmd::REQUEST_DEADLINE, tx.send(cmd::Cmd::Metrics { reply }))
+                .await
+                .ok()?
+                .ok()?;
+            tokio::time::timeout(cmd::REQUEST_DEADLINE, rx)
+                .await
+                .ok()?
+                .ok()
         })
     }
 }
@@ -243,7 +251,7 @@ pub struct Running {
     /// The bound address.
     pub addr: SocketAddr,
     /// Send commands to the fleet (readiness probes).
-    pub fleet: mpsc::UnboundedSender<fleet::Cmd>,
+    pub fleet: cmd::FleetTx,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -289,9 +297,17 @@ pub async fn start(
     let addr = endpoint
         .local_addr()
         .map_err(|e| Failure::other(e.into()))?;
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(cmd::FLEET_QUEUE);
     let actor = tokio::spawn(fleet.run(rx));
-    let server = tokio::spawn(server::serve(endpoint, tx.clone(), telemetry_ms, shutdown));
+    let silence = Duration::from_millis(settings.idle_timeout_ms + 1000);
+    let server = tokio::spawn(server::serve(
+        endpoint,
+        tx.clone(),
+        telemetry_ms,
+        silence,
+        server::ServerLimits::default(),
+        shutdown,
+    ));
     Ok(Running {
         addr,
         fleet: tx,

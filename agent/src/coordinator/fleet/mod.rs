@@ -12,80 +12,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use recfleet_certs::Identity;
 use recfleet_protocol::manifest::ManifestSegment;
 use recfleet_protocol::spec::UrlPolicy;
 use recfleet_protocol::{
-    now_ms, ConsoleRequest, ConsoleResponse, CoordinatorMessage, Event, EventKind, RecordingId,
-    RecordingInfo, SubscriptionFrame, WireError, WorkerHello, WorkerInfo, WorkerMessage,
-    WorkerName,
+    now_ms, ConsoleResponse, CoordinatorMessage, Event, EventKind, RecordingId, RecordingInfo,
+    SubscriptionFrame, WorkerInfo, WorkerName,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::metrics::{label, CoordinatorMetrics};
 use super::store::{RecordingRow, Store, StoreError};
 
-/// What a connection asks of the fleet.
-#[derive(Debug)]
-pub enum Cmd {
-    /// A worker's hello on a new control stream.
-    Hello {
-        /// Session id (one per control stream).
-        session: u64,
-        /// Its address.
-        address: String,
-        /// What it said.
-        hello: WorkerHello,
-        /// Where to send it commands.
-        tx: mpsc::UnboundedSender<CoordinatorMessage>,
-        /// Accepted, or why not.
-        reply: oneshot::Sender<Result<(), WireError>>,
-    },
-    /// A frame from a worker.
-    FromWorker {
-        /// Session id.
-        session: u64,
-        /// The worker.
-        name: WorkerName,
-        /// The frame.
-        msg: WorkerMessage,
-        /// Current QUIC round-trip time.
-        rtt_us: u32,
-    },
-    /// A worker's control stream ended.
-    WorkerClosed {
-        /// Session id.
-        session: u64,
-        /// The worker.
-        name: WorkerName,
-        /// Why, for the log.
-        why: String,
-    },
-    /// A console request (authorized already).
-    Request {
-        /// Who asks.
-        identity: Identity,
-        /// The request.
-        req: ConsoleRequest,
-        /// The answer.
-        reply: oneshot::Sender<ConsoleResponse>,
-    },
-    /// A new event subscriber.
-    Subscribe {
-        /// The snapshot and the live events after it.
-        reply: oneshot::Sender<(SubscriptionFrame, broadcast::Receiver<Event>)>,
-    },
-    /// A Prometheus scrape.
-    Metrics {
-        /// The text exposition.
-        reply: oneshot::Sender<String>,
-    },
-    /// Readiness probe: whether the store answers.
-    StoreOk {
-        /// The answer.
-        reply: oneshot::Sender<bool>,
-    },
-}
+pub use super::cmd::Cmd;
+use super::cmd::{Subscription, WorkerTx};
 
 /// Settings of the fleet logic.
 #[derive(Debug, Clone)]
@@ -123,7 +62,7 @@ impl Default for FleetSettings {
 #[derive(Debug)]
 struct Session {
     id: u64,
-    tx: mpsc::UnboundedSender<CoordinatorMessage>,
+    tx: WorkerTx,
 }
 
 #[derive(Debug)]
@@ -236,7 +175,7 @@ impl Fleet {
     }
 
     /// Runs the actor until every sender of `rx` is gone.
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -278,10 +217,17 @@ impl Fleet {
             } => self.request(&identity, req, reply),
             Cmd::Subscribe { reply } => {
                 let rx = self.events.subscribe();
-                let _ = reply.send((self.snapshot(), rx));
+                let _ = reply.send(Subscription {
+                    frames: vec![self.snapshot()],
+                    events: rx,
+                });
             }
-            Cmd::StoreOk { reply } => {
-                let _ = reply.send(self.store.ping());
+            Cmd::Ready { reply } => {
+                let _ = reply.send(if self.store.ping() {
+                    Ok(())
+                } else {
+                    Err("the store does not answer".into())
+                });
             }
             Cmd::Metrics { reply } => {
                 let _ = reply.send(self.scrape());
@@ -430,7 +376,7 @@ impl Fleet {
 
     fn send_to(&self, worker: &WorkerName, msg: CoordinatorMessage) -> bool {
         match self.workers.get(worker).and_then(|w| w.session.as_ref()) {
-            Some(s) => s.tx.send(msg).is_ok(),
+            Some(s) => s.tx.try_send(msg).is_ok(),
             None => false,
         }
     }

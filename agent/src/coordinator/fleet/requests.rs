@@ -68,6 +68,33 @@ impl Fleet {
                     .map(|r| self.recording_info(r))
                     .collect(),
             ),
+            ConsoleRequest::ListRecordingsPage {
+                states,
+                limit,
+                after,
+            } => {
+                // Interim, from memory by id (the fleet rewrite replaces it).
+                let limit = match limit {
+                    0 => recfleet_protocol::LIST_DEFAULT,
+                    n => n.min(recfleet_protocol::LIST_MAX),
+                } as usize;
+                let mut recordings: Vec<_> = self
+                    .recordings
+                    .iter()
+                    .filter(|(id, _)| after.as_deref().is_none_or(|a| id.as_str() > a))
+                    .filter(|(_, r)| states.is_empty() || states.contains(&r.row.state))
+                    .take(limit + 1)
+                    .map(|(_, r)| self.recording_info(r))
+                    .collect();
+                let next = (recordings.len() > limit).then(|| {
+                    recordings.truncate(limit);
+                    recordings.last().map(|r| r.id.to_string())
+                });
+                ConsoleResponse::RecordingsPage {
+                    recordings,
+                    next: next.flatten(),
+                }
+            }
             ConsoleRequest::ShowRecording { id } => {
                 match (self.recordings.get(&id), self.manifest(&id)) {
                     (Some(r), Some(manifest)) => {

@@ -5,7 +5,6 @@ use recfleet_protocol::{
     now_ms, ConsoleResponse, CoordinatorMessage, DrainMode, ErrorCode, EventKind, RecordingState,
     WireError, WorkerHello, WorkerInfo, WorkerMessage, WorkerName, WorkerState,
 };
-use tokio::sync::mpsc;
 
 use super::moves::Holder;
 use super::{Fleet, Session, WorkerEntry};
@@ -21,7 +20,7 @@ impl Fleet {
         session: u64,
         address: String,
         hello: WorkerHello,
-        tx: mpsc::UnboundedSender<CoordinatorMessage>,
+        tx: crate::coordinator::cmd::WorkerTx,
     ) -> Result<(), WireError> {
         if hello.capacity == 0 {
             return Err(WireError::new(
