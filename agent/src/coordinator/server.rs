@@ -24,7 +24,7 @@ use recfleet_protocol::{
     WireError, WorkerHello, WorkerMessage,
 };
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -61,6 +61,15 @@ pub struct ServerLimits {
     /// turns the limit off. A reply larger than a whole budget is charged
     /// the whole budget, so it goes when nothing else is held.
     pub connection_reply_budget: usize,
+    /// Requests (and subscription starts) of one connection that are at
+    /// the driver or whose answer is being encoded, at most; more wait
+    /// their turn, within the request deadline, then get `unavailable` "the
+    /// coordinator is busy; retry". One console's burst thus cannot fill
+    /// the driver's queue ahead of everyone else, and answers in hand before
+    /// they are charged to the budgets stay few. Default 8; at least 1.
+    pub connection_requests: usize,
+    /// The same for all connections together. Default 64; at least 1.
+    pub requests: usize,
     /// How long writing one reply (or a refusal, or a frame to a worker) may
     /// take; then the stream is reset with `UNRESPONSIVE` (6), or the worker
     /// session ends. Default 10 s.
@@ -77,6 +86,8 @@ impl Default for ServerLimits {
         ServerLimits {
             reply_budget: 64 << 20,
             connection_reply_budget: 8 << 20,
+            connection_requests: 8,
+            requests: 64,
             reply_write_timeout: Duration::from_secs(10),
             event_write_timeout: Duration::from_secs(5),
         }
@@ -91,6 +102,8 @@ struct Shared {
     silence: Duration,
     limits: ServerLimits,
     budget: GlobalBudget,
+    /// Turns at the driver, all connections together.
+    turns: Arc<Semaphore>,
 }
 
 /// Accepts connections until `shutdown` fires. `silence`: a worker that
@@ -111,6 +124,7 @@ pub async fn serve(
         silence,
         limits,
         budget: GlobalBudget::new(limits.reply_budget),
+        turns: Arc::new(Semaphore::new(limits.requests.max(1))),
     });
     loop {
         let incoming = tokio::select! {
@@ -148,6 +162,10 @@ async fn connection(
     let budget = shared
         .budget
         .connection(shared.limits.connection_reply_budget);
+    let turns = Turns {
+        own: Arc::new(Semaphore::new(shared.limits.connection_requests.max(1))),
+        all: shared.turns.clone(),
+    };
     loop {
         let (send, recv) = tokio::select! {
             s = conn.accept_bi() => match s {
@@ -156,23 +174,47 @@ async fn connection(
             },
             _ = shutdown.cancelled() => break,
         };
-        let (conn, identity, shared, budget) = (
-            conn.clone(),
-            identity.clone(),
-            shared.clone(),
-            budget.clone(),
-        );
+        let (conn, identity, shared) = (conn.clone(), identity.clone(), shared.clone());
+        let per_conn = PerConnection {
+            budget: budget.clone(),
+            turns: turns.clone(),
+        };
         tokio::spawn(async move {
-            stream(conn, identity, &shared, budget, send, recv).await;
+            stream(conn, identity, &shared, per_conn, send, recv).await;
         });
     }
+}
+
+/// What the streams of one connection share.
+#[derive(Debug)]
+struct PerConnection {
+    /// Its reply bytes.
+    budget: ConnectionBudget,
+    /// Its turns at the driver.
+    turns: Turns,
+}
+
+/// Where a connection's turns at the driver come from.
+#[derive(Debug, Clone)]
+struct Turns {
+    /// [`ServerLimits::connection_requests`].
+    own: Arc<Semaphore>,
+    /// [`ServerLimits::requests`], shared.
+    all: Arc<Semaphore>,
+}
+
+/// A turn at the driver, given back on drop.
+#[derive(Debug)]
+struct Turn {
+    _own: OwnedSemaphorePermit,
+    _all: OwnedSemaphorePermit,
 }
 
 async fn stream(
     conn: Connection,
     identity: Arc<Identity>,
     shared: &Shared,
-    budget: ConnectionBudget,
+    PerConnection { budget, turns }: PerConnection,
     mut send: SendStream,
     mut recv: RecvStream,
 ) {
@@ -211,21 +253,27 @@ async fn stream(
             worker_session(shared, conn, hello, send, recv).await;
         }
         OpenStream::Request(req) => {
-            let response = match authorize_request(&identity, &req) {
-                Err(e) => ConsoleResponse::Error(e),
-                Ok(()) => {
-                    let identity = (*identity).clone();
-                    ask(&shared.fleet, REQUEST_DEADLINE, |reply| Cmd::Request {
-                        identity,
-                        req,
-                        reply,
-                    })
-                    .await
-                    .unwrap_or_else(ConsoleResponse::Error)
-                }
+            let until = Instant::now() + REQUEST_DEADLINE;
+            let refuse = |e| (encode_small(&ConsoleResponse::Error(e)), None);
+            let (bytes, held) = match authorize_request(&identity, &req) {
+                Err(e) => refuse(e),
+                Ok(()) => match take_turn(&turns, until).await {
+                    Err(e) => refuse(e),
+                    Ok(turn) => {
+                        let identity = (*identity).clone();
+                        let response = ask(&shared.fleet, until, |reply| Cmd::Request {
+                            identity,
+                            req,
+                            reply,
+                        })
+                        .await
+                        .unwrap_or_else(ConsoleResponse::Error);
+                        let admitted = admit_reply(response, budget).await;
+                        drop(turn);
+                        admitted
+                    }
+                },
             };
-            let (bytes, held) = admit(&response, &budget, ConsoleResponse::Error);
-            drop(response);
             if write_bytes(&mut send, &bytes, reply_timeout).await.is_ok() {
                 let _ = send.finish();
             }
@@ -242,19 +290,38 @@ async fn stream(
                 }
                 return;
             }
-            subscription(shared, &budget, send).await;
+            subscription(shared, &budget, &turns, send).await;
         }
     }
 }
 
+/// Waits until `until` for a turn at the driver: one of the connection's,
+/// then one of all connections' (both queues are first come, first
+/// served). A turn is held from asking until the answer is encoded and
+/// charged to the budgets, so few answers are ever in hand uncharged.
+async fn take_turn(turns: &Turns, until: Instant) -> Result<Turn, WireError> {
+    async fn one(sem: &Arc<Semaphore>, until: Instant) -> Result<OwnedSemaphorePermit, WireError> {
+        match tokio::time::timeout_at(until, sem.clone().acquire_owned()).await {
+            Err(_) => Err(busy()),
+            Ok(Err(_)) => Err(shutting_down()),
+            Ok(Ok(permit)) => Ok(permit),
+        }
+    }
+    let own = one(&turns.own, until).await?;
+    let all = one(&turns.all, until).await?;
+    Ok(Turn {
+        _own: own,
+        _all: all,
+    })
+}
+
 /// Asks the driver: waits for room in its queue, then for its answer, both
-/// within `deadline` in all. The error is the answer for the client.
+/// before `until`. The error is the answer for the client.
 async fn ask<T>(
     fleet: &FleetTx,
-    deadline: Duration,
+    until: Instant,
     cmd: impl FnOnce(oneshot::Sender<T>) -> Cmd,
 ) -> Result<T, WireError> {
-    let until = Instant::now() + deadline;
     let (reply, answer) = oneshot::channel();
     match tokio::time::timeout_at(until, fleet.send(cmd(reply))).await {
         Err(_) => return Err(busy()),
@@ -310,6 +377,36 @@ fn too_large(e: &FrameError) -> WireError {
         ErrorCode::Internal,
         format!("the answer cannot be sent ({e}); ask for less, e.g. one page at a time"),
     )
+}
+
+/// Answers that may be megabytes (lists, pages, a recording's manifest).
+fn may_be_large(response: &ConsoleResponse) -> bool {
+    matches!(
+        response,
+        ConsoleResponse::Workers(_)
+            | ConsoleResponse::Recordings(_)
+            | ConsoleResponse::RecordingsPage { .. }
+            | ConsoleResponse::Recording(_)
+    )
+}
+
+/// [`admit`] for a console answer. Encoding (and freeing) a large answer
+/// takes milliseconds of CPU: that runs on the blocking pool, so that the
+/// runtime's threads stay free for QUIC and the other streams.
+async fn admit_reply(
+    response: ConsoleResponse,
+    budget: ConnectionBudget,
+) -> (Vec<u8>, Option<Reserved>) {
+    if !may_be_large(&response) {
+        return admit(&response, &budget, ConsoleResponse::Error);
+    }
+    tokio::task::spawn_blocking(move || admit(&response, &budget, ConsoleResponse::Error))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "encoding a reply failed");
+            let e = WireError::new(ErrorCode::Internal, "the answer could not be encoded");
+            (encode_small(&ConsoleResponse::Error(e)), None)
+        })
 }
 
 /// Encodes a frame known to be small (an error, a refusal, an event).
@@ -617,29 +714,41 @@ async fn worker_session(
 /// and gets a fresh snapshot. A subscriber that cannot take a frame within
 /// the event write timeout is cut off (its stream reset with
 /// `UNRESPONSIVE`): it reconnects and resyncs.
-async fn subscription(shared: &Shared, budget: &ConnectionBudget, mut send: SendStream) {
+async fn subscription(
+    shared: &Shared,
+    budget: &ConnectionBudget,
+    turns: &Turns,
+    mut send: SendStream,
+) {
     let timeout = shared.limits.event_write_timeout;
     // Resolves when the console stops the stream or the connection ends, so
     // a quiet fleet does not keep a gone subscriber's task.
     let gone = send.stopped();
     tokio::pin!(gone);
     loop {
-        let sub = match ask(&shared.fleet, REQUEST_DEADLINE, |reply| Cmd::Subscribe {
-            reply,
-        })
-        .await
-        {
-            Ok(sub) => sub,
-            Err(e) => {
-                let refused = SubscriptionFrame::Refused(e);
-                if write_small(&mut send, &refused, timeout).await.is_ok() {
-                    let _ = send.finish();
+        let until = Instant::now() + REQUEST_DEADLINE;
+        let started = match take_turn(turns, until).await {
+            Err(e) => Err(e),
+            Ok(turn) => match ask(&shared.fleet, until, |reply| Cmd::Subscribe { reply }).await {
+                Err(e) => Err(e),
+                Ok(Subscription { frames, events }) => {
+                    let budget = budget.clone();
+                    let admitted =
+                        tokio::task::spawn_blocking(move || admit_snapshot(frames, &budget))
+                            .await
+                            .unwrap_or_else(|e| {
+                                tracing::error!(error = %e, "encoding a snapshot failed");
+                                Err(WireError::new(
+                                    ErrorCode::Internal,
+                                    "the snapshot could not be encoded",
+                                ))
+                            });
+                    drop(turn);
+                    admitted.map(|(parts, held)| (parts, held, events))
                 }
-                return;
-            }
+            },
         };
-        let Subscription { frames, mut events } = sub;
-        let (parts, held) = match admit_snapshot(frames, budget) {
+        let (parts, held, mut events) = match started {
             Ok(admitted) => admitted,
             Err(refusal) => {
                 if write_small(&mut send, &SubscriptionFrame::Refused(refusal), timeout)
@@ -844,19 +953,18 @@ mod tests {
             req: ping(),
             reply,
         };
-        let deadline = Duration::from_millis(50);
         // The queue is full and nobody takes from it.
         let (fleet, mut driver) = mpsc::channel(1);
         let (filler, _) = oneshot::channel();
         fleet.try_send(request(filler)).unwrap();
-        let e = ask(&fleet, deadline, request).await.unwrap_err();
+        let e = ask(&fleet, soon(), request).await.unwrap_err();
         assert_eq!(
             (e.code, e.message.as_str()),
             (ErrorCode::Unavailable, "the coordinator is busy; retry")
         );
         // Queued but never answered: busy too.
         let _ = driver.recv().await;
-        let e = ask(&fleet, deadline, request).await.unwrap_err();
+        let e = ask(&fleet, soon(), request).await.unwrap_err();
         assert_eq!(e.message, "the coordinator is busy; retry");
         // Answered.
         let answering = tokio::spawn(async move {
@@ -869,12 +977,61 @@ mod tests {
             }
             driver
         });
-        let r = ask(&fleet, Duration::from_secs(5), request).await.unwrap();
+        let r = ask(&fleet, Instant::now() + Duration::from_secs(5), request)
+            .await
+            .unwrap();
         assert_eq!(r, ConsoleResponse::Pong { payload: vec![] });
         // The driver is gone.
         drop(answering.await.unwrap());
-        let e = ask(&fleet, deadline, request).await.unwrap_err();
+        let e = ask(&fleet, soon(), request).await.unwrap_err();
         assert_eq!(e.message, "the coordinator is shutting down");
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_millis(50)
+    }
+
+    #[tokio::test]
+    async fn a_connection_waits_for_its_turn_within_the_deadline() {
+        let all = Arc::new(Semaphore::new(3));
+        let conn = |n| Turns {
+            own: Arc::new(Semaphore::new(n)),
+            all: all.clone(),
+        };
+        let (c1, c2) = (conn(2), conn(2));
+        let (a, b) = (
+            take_turn(&c1, soon()).await.unwrap(),
+            take_turn(&c1, soon()).await.unwrap(),
+        );
+        // The connection has used its turns; another still has one...
+        let e = take_turn(&c1, soon()).await.unwrap_err();
+        assert_eq!(e.message, "the coordinator is busy; retry");
+        let c = take_turn(&c2, soon()).await.unwrap();
+        // ...and then all turns are taken.
+        let e = take_turn(&c2, soon()).await.unwrap_err();
+        assert_eq!(e.message, "the coordinator is busy; retry");
+        assert_eq!(
+            c2.own.available_permits(),
+            1,
+            "a refused turn holds nothing"
+        );
+        drop(a);
+        let d = take_turn(&c1, soon()).await.unwrap();
+        drop((b, c, d));
+        assert_eq!(all.available_permits(), 3, "turns are given back");
+        all.close();
+        let e = take_turn(&c1, soon()).await.unwrap_err();
+        assert_eq!(e.message, "the coordinator is shutting down");
+    }
+
+    #[test]
+    fn only_lists_and_details_are_encoded_off_the_runtime() {
+        assert!(may_be_large(&ConsoleResponse::Workers(vec![])));
+        assert!(may_be_large(&ConsoleResponse::RecordingsPage {
+            recordings: vec![],
+            next: None
+        }));
+        assert!(!may_be_large(&pong(10)));
     }
 
     #[tokio::test]
