@@ -298,7 +298,17 @@ pub async fn start(
         .local_addr()
         .map_err(|e| Failure::other(e.into()))?;
     let (tx, rx) = mpsc::channel(cmd::FLEET_QUEUE);
-    let actor = tokio::spawn(fleet.run(rx));
+    // The driver on a thread of its own (as the fleet rewrite will have it):
+    // its work never holds up the QUIC side's runtime.
+    let actor = tokio::task::spawn_blocking(move || {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => rt.block_on(fleet.run(rx)),
+            Err(e) => tracing::error!(error = %e, "cannot start the fleet driver"),
+        }
+    });
     let silence = Duration::from_millis(settings.idle_timeout_ms + 1000);
     let server = tokio::spawn(server::serve(
         endpoint,
