@@ -33,6 +33,8 @@ pub(super) async fn watch(s: &Session) -> Result<(), ConsoleError> {
                     }))?;
                 }
             }
+            // Interim: the rest of the snapshot is not shown.
+            SubscriptionFrame::SnapshotMore { .. } => {}
             SubscriptionFrame::Event(e) => match s.output {
                 Output::Table => s.text(&describe::event_line(&e))?,
                 Output::Json => s.json(&serde_json::json!({
