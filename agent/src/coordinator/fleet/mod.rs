@@ -238,7 +238,6 @@ impl Fleet {
     /// Periodic work: silent workers, workers that did not come back after a
     /// restart, and placing what waits.
     fn tick(&mut self) {
-        self.declare_silent_workers_lost();
         self.interrupt_vanished();
         self.tick_moves();
         if self.started.elapsed() >= self.settings.reconnect_grace {

@@ -528,20 +528,4 @@ impl Fleet {
             self.interrupt(&id, SegmentEndReason::WorkerShutdown, None);
         }
     }
-
-    /// Workers connected but silent past the limit are lost (a stuck worker
-    /// whose QUIC stack still answers keep-alives).
-    pub(super) fn declare_silent_workers_lost(&mut self) {
-        let limit = self.settings.worker_silence.as_millis() as u64;
-        let now = now_ms();
-        let silent: Vec<WorkerName> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| w.session.is_some() && now.saturating_sub(w.info.last_seen) > limit)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in silent {
-            self.lose_worker(&name, "silent past the limit");
-        }
-    }
 }
