@@ -145,6 +145,10 @@ pub mod close {
     pub const SUPERSEDED: u32 = 4;
     /// The side is shutting down.
     pub const SHUTDOWN: u32 = 5;
+    /// The peer did not keep up: a subscriber that could not take a frame in
+    /// time (its stream is reset with this code; reconnect and resync), or a
+    /// worker silent past the limit (its connection is closed with it).
+    pub const UNRESPONSIVE: u32 = 6;
 }
 
 #[cfg(test)]

@@ -282,10 +282,45 @@ pub async fn write_frame<T: Serialize>(
 pub async fn read_frame<T: DeserializeOwned>(
     recv: &mut RecvStream,
 ) -> Result<Option<T>, TransportError> {
-    match read_frame_bytes(recv).await? {
+    match read_payload(recv).await? {
         Some(payload) => Ok(Some(frame::decode_payload(&payload)?)),
         None => Ok(None),
     }
+}
+
+/// One frame read by [`read_frame_lenient`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LenientFrame<T> {
+    /// A message.
+    Message(T),
+    /// A whole frame whose payload did not decode: an unknown variant from a
+    /// newer peer, or an invalid value. The stream is still in step (the
+    /// frame was read to its end), so the next frame may be read.
+    Undecodable(FrameError),
+}
+
+impl<T: DeserializeOwned> LenientFrame<T> {
+    /// Decodes a payload (without prefix), keeping a decode failure as a
+    /// value instead of an error.
+    pub fn decode(payload: &[u8]) -> Self {
+        match frame::decode_payload(payload) {
+            Ok(msg) => LenientFrame::Message(msg),
+            Err(e) => LenientFrame::Undecodable(e),
+        }
+    }
+}
+
+/// Like [`read_frame`], but a well-framed payload that does not decode is
+/// returned as [`LenientFrame::Undecodable`] rather than as an error, so the
+/// caller may skip it (the compatibility rule: a peer may send variants this
+/// build does not know). Errors are what breaks the stream itself: a bad or
+/// oversized length prefix, a frame cut short, a reset or lost connection.
+pub async fn read_frame_lenient<T: DeserializeOwned>(
+    recv: &mut RecvStream,
+) -> Result<Option<LenientFrame<T>>, TransportError> {
+    Ok(read_payload(recv)
+        .await?
+        .map(|payload| LenientFrame::decode(&payload)))
 }
 
 /// Reads one frame's payload (without its prefix) and leaves decoding to
@@ -293,9 +328,14 @@ pub async fn read_frame<T: DeserializeOwned>(
 /// frames. Every error is a framing or transport error (an oversized or
 /// truncated frame, a reset, a lost connection): after one, the stream is
 /// unusable. A payload that then fails [`frame::decode_payload`] was still
-/// framed correctly, so the next frame can be read: a peer may skip a
-/// message of a newer version it does not know instead of giving up.
+/// framed correctly, so the next frame can be read.
 pub async fn read_frame_bytes(recv: &mut RecvStream) -> Result<Option<Vec<u8>>, TransportError> {
+    read_payload(recv).await
+}
+
+/// Reads the next frame's payload (without its prefix); `Ok(None)` when the
+/// stream finished cleanly between frames. Only framing is checked here.
+async fn read_payload(recv: &mut RecvStream) -> Result<Option<Vec<u8>>, TransportError> {
     let mut prefix = [0u8; PREFIX_LEN];
     match recv.read_exact(&mut prefix).await {
         Ok(()) => {}
@@ -358,137 +398,122 @@ pub async fn request<Req: Serialize, Resp: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::MAX_FRAME_LEN;
-    use crate::messages::CoordinatorMessage;
     use recfleet_certs::{CertificateAuthority, Identity, Role};
+    use serde::Deserialize;
 
-    /// A client stream to a loopback server: what the client writes, the
-    /// server reads.
-    async fn stream_pair() -> (Endpoint, Endpoint, Connection, SendStream, RecvStream) {
+    /// What an older peer knows.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum Old {
+        A(u32),
+        B,
+    }
+
+    /// What a newer peer sends: `Old` with a variant appended.
+    #[derive(Debug, Serialize, Deserialize)]
+    enum New {
+        A(u32),
+        B,
+        C(String),
+    }
+
+    #[test]
+    fn a_payload_that_does_not_decode_is_a_value_not_an_error() {
+        let known = frame::encode(&New::A(7)).unwrap();
+        assert_eq!(
+            LenientFrame::<Old>::decode(&known[PREFIX_LEN..]),
+            LenientFrame::Message(Old::A(7))
+        );
+        let unknown = frame::encode(&New::C("x".into())).unwrap();
+        match LenientFrame::<Old>::decode(&unknown[PREFIX_LEN..]) {
+            LenientFrame::Undecodable(FrameError::Malformed(why)) => {
+                assert!(why.contains("unknown variant"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut trailing = frame::encode(&New::B).unwrap();
+        trailing.push(0);
+        assert_eq!(
+            LenientFrame::<Old>::decode(&trailing[PREFIX_LEN..]),
+            LenientFrame::Undecodable(FrameError::TrailingBytes(1))
+        );
+    }
+
+    async fn loopback() -> (Connection, Connection, Endpoint, Endpoint) {
         let ca = CertificateAuthority::generate().unwrap();
-        let material = |role, name: &str| {
+        let material = |role, name| {
             let issued = ca
                 .issue_for_days(Identity::new(role, name).unwrap(), Vec::new(), 1)
                 .unwrap();
             ca.tls_material(&issued).unwrap()
         };
-        let settings = TransportSettings {
-            keep_alive: Duration::from_millis(500),
-            idle_timeout: Duration::from_secs(10),
-        };
         let server = server_endpoint(
             ([127, 0, 0, 1], 0).into(),
-            &material(Role::Coordinator, "coordinator"),
-            settings,
+            &material(Role::Coordinator, "c"),
+            TransportSettings::default(),
         )
         .unwrap();
-        let client = client_endpoint(&material(Role::Agent, "w1"), settings).unwrap();
+        let client =
+            client_endpoint(&material(Role::Agent, "w"), TransportSettings::default()).unwrap();
         let addr = server.local_addr().unwrap();
-        let accepting = {
+        let accepting = tokio::spawn({
             let server = server.clone();
-            tokio::spawn(async move { accept(server.accept().await.unwrap()).await.unwrap() })
-        };
+            async move { accept(server.accept().await.unwrap()).await.unwrap() }
+        });
         let conn = connect(&client, addr, "localhost", Duration::from_secs(5))
             .await
             .unwrap();
         let peer = accepting.await.unwrap();
-        let (send, _client_recv) = conn.open_bi().await.unwrap();
-        // A stream is announced to the peer by its first bytes.
-        let (send, recv) = {
-            let mut send = send;
-            write_frame(
-                &mut send,
-                &CoordinatorMessage::DrainState { draining: true },
-            )
+        (conn, peer.connection, server, client)
+    }
+
+    #[tokio::test]
+    async fn lenient_reads_skip_undecodable_frames_and_fail_on_framing() {
+        let (client, server, _s, _c) = loopback().await;
+        let (mut send, _recv) = client.open_bi().await.unwrap();
+        write_frame(&mut send, &New::A(1)).await.unwrap();
+        write_frame(&mut send, &New::C("from the future".into()))
             .await
             .unwrap();
-            let (_server_send, mut recv) = peer.connection.accept_bi().await.unwrap();
-            let first: Option<CoordinatorMessage> = read_frame(&mut recv).await.unwrap();
-            assert_eq!(
-                first,
-                Some(CoordinatorMessage::DrainState { draining: true })
-            );
-            (send, recv)
-        };
-        (server, client, peer.connection, send, recv)
-    }
-
-    /// A well-framed payload that is no message this version knows: the
-    /// varint of a variant index far past the end of the enum.
-    fn unknown_variant() -> Vec<u8> {
-        let payload = [0x63u8, 1, 2, 3];
-        let mut bytes = (payload.len() as u32).to_be_bytes().to_vec();
-        bytes.extend_from_slice(&payload);
-        bytes
-    }
-
-    #[tokio::test]
-    async fn an_undecodable_frame_can_be_skipped_and_the_next_one_read() {
-        let (_server, _client, _conn, mut send, mut recv) = stream_pair().await;
-        let ping = CoordinatorMessage::Ping {
-            id: 7,
-            payload: vec![1, 2],
-        };
-        send.write_all(&unknown_variant()).await.unwrap();
-        write_frame(&mut send, &ping).await.unwrap();
+        write_frame(&mut send, &New::B).await.unwrap();
+        // A frame cut short: 5 bytes announced, 2 sent.
+        send.write_all(&[0, 0, 0, 5, 1, 2]).await.unwrap();
         send.finish().unwrap();
-
-        // The unknown message is framed: its bytes come back, and only
-        // decoding them fails, as a decode error.
-        let raw = read_frame_bytes(&mut recv).await.unwrap().unwrap();
-        assert_eq!(raw, [0x63, 1, 2, 3]);
-        let err = frame::decode_payload::<CoordinatorMessage>(&raw).unwrap_err();
-        assert!(matches!(err, FrameError::Malformed(_)), "{err:?}");
-        // The stream goes on: the next frame is read and decoded.
-        let raw = read_frame_bytes(&mut recv).await.unwrap().unwrap();
+        let (_send, mut recv) = server.accept_bi().await.unwrap();
         assert_eq!(
-            frame::decode_payload::<CoordinatorMessage>(&raw).unwrap(),
-            ping
+            read_frame_lenient::<Old>(&mut recv).await.unwrap(),
+            Some(LenientFrame::Message(Old::A(1)))
         );
-        // A clean finish between frames.
-        assert!(read_frame_bytes(&mut recv).await.unwrap().is_none());
-    }
+        assert!(matches!(
+            read_frame_lenient::<Old>(&mut recv).await.unwrap(),
+            Some(LenientFrame::Undecodable(FrameError::Malformed(_)))
+        ));
+        assert_eq!(
+            read_frame_lenient::<Old>(&mut recv).await.unwrap(),
+            Some(LenientFrame::Message(Old::B))
+        );
+        assert!(matches!(
+            read_frame_lenient::<Old>(&mut recv).await,
+            Err(TransportError::Frame(FrameError::Truncated { .. }))
+        ));
 
-    #[tokio::test]
-    async fn read_frame_reports_an_undecodable_frame_as_malformed() {
-        let (_server, _client, _conn, mut send, mut recv) = stream_pair().await;
-        send.write_all(&unknown_variant()).await.unwrap();
-        send.finish().unwrap();
-        let err = read_frame::<CoordinatorMessage>(&mut recv)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, TransportError::Frame(FrameError::Malformed(_))),
-            "{err:?}"
-        );
-    }
+        // An oversized length is refused before its payload is read.
+        let (mut send, _recv) = client.open_bi().await.unwrap();
+        send.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        let (_send, mut recv) = server.accept_bi().await.unwrap();
+        assert!(matches!(
+            read_frame_lenient::<Old>(&mut recv).await,
+            Err(TransportError::Frame(FrameError::Oversized { .. }))
+        ));
 
-    #[tokio::test]
-    async fn framing_errors_are_errors_of_the_raw_read() {
-        let (_server, _client, _conn, mut send, mut recv) = stream_pair().await;
-        let too_long = (MAX_FRAME_LEN as u32 + 1).to_be_bytes();
-        send.write_all(&too_long).await.unwrap();
+        // A clean finish between frames is the end, not an error.
+        let (mut send, _recv) = client.open_bi().await.unwrap();
+        write_frame(&mut send, &New::B).await.unwrap();
         send.finish().unwrap();
-        let err = read_frame_bytes(&mut recv).await.unwrap_err();
-        assert!(
-            matches!(err, TransportError::Frame(FrameError::Oversized { .. })),
-            "{err:?}"
+        let (_send, mut recv) = server.accept_bi().await.unwrap();
+        assert_eq!(
+            read_frame_lenient::<Old>(&mut recv).await.unwrap(),
+            Some(LenientFrame::Message(Old::B))
         );
-
-        let (_server, _client, _conn, mut send, mut recv) = stream_pair().await;
-        // A prefix announcing 10 bytes, then 3, then the end.
-        send.write_all(&[0, 0, 0, 10, 1, 2, 3]).await.unwrap();
-        send.finish().unwrap();
-        let err = read_frame_bytes(&mut recv).await.unwrap_err();
-        assert!(
-            matches!(
-                err,
-                TransportError::Frame(FrameError::Truncated {
-                    needed: 14,
-                    available: 7
-                })
-            ),
-            "{err:?}"
-        );
+        assert_eq!(read_frame_lenient::<Old>(&mut recv).await.unwrap(), None);
     }
 }

@@ -269,6 +269,11 @@ impl TestFleet {
         Ok(recv)
     }
 
+    /// The pid of the coordinator process.
+    pub fn coordinator_pid(&self) -> Option<u32> {
+        self.coordinator.as_ref().and_then(|c| c.id())
+    }
+
     /// The pid of a worker process.
     pub fn worker_pid(&self, name: &str) -> Option<u32> {
         self.workers
