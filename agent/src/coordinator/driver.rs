@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::cmd::{Cmd, Subscription, WorkerTx};
-use super::fleet::{info_of, Effect, Fleet, Input, Now, ReplyTo};
+use super::fleet::{info_of, segment_totals, Effect, Fleet, Input, Now, ReplyTo};
 use super::store::{Store, StoreError};
 
 /// Commands one turn takes at most (one transaction).
@@ -50,6 +50,8 @@ pub struct Driver {
     store_error: Option<String>,
     /// Inputs the driver itself produced (a session whose outbox filled).
     feedback: Vec<Input>,
+    /// Telemetry drops the server had counted at the last scrape.
+    dropped_seen: u64,
 }
 
 /// One input's outcome in a turn.
@@ -74,6 +76,7 @@ impl Driver {
             origin: Instant::now(),
             store_error: None,
             feedback: Vec::new(),
+            dropped_seen: 0,
         }
     }
 
@@ -238,6 +241,12 @@ impl Driver {
                     let _ = reply.send(Subscription { frames, events });
                 }
                 Cmd::Metrics { reply } => {
+                    let dropped = super::server::telemetry_dropped();
+                    self.fleet
+                        .metrics()
+                        .telemetry_dropped
+                        .inc_by(dropped.saturating_sub(self.dropped_seen));
+                    self.dropped_seen = dropped;
                     let _ = reply.send(self.fleet.scrape());
                 }
                 Cmd::Ready { reply } => {
@@ -269,9 +278,9 @@ impl Driver {
             }
             _ => return None,
         };
-        let page = match self
+        let (ids, next) = match self
             .store
-            .recordings_page(states, after.map(String::as_str), limit)
+            .page_ids(states, after.map(String::as_str), limit)
         {
             Ok(p) => p,
             Err(e @ StoreError::BadRow { .. }) if after.is_some() => {
@@ -284,15 +293,23 @@ impl Driver {
                 ))
             }
         };
-        let (rows, next) = page;
-        let recordings: Vec<RecordingInfo> = rows
-            .iter()
-            .map(|(row, segs)| {
-                self.fleet
-                    .info(&row.spec.id)
-                    .unwrap_or_else(|| info_of(row, segs, None, None))
-            })
-            .collect();
+        let mut recordings: Vec<RecordingInfo> = Vec::with_capacity(ids.len());
+        for id in &ids {
+            if let Some(info) = self.fleet.info(id) {
+                recordings.push(info);
+                continue;
+            }
+            match self.store.summary(id) {
+                Ok(Some((row, totals))) => recordings.push(info_of(&row, totals, None, None)),
+                Ok(None) => {}
+                Err(e) => {
+                    return Some(error(
+                        ErrorCode::Unavailable,
+                        format!("cannot read the store: {e}"),
+                    ))
+                }
+            }
+        }
         Some(if paged {
             ConsoleResponse::RecordingsPage { recordings, next }
         } else {
@@ -311,7 +328,7 @@ impl Driver {
                     segments.clone(),
                 );
                 ConsoleResponse::Recording(Box::new(recfleet_protocol::RecordingDetail {
-                    info: info_of(&row, &segments, None, None),
+                    info: info_of(&row, segment_totals(&segments), None, None),
                     spec: row.spec,
                     manifest,
                 }))

@@ -61,6 +61,12 @@ pub struct CoordinatorSettings {
     /// A request forwarded to a worker (PingWorker) is answered with an
     /// error after this many ms.
     pub forward_deadline_ms: u64,
+    /// Bytes of encoded replies held for all clients at once (those that do
+    /// not read their answers included); beyond it a request is answered
+    /// with a short `unavailable` error instead.
+    pub reply_budget_bytes: usize,
+    /// The same, for one connection.
+    pub connection_reply_budget_bytes: usize,
 }
 
 impl Default for CoordinatorSettings {
@@ -80,6 +86,8 @@ impl Default for CoordinatorSettings {
             metrics_addr: None,
             retention_secs: 24 * 3600,
             forward_deadline_ms: 5000,
+            reply_budget_bytes: 64 << 20,
+            connection_reply_budget_bytes: 8 << 20,
         }
     }
 }
@@ -354,11 +362,17 @@ pub async fn start(
         .name("fleet-driver".into())
         .spawn(move || driver.run(rx, driver_shutdown))
         .map_err(|e| Failure::other(e.into()))?;
+    let limits = server::ServerLimits {
+        reply_budget: settings.reply_budget_bytes,
+        connection_reply_budget: settings.connection_reply_budget_bytes,
+        ..Default::default()
+    };
     let server = tokio::spawn(server::serve(
         endpoint,
         tx.clone(),
         telemetry_ms,
         silence,
+        limits,
         shutdown,
     ));
     Ok(Running {

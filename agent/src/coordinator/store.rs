@@ -537,15 +537,15 @@ impl Store {
         Ok(Some((row, segments)))
     }
 
-    /// One page of recordings oldest first, after the page token `after`,
-    /// with their segments, and the token of the next page.
-    #[allow(clippy::type_complexity)]
-    pub fn recordings_page(
+    /// One page of recording ids oldest first, after the page token
+    /// `after`, and the token of the next page. Index-only: the caller
+    /// takes what is in memory from memory and the rest with [`Self::summary`].
+    pub fn page_ids(
         &self,
         states: &[RecordingState],
         after: Option<&str>,
         limit: u32,
-    ) -> Result<(Vec<(RecordingRow, Vec<ManifestSegment>)>, Option<String>), StoreError> {
+    ) -> Result<(Vec<RecordingId>, Option<String>), StoreError> {
         let (at, id) = match after {
             None => (-1i64, String::new()),
             Some(token) => {
@@ -559,27 +559,62 @@ impl Store {
         let states_sql = if states.is_empty() {
             String::new()
         } else {
+            // State names come from the enum, never from the client.
             let list: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
             format!("AND state IN ({})", list.join(","))
         };
-        let rows = self.query_recordings(
-            &format!(
-                "WHERE (created_at > ?1 OR (created_at = ?1 AND id > ?2)) {states_sql}
-                 ORDER BY created_at, id LIMIT ?3"
-            ),
-            &[&at, &id, &(i64::from(limit) + 1)],
-        )?;
-        let more = rows.len() > limit as usize;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows.into_iter().take(limit as usize) {
-            let segments = self.segments_of(&row.spec.id)?;
-            out.push((row, segments));
+        let sql = format!(
+            "SELECT id, created_at FROM recordings
+             WHERE (created_at > ?1 OR (created_at = ?1 AND id > ?2)) {states_sql}
+             ORDER BY created_at, id LIMIT ?3"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![at, id, i64::from(limit) + 1], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, at) = row.map_err(|e| self.err(e))?;
+            let id = RecordingId::new(id).map_err(|e| StoreError::BadRow {
+                table: "recordings",
+                detail: e.to_string(),
+            })?;
+            out.push((at as u64, id));
         }
+        let more = out.len() > limit as usize;
+        out.truncate(limit as usize);
         let next = more
             .then(|| out.last())
             .flatten()
-            .map(|(r, _)| page_token(r.created_at, &r.spec.id));
-        Ok((out, next))
+            .map(|(at, id)| page_token(*at, id));
+        Ok((out.into_iter().map(|(_, id)| id).collect(), next))
+    }
+
+    /// A recording's row with its segment totals (count, bytes of ended
+    /// segments), without reading the segments themselves.
+    pub fn summary(&self, id: &RecordingId) -> Result<Option<Summary>, StoreError> {
+        let Some(row) = self
+            .query_recordings("WHERE id = ?1", &[&id.as_str()])?
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        let totals = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*), coalesce(sum(CASE WHEN ended_at IS NOT NULL THEN bytes ELSE 0 END), 0)
+                 FROM segments WHERE recording = ?1",
+            )
+            .and_then(|mut st| {
+                st.query_row([id.as_str()], |r| {
+                    Ok((r.get::<_, i64>(0)? as u32, r.get::<_, i64>(1)? as u64))
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        Ok(Some((row, totals)))
     }
 
     /// Whether the store answers (for readiness).
@@ -590,6 +625,9 @@ impl Store {
             .is_ok()
     }
 }
+
+/// A recording's row and its segment totals (count, bytes of ended ones).
+pub type Summary = (RecordingRow, (u32, u64));
 
 /// A page token: where the previous page ended, `created_at.id` (opaque to
 /// clients; ids cannot hold a dot-free prefix confusion since the time is

@@ -30,7 +30,7 @@ use self::placement::{Hold, Placements};
 use super::metrics::CoordinatorMetrics;
 use super::store::RecordingRow;
 
-pub use self::views::{info_of, SNAPSHOT_ENDED};
+pub use self::views::{info_of, segment_totals, SNAPSHOT_ENDED};
 
 /// The time of a turn: monotonic for every deadline and timeout, the wall
 /// clock only for the times recorded and shown.

@@ -18,18 +18,25 @@ const SNAPSHOT_RECORDINGS_PER_FRAME: usize = 500;
 /// Workers per snapshot frame.
 const SNAPSHOT_WORKERS_PER_FRAME: usize = 1000;
 
-/// A recording's info from what the store holds and what is live.
-pub fn info_of(
-    row: &RecordingRow,
-    segments: &[ManifestSegment],
-    live: Option<(u64, u32)>,
-    waiting: Option<&str>,
-) -> RecordingInfo {
-    let stored: u64 = segments
+/// What a recording's segments add to its info: how many, and the bytes
+/// of those that ended.
+pub fn segment_totals(segments: &[ManifestSegment]) -> (u32, u64) {
+    let stored = segments
         .iter()
         .filter(|s| s.ended_at.is_some())
         .map(|s| s.bytes)
         .sum();
+    (segments.len() as u32, stored)
+}
+
+/// A recording's info from what the store holds (`totals`: see
+/// [`segment_totals`]) and what is live.
+pub fn info_of(
+    row: &RecordingRow,
+    (segments, stored): (u32, u64),
+    live: Option<(u64, u32)>,
+    waiting: Option<&str>,
+) -> RecordingInfo {
     let (bytes_live, fps_milli) = match live {
         Some(l) if row.state.holds_capacity() => l,
         _ => (0, 0),
@@ -46,7 +53,7 @@ pub fn info_of(
         bytes: stored + bytes_live,
         fps_milli,
         restarts: row.restarts,
-        segments: segments.len() as u32,
+        segments,
         reason: row.reason.clone().or_else(|| waiting.map(str::to_string)),
     }
 }
@@ -61,7 +68,7 @@ impl Fleet {
         let waiting = r.waiting.as_deref().or(blocked);
         info_of(
             &r.row,
-            &r.segments,
+            segment_totals(&r.segments),
             Some((r.bytes_live, r.fps_milli)),
             waiting,
         )
