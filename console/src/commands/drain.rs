@@ -85,7 +85,9 @@ pub(super) async fn drain(s: &Session, args: DrainArgs) -> Result<(), ConsoleErr
         let kind = match frame {
             SubscriptionFrame::Event(e) => e.kind,
             SubscriptionFrame::Refused(e) => return Err(ConsoleError::Wire(e)),
-            SubscriptionFrame::Snapshot { .. } | SubscriptionFrame::Lagged { .. } => continue,
+            SubscriptionFrame::Snapshot { .. }
+            | SubscriptionFrame::SnapshotMore { .. }
+            | SubscriptionFrame::Lagged { .. } => continue,
         };
         match &kind {
             EventKind::DrainProgress {

@@ -108,6 +108,7 @@ pub fn unexpected(what: &str, got: &ConsoleResponse) -> ConsoleError {
         ConsoleResponse::Recording(_) => "Recording",
         ConsoleResponse::Started { .. } => "Started",
         ConsoleResponse::Accepted { .. } => "Accepted",
+        ConsoleResponse::RecordingsPage { .. } => "RecordingsPage",
     };
     ConsoleError::Unexpected(format!("expected {what}, got {name}"))
 }

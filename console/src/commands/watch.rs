@@ -48,6 +48,7 @@ pub(super) async fn watch(s: &Session) -> Result<(), ConsoleError> {
                 ))?,
                 Output::Json => s.json(&serde_json::json!({ "lagged": { "missed": missed } }))?,
             },
+            SubscriptionFrame::SnapshotMore { .. } => {}
             SubscriptionFrame::Refused(e) => return Err(ConsoleError::Wire(e)),
         }
     }

@@ -263,6 +263,15 @@ impl State {
                 self.resyncing = false;
                 self.log(None, "snapshot", text);
             }
+            SubscriptionFrame::SnapshotMore {
+                workers,
+                recordings,
+            } => {
+                self.workers
+                    .extend(workers.into_iter().map(|w| (w.name.clone(), w)));
+                self.recordings
+                    .extend(recordings.into_iter().map(|r| (r.id.clone(), r)));
+            }
             SubscriptionFrame::Event(e) => self.apply_event(e),
             SubscriptionFrame::Lagged { missed } => {
                 self.resyncing = true;
