@@ -16,19 +16,23 @@ use anyhow::Context;
 use recfleet_certs::TlsMaterial;
 use recfleet_protocol::quic::{self, TransportSettings};
 use recfleet_protocol::{
-    ConsoleRequest, ConsoleResponse, OpenStream, RecordingDetail, RecordingId, WorkerState,
+    ConsoleRequest, ConsoleResponse, OpenStream, RecordingDetail, RecordingId, RecordingInfo,
+    RecordingState, WorkerState, LIST_MAX,
 };
 use tokio::process::{Child, Command};
 
 use crate::pki::Pki;
 use crate::procs::{proc_sample, workspace_bin, ProcSample};
 use crate::sim::{self, SimFleet, SimOptions};
+use crate::watch::Watch;
 
 /// How a [`TestFleet`] starts.
 #[derive(Debug, Clone)]
 pub struct FleetOptions {
-    /// The `recfleet-agent` binary (default: the one next to the running
-    /// test, [`workspace_bin`]).
+    /// The `recfleet-agent` binary (default: `$RECFLEET_AGENT_BIN` if set,
+    /// else the one next to the running test, [`workspace_bin`]). The
+    /// variable pins the binary under test when a target directory is
+    /// shared and another build may replace the one next to the test.
     pub agent: PathBuf,
     /// Where everything lives (certificates, store, recordings, logs);
     /// `None`: a temporary directory, removed with the fleet unless a test
@@ -51,7 +55,9 @@ pub struct FleetOptions {
 impl Default for FleetOptions {
     fn default() -> Self {
         FleetOptions {
-            agent: workspace_bin("recfleet-agent"),
+            agent: std::env::var_os("RECFLEET_AGENT_BIN")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace_bin("recfleet-agent")),
             dir: None,
             listen_ip: [127, 0, 0, 1].into(),
             idle_timeout_ms: None,
@@ -511,6 +517,38 @@ impl TestFleet {
         subscribe_on(conn).await
     }
 
+    /// A subscription as `stem` (`viewer`, `operator`) read in the background.
+    pub async fn watch(&self, stem: &str) -> anyhow::Result<Watch> {
+        Ok(Watch::start(self.subscribe_as(stem).await?))
+    }
+
+    /// Every recording in `states` (all if empty), oldest first, read page
+    /// by page (`ListRecordingsPage`, the largest pages).
+    pub async fn recordings_paged(
+        &mut self,
+        states: &[RecordingState],
+    ) -> anyhow::Result<Vec<RecordingInfo>> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let req = ConsoleRequest::ListRecordingsPage {
+                states: states.to_vec(),
+                limit: LIST_MAX,
+                after: after.take(),
+            };
+            match self.request(req).await? {
+                ConsoleResponse::RecordingsPage { recordings, next } => {
+                    all.extend(recordings);
+                    match next {
+                        Some(n) => after = Some(n),
+                        None => return Ok(all),
+                    }
+                }
+                other => anyhow::bail!("ListRecordingsPage: {other:?}"),
+            }
+        }
+    }
+
     /// Sends one request as the operator (connecting, and reconnecting after
     /// a coordinator restart, as needed).
     pub async fn request(&mut self, req: ConsoleRequest) -> anyhow::Result<ConsoleResponse> {
@@ -642,10 +680,20 @@ pub async fn subscribe_on(conn: quinn::Connection) -> anyhow::Result<quinn::Recv
 }
 
 impl Drop for TestFleet {
-    /// A failed test keeps its fleet's temporary directory (logs, store,
-    /// segments).
+    /// A failed test shows the coordinator's last warnings and keeps its
+    /// fleet's temporary directory (logs, store, segments).
     fn drop(&mut self) {
         if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.log_path("coordinator")).unwrap_or_default();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .collect();
+            let tail = &lines[lines.len().saturating_sub(30)..];
+            eprintln!(
+                "--- the coordinator's last warnings and errors ---\n{}",
+                tail.join("\n")
+            );
             if let Dir::Temp(t) = &mut self.dir {
                 let path = t.path().to_path_buf();
                 t.disable_cleanup(true);

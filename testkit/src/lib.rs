@@ -9,8 +9,9 @@
 //! - [`sim`]: the simulated worker (real QUIC and mTLS, fake slots).
 //! - [`procs`]: binaries, CPU and RSS from /proc, leftover processes.
 //! - [`http`]: GETs of /metrics, /healthz and /readyz.
+//! - [`watch`]: an event subscriber read in the background.
 //!
-//! Modules depend only downwards: `fleet` on `sim`, `pki`, `procs`;
+//! Modules depend only downwards: `fleet` on `sim`, `pki`, `procs`, `watch`;
 //! `sim` on `pki`; the others on nothing here.
 
 #![forbid(unsafe_code)]
@@ -20,6 +21,7 @@ pub mod http;
 pub mod pki;
 pub mod procs;
 pub mod sim;
+pub mod watch;
 
 pub use fleet::{FleetOptions, TestFleet};
 pub use http::{http_get, wait_http};
