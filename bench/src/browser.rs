@@ -10,7 +10,10 @@ use recfleet_protocol::spec::{RecordingSpec, Viewport};
 use recfleet_protocol::{ConsoleRequest, ConsoleResponse, RecordingId, RecordingState};
 use serde_json::{json, Value};
 
-use crate::harness::{cores_between, proc_sample, Fleet};
+use recfleet_testkit::procs::{cores_between, proc_sample};
+use recfleet_testkit::TestFleet as Fleet;
+
+use crate::harness::start_fleet;
 use crate::stats::Summary;
 use crate::Opts;
 
@@ -43,7 +46,7 @@ async fn stop(
         .request(ConsoleRequest::StopRecording { id: id.clone() })
         .await?;
     fleet
-        .wait_for(id, 90, Duration::from_millis(200), |d| {
+        .wait_for_polling(id, 90, Duration::from_millis(200), |d| {
             d.info.state.is_terminal()
         })
         .await
@@ -53,15 +56,15 @@ async fn stop(
 /// sequential.
 pub async fn start_latency(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Value> {
     let page = DemoServer::start(([127, 0, 0, 1], 0).into()).await?;
-    let mut fleet = Fleet::start(agent, dir, 3000).await?;
-    fleet.add_worker("w1", 1)?;
+    let mut fleet = start_fleet(agent, dir, 3000).await?;
+    fleet.add_worker(1, 1)?;
     fleet.wait_workers(1, 30).await?;
     let mut samples = Vec::new();
     for i in 0..opts.start_trials() {
         let id = RecordingId::new(format!("start-{i}"))?;
         start(&mut fleet, spec(id.as_str(), &page, 15)?).await?;
         let d = fleet
-            .wait_for(&id, 90, POLL, |d| d.info.started_at.is_some())
+            .wait_for_polling(&id, 90, POLL, |d| d.info.started_at.is_some())
             .await?;
         let ms = d
             .info
@@ -94,14 +97,14 @@ pub async fn start_latency(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Res
 pub async fn failover(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Value> {
     let idle_timeout_ms = 2000; // the default of both roles
     let page = DemoServer::start(([127, 0, 0, 1], 0).into()).await?;
-    let mut fleet = Fleet::start(agent, dir, idle_timeout_ms).await?;
-    fleet.add_worker("w1", 1)?;
-    fleet.add_worker("w2", 1)?;
+    let mut fleet = start_fleet(agent, dir, idle_timeout_ms).await?;
+    fleet.add_worker(1, 1)?;
+    fleet.add_worker(2, 1)?;
     fleet.wait_workers(2, 30).await?;
     let id = RecordingId::new("failover")?;
     start(&mut fleet, spec(id.as_str(), &page, 15)?).await?;
     fleet
-        .wait_for(&id, 90, POLL, |d| d.info.state == RecordingState::Recording)
+        .wait_for_polling(&id, 90, POLL, |d| d.info.state == RecordingState::Recording)
         .await?;
     let mut to_frame = Vec::new();
     for trial in 0..opts.failover_trials() {
@@ -111,7 +114,7 @@ pub async fn failover(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<V
         let epoch = d.info.epoch;
         let killed_at = fleet.kill_worker(holder.as_str()).await?;
         let d = fleet
-            .wait_for(&id, 90, POLL, |d| {
+            .wait_for_polling(&id, 90, POLL, |d| {
                 d.manifest
                     .segments
                     .iter()
@@ -136,7 +139,7 @@ pub async fn failover(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<V
                 .unwrap_or_default()
         );
         to_frame.push(ms);
-        fleet.add_worker(holder.as_str(), 1)?;
+        fleet.add_worker_named(holder.as_str(), 1)?;
         fleet.wait_workers(2, 30).await?;
     }
     let end = stop(&mut fleet, &id).await?;
@@ -218,15 +221,15 @@ fn new_pictures(file: &Path) -> anyhow::Result<u64> {
 /// Benchmark 5, density: concurrent recordings one worker holds before frames drop.
 pub async fn density(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Value> {
     let page = DemoServer::start(([127, 0, 0, 1], 0).into()).await?;
-    let mut fleet = Fleet::start(agent, dir, 3000).await?;
-    let pid = fleet.add_worker("w1", 8)?;
+    let mut fleet = start_fleet(agent, dir, 3000).await?;
+    let pid = fleet.add_worker(1, 8)?;
     fleet.wait_workers(1, 30).await?;
     let a = proc_sample(pid).context("worker gone")?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let b = proc_sample(pid).context("worker gone")?;
     let (idle_cores, idle_rss) = (cores_between(&a, &b), b.rss_bytes as f64 / 1048576.0);
     let baseline = json!({ "cpu_cores": idle_cores, "rss_mb": idle_rss });
-    let recordings_root = fleet.dir.join("recordings");
+    let recordings_root = fleet.recordings();
     let mut by_fps = serde_json::Map::new();
     for fps in [15u8, 30] {
         let mut steps = Vec::new();
@@ -240,7 +243,7 @@ pub async fn density(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Va
             }
             for id in &ids {
                 fleet
-                    .wait_for(id, 120, Duration::from_millis(200), |d| {
+                    .wait_for_polling(id, 120, Duration::from_millis(200), |d| {
                         d.info.state == RecordingState::Recording
                     })
                     .await?;

@@ -8,7 +8,6 @@ mod browser;
 mod harness;
 mod rtt;
 mod scale;
-mod sim;
 mod stats;
 
 use std::path::PathBuf;

@@ -20,7 +20,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::harness::{Fleet, Pki};
+use recfleet_testkit::Pki;
+
+use crate::harness::start_fleet;
 use crate::stats::Summary;
 use crate::Opts;
 
@@ -118,8 +120,8 @@ fn quinn_op(conn: quinn::Connection) -> Op {
 
 /// Runs the whole comparison; returns the JSON section.
 pub async fn run(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Value> {
-    let mut fleet = Fleet::start(agent, &dir.join("fleet"), 3000).await?;
-    fleet.add_worker("w1", 1)?;
+    let mut fleet = start_fleet(agent, &dir.join("fleet"), 3000).await?;
+    fleet.add_worker(1, 1)?;
     fleet.wait_workers(1, 30).await?;
     let payload = vec![7u8; PAYLOAD];
     let conn = fleet.connect_operator().await?;
@@ -147,7 +149,7 @@ pub async fn run(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Value>
     // framing, one bidirectional stream per request, in its own process.
     println!("  quinn echo ...");
     let pki = Pki::new(&dir.join("echo-tls"))?;
-    let (_echo, addr) = spawn_server("quic", &pki.dir).await?;
+    let (_echo, addr) = spawn_server("quic", pki.dir()).await?;
     let endpoint = quic::client_endpoint(&pki.material("operator")?, TransportSettings::default())?;
     let qconn = quic::connect(&endpoint, addr, "localhost", Duration::from_secs(5)).await?;
     let bare = measure(opts, quinn_op(qconn.clone()), async {
@@ -159,7 +161,7 @@ pub async fn run(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Value>
     // (c) HTTP/1.1 keep-alive, JSON bodies; one connection per concurrent
     // client (HTTP/1.1 has one request in flight per connection).
     println!("  HTTP/1.1 keep-alive JSON ...");
-    let (_http, haddr) = spawn_server("http", &pki.dir).await?;
+    let (_http, haddr) = spawn_server("http", pki.dir()).await?;
     let http = measure(opts, http_op(haddr).await?, async {
         let mut ops = Vec::new();
         for _ in 0..CONCURRENCY {

@@ -8,18 +8,18 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use recfleet_certs::Role;
 use recfleet_protocol::quic;
 use recfleet_protocol::spec::RecordingSpec;
 use recfleet_protocol::{
     ConsoleRequest, ConsoleResponse, EventKind, OpenStream, RecordingId, RecordingState,
     SubscriptionFrame,
 };
+use recfleet_testkit::procs::{cores_between, proc_sample};
+use recfleet_testkit::sim::{self, Counters, SimFleet, SimOptions};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
-use crate::harness::{cores_between, proc_sample, Fleet};
-use crate::sim::{self, Counters};
+use crate::harness::start_fleet;
 use crate::stats::Summary;
 use crate::Opts;
 
@@ -148,84 +148,38 @@ async fn window(
 
 /// One fleet size.
 async fn one(opts: &Opts, agent: &Path, dir: &Path, n: usize) -> anyhow::Result<Value> {
-    let fleet = Fleet::start(agent, dir, 3000).await?;
-    let pid = fleet.coordinator_pid();
+    let fleet = start_fleet(agent, dir, 3000).await?;
+    let pid = fleet
+        .coordinator_pid()
+        .ok_or_else(|| anyhow::anyhow!("coordinator gone"))?;
     let idle = proc_sample(pid).map(|p| p.rss_bytes).unwrap_or(0);
 
     // Certificates: one per simulated worker, issued by the fleet CA.
     let t = Instant::now();
-    let pki = fleet.pki.clone();
-    let threads = 2;
-    let mut handles = Vec::new();
-    for k in 0..threads {
-        let pki = pki.clone();
-        handles.push(tokio::task::spawn_blocking(move || {
-            (k..n)
-                .step_by(threads)
-                .map(|i| {
-                    let m = pki.issue_memory(Role::Agent, &format!("sim{i}"))?;
-                    Ok((i, sim::client_config(&m)?))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()
-        }));
-    }
-    let mut configs = Vec::with_capacity(n);
-    for h in handles {
-        configs.extend(h.await??);
-    }
-    configs.sort_by_key(|(i, _)| *i);
+    let names: Vec<String> = (0..n).map(|i| format!("sim{i}")).collect();
+    let configs = sim::client_configs(&fleet.pki, &names).await?;
     let issue_secs = t.elapsed().as_secs_f64();
 
     let seen = Arc::new(Mutex::new(Seen::default()));
     let console = subscribe(fleet.connect_operator().await?, seen.clone());
 
     // Connect the fleet.
-    let counters = Arc::new(Counters::default());
-    let endpoints: Vec<quinn::Endpoint> = (0..n.div_ceil(PER_ENDPOINT))
-        .map(|_| quinn::Endpoint::client(([0, 0, 0, 0], 0).into()))
-        .collect::<Result<_, _>>()?;
-    let sem = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
     let connect_cpu0 = proc_sample(pid);
     let loadgen0 = proc_sample(std::process::id());
     let t = Instant::now();
-    let deadline = t + opts.connect_cap();
-    let mut joins = Vec::new();
-    for (i, config) in configs {
-        let permit = sem.clone().acquire_owned().await?;
-        if Instant::now() > deadline {
-            break;
-        }
-        let (ep, addr, counters) = (
-            endpoints[i / PER_ENDPOINT].clone(),
-            fleet.addr,
-            counters.clone(),
-        );
-        joins.push(tokio::spawn(async move {
-            let r = sim::connect(
-                &ep,
-                config,
-                addr,
-                &format!("sim{i}"),
-                SIM_CAPACITY,
-                counters,
-            )
-            .await;
-            drop(permit);
-            r
-        }));
-    }
-    let mut sims = Vec::new();
-    let mut failed = 0usize;
-    let mut first_error = None;
-    for j in joins {
-        match j.await? {
-            Ok(h) => sims.push(h),
-            Err(e) => {
-                failed += 1;
-                first_error.get_or_insert(format!("{e:#}"));
-            }
-        }
-    }
+    let mut sims = SimFleet::connect(
+        fleet.local_addr(),
+        configs,
+        &SimOptions {
+            capacity: SIM_CAPACITY,
+            concurrency: CONNECT_CONCURRENCY,
+            per_endpoint: PER_ENDPOINT,
+            deadline: Some(t + opts.connect_cap()),
+        },
+    )
+    .await?;
+    let counters: Arc<Counters> = sims.counters.clone();
+    let (failed, first_error) = (sims.failed, sims.first_error.clone());
     let connect_secs = t.elapsed().as_secs_f64();
     let connect_cpu = connect_cpu0
         .zip(proc_sample(pid))
@@ -233,7 +187,7 @@ async fn one(opts: &Opts, agent: &Path, dir: &Path, n: usize) -> anyhow::Result<
     let loadgen_connect_cpu = loadgen0
         .zip(proc_sample(std::process::id()))
         .map(|(a, b)| cores_between(&a, &b));
-    let connected = sims.len();
+    let connected = sims.connected();
     // Every hello seen by the console.
     let until = Instant::now() + Duration::from_secs(30);
     while seen.lock().map(|s| s.worker_up.len()).unwrap_or(0) < connected && Instant::now() < until
@@ -310,12 +264,7 @@ async fn one(opts: &Opts, agent: &Path, dir: &Path, n: usize) -> anyhow::Result<
     let rss = proc_sample(pid).map(|p| p.rss_bytes).unwrap_or(0);
 
     console.abort();
-    for s in &sims {
-        s.abort();
-    }
-    for e in &endpoints {
-        e.close(0u32.into(), b"bench done");
-    }
+    sims.close();
     fleet.shutdown().await;
     Ok(json!({
         "workers": n,

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use recfleet_console::context::Context;
 
-use crate::fleet::TestFleet;
-use crate::procs::workspace_bin;
+use recfleet_testkit::{workspace_bin, TestFleet};
 
 /// The connection variables the console reads; cleared for every run so
 /// that the test's own environment cannot leak in.
@@ -104,7 +103,7 @@ impl Console {
             "--key".into(),
             tls.join(format!("{stem}-key.pem")).into(),
         ];
-        Console::bare(fleet.dir.path()).with_conn(conn)
+        Console::bare(fleet.dir()).with_conn(conn)
     }
 
     /// No connection settings at all; `dir` holds an empty config home.
@@ -182,11 +181,7 @@ impl Console {
 /// its path.
 pub fn write_context(fleet: &TestFleet, stem: &str) -> PathBuf {
     let tls = fleet.tls();
-    let path = fleet
-        .dir
-        .path()
-        .join("contexts")
-        .join(format!("{stem}.toml"));
+    let path = fleet.dir().join("contexts").join(format!("{stem}.toml"));
     Context {
         coordinator: fleet.addr.to_string(),
         server_name: "localhost".to_string(),

@@ -3,7 +3,4 @@
 #![forbid(unsafe_code)]
 
 pub mod console;
-pub mod fleet;
 pub mod media;
-pub mod pki;
-pub mod procs;

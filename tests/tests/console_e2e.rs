@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 
 use recfleet_agent::demo::DemoServer;
 use recfleet_protocol::{now_ms, ConsoleRequest, RecordingId, RecordingState};
+use recfleet_testkit::{procs, TestFleet};
 use recfleet_tests::console::{line_with, write_context, Console, Run, Tmux};
-use recfleet_tests::fleet::TestFleet;
-use recfleet_tests::procs;
 use serde_json::Value;
 
 /// A fleet whose coordinator answers (no workers).
@@ -216,10 +215,10 @@ async fn scripted_commands_against_a_real_coordinator() {
     // The same through a context file: --context FILE, and RECFLEET_CONTEXT.
     let ctx = write_context(&fleet, "operator");
     let by_flag =
-        Console::bare(fleet.dir.path()).with_conn(vec!["--context".into(), ctx.clone().into()]);
+        Console::bare(fleet.dir()).with_conn(vec!["--context".into(), ctx.clone().into()]);
     let run = by_flag.run(&["whoami", "-o", "json"]).await;
     assert_eq!(run.expect_code(0).json()["name"], "tester", "{run}");
-    let by_env = Console::bare(fleet.dir.path()).with_env("RECFLEET_CONTEXT", &ctx);
+    let by_env = Console::bare(fleet.dir()).with_env("RECFLEET_CONTEXT", &ctx);
     let run = by_env.run(&["recordings", "-o", "json"]).await;
     recording(&run.expect_code(0).json(), "e2e-1");
     let table = by_env.run(&["whoami"]).await;
@@ -236,7 +235,7 @@ async fn scripted_commands_against_a_real_coordinator() {
         .port();
     let nowhere = format!("127.0.0.1:{port}");
     let tls = fleet.tls();
-    let down = Console::bare(fleet.dir.path()).with_conn(vec![
+    let down = Console::bare(fleet.dir()).with_conn(vec![
         "--coordinator".into(),
         nowhere.clone().into(),
         "--ca".into(),
@@ -386,7 +385,7 @@ fn tui_shell(console: &Console, context: &std::path::Path, home: &std::path::Pat
 async fn browser_tui_in_a_terminal_sees_a_recording_and_migrates_it_through_the_dialog() {
     let (mut fleet, _page, op) = fleet_with_a_recording_on_w1("tui-1").await;
     let ctx = write_context(&fleet, "operator");
-    let home = fleet.dir.path().join("console-home");
+    let home = fleet.dir().join("console-home");
     let name = format!("tui{}", fleet.addr.port());
     let tmux = Tmux::start(&name, 160, 40, &tui_shell(&op, &ctx, &home));
 
@@ -547,7 +546,7 @@ async fn browser_latency_from_worker_state_change_to_console() {
 
     // The display path: the TUI on the recordings view, its screen polled.
     let ctx = write_context(&fleet, "operator");
-    let home = fleet.dir.path().join("console-home");
+    let home = fleet.dir().join("console-home");
     let name = format!("lat{}", fleet.addr.port());
     let tmux = Tmux::start(&name, 200, 20 + n as u16, &tui_shell(&op, &ctx, &home));
     tmux.wait_screen("the connection line", 20, |s| s.contains("connected to"))

@@ -11,8 +11,8 @@ use recfleet_protocol::{
     ConsoleRequest, ConsoleResponse, CoordinatorMessage, Epoch, ErrorCode, OpenStream, RecordingId,
     RecordingState, WorkerHello, WorkerName,
 };
-use recfleet_tests::fleet::TestFleet;
-use recfleet_tests::{media, procs};
+use recfleet_testkit::{procs, TestFleet};
+use recfleet_tests::media;
 
 fn small_spec(id: &str, url: String, secs: u32) -> RecordingSpec {
     // Small and slow enough that three browsers share two cores.
@@ -346,9 +346,9 @@ async fn roles_are_enforced_by_the_coordinator() {
     }
 
     // A client of another CA does not get in at all.
-    let foreign = recfleet_tests::pki::TestPki::new().unwrap();
+    let foreign = recfleet_testkit::Pki::temp().unwrap();
     let mut material = foreign
-        .material(recfleet_certs::Role::Operator, "mallory")
+        .issue(recfleet_certs::Role::Operator, "mallory")
         .unwrap();
     material.ca = fleet.material("operator").unwrap().ca;
     let ep = quic::client_endpoint(&material, TransportSettings::default()).unwrap();

@@ -8,8 +8,7 @@ use recfleet_protocol::spec::{RecordingSpec, Viewport};
 use recfleet_protocol::{
     ConsoleRequest, ConsoleResponse, DrainMode, RecordingId, RecordingState, WorkerName,
 };
-use recfleet_tests::fleet::{http_get, TestFleet};
-use recfleet_tests::procs::workspace_bin;
+use recfleet_testkit::{http_get, workspace_bin, TestFleet};
 
 /// The value of one sample line, e.g. `recfleet_workers{state="ready"}`.
 fn sample(text: &str, series: &str) -> Option<f64> {
@@ -48,7 +47,7 @@ async fn browser_metrics_and_readiness_of_a_recording_fleet() {
         .unwrap();
     let mut fleet = TestFleet::start().await.unwrap();
     // systemd's side of sd_notify: a datagram socket the worker writes to.
-    let notify_path = fleet.dir.path().join("notify.sock");
+    let notify_path = fleet.dir().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     notify
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -158,7 +157,7 @@ async fn browser_metrics_and_readiness_of_a_recording_fleet() {
 #[tokio::test]
 async fn a_coordinator_whose_store_cannot_be_opened_is_alive_but_not_ready() {
     let fleet_certs = TestFleet::start().await.unwrap();
-    let data = fleet_certs.dir.path().join("broken");
+    let data = fleet_certs.dir().join("broken");
     // A directory where the database file should be: SQLite cannot open it.
     std::fs::create_dir_all(data.join("store.db")).unwrap();
     let http = std::net::TcpListener::bind("127.0.0.1:0")

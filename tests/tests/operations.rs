@@ -12,8 +12,7 @@ use recfleet_protocol::{
     ConsoleRequest, ConsoleResponse, DrainMode, ErrorCode, EventKind, RecordingId, RecordingState,
     SubscriptionFrame, WorkerName,
 };
-use recfleet_tests::fleet::TestFleet;
-use recfleet_tests::procs;
+use recfleet_testkit::{procs, TestFleet};
 
 fn spec(id: &str, url: String) -> RecordingSpec {
     let mut s = RecordingSpec::new(RecordingId::new(id).unwrap(), url);

@@ -11,8 +11,7 @@ use recfleet_protocol::spec::{RecordingSpec, Viewport};
 use recfleet_protocol::{
     ConsoleRequest, Epoch, RecordingId, RecordingState, SegmentEndReason, WorkerName,
 };
-use recfleet_tests::fleet::TestFleet;
-use recfleet_tests::procs;
+use recfleet_testkit::{procs, TestFleet};
 
 /// A namespace with one veth pair to the host; removed on drop.
 struct Netns {

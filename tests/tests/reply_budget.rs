@@ -7,7 +7,7 @@ use std::time::Duration;
 use recfleet_protocol::quic::{self, TransportSettings};
 use recfleet_protocol::spec::RecordingSpec;
 use recfleet_protocol::{ConsoleRequest, ConsoleResponse, OpenStream, RecordingId, RecordingState};
-use recfleet_tests::fleet::TestFleet;
+use recfleet_testkit::TestFleet;
 
 /// The coordinator's default global reply budget (`ServerLimits`).
 const REPLY_BUDGET: u64 = 64 << 20;
@@ -148,7 +148,7 @@ async fn unread_replies_are_bounded_and_pings_still_answered() {
         "the coordinator grew by {} MiB (from {} MiB); logs in {}",
         grown >> 20,
         before >> 20,
-        fleet.dir.path().display()
+        fleet.dir().display()
     );
 
     eprintln!(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use recfleet_certs::Role;
 use recfleet_protocol::quic::{self, TransportError, TransportSettings};
 use recfleet_protocol::{ConsoleRequest, ConsoleResponse, OpenStream};
-use recfleet_tests::pki::TestPki;
+use recfleet_testkit::Pki;
 use tokio::sync::mpsc;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -21,8 +21,8 @@ struct Server {
     _endpoint: quinn::Endpoint,
 }
 
-async fn start_server(pki: &TestPki) -> Server {
-    let tls = pki.material(Role::Coordinator, "coord").unwrap();
+async fn start_server(pki: &Pki) -> Server {
+    let tls = pki.issue(Role::Coordinator, "coord").unwrap();
     let endpoint = quic::server_endpoint(
         "127.0.0.1:0".parse().unwrap(),
         &tls,
@@ -89,10 +89,10 @@ async fn next_outcome(server: &mut Server) -> Result<String, String> {
 
 #[tokio::test]
 async fn an_operator_is_seen_as_operator_name() {
-    let pki = TestPki::new().unwrap();
+    let pki = Pki::temp().unwrap();
     let mut server = start_server(&pki).await;
     let client = quic::client_endpoint(
-        &pki.material(Role::Operator, "alice").unwrap(),
+        &pki.issue(Role::Operator, "alice").unwrap(),
         TransportSettings::default(),
     )
     .unwrap();
@@ -110,13 +110,13 @@ async fn an_operator_is_seen_as_operator_name() {
 
 #[tokio::test]
 async fn a_client_of_a_foreign_ca_is_refused_on_both_sides() {
-    let pki = TestPki::new().unwrap();
-    let foreign = TestPki::new().unwrap();
+    let pki = Pki::temp().unwrap();
+    let foreign = Pki::temp().unwrap();
     let mut server = start_server(&pki).await;
     // The foreign client trusts our CA (so it would accept the server) but
     // its own certificate is signed by another CA.
-    let mut material = foreign.material(Role::Operator, "mallory").unwrap();
-    material.ca = pki.material(Role::Operator, "x").unwrap().ca;
+    let mut material = foreign.issue(Role::Operator, "mallory").unwrap();
+    material.ca = pki.issue(Role::Operator, "x").unwrap().ca;
     let client = quic::client_endpoint(&material, TransportSettings::default()).unwrap();
     let err = who_am_i(&client, server.addr)
         .await
@@ -132,11 +132,11 @@ async fn a_client_of_a_foreign_ca_is_refused_on_both_sides() {
 
 #[tokio::test]
 async fn a_client_that_does_not_trust_the_server_refuses_it() {
-    let pki = TestPki::new().unwrap();
-    let foreign = TestPki::new().unwrap();
+    let pki = Pki::temp().unwrap();
+    let foreign = Pki::temp().unwrap();
     let mut server = start_server(&pki).await;
     let client = quic::client_endpoint(
-        &foreign.material(Role::Operator, "bob").unwrap(),
+        &foreign.issue(Role::Operator, "bob").unwrap(),
         TransportSettings::default(),
     )
     .unwrap();
@@ -157,10 +157,10 @@ async fn a_client_that_does_not_trust_the_server_refuses_it() {
 
 #[tokio::test]
 async fn an_expired_certificate_is_refused() {
-    let pki = TestPki::new().unwrap();
+    let pki = Pki::temp().unwrap();
     let mut server = start_server(&pki).await;
     let client = quic::client_endpoint(
-        &pki.expired_material(Role::Operator, "old").unwrap(),
+        &pki.issue_expired(Role::Operator, "old").unwrap(),
         TransportSettings::default(),
     )
     .unwrap();
@@ -178,9 +178,9 @@ async fn an_expired_certificate_is_refused() {
 
 #[tokio::test]
 async fn a_client_without_certificate_is_refused() {
-    let pki = TestPki::new().unwrap();
+    let pki = Pki::temp().unwrap();
     let mut server = start_server(&pki).await;
-    let material = pki.material(Role::Operator, "x").unwrap();
+    let material = pki.issue(Role::Operator, "x").unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for ca in &material.ca {
         roots.add(ca.clone()).unwrap();
@@ -211,10 +211,10 @@ async fn a_client_without_certificate_is_refused() {
 
 #[tokio::test]
 async fn another_protocol_version_is_told_so_plainly() {
-    let pki = TestPki::new().unwrap();
+    let pki = Pki::temp().unwrap();
     let mut server = start_server(&pki).await;
     let client = quic::client_endpoint_with_alpn(
-        &pki.material(Role::Operator, "old-console").unwrap(),
+        &pki.issue(Role::Operator, "old-console").unwrap(),
         TransportSettings::default(),
         b"recfleet/0",
     )
@@ -234,10 +234,10 @@ async fn another_protocol_version_is_told_so_plainly() {
 
 #[tokio::test]
 async fn an_unknown_alpn_is_refused_in_the_handshake() {
-    let pki = TestPki::new().unwrap();
+    let pki = Pki::temp().unwrap();
     let mut server = start_server(&pki).await;
     let client = quic::client_endpoint_with_alpn(
-        &pki.material(Role::Operator, "h3").unwrap(),
+        &pki.issue(Role::Operator, "h3").unwrap(),
         TransportSettings::default(),
         b"h3",
     )
@@ -252,10 +252,10 @@ async fn an_unknown_alpn_is_refused_in_the_handshake() {
 
 #[tokio::test]
 async fn garbage_and_oversized_frames_close_the_stream_not_the_server() {
-    let pki = TestPki::new().unwrap();
+    let pki = Pki::temp().unwrap();
     let mut server = start_server(&pki).await;
     let client = quic::client_endpoint(
-        &pki.material(Role::Viewer, "v").unwrap(),
+        &pki.issue(Role::Viewer, "v").unwrap(),
         TransportSettings::default(),
     )
     .unwrap();

@@ -16,8 +16,8 @@ use recfleet_agent::worker::{Engine, EngineConfig, GuardProgram};
 use recfleet_protocol::manifest::{Manifest, SegmentEndReason};
 use recfleet_protocol::spec::RecordingSpec;
 use recfleet_protocol::{Epoch, RecordingId, WorkerMessage};
+use recfleet_testkit::procs::{self, workspace_bin};
 use recfleet_tests::media;
-use recfleet_tests::procs::{self, workspace_bin};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 fn agent_bin() -> PathBuf {

@@ -12,7 +12,7 @@ use recfleet_protocol::{
     ConsoleRequest, ConsoleResponse, CoordinatorMessage, ErrorCode, OpenStream, WorkerHello,
     WorkerMessage, WorkerName, WorkerState, WorkerTelemetry,
 };
-use recfleet_tests::fleet::TestFleet;
+use recfleet_testkit::TestFleet;
 
 /// A frame that is well framed but whose payload is a `WorkerMessage`
 /// variant this build does not know (index 99), as a newer worker's would be.
@@ -82,14 +82,14 @@ async fn wait_state(fleet: &mut TestFleet, want: WorkerState, secs: u64) {
         assert!(
             tokio::time::Instant::now() < until,
             "w1 is {got:?}, not {want:?}; logs in {}",
-            fleet.dir.path().display()
+            fleet.dir().display()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 fn coordinator_log(fleet: &TestFleet) -> String {
-    std::fs::read_to_string(fleet.dir.path().join("logs/coordinator.log")).unwrap_or_default()
+    std::fs::read_to_string(fleet.log_path("coordinator")).unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

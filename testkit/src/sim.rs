@@ -6,6 +6,8 @@
 //! in fields that reach the console's events, so the console measures the
 //! event latency: `rss_bytes` (in WorkerChanged) and each slot's `bytes`
 //! (in RecordingChanged).
+//!
+//! [`SimFleet`] issues the certificates of many and connects them.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,7 +22,9 @@ use recfleet_protocol::{
     now_ms, CoordinatorMessage, Epoch, OpenStream, RecordingId, SegmentReport, SlotProgress,
     WorkerHello, WorkerMessage, WorkerName, WorkerTelemetry,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::pki::Pki;
 
 static BASE: OnceLock<Instant> = OnceLock::new();
 
@@ -42,6 +46,8 @@ pub struct Counters {
     pub telemetry: AtomicU64,
     /// StartSegment received.
     pub starts: AtomicU64,
+    /// StopSegment received.
+    pub stops: AtomicU64,
     /// Connections that ended.
     pub closed: AtomicU64,
 }
@@ -75,7 +81,7 @@ pub async fn connect(
     let (mut send, mut recv) = conn.open_bi().await?;
     let hello = WorkerHello {
         name: WorkerName::new(name)?,
-        version: "bench-sim".into(),
+        version: "sim".into(),
         capacity,
         labels: BTreeMap::new(),
         running: Vec::new(),
@@ -176,6 +182,7 @@ pub async fn connect(
                     epoch,
                     reason,
                 } => {
+                    counters.stops.fetch_add(1, Ordering::Relaxed);
                     let started = slots.lock().ok().and_then(|mut s| {
                         let i = s.iter().position(|x| x.0 == recording && x.1 == epoch)?;
                         Some(s.remove(i).2)
@@ -208,4 +215,160 @@ pub async fn connect(
         writer.abort();
         counters.closed.fetch_add(1, Ordering::Relaxed);
     }))
+}
+
+/// How a [`SimFleet`] connects.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Capacity each simulated worker offers.
+    pub capacity: u32,
+    /// Handshakes in flight at once.
+    pub concurrency: usize,
+    /// Simulated workers per client UDP socket.
+    pub per_endpoint: usize,
+    /// No handshake starts after this.
+    pub deadline: Option<Instant>,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            capacity: 4,
+            concurrency: 32,
+            per_endpoint: 500,
+            deadline: None,
+        }
+    }
+}
+
+/// Client configs of simulated workers `names`, their agent certificates
+/// issued in memory by `pki` (on two blocking threads: issuing is the slow
+/// part of a large fleet).
+pub async fn client_configs(
+    pki: &Arc<Pki>,
+    names: &[String],
+) -> anyhow::Result<Vec<(String, quinn::ClientConfig)>> {
+    const THREADS: usize = 2;
+    let mut handles = Vec::new();
+    for k in 0..THREADS {
+        let pki = pki.clone();
+        let names: Vec<(usize, String)> = names
+            .iter()
+            .cloned()
+            .enumerate()
+            .skip(k)
+            .step_by(THREADS)
+            .collect();
+        handles.push(tokio::task::spawn_blocking(move || {
+            names
+                .into_iter()
+                .map(|(i, name)| {
+                    let m = pki.issue(recfleet_certs::Role::Agent, &name)?;
+                    Ok((i, name, client_config(&m)?))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        }));
+    }
+    let mut configs = Vec::with_capacity(names.len());
+    for h in handles {
+        configs.extend(h.await??);
+    }
+    configs.sort_by_key(|(i, _, _)| *i);
+    Ok(configs.into_iter().map(|(_, n, c)| (n, c)).collect())
+}
+
+/// Many simulated workers connected to one coordinator; they disconnect
+/// when it is dropped (or [`SimFleet::close`]d).
+#[derive(Debug)]
+pub struct SimFleet {
+    /// Counters of all of them.
+    pub counters: Arc<Counters>,
+    /// Handshakes that failed.
+    pub failed: usize,
+    /// Handshakes not started before the deadline.
+    pub not_started: usize,
+    /// The first failure, for the report.
+    pub first_error: Option<String>,
+    endpoints: Vec<Endpoint>,
+    workers: Vec<(String, tokio::task::JoinHandle<()>)>,
+}
+
+impl SimFleet {
+    /// Connects one simulated worker per config, `opts.concurrency`
+    /// handshakes at a time; returns once each said Welcome or failed.
+    pub async fn connect(
+        addr: SocketAddr,
+        configs: Vec<(String, quinn::ClientConfig)>,
+        opts: &SimOptions,
+    ) -> anyhow::Result<SimFleet> {
+        let counters = Arc::new(Counters::default());
+        let endpoints: Vec<Endpoint> = (0..configs.len().div_ceil(opts.per_endpoint.max(1)))
+            .map(|_| Endpoint::client(([0, 0, 0, 0], 0).into()))
+            .collect::<Result<_, _>>()?;
+        let sem = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+        let total = configs.len();
+        let mut joins = Vec::new();
+        for (i, (name, config)) in configs.into_iter().enumerate() {
+            let permit = sem.clone().acquire_owned().await?;
+            if opts.deadline.is_some_and(|d| Instant::now() > d) {
+                break;
+            }
+            let ep = endpoints[i / opts.per_endpoint.max(1)].clone();
+            let (counters, capacity) = (counters.clone(), opts.capacity);
+            joins.push(tokio::spawn(async move {
+                let r = connect(&ep, config, addr, &name, capacity, counters).await;
+                drop(permit);
+                r.map(|h| (name, h))
+            }));
+        }
+        let mut fleet = SimFleet {
+            counters,
+            failed: 0,
+            not_started: total - joins.len(),
+            first_error: None,
+            endpoints,
+            workers: Vec::new(),
+        };
+        for j in joins {
+            match j.await? {
+                Ok(w) => fleet.workers.push(w),
+                Err(e) => {
+                    fleet.failed += 1;
+                    fleet.first_error.get_or_insert(format!("{e:#}"));
+                }
+            }
+        }
+        Ok(fleet)
+    }
+
+    /// How many connected.
+    pub fn connected(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// The names of those that connected.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.workers.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// How many connections have ended since they connected.
+    pub fn closed(&self) -> u64 {
+        self.counters.closed.load(Ordering::Relaxed)
+    }
+
+    /// Disconnects them all.
+    pub fn close(&mut self) {
+        for (_, w) in self.workers.drain(..) {
+            w.abort();
+        }
+        for e in &self.endpoints {
+            e.close(0u32.into(), b"simulation over");
+        }
+    }
+}
+
+impl Drop for SimFleet {
+    fn drop(&mut self) {
+        self.close();
+    }
 }

@@ -1,0 +1,107 @@
+//! Processes: where the built binaries are, what a process costs (CPU and
+//! resident memory from /proc), and looking for processes a test must not
+//! leave behind.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary next to the running test's target directory
+/// (`target/<profile>/deps/<test>` -> `target/<profile>/<name>`).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    dir.join(name)
+}
+
+/// CPU time (user + system, own threads only) and resident memory of a process.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcSample {
+    /// When.
+    pub at: Instant,
+    /// CPU seconds so far.
+    pub cpu_secs: f64,
+    /// Resident bytes now (VmRSS).
+    pub rss_bytes: u64,
+}
+
+/// Reads /proc/<pid>/stat and status; `None` once the process is gone.
+pub fn proc_sample(pid: u32) -> Option<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit(')').next()?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After "pid (comm)": state is field 3, utime 14, stime 15 (1-based).
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(ProcSample {
+        at: Instant::now(),
+        // USER_HZ is 100 on Linux.
+        cpu_secs: ticks as f64 / 100.0,
+        rss_bytes: rss_kb * 1024,
+    })
+}
+
+/// CPU of a process between two samples, in cores (1.0 = one core busy).
+pub fn cores_between(a: &ProcSample, b: &ProcSample) -> f64 {
+    let wall = b.at.duration_since(a.at).as_secs_f64();
+    if wall <= 0.0 {
+        return 0.0;
+    }
+    (b.cpu_secs - a.cpu_secs) / wall
+}
+
+/// Processes whose environment carries the slot tag with this prefix.
+pub fn tagged(prefix: &str) -> Vec<(i32, String)> {
+    let needle = format!("RECFLEET_SLOT_TAG={prefix}");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0)
+                    .any(|v| v.starts_with(needle.as_bytes()))
+            })
+        })
+        .filter(|pid| !is_zombie(*pid))
+        .map(|pid| (pid, comm(pid)))
+        .collect()
+}
+
+/// The command name of a process.
+pub fn comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+/// Waits up to `secs` for no process tagged `prefix` to remain; returns
+/// what is left.
+pub fn wait_none_tagged(prefix: &str, secs: u64) -> Vec<(i32, String)> {
+    let until = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let left = tagged(prefix);
+        if left.is_empty() || Instant::now() > until {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
