@@ -54,6 +54,17 @@ pub struct Driver {
     dropped_seen: u64,
 }
 
+/// Where a turn's transaction stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Txn {
+    /// Nothing written yet: no transaction.
+    NotYet,
+    /// Open: writes go in.
+    Open,
+    /// It could not begin, or SQLite rolled it back.
+    Gone,
+}
+
 /// One input's outcome in a turn.
 struct Outcome {
     effects: Vec<Effect>,
@@ -344,21 +355,26 @@ impl Driver {
     /// Runs the inputs through the core inside one transaction; a savepoint
     /// per input, so one input's failed write undoes only that input.
     fn run_inputs(&mut self, now: Now, inputs: Vec<Input>) -> Vec<Outcome> {
-        let mut alive = match self.store.begin() {
-            Ok(()) => true,
-            Err(e) => {
-                self.store_failed(&e);
-                false
-            }
-        };
+        // The transaction begins at the first write: most turns (telemetry,
+        // pings, reads) write nothing and touch no file.
+        let mut txn = Txn::NotYet;
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(inputs.len());
         let mut any_writes = false;
         for input in inputs {
             let effects = self.fleet.handle(now, input);
             let writes = effects.iter().any(Effect::is_store_write);
+            if writes && txn == Txn::NotYet {
+                txn = match self.store.begin() {
+                    Ok(()) => Txn::Open,
+                    Err(e) => {
+                        self.store_failed(&e);
+                        Txn::Gone
+                    }
+                };
+            }
             let durable = if !writes {
                 true
-            } else if alive {
+            } else if txn == Txn::Open {
                 any_writes = true;
                 match self.write_input(&effects) {
                     Ok(()) => true,
@@ -367,7 +383,7 @@ impl Driver {
                         if !self.store.in_transaction() {
                             // SQLite rolled the whole transaction back: the
                             // inputs before this one lost their writes too.
-                            alive = false;
+                            txn = Txn::Gone;
                             self.undo_all(&mut outcomes);
                         }
                         false
@@ -381,7 +397,7 @@ impl Driver {
             }
             outcomes.push(Outcome { effects, durable });
         }
-        if alive {
+        if txn == Txn::Open {
             let started = Instant::now();
             match self.store.commit() {
                 Ok(()) => {
@@ -399,7 +415,7 @@ impl Driver {
                     self.undo_all(&mut outcomes);
                 }
             }
-        } else {
+        } else if txn == Txn::Gone {
             self.store.rollback();
         }
         outcomes
