@@ -132,7 +132,19 @@ fn describe_connection_error(e: ConnectionError) -> TransportError {
     }
 }
 
-fn transport_config(settings: TransportSettings) -> Result<quinn::TransportConfig, TransportError> {
+/// Bidirectional streams a client may have open towards the coordinator
+/// when it connects: enough for a worker's control stream. quinn keeps state
+/// for every stream it allows, so this is kept small for the thousands of
+/// workers; the coordinator raises it for consoles once it knows the peer
+/// is one ([`CONSOLE_STREAMS`]).
+pub const INITIAL_STREAMS: u32 = 4;
+/// Bidirectional streams a console (operator, viewer) may have open at once.
+pub const CONSOLE_STREAMS: u32 = 256;
+
+fn transport_config(
+    settings: TransportSettings,
+    remote_streams: u32,
+) -> Result<quinn::TransportConfig, TransportError> {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(settings.keep_alive));
     t.max_idle_timeout(Some(
@@ -141,8 +153,9 @@ fn transport_config(settings: TransportSettings) -> Result<quinn::TransportConfi
             .try_into()
             .map_err(|_| TransportError::Tls("idle timeout too large".into()))?,
     ));
-    // Requests each take a stream; allow many at once per connection.
-    t.max_concurrent_bidi_streams(VarInt::from_u32(1024));
+    // Every conversation is a stream the client opens: a client allows the
+    // coordinator none; the coordinator allows a few, then more to consoles.
+    t.max_concurrent_bidi_streams(VarInt::from_u32(remote_streams));
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
     Ok(t)
 }
@@ -160,7 +173,7 @@ pub fn server_endpoint(
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls_config)
         .map_err(|e| TransportError::Tls(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(Arc::new(transport_config(settings)?));
+    config.transport_config(Arc::new(transport_config(settings, INITIAL_STREAMS)?));
     Endpoint::server(config, bind).map_err(|source| TransportError::Bind { addr: bind, source })
 }
 
@@ -183,7 +196,7 @@ pub fn client_endpoint_with_alpn(
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(rustls_config)
         .map_err(|e| TransportError::Tls(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(Arc::new(transport_config(settings)?));
+    config.transport_config(Arc::new(transport_config(settings, 0)?));
     let bind: SocketAddr = ([0, 0, 0, 0], 0).into();
     let mut endpoint =
         Endpoint::client(bind).map_err(|source| TransportError::Bind { addr: bind, source })?;

@@ -61,7 +61,7 @@ pub fn client_config(material: &TlsMaterial) -> anyhow::Result<quinn::ClientConf
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(Duration::from_millis(500)));
     t.max_idle_timeout(Some(Duration::from_secs(3).try_into()?));
-    t.max_concurrent_bidi_streams(VarInt::from_u32(1024));
+    t.max_concurrent_bidi_streams(VarInt::from_u32(0));
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
     config.transport_config(Arc::new(t));
     Ok(config)

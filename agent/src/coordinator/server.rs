@@ -166,6 +166,11 @@ async fn connection(
         own: Arc::new(Semaphore::new(shared.limits.connection_requests.max(1))),
         all: shared.turns.clone(),
     };
+    if identity.role().can_read_fleet() {
+        // A console makes many requests at once; a worker needs one stream
+        // and keeps the small initial allowance (quinn holds state for each).
+        conn.set_max_concurrent_bi_streams(VarInt::from_u32(quic::CONSOLE_STREAMS));
+    }
     loop {
         let (send, recv) = tokio::select! {
             s = conn.accept_bi() => match s {
