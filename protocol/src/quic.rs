@@ -146,7 +146,9 @@ fn transport_config(
     remote_streams: u32,
 ) -> Result<quinn::TransportConfig, TransportError> {
     let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(settings.keep_alive));
+    // Zero: this side sends no keep-alives of its own (its peer's keep the
+    // connection alive, and their acknowledgements reach this side).
+    t.keep_alive_interval((!settings.keep_alive.is_zero()).then_some(settings.keep_alive));
     t.max_idle_timeout(Some(
         settings
             .idle_timeout

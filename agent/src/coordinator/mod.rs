@@ -46,7 +46,8 @@ pub struct CoordinatorSettings {
     pub allowed_hosts: Vec<String>,
     /// Allow link-local addresses as recording URLs.
     pub allow_link_local: bool,
-    /// QUIC keep-alive period, ms.
+    /// The coordinator's own QUIC keep-alive period, ms; 0 (the default):
+    /// none, its peers' keep-alives keep connections alive.
     pub keep_alive_ms: u64,
     /// A connection silent this long is dead, ms: how fast a vanished
     /// worker is noticed.
@@ -80,7 +81,11 @@ impl Default for CoordinatorSettings {
             manifest_root: None,
             allowed_hosts: Vec::new(),
             allow_link_local: false,
-            keep_alive_ms: 500,
+            // Workers and consoles send keep-alives (500 ms) and the
+            // coordinator acknowledges them: its own would double the
+            // packets of every connection for nothing (measured: the cost
+            // that decides how many workers one coordinator holds).
+            keep_alive_ms: 0,
             idle_timeout_ms: 2000,
             reconnect_grace_ms: 5000,
             metrics_addr: None,
