@@ -43,6 +43,7 @@ KNOWN_ENV = {
     "RECFLEET_CONFIG", "RECFLEET_LISTEN", "RECFLEET_DATA_DIR", "RECFLEET_CA",
     "RECFLEET_CERT", "RECFLEET_KEY", "RECFLEET_MANIFEST_ROOT",
     "RECFLEET_ALLOWED_HOSTS", "RECFLEET_IDLE_TIMEOUT_MS", "RECFLEET_METRICS_ADDR",
+    "RECFLEET_RETENTION_SECS",
     "RECFLEET_LOG_FORMAT", "RECFLEET_LOG", "RECFLEET_COORDINATOR",
     "RECFLEET_SERVER_NAME", "RECFLEET_CAPACITY", "RECFLEET_OUT_DIR",
     "RECFLEET_RUNTIME_DIR", "RECFLEET_DRAIN_GRACE_SECS",
@@ -59,8 +60,12 @@ KNOWN_METRICS = {
     "recfleet_worker_slots_used", "recfleet_segment_restarts_total",
     "recfleet_recording_start_latency_seconds", "recfleet_bytes_written_total",
     "recfleet_capacity_units_demanded",
+    "recfleet_store_commit_seconds", "recfleet_store_errors_total",
+    "recfleet_store_unavailable", "recfleet_turn_inputs", "recfleet_queue_depth",
+    "recfleet_telemetry_dropped_total",
 }
-HISTOGRAMS = {"recfleet_placement_latency_seconds", "recfleet_recording_start_latency_seconds"}
+HISTOGRAMS = {"recfleet_placement_latency_seconds", "recfleet_recording_start_latency_seconds",
+              "recfleet_store_commit_seconds", "recfleet_turn_inputs"}
 # Slack between the drain grace and the kill: the slots' own stop.
 STOP_MARGIN_SECS = 15
 
