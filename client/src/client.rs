@@ -16,7 +16,6 @@ use crate::connect::{self, Connected, CONNECT_TIMEOUT};
 use crate::context::Context;
 use crate::error::ClientError;
 use crate::pages::{self, Page};
-use crate::subscription::{self, EventStream, Subscription};
 
 /// How long a request may wait for its answer, unless the caller says.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -169,21 +168,6 @@ impl Client {
                 },
                 other => other,
             })
-    }
-
-    /// Opens one event stream on the connection (connecting first if
-    /// needed): the coordinator's frames as they come, ending with the
-    /// stream. For a subscription that outlives connections, see
-    /// [`Client::subscription`].
-    pub async fn subscribe(&self) -> Result<EventStream, ClientError> {
-        let live = self.connection().await?;
-        EventStream::open(&live.connection).await
-    }
-
-    /// A subscription that reconnects and resubscribes by itself, with
-    /// backoff, until it is dropped.
-    pub fn subscription(&self) -> Subscription {
-        subscription::Subscription::start(self.clone())
     }
 
     /// `WhoAmI`.

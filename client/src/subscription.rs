@@ -296,6 +296,25 @@ impl Assembler {
     }
 }
 
+/// Subscriptions of a [`Client`] (here, so that the client itself does not
+/// depend on subscriptions).
+impl Client {
+    /// Opens one event stream on the connection (connecting first if
+    /// needed): the coordinator's frames as they come, ending with the
+    /// stream. For a subscription that outlives connections, see
+    /// [`Client::subscription`].
+    pub async fn subscribe(&self) -> Result<EventStream, ClientError> {
+        let live = self.connection().await?;
+        EventStream::open(&live.connection).await
+    }
+
+    /// A subscription that reconnects and resubscribes by itself, with
+    /// backoff, until it is dropped.
+    pub fn subscription(&self) -> Subscription {
+        Subscription::start(self.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
