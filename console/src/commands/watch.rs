@@ -1,5 +1,6 @@
 //! `watch`: events as they happen.
 
+use recfleet_client::subscription::Update;
 use recfleet_protocol::SubscriptionFrame;
 
 use super::Session;
@@ -7,15 +8,39 @@ use crate::cli::Output;
 use crate::describe;
 use crate::error::ConsoleError;
 
+/// Prints events until interrupted. A subscription that is cut (the
+/// coordinator restarts, or cuts a watcher that stopped reading, e.g. one
+/// suspended with Ctrl-Z) is taken up again with backoff and starts over
+/// from a fresh snapshot: the output says so in a line.
 pub(super) async fn watch(s: &Session) -> Result<(), ConsoleError> {
-    let mut sub = s.client.subscribe().await?;
+    // Connect first, so that a wrong address or certificate fails at once
+    // with its own message and exit code.
+    s.client.whoami().await?;
+    let mut sub = s.client.subscription();
     // The number of the snapshot whose parts are arriving.
     let mut snapshot_seq = 0;
     loop {
-        let Some(frame) = sub.next().await? else {
-            return Err(ConsoleError::Unexpected(
-                "the coordinator ended the event stream".to_string(),
-            ));
+        let frame = match sub.next().await {
+            None => {
+                return Err(ConsoleError::Unexpected(
+                    "the subscription stopped".to_string(),
+                ))
+            }
+            Some(Update::Connected { .. }) => continue,
+            Some(Update::Disconnected { error, retry_in }) => {
+                if s.output == Output::Table {
+                    s.text(&format!(
+                        "# disconnected: {error}; subscribing again in {} ms",
+                        retry_in.as_millis()
+                    ))?;
+                } else {
+                    s.json(&serde_json::json!({
+                        "disconnected": { "error": error.to_string(), "retry_in_ms": retry_in.as_millis() as u64 }
+                    }))?;
+                }
+                continue;
+            }
+            Some(Update::Frame(frame)) => frame,
         };
         match frame {
             SubscriptionFrame::Snapshot {
