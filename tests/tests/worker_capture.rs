@@ -190,14 +190,18 @@ async fn browser_two_recordings_at_once_each_get_their_own_picture_and_sound() {
             let (r, _, b) = media::mean_color(&file, (p.duration - back).max(0.0)).unwrap();
             samples.push((i32::from(r), i32::from(b)));
         }
-        // (red, blue) dominance of one sample.
+        // (red, blue) of one sample. Its own colour: that channel leads by
+        // 40. The other slot's: that channel is bright and the own one dark
+        // (a dark frame while the page loads is neither).
         type Test = fn(&(i32, i32)) -> bool;
         let reddish: Test = |(r, b)| *r > *b + 40;
         let bluish: Test = |(r, b)| *b > *r + 40;
+        let clearly_red: Test = |(r, b)| *r > 150 && *b < 80;
+        let clearly_blue: Test = |(r, b)| *b > 150 && *r < 80;
         let (own, other) = if id == "red" {
-            (reddish, bluish)
+            (reddish, clearly_blue)
         } else {
-            (bluish, reddish)
+            (bluish, clearly_red)
         };
         assert!(
             samples.iter().any(own),
