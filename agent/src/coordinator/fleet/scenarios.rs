@@ -347,8 +347,8 @@ fn a_restarted_worker_that_no_longer_runs_it_loses_it_after_a_short_wait() {
     sim.advance(1000);
     assert_eq!(sim.state(&id), RecordingState::Recording);
     sim.advance(1000);
-    // placed again; w2 has the most room... both are empty, w1 is avoided? No:
-    // a shut-down placement is not avoided; either worker may take it.
+    // Placed again. A worker that shut down is not avoided (it may simply
+    // have restarted), so either worker may take it: exactly one does.
     let w1 = sim.starts("w1");
     let w2 = sim.starts("w2");
     assert_eq!(w1.len() + w2.len(), 1, "{w1:?} {w2:?}");
