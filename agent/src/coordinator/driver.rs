@@ -284,7 +284,7 @@ impl Driver {
                 let limit = if *limit == 0 { LIST_DEFAULT } else { *limit };
                 (states, limit.min(LIST_MAX), after.as_ref(), true)
             }
-            ConsoleRequest::ShowRecording { id } if self.fleet.detail(id).is_none() => {
+            ConsoleRequest::ShowRecording { id } if !self.fleet.holds(id) => {
                 return Some(self.show_from_store(id));
             }
             _ => return None,

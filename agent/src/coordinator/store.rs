@@ -521,16 +521,20 @@ impl Store {
             .collect())
     }
 
+    /// One recording's row.
+    fn row(&self, id: &RecordingId) -> Result<Option<RecordingRow>, StoreError> {
+        Ok(self
+            .query_recordings("WHERE id = ?1", &[&id.as_str()])?
+            .into_iter()
+            .next())
+    }
+
     /// One recording with its segments.
     pub fn recording(
         &self,
         id: &RecordingId,
     ) -> Result<Option<(RecordingRow, Vec<ManifestSegment>)>, StoreError> {
-        let Some(row) = self
-            .query_recordings("WHERE id = ?1", &[&id.as_str()])?
-            .into_iter()
-            .next()
-        else {
+        let Some(row) = self.row(id)? else {
             return Ok(None);
         };
         let segments = self.segments_of(id)?;
@@ -595,11 +599,7 @@ impl Store {
     /// A recording's row with its segment totals (count, bytes of ended
     /// segments), without reading the segments themselves.
     pub fn summary(&self, id: &RecordingId) -> Result<Option<Summary>, StoreError> {
-        let Some(row) = self
-            .query_recordings("WHERE id = ?1", &[&id.as_str()])?
-            .into_iter()
-            .next()
-        else {
+        let Some(row) = self.row(id)? else {
             return Ok(None);
         };
         let totals = self

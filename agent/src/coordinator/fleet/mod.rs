@@ -578,6 +578,11 @@ impl Fleet {
         self.placements.on(name)
     }
 
+    /// Whether a recording is in memory (else it is read from the store).
+    pub fn holds(&self, id: &RecordingId) -> bool {
+        self.recordings.contains_key(id)
+    }
+
     /// Recordings in memory (tests and metrics).
     pub fn recordings_in_memory(&self) -> usize {
         self.recordings.len()
