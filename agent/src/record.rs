@@ -150,6 +150,7 @@ pub async fn run(args: RecordArgs) -> Result<(), Failure> {
                         sha256: r.sha256,
                         end_reason: Some(r.reason),
                         current: true,
+                        chunks: Vec::new(),
                     });
                 }
                 Some(WorkerMessage::FirstFrame { .. }) => eprintln!("capturing"),

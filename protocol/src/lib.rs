@@ -23,7 +23,7 @@ mod wire_tests;
 
 pub use error::{ErrorCode, WireError};
 pub use ids::{Epoch, IdError, RecordingId, WorkerName};
-pub use manifest::{Manifest, ManifestSegment, SegmentEndReason};
+pub use manifest::{Chunk, Manifest, ManifestSegment, Outputs, SegmentEndReason, StoredFile};
 pub use messages::*;
 pub use spec::{RecordingSpec, Viewport};
 pub use state::RecordingState;

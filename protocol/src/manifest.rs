@@ -112,6 +112,73 @@ pub struct ManifestSegment {
     /// False when its epoch was superseded: the file is kept, but another
     /// segment is "the" recording for that time.
     pub current: bool,
+    /// Its init object and chunks as stored in the destination, in order.
+    #[serde(default)]
+    pub chunks: Vec<Chunk>,
+}
+
+/// One stored object of a segment.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// Chunk number in the segment; None for the init object.
+    pub seq: Option<u32>,
+    /// Key relative to the recording's directory.
+    pub key: String,
+    /// Size in the store, bytes.
+    pub bytes: u64,
+    /// SHA-256, hex.
+    pub sha256: String,
+    /// Media time of its start in the segment, ms.
+    pub media_start_ms: u64,
+    /// Its duration, ms.
+    pub duration_ms: u64,
+}
+
+/// The stitched outputs of a finished recording.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Outputs {
+    /// Where the recording's objects are: `<destination>/<dir>`.
+    pub location: String,
+    /// `recording.mp4`, once made.
+    pub recording: Option<StoredFile>,
+    /// `index.m3u8` (HLS VOD over every segment), once made.
+    pub playlist: Option<StoredFile>,
+    /// Gaps as they lie in recording.mp4 (filled with a slate).
+    pub gaps_in_file: Vec<FileGap>,
+    /// Why the stitched file could not be made, if it could not.
+    pub error: Option<String>,
+}
+
+/// A stored whole file.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredFile {
+    /// Its full URL (`s3://...` or `file:///...`).
+    pub url: String,
+    /// Key relative to the recording's directory.
+    pub key: String,
+    /// Size, bytes.
+    pub bytes: u64,
+    /// SHA-256, hex.
+    pub sha256: String,
+    /// Media duration, ms (0 for a playlist).
+    pub duration_ms: u64,
+}
+
+/// A gap's place in recording.mp4.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileGap {
+    /// Position in the file, ms from its start.
+    pub at_ms: u64,
+    /// Length of the slate, ms.
+    pub duration_ms: u64,
+    /// Wall clock of the gap's start.
+    pub from: UnixMillis,
+    /// Wall clock of its end.
+    pub to: UnixMillis,
 }
 
 /// Time with no capture between two segments.
@@ -158,6 +225,9 @@ pub struct Manifest {
     pub overlaps: Vec<Overlap>,
     /// Time covered by at least one segment, ms.
     pub total_captured_ms: u64,
+    /// The stitched outputs (final once the recording is completed).
+    #[serde(default)]
+    pub outputs: Option<Outputs>,
 }
 
 impl Manifest {
@@ -186,6 +256,7 @@ impl Manifest {
             gaps: timeline.gaps,
             overlaps: timeline.overlaps,
             total_captured_ms: timeline.covered_ms,
+            outputs: None,
         }
     }
 }

@@ -118,6 +118,11 @@ pub struct RecordingSpec {
     /// Sub-directory of the worker's output root for the segment files
     /// (relative, no `..`); defaults to the recording id.
     pub output: Option<String>,
+    /// Where the recording is stored: `file:///DIR` or `s3://BUCKET/PREFIX`
+    /// (None: the coordinator's default, filled in when it accepts the
+    /// recording). Objects go under `<destination>/<output_dir()>/`.
+    #[serde(default)]
+    pub destination: Option<String>,
 }
 
 impl RecordingSpec {
@@ -134,6 +139,7 @@ impl RecordingSpec {
             cost: 1,
             capture: CaptureMode::Builtin,
             output: None,
+            destination: None,
         }
     }
 
@@ -231,6 +237,11 @@ impl RecordingSpec {
         if let Some(out) = &self.output {
             if let Err(e) = check_relative_dir(out) {
                 p.add("output", e);
+            }
+        }
+        if let Some(dest) = &self.destination {
+            if let Err(e) = check_destination(dest) {
+                p.add("destination", e);
             }
         }
         p.finish()
@@ -368,6 +379,44 @@ fn is_label_key(k: &str) -> bool {
         && k.chars().all(|c| {
             c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '/' | '-')
         })
+}
+
+/// A destination is `file:///ABSOLUTE/DIR` or `s3://BUCKET[/PREFIX]`; the
+/// store itself is checked where it is opened (worker and coordinator).
+pub fn check_destination(dest: &str) -> Result<(), String> {
+    if dest.len() > 1024 || dest.chars().any(|c| c.is_control()) {
+        return Err("must be at most 1024 printable characters".into());
+    }
+    if let Some(path) = dest.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err(format!(
+                "\"{dest}\": a file destination is file:///ABSOLUTE/DIR"
+            ));
+        }
+        if path.split('/').any(|c| c == "..") {
+            return Err(format!("\"{dest}\" may not contain \"..\""));
+        }
+        return Ok(());
+    }
+    if let Some(rest) = dest.strip_prefix("s3://") {
+        let bucket = rest.split('/').next().unwrap_or("");
+        let ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+        if !ok {
+            return Err(format!(
+                "\"{dest}\": the bucket name must be 3 to 63 of a-z 0-9 . -"
+            ));
+        }
+        if rest.split('/').skip(1).any(|c| c == ".." || c == ".") {
+            return Err(format!("\"{dest}\" may not contain \"..\" or \".\""));
+        }
+        return Ok(());
+    }
+    Err(format!(
+        "\"{dest}\": expected file:///DIR or s3://BUCKET/PREFIX"
+    ))
 }
 
 fn check_relative_dir(out: &str) -> Result<(), String> {

@@ -641,6 +641,7 @@ mod tests {
             cpu_millicores: 0,
             rss_bytes: 0,
             slots: vec![],
+            ..Default::default()
         });
         let pong = WorkerMessage::Pong {
             id: 1,

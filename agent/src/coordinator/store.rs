@@ -3,11 +3,12 @@
 //! audit log of operator actions. Everything the coordinator must not lose
 //! across a restart is written here before it is acted on.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use recfleet_protocol::manifest::{ManifestSegment, SegmentEndReason};
+use recfleet_protocol::manifest::{Chunk, ManifestSegment, Outputs, SegmentEndReason};
 use recfleet_protocol::spec::RecordingSpec;
-use recfleet_protocol::{Epoch, RecordingId, RecordingState, WorkerName};
+use recfleet_protocol::{ChunkReport, Epoch, RecordingId, RecordingState, WorkerName};
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// Why the store failed.
@@ -75,6 +76,20 @@ const MIGRATIONS: &[&str] = &[
     // 2: paged lists by request time, and loading only what is live.
     "CREATE INDEX recordings_by_time ON recordings(created_at, id);
      CREATE INDEX recordings_by_end ON recordings(ended_at);",
+    // 3: recordings land in object storage as chunks; the stitched outputs.
+    "CREATE TABLE chunks (
+        recording TEXT NOT NULL REFERENCES recordings(id),
+        epoch INTEGER NOT NULL,
+        part INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        media_start_ms INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        PRIMARY KEY (recording, epoch, part, seq)
+     );
+     ALTER TABLE recordings ADD COLUMN outputs TEXT;",
 ];
 
 /// A recording as stored.
@@ -100,6 +115,8 @@ pub struct RecordingRow {
     pub restarts: u32,
     /// Placements that gave up or could not start.
     pub failed_placements: u32,
+    /// The stitched outputs, once the recording is finalized.
+    pub outputs: Option<Outputs>,
 }
 
 /// The store.
@@ -203,16 +220,23 @@ impl Store {
 
     /// Inserts or replaces a recording.
     pub fn put_recording(&self, r: &RecordingRow) -> Result<(), StoreError> {
-        let spec = serde_json::to_string(&r.spec).map_err(|e| StoreError::BadRow {
+        let bad = |e: serde_json::Error| StoreError::BadRow {
             table: "recordings",
             detail: e.to_string(),
-        })?;
+        };
+        let spec = serde_json::to_string(&r.spec).map_err(bad)?;
+        let outputs = r
+            .outputs
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(bad)?;
         self.conn
             .prepare_cached(
-                "INSERT INTO recordings(id, spec, state, epoch, worker, created_at, started_at, ended_at, reason, restarts, failed_placements)
-                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                "INSERT INTO recordings(id, spec, state, epoch, worker, created_at, started_at, ended_at, reason, restarts, failed_placements, outputs)
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  ON CONFLICT(id) DO UPDATE SET spec=?2, state=?3, epoch=?4, worker=?5, started_at=?7, ended_at=?8,
-                   reason=?9, restarts=?10, failed_placements=?11",
+                   reason=?9, restarts=?10, failed_placements=?11, outputs=?12",
             )
             .and_then(|mut st| st.execute(params![
                     r.spec.id.as_str(),
@@ -226,6 +250,7 @@ impl Store {
                     r.reason,
                     r.restarts,
                     r.failed_placements,
+                    outputs,
                 ]))
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -244,7 +269,7 @@ impl Store {
         args: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<RecordingRow>, StoreError> {
         let sql = format!(
-            "SELECT spec, state, epoch, worker, created_at, started_at, ended_at, reason, restarts, failed_placements
+            "SELECT spec, state, epoch, worker, created_at, started_at, ended_at, reason, restarts, failed_placements, outputs
              FROM recordings {filter}"
         );
         let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
@@ -261,12 +286,13 @@ impl Store {
                     r.get::<_, Option<String>>(7)?,
                     r.get::<_, u32>(8)?,
                     r.get::<_, u32>(9)?,
+                    r.get::<_, Option<String>>(10)?,
                 ))
             })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (spec, state, epoch, worker, created, started, ended, reason, restarts, failed) =
+            let (spec, state, epoch, worker, created, started, ended, reason, restarts, failed, outputs) =
                 row.map_err(|e| self.err(e))?;
             let bad = |detail: String| StoreError::BadRow {
                 table: "recordings",
@@ -275,6 +301,10 @@ impl Store {
             let spec: RecordingSpec =
                 serde_json::from_str(&spec).map_err(|e| bad(e.to_string()))?;
             let state = parse_state(&state).ok_or_else(|| bad(format!("unknown state {state}")))?;
+            let outputs: Option<Outputs> = outputs
+                .map(|o| serde_json::from_str(&o))
+                .transpose()
+                .map_err(|e| bad(e.to_string()))?;
             let worker = worker
                 .map(WorkerName::new)
                 .transpose()
@@ -290,6 +320,7 @@ impl Store {
                 reason,
                 restarts,
                 failed_placements: failed,
+                outputs,
             });
         }
         Ok(out)
@@ -405,6 +436,7 @@ impl Store {
                     sha256: sha,
                     end_reason,
                     current,
+                    chunks: Vec::new(),
                 },
             ));
         }
@@ -508,6 +540,68 @@ impl Store {
         for row in rows {
             let segments = self.segments_of(&row.spec.id)?;
             out.push((row, segments));
+        }
+        Ok(out)
+    }
+
+    /// Records a stored chunk (or replaces what was known of it).
+    pub fn put_chunk(&self, id: &RecordingId, c: &ChunkReport) -> Result<(), StoreError> {
+        // The init object has no number: it sorts first as -1.
+        let seq = c.seq.map_or(-1, i64::from);
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO chunks(recording, epoch, part, seq, key, bytes, sha256, media_start_ms, duration_ms)
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    id.as_str(),
+                    c.epoch.0 as i64,
+                    c.part,
+                    seq,
+                    c.key,
+                    c.bytes as i64,
+                    c.sha256,
+                    c.media_start_ms as i64,
+                    c.duration_ms as i64,
+                ])
+            })
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The stored chunks of a recording by (epoch, part), in order.
+    pub fn chunks_of(
+        &self,
+        id: &RecordingId,
+    ) -> Result<BTreeMap<(u64, u32), Vec<Chunk>>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT epoch, part, seq, key, bytes, sha256, media_start_ms, duration_ms
+                 FROM chunks WHERE recording = ?1 ORDER BY epoch, part, seq",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([id.as_str()], |r| {
+                let seq: i64 = r.get(2)?;
+                Ok((
+                    (r.get::<_, i64>(0)? as u64, r.get::<_, u32>(1)?),
+                    Chunk {
+                        seq: u32::try_from(seq).ok(),
+                        key: r.get(3)?,
+                        bytes: r.get::<_, i64>(4)? as u64,
+                        sha256: r.get(5)?,
+                        media_start_ms: r.get::<_, i64>(6)? as u64,
+                        duration_ms: r.get::<_, i64>(7)? as u64,
+                    },
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out: BTreeMap<(u64, u32), Vec<Chunk>> = BTreeMap::new();
+        for row in rows {
+            let (k, c) = row.map_err(|e| self.err(e))?;
+            out.entry(k).or_default().push(c);
         }
         Ok(out)
     }
@@ -696,6 +790,7 @@ mod tests {
                         status: "signal 9".into(),
                     }),
                     current: true,
+                    chunks: Vec::new(),
                 },
             )
             .unwrap();

@@ -411,6 +411,7 @@ impl Link {
             cpu_millicores,
             rss_bytes,
             slots: self.engine.progress(),
+            ..Default::default()
         }
     }
 

@@ -78,6 +78,9 @@ pub enum WorkerMessage {
     },
     /// A part ended (the placement may go on in a new part after a restart).
     SegmentEnded(SegmentReport),
+    /// An object of a segment (its init or a chunk) is in the recording's
+    /// destination: the store confirmed the upload.
+    ChunkStored(ChunkReport),
     /// The placement is over on this worker: stopped, finished, or given up.
     PlacementEnded {
         /// The recording.
@@ -113,6 +116,13 @@ pub struct WorkerTelemetry {
     pub rss_bytes: u64,
     /// Per running slot.
     pub slots: Vec<SlotProgress>,
+    /// Bytes of closed chunks waiting on this worker's disk for upload.
+    #[serde(default)]
+    pub upload_buffer_bytes: u64,
+    /// The upload buffer is over its limit (the store is slow or away):
+    /// recordings go on, chunks wait on disk.
+    #[serde(default)]
+    pub upload_buffer_full: bool,
 }
 
 /// Progress of one slot.
@@ -137,6 +147,34 @@ pub struct SlotProgress {
     pub restarts: u32,
     /// Wall clock of the last frame seen.
     pub last_frame_at: Option<UnixMillis>,
+    /// How far the store is behind: age of the oldest closed chunk not yet
+    /// stored, ms (0: everything closed is stored).
+    #[serde(default)]
+    pub upload_lag_ms: u64,
+}
+
+/// One stored object of a segment: its init (`seq` None) or a chunk.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkReport {
+    /// The recording.
+    pub recording: RecordingId,
+    /// The placement.
+    pub epoch: Epoch,
+    /// The part within the placement.
+    pub part: u32,
+    /// The chunk's number in its segment (from 0); None for the init.
+    pub seq: Option<u32>,
+    /// Key relative to the recording's directory in its destination.
+    pub key: String,
+    /// Size, bytes.
+    pub bytes: u64,
+    /// SHA-256 of what was uploaded, hex.
+    pub sha256: String,
+    /// Media time of its start in the segment, ms.
+    pub media_start_ms: u64,
+    /// Its duration, ms.
+    pub duration_ms: u64,
 }
 
 /// What a worker knows of a finished part.

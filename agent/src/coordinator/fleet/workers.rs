@@ -232,6 +232,7 @@ impl Fleet {
                     sha256: String::new(),
                     end_reason: None,
                     current: true,
+                    chunks: Vec::new(),
                 };
                 self.upsert_segment(&recording, seg);
                 if holder == Some(Holder::Current) {
@@ -307,6 +308,7 @@ impl Fleet {
                     sha256: report.sha256,
                     end_reason: Some(report.reason.clone()),
                     current,
+                    chunks: Vec::new(),
                 };
                 self.metrics.bytes_written.inc_by(report.bytes);
                 if let SegmentEndReason::ChildExited { process, .. } = &report.reason {
