@@ -11,6 +11,7 @@ pub mod dev;
 pub mod exit;
 pub mod health;
 pub mod http;
+pub mod output;
 pub mod record;
 pub mod settings;
 pub mod signals;
