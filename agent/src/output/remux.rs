@@ -207,15 +207,16 @@ async fn write(
         .await
         .map_err(|source| io_error("create", work_dir, source))?;
     let mut entries: Vec<(PathBuf, Option<u64>)> = Vec::with_capacity(pieces.len());
+    let mut expected: Option<(PathBuf, String)> = None;
     for (n, piece) in pieces.iter().enumerate() {
-        match *piece {
+        let (path, outpoint_ms) = match *piece {
             Piece::Segment { index, outpoint_ms } => {
                 let path = inputs.get(index).ok_or(RemuxError::MissingInput {
                     piece: n,
                     index,
                     inputs: inputs.len(),
                 })?;
-                entries.push((absolute(path)?, outpoint_ms));
+                (absolute(path)?, outpoint_ms)
             }
             Piece::Slate { duration_ms, .. } => {
                 let path = absolute(&work_dir.join(format!("slate-{n:03}.mp4")))?;
@@ -227,11 +228,28 @@ async fn write(
                 .await?;
                 // The slate is encoded a little long and cut here, so the
                 // next piece starts exactly when the gap ends.
-                entries.push((path, Some(duration_ms)));
+                (path, Some(duration_ms))
             }
+        };
+        let probed = parse_streams(&probe_streams(tools, &path).await?);
+        match &expected {
+            None => expected = Some((path.clone(), probed.signature)),
+            Some((first, signature)) if *signature != probed.signature => {
+                return Err(RemuxError::Incompatible {
+                    first: first.clone(),
+                    path,
+                    expected: signature.clone(),
+                    got: probed.signature,
+                });
+            }
+            Some(_) => {}
         }
+        // A piece's length in the file is its video's length. The capture's
+        // HLS fMP4 muxer starts video at the AAC priming delay (1024/48000 s,
+        // 21 ms), so the file's own end lies 21 ms past that; left to itself the
+        // concat demuxer would start every later piece 21 ms further late.
+        entries.push((path, outpoint_ms.or(probed.video_ms)));
     }
-    check_compatible(tools, &entries).await?;
 
     let list = work_dir.join("concat.txt");
     tokio::fs::write(&list, concat_list(&entries)?)
@@ -244,32 +262,9 @@ async fn write(
     report(tools, out).await
 }
 
-/// Errors unless every file has the same streams and codec configuration as
-/// the first (see the module comment for why this must be checked).
-async fn check_compatible(
-    tools: &Tools,
-    entries: &[(PathBuf, Option<u64>)],
-) -> Result<(), RemuxError> {
-    let Some((first, _)) = entries.first() else {
-        return Ok(());
-    };
-    let expected = streams(tools, first).await?;
-    for (path, _) in &entries[1..] {
-        let got = streams(tools, path).await?;
-        if got != expected {
-            return Err(RemuxError::Incompatible {
-                first: first.clone(),
-                path: path.clone(),
-                expected,
-                got,
-            });
-        }
-    }
-    Ok(())
-}
-
-/// One line per stream: codec, picture or sound format, and extradata hash.
-async fn streams(tools: &Tools, path: &Path) -> Result<String, RemuxError> {
+/// ffprobe's description of each stream, one line each: codec, picture or
+/// sound format, extradata hash, and duration.
+async fn probe_streams(tools: &Tools, path: &Path) -> Result<String, RemuxError> {
     let mut args: Vec<OsString> = [
         "-v",
         "error",
@@ -277,7 +272,7 @@ async fn streams(tools: &Tools, path: &Path) -> Result<String, RemuxError> {
         "sha256",
         "-show_entries",
         "stream=codec_type,codec_name,profile,width,height,pix_fmt,r_frame_rate,\
-         sample_rate,channels,extradata_hash",
+         sample_rate,channels,duration,extradata_hash",
         "-of",
         "compact=p=0",
     ]
@@ -285,7 +280,40 @@ async fn streams(tools: &Tools, path: &Path) -> Result<String, RemuxError> {
     .to_vec();
     args.push(path.into());
     let output = run(&tools.ffprobe, &args, "probing a piece").await?;
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// What a file's streams say about joining it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Probed {
+    /// Everything that must match across the joined files (durations apart).
+    signature: String,
+    /// The video stream's length, ms.
+    video_ms: Option<u64>,
+}
+
+/// Reads [`probe_streams`]' output (`key=value|key=value` per stream).
+fn parse_streams(text: &str) -> Probed {
+    let mut lines = Vec::new();
+    let mut video_ms = None;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let mut fields = Vec::new();
+        let mut duration = None;
+        for field in line.split('|') {
+            match field.strip_prefix("duration=") {
+                Some(value) => duration = seconds_to_ms(value),
+                None => fields.push(field),
+            }
+        }
+        if fields.contains(&"codec_type=video") && video_ms.is_none() {
+            video_ms = duration;
+        }
+        lines.push(fields.join("|"));
+    }
+    Probed {
+        signature: lines.join("\n"),
+        video_ms,
+    }
 }
 
 async fn report(tools: &Tools, out: &Path) -> Result<RemuxReport, RemuxError> {
