@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
+use super::args::*;
 use super::*;
 use crate::output::hls::{parse_local_playlist, vod_playlist, HlsSegment};
 use crate::output::stitch::{plan, timeline, Span};
@@ -261,6 +262,24 @@ async fn stitches_a_gap_and_an_overlap() {
             w[1]
         );
     }
+    // Captured frames stay on the first segment's frame grid: the pieces before
+    // them moved them by no more than jitter, so the file keeps wall time.
+    let grid = times[0];
+    for &t in times.iter().filter(|t| !(6.0..9.0).contains(*t)) {
+        let off = (t - grid) * f64::from(FPS);
+        assert!(
+            (off - off.round()).abs() < 0.15,
+            "frame at {t:.3}s is off the grid"
+        );
+    }
+    assert!(
+        times.iter().any(|t| (t - grid - 9.0).abs() < 0.005),
+        "b starts at 9 s"
+    );
+    assert!(
+        times.iter().any(|t| (t - grid - 13.0).abs() < 0.005),
+        "c starts at 13 s"
+    );
     let hashes = frame_hashes(&out).await;
     assert_eq!(hashes.len(), times.len());
     for (n, w) in hashes.windows(2).enumerate() {
