@@ -1,4 +1,8 @@
-//! A recording's output: where its objects go and how its chunks become one
-//! stitched file and a playlist.
+//! A recording's output: where its objects go (`destination`), how the
+//! chunks of its segments become one stitched file (`stitch` plans,
+//! `remux` runs ffmpeg) and an HLS playlist (`hls`).
 
 pub mod destination;
+pub mod hls;
+pub mod remux;
+pub mod stitch;
