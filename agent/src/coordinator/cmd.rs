@@ -94,6 +94,15 @@ pub enum Cmd {
         /// The text exposition.
         reply: oneshot::Sender<String>,
     },
+    /// The outputs of a recording in Finalizing are made (or not).
+    Finalized {
+        /// The recording.
+        id: recfleet_protocol::RecordingId,
+        /// What was made.
+        outputs: recfleet_protocol::Outputs,
+        /// What the destination holds of its segments.
+        stored: Vec<crate::output::finalize::StoredSegment>,
+    },
     /// Readiness probe: `Err(why)` while the store refuses writes.
     Ready {
         /// The answer.

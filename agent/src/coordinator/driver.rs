@@ -7,7 +7,6 @@
 //! reports not ready until the store takes writes again.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use recfleet_protocol::{
@@ -18,6 +17,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::cmd::{Cmd, Subscription, WorkerTx};
+use super::outputs::{OutputJob, OutputTx};
 use super::fleet::{info_of, segment_totals, Effect, Fleet, Input, Now, ReplyTo};
 use super::store::{Store, StoreError};
 
@@ -40,7 +40,7 @@ enum Waiter {
 pub struct Driver {
     fleet: Fleet,
     store: Store,
-    manifest_root: Option<PathBuf>,
+    outputs: Option<OutputTx>,
     waiters: HashMap<ReplyTo, Waiter>,
     next_waiter: ReplyTo,
     sessions: HashMap<u64, (WorkerName, WorkerTx)>,
@@ -74,12 +74,12 @@ struct Outcome {
 
 impl Driver {
     /// A driver for a loaded fleet and its store.
-    pub fn new(fleet: Fleet, store: Store, manifest_root: Option<PathBuf>) -> Driver {
+    pub fn new(fleet: Fleet, store: Store, outputs: Option<OutputTx>) -> Driver {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         Driver {
             fleet,
             store,
-            manifest_root,
+            outputs,
             waiters: HashMap::new(),
             next_waiter: 1,
             sessions: HashMap::new(),
@@ -198,6 +198,15 @@ impl Driver {
                     name,
                     msg,
                     rtt_us,
+                }),
+                Cmd::Finalized {
+                    id,
+                    outputs,
+                    stored,
+                } => inputs.push(Input::Finalized {
+                    id,
+                    outputs,
+                    stored,
                 }),
                 Cmd::WorkerClosed { session, name, why } => {
                     self.sessions.remove(&session);
@@ -439,6 +448,7 @@ impl Driver {
             let r = match e {
                 Effect::PutRecording(row) => self.store.put_recording(row),
                 Effect::PutSegment(id, seg) => self.store.put_segment(id, seg),
+                Effect::PutChunk(id, c) => self.store.put_chunk(id, c),
                 Effect::Audit {
                     at,
                     actor,
@@ -464,7 +474,7 @@ impl Driver {
             .iter()
             .filter_map(|e| match e {
                 Effect::PutRecording(row) => Some(row.spec.id.clone()),
-                Effect::PutSegment(id, _) => Some(id.clone()),
+                Effect::PutSegment(id, _) | Effect::PutChunk(id, _) => Some(id.clone()),
                 _ => None,
             })
             .collect();
@@ -515,7 +525,10 @@ impl Driver {
             .unwrap_or_else(|| "the store refused the write".into());
         for e in o.effects {
             match e {
-                Effect::PutRecording(_) | Effect::PutSegment(..) | Effect::Audit { .. } => {}
+                Effect::PutRecording(_)
+                | Effect::PutSegment(..)
+                | Effect::PutChunk(..)
+                | Effect::Audit { .. } => {}
                 Effect::Send { session, msg } => {
                     if !o.durable {
                         continue;
@@ -568,19 +581,67 @@ impl Driver {
                         let _ = self.events.send(ev);
                     }
                 }
-                Effect::WriteManifest { dir, manifest } => {
-                    if let (true, Some(root)) = (o.durable, &self.manifest_root) {
-                        let dir = root.join(dir);
-                        match crate::record::write_manifest(&dir, &manifest) {
-                            Ok(path) => {
-                                tracing::info!(recording = %manifest.recording, path = %path.display(), "manifest written")
-                            }
-                            Err(e) => {
-                                tracing::warn!(recording = %manifest.recording, error = %e, "cannot write manifest")
-                            }
+                Effect::WriteManifest {
+                    destination,
+                    dir,
+                    mut manifest,
+                } => {
+                    if !o.durable {
+                        continue;
+                    }
+                    let Some(outputs) = &self.outputs else {
+                        continue;
+                    };
+                    self.with_chunks(&mut manifest);
+                    let json = match serde_json::to_vec_pretty(&manifest) {
+                        Ok(j) => j,
+                        Err(e) => {
+                            tracing::warn!(recording = %manifest.recording, error = %e, "cannot encode the manifest");
+                            continue;
                         }
+                    };
+                    let job = OutputJob::Manifest {
+                        id: manifest.recording.clone(),
+                        destination,
+                        dir,
+                        json: json.into(),
+                    };
+                    if !outputs.offer(job) {
+                        tracing::warn!(recording = %manifest.recording, "the output queue is full; this manifest is skipped (a later one supersedes it)");
                     }
                 }
+                Effect::Finalize { spec, mut manifest } => {
+                    if !o.durable {
+                        continue;
+                    }
+                    let Some(outputs) = &self.outputs else {
+                        continue;
+                    };
+                    self.with_chunks(&mut manifest);
+                    let job = OutputJob::Finalize {
+                        spec: Box::new(spec),
+                        manifest: Box::new(manifest),
+                    };
+                    if !outputs.offer(job) {
+                        tracing::warn!("the output queue is full; the finalization is asked again later");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds to a manifest the chunks the store holds of each segment.
+    fn with_chunks(&self, manifest: &mut recfleet_protocol::Manifest) {
+        match self.store.chunks_of(&manifest.recording) {
+            Ok(mut chunks) => {
+                for s in &mut manifest.segments {
+                    if let Some(c) = chunks.remove(&(s.epoch.0, s.part)) {
+                        s.chunks = c;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(recording = %manifest.recording, error = %e, "cannot read the chunks of the manifest")
             }
         }
     }

@@ -6,6 +6,7 @@ pub mod driver;
 pub mod fleet;
 mod lock;
 pub mod metrics;
+pub mod outputs;
 pub mod server;
 pub mod store;
 
@@ -39,8 +40,12 @@ pub struct CoordinatorSettings {
     pub cert: Option<PathBuf>,
     /// Its key (default `<data_dir>/tls/coordinator-key.pem`).
     pub key: Option<PathBuf>,
-    /// A directory where every worker's segment files are reachable
-    /// (shared storage); manifests are written there too.
+    /// Where recordings go unless their request says otherwise:
+    /// `file:///DIR` or `s3://BUCKET/PREFIX` (default:
+    /// `file://<data_dir>/recordings`, or `manifest_root` if set).
+    pub output: Option<String>,
+    /// Older name of a `file://` output: a directory every worker and the
+    /// coordinator reach.
     pub manifest_root: Option<PathBuf>,
     /// If not empty, the only hosts browsers may be sent to (`*.suffix` allowed).
     pub allowed_hosts: Vec<String>,
@@ -78,6 +83,7 @@ impl Default for CoordinatorSettings {
             ca: None,
             cert: None,
             key: None,
+            output: None,
             manifest_root: None,
             allowed_hosts: Vec::new(),
             allow_link_local: false,
@@ -98,6 +104,18 @@ impl Default for CoordinatorSettings {
 }
 
 impl CoordinatorSettings {
+    /// The default destination of recordings.
+    pub fn destination(&self) -> String {
+        if let Some(o) = &self.output {
+            return o.trim_end_matches('/').to_string();
+        }
+        let dir = self
+            .manifest_root
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("recordings"));
+        format!("file://{}", dir.display())
+    }
+
     fn tls_paths(&self) -> (PathBuf, PathBuf, PathBuf) {
         let tls = self.data_dir.join("tls");
         (
@@ -133,7 +151,11 @@ pub struct CoordinatorArgs {
     /// Coordinator key.
     #[arg(long, env = "RECFLEET_KEY")]
     pub key: Option<PathBuf>,
-    /// Shared directory where segment files are reachable; manifests go there.
+    /// Where recordings go: file:///DIR or s3://BUCKET/PREFIX (S3
+    /// credentials and endpoint from the AWS_* variables or ~/.aws).
+    #[arg(long, env = "RECFLEET_OUTPUT")]
+    pub output: Option<String>,
+    /// Older form of `--output file:///DIR`.
     #[arg(long, env = "RECFLEET_MANIFEST_ROOT")]
     pub manifest_root: Option<PathBuf>,
     /// Only these hosts may be recorded (repeatable; `*.example.com` allowed).
@@ -167,6 +189,7 @@ impl CoordinatorArgs {
         o.set("ca", self.ca.clone());
         o.set("cert", self.cert.clone());
         o.set("key", self.key.clone());
+        o.set("output", self.output.clone());
         o.set("manifest_root", self.manifest_root.clone());
         o.set("allowed_hosts", self.allowed_hosts.clone());
         o.set("idle_timeout_ms", self.idle_timeout_ms);
@@ -303,6 +326,7 @@ pub struct Running {
     pub fleet: FleetTx,
     server: tokio::task::JoinHandle<()>,
     driver: std::thread::JoinHandle<()>,
+    writer: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -313,10 +337,12 @@ impl Running {
             fleet,
             server,
             driver,
+            writer,
             ..
         } = self;
         drop(fleet);
         let _ = server.await;
+        let _ = writer.await;
         let _ = tokio::task::spawn_blocking(move || driver.join()).await;
     }
 }
@@ -338,8 +364,14 @@ pub async fn start(
         reconnect_grace: Duration::from_millis(settings.reconnect_grace_ms),
         retention: Duration::from_secs(settings.retention_secs),
         forward_deadline: Duration::from_millis(settings.forward_deadline_ms),
+        destination: settings.destination(),
         ..Default::default()
     };
+    // A destination that cannot be opened is a configuration error, said
+    // at start rather than at the first recording's end.
+    crate::output::destination::Destination::open(&fleet_settings.destination).map_err(|e| {
+        Failure::invalid(format!("output {}: {e}", fleet_settings.destination))
+    })?;
     let telemetry_ms = fleet_settings.telemetry_interval.as_millis() as u32;
     let boot = store
         .next_boot()
@@ -361,7 +393,13 @@ pub async fn start(
         .local_addr()
         .map_err(|e| Failure::other(e.into()))?;
     let (tx, rx) = mpsc::channel(cmd::FLEET_QUEUE);
-    let driver = driver::Driver::new(fleet, store, settings.manifest_root.clone());
+    let (outputs, writer) = outputs::spawn(
+        tx.clone(),
+        settings.data_dir.join("finalize"),
+        crate::output::remux::Tools::default(),
+        shutdown.clone(),
+    );
+    let driver = driver::Driver::new(fleet, store, Some(outputs));
     let driver_shutdown = shutdown.clone();
     let driver = std::thread::Builder::new()
         .name("fleet-driver".into())
@@ -385,5 +423,6 @@ pub async fn start(
         fleet: tx,
         server,
         driver,
+        writer,
     })
 }

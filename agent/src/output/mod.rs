@@ -3,6 +3,7 @@
 //! `remux` runs ffmpeg) and an HLS playlist (`hls`).
 
 pub mod destination;
+pub mod finalize;
 pub mod hls;
 pub mod remux;
 pub mod stitch;

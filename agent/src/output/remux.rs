@@ -265,6 +265,12 @@ async fn write(
     report(tools, out).await
 }
 
+/// The length of a file's video stream, ms (what a piece lasts in the
+/// stitched file).
+pub async fn video_duration_ms(tools: &Tools, path: &Path) -> Result<Option<u64>, RemuxError> {
+    Ok(parse_streams(&probe_streams(tools, path).await?).video_ms)
+}
+
 /// ffprobe's description of each stream, one line each: codec, picture or
 /// sound format, extradata hash, and duration.
 async fn probe_streams(tools: &Tools, path: &Path) -> Result<String, RemuxError> {

@@ -1,5 +1,6 @@
 //! Settings of the recording engine.
 
+use super::upload::UploadConfig;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -109,8 +110,11 @@ impl Default for Timeouts {
 /// The engine's settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Segment files go under `<out_root>/<spec.output_dir()>/`.
+    /// The upload buffer: chunks wait under
+    /// `<out_root>/<spec.output_dir()>/segments/` until they are stored.
     pub out_root: PathBuf,
+    /// Uploads of chunks to the recording's destination.
+    pub upload: UploadConfig,
     /// Short-lived per-slot files (sockets, profiles, logs). Kept short: a
     /// unix socket path has at most 107 bytes.
     pub runtime_root: PathBuf,
@@ -145,6 +149,11 @@ impl EngineConfig {
     /// Defaults with the given output directory.
     pub fn new(out_root: PathBuf) -> Self {
         EngineConfig {
+            upload: UploadConfig {
+                buffer_limit_bytes: 2 << 30,
+                retry_window: Duration::from_secs(3600),
+                default_destination: format!("file://{}", out_root.display()),
+            },
             out_root,
             runtime_root: std::env::temp_dir().join(format!("recfleet-{}", std::process::id())),
             bins: Binaries::default(),

@@ -37,8 +37,14 @@ pub struct WorkerSettings {
     pub capacity: u32,
     /// Labels recordings may require.
     pub labels: BTreeMap<String, String>,
-    /// Segment files go here.
+    /// The upload buffer: chunks wait here until their destination has
+    /// stored them (a worker's local disk; nothing shared).
     pub out_dir: PathBuf,
+    /// Bytes of chunks waiting for upload beyond which the worker reports
+    /// its buffer full (recordings go on; an alert should fire).
+    pub upload_buffer_bytes: u64,
+    /// Seconds a part's last uploads are retried after it ends.
+    pub upload_retry_secs: u64,
     /// Per-slot runtime files (sockets, profiles); short path.
     pub runtime_dir: Option<PathBuf>,
     /// Restart intensity: at most this many restarts ...
@@ -70,6 +76,8 @@ impl Default for WorkerSettings {
             capacity: 2,
             labels: BTreeMap::new(),
             out_dir: "/var/lib/recfleet/recordings".into(),
+            upload_buffer_bytes: 2 << 30,
+            upload_retry_secs: 3600,
             runtime_dir: None,
             max_restarts: 3,
             restart_period_secs: 60,
@@ -109,9 +117,12 @@ pub struct WorkerArgs {
     /// A label, key=value (repeatable).
     #[arg(long = "label", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
-    /// Output directory for segment files.
+    /// Upload buffer: chunks wait here until their destination stored them.
     #[arg(long, env = "RECFLEET_OUT_DIR")]
     pub out_dir: Option<PathBuf>,
+    /// Bytes of chunks waiting for upload before the buffer counts as full.
+    #[arg(long, env = "RECFLEET_UPLOAD_BUFFER_BYTES")]
+    pub upload_buffer_bytes: Option<u64>,
     /// Runtime directory for slot sockets and profiles.
     #[arg(long, env = "RECFLEET_RUNTIME_DIR")]
     pub runtime_dir: Option<PathBuf>,
@@ -152,6 +163,7 @@ impl WorkerArgs {
             );
         }
         o.set("out_dir", self.out_dir.clone());
+        o.set("upload_buffer_bytes", self.upload_buffer_bytes);
         o.set("runtime_dir", self.runtime_dir.clone());
         o.set("idle_timeout_ms", self.idle_timeout_ms);
         o.set("drain_grace_secs", self.drain_grace_secs);
@@ -191,6 +203,8 @@ pub async fn main(args: WorkerArgs) -> Result<(), Failure> {
         config.runtime_root = dir.clone();
     }
     config.max_restarts = s.max_restarts;
+    config.upload.buffer_limit_bytes = s.upload_buffer_bytes;
+    config.upload.retry_window = Duration::from_secs(s.upload_retry_secs);
     config.worker_name = name.to_string();
     config.restart_period = Duration::from_secs(s.restart_period_secs);
     config.timeouts.stall = Duration::from_secs(s.stall_timeout_secs);

@@ -1,23 +1,30 @@
 //! The capture encoder: ffmpeg grabbing the slot's X display and the audio
-//! sink's monitor into fragmented MP4, which stays playable when ffmpeg is
-//! killed (`-flush_packets 1 -frag_duration 1000000`, see docs/capture.md).
+//! sink's monitor into HLS fMP4 chunks (`init.mp4`, `c00000.m4s`, ...) of
+//! two seconds, listed in `local.m3u8` as each closes, so that the worker
+//! uploads them while the recording goes on (see `super::upload`). A killed
+//! ffmpeg loses only the chunk it was writing.
 
 use std::path::Path;
 
 use recfleet_protocol::spec::RecordingSpec;
 
-/// The ffmpeg arguments for one segment file.
+/// Length of a chunk, seconds (and the keyframe interval: every chunk
+/// starts with one, so each plays on its own and cuts fall on them).
+pub const CHUNK_SECS: u32 = 2;
+
+/// The ffmpeg arguments for one part, writing its chunks into `dir`.
 pub fn ffmpeg_args(
     spec: &RecordingSpec,
     display: &str,
     audio_source: &str,
-    out: &Path,
+    dir: &Path,
 ) -> Vec<String> {
     let size = format!("{}x{}", spec.viewport.width, spec.viewport.height);
     let fps = spec.fps.to_string();
-    // A keyframe every two seconds: fragments (and so what survives a kill)
-    // are cut at keyframes.
-    let gop = (u32::from(spec.fps) * 2).to_string();
+    // A keyframe at every chunk start, forced on the media clock so that
+    // chunks are CHUNK_SECS long even when frames come late.
+    let gop = (u32::from(spec.fps) * CHUNK_SECS).to_string();
+    let keyframes = format!("expr:gte(t,n_forced*{CHUNK_SECS})");
     let mut a: Vec<String> = vec![
         // Exit on an input error (a dead PulseAudio) instead of carrying on
         // with a file that silently stops growing.
@@ -25,8 +32,10 @@ pub fn ffmpeg_args(
         "-hide_banner",
         "-nostdin",
         "-nostats",
+        // info: the input's start time (the wall clock of the first frame,
+        // x11grab stamps frames with it) is read from the log.
         "-loglevel",
-        "warning",
+        "info",
         "-progress",
         "pipe:1",
         "-stats_period",
@@ -68,28 +77,55 @@ pub fn ffmpeg_args(
         [
             "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-crf", "26", "-g",
             &gop,
+            // No B-frames: a segment can then be cut at any frame when it
+            // is stitched (make-before-break overlaps), without re-encoding.
+            "-bf", "0", "-force_key_frames", &keyframes,
         ]
         .map(String::from),
     );
     if spec.audio {
         a.extend(["-c:a", "aac", "-b:a", "128k"].map(String::from));
     }
+    let chunk_secs = CHUNK_SECS.to_string();
     a.extend(
         [
-            "-flush_packets",
-            "1",
-            "-frag_duration",
-            "1000000",
-            "-movflags",
-            "+frag_keyframe+empty_moov+default_base_moof",
             "-f",
-            "mp4",
-            "-y",
+            "hls",
+            "-hls_time",
+            &chunk_secs,
+            "-hls_list_size",
+            "0",
+            "-hls_segment_type",
+            "fmp4",
+            "-hls_fmp4_init_filename",
+            "init.mp4",
+            "-hls_flags",
+            "independent_segments",
+            "-hls_segment_filename",
         ]
         .map(String::from),
     );
-    a.push(out.display().to_string());
+    a.push(dir.join("c%05d.m4s").display().to_string());
+    a.push("-y".into());
+    a.push(dir.join(super::upload::LOCAL_PLAYLIST).display().to_string());
     a
+}
+
+/// The wall clock of the first frame, from ffmpeg's log: x11grab stamps
+/// frames with the wall clock, and ffmpeg prints the first input's start
+/// (`Duration: N/A, start: 1796160129.433639, ...`). Accurate to a frame,
+/// where "now minus the media time" carries the encoder's delay.
+pub fn first_frame_at(log: &str) -> Option<u64> {
+    let line = log.lines().find(|l| l.contains("Duration:") && l.contains("start:"))?;
+    let secs: f64 = line
+        .split("start:")
+        .nth(1)?
+        .split(',')
+        .next()?
+        .trim()
+        .parse()
+        .ok()?;
+    (secs > 1e9).then(|| (secs * 1000.0).round() as u64)
 }
 
 /// What ffmpeg's `-progress` output says, one block at a time.
@@ -175,17 +211,25 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_first_frame_time_from_the_log() {
+        let log = "Input #0, x11grab, from ':77':\n  Duration: N/A, start: 1796160129.433639, bitrate: 36864 kb/s\n";
+        assert_eq!(first_frame_at(log), Some(1_796_160_129_434));
+        assert_eq!(first_frame_at("nothing yet"), None);
+    }
+
+    #[test]
     fn args_follow_the_spec() {
         let mut spec = RecordingSpec::new(RecordingId::new("r").unwrap(), "http://x/");
         spec.fps = 30;
-        let args = ffmpeg_args(&spec, ":101", "rec.monitor", Path::new("/o/r.mp4"));
+        let args = ffmpeg_args(&spec, ":101", "rec.monitor", Path::new("/o/seg"));
         let joined = args.join(" ");
         assert!(joined.contains("-framerate 30 -video_size 1280x720 -i :101"));
         assert!(joined.contains("-f pulse"));
-        assert!(joined.contains("-g 60"));
-        assert!(joined.ends_with("-f mp4 -y /o/r.mp4"));
+        assert!(joined.contains("-g 60 -bf 0"));
+        assert!(joined.contains("-hls_segment_filename /o/seg/c%05d.m4s"));
+        assert!(joined.ends_with("-y /o/seg/local.m3u8"));
         spec.audio = false;
-        let args = ffmpeg_args(&spec, ":101", "rec.monitor", Path::new("/o/r.mp4"));
+        let args = ffmpeg_args(&spec, ":101", "rec.monitor", Path::new("/o/seg"));
         assert!(!args.iter().any(|a| a == "pulse" || a == "aac"));
     }
 }

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::upload::Uploader;
 use super::config::{EngineConfig, GuardProgram};
 use super::guard;
 use super::process;
@@ -54,6 +55,7 @@ pub struct Engine {
     slots: Arc<Mutex<HashMap<RecordingId, SlotEntry>>>,
     events: mpsc::UnboundedSender<WorkerMessage>,
     counter: AtomicU64,
+    uploader: Uploader,
     shutting_down: std::sync::atomic::AtomicBool,
     // Held for the life of the engine: when the process dies, the guard
     // reads EOF and kills whatever is left of the slots.
@@ -90,7 +92,9 @@ impl Engine {
             GuardProgram::None => None,
         };
         let (events, rx) = mpsc::unbounded_channel();
+        let uploader = Uploader::new(config.upload.clone());
         let engine = Arc::new(Engine {
+            uploader,
             config: Arc::new(config),
             instance,
             slots: Arc::new(Mutex::new(HashMap::new())),
@@ -100,6 +104,12 @@ impl Engine {
             _guard: guard,
         });
         Ok((engine, rx))
+    }
+
+    /// Bytes of chunks waiting for upload on this worker, and whether that
+    /// is over the limit.
+    pub fn upload_buffer(&self) -> (u64, bool) {
+        self.uploader.buffer()
     }
 
     /// The settings.
@@ -165,6 +175,7 @@ impl Engine {
             deadline,
             progress: progress.clone(),
             events: self.events.clone(),
+            uploader: self.uploader.clone(),
         };
         tracing::info!(recording = %id, %epoch, "starting recording");
         let events = self.events.clone();

@@ -72,7 +72,7 @@ pub(super) async fn start_external(
         .env("DISPLAY", display)
         .env("HOME", &home)
         .env("RECFLEET_URL", &ctx.spec.url)
-        .env("RECFLEET_OUTPUT", &ctx.out_file)
+        .env("RECFLEET_OUTPUT", ctx.capture_file())
         .env("RECFLEET_WIDTH", v.width.to_string())
         .env("RECFLEET_HEIGHT", v.height.to_string())
         .env("RECFLEET_FPS", ctx.spec.fps.to_string())
@@ -116,7 +116,7 @@ pub(super) async fn start_external(
                     out_time_ms,
                     ..
                 }) => {
-                    progress.send_modify(|f| count_frames(f, frames, 0, out_time_ms));
+                    progress.send_modify(|f| count_frames(f, frames, 0, out_time_ms, None));
                 }
                 Ok(ContractEvent::Error { message }) => {
                     tracing::warn!(%message, "external capture reported an error");

@@ -406,12 +406,14 @@ impl Link {
         let mut pids = process::tagged_pids(self.engine.instance_tag());
         pids.push(std::process::id() as i32);
         let (cpu_millicores, rss_bytes) = self.usage.sample(&pids);
+        let (upload_buffer_bytes, upload_buffer_full) = self.engine.upload_buffer();
         WorkerTelemetry {
             at: now_ms(),
             cpu_millicores,
             rss_bytes,
             slots: self.engine.progress(),
-            ..Default::default()
+            upload_buffer_bytes,
+            upload_buffer_full,
         }
     }
 

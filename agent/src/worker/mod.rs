@@ -17,6 +17,7 @@ pub mod process;
 pub mod slot;
 pub mod status;
 mod teardown;
+pub mod upload;
 pub mod usage;
 
 pub use config::{Binaries, EngineConfig, GuardProgram, Timeouts};

@@ -62,8 +62,11 @@ pub struct PartContext {
     pub tag: String,
     /// Runtime directory of the part (sockets, profile, logs); removed after.
     pub dir: PathBuf,
-    /// The segment file.
-    pub out_file: PathBuf,
+    /// Where the part's chunks are written (each is uploaded and deleted
+    /// as it closes; an external capture writes one file here).
+    pub chunk_dir: PathBuf,
+    /// Bytes of the part stored so far (counted by its uploader).
+    pub stored: Arc<std::sync::atomic::AtomicU64>,
     /// Programs.
     pub bins: Arc<Binaries>,
     /// Time limits.
@@ -73,6 +76,25 @@ pub struct PartContext {
 }
 
 impl PartContext {
+    /// The file an external capture writes.
+    pub fn capture_file(&self) -> PathBuf {
+        self.chunk_dir.join(super::upload::CAPTURE_FILE)
+    }
+
+    /// Bytes of the part so far: stored, plus what waits in its directory.
+    pub fn bytes(&self) -> u64 {
+        let local: u64 = std::fs::read_dir(&self.chunk_dir)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        self.stored.load(std::sync::atomic::Ordering::Relaxed) + local
+    }
+
     /// The log file of one process of the part.
     pub fn log(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.log"))
@@ -117,15 +139,21 @@ pub(super) struct Frames {
     pub(super) last_at: Option<u64>,
 }
 
-/// Frame times are anchored on the media clock: the first frame is "now
-/// minus the media time encoded so far", the last is "first plus media
-/// time". Both carry the encoder's delay (about a second), so spans have the
-/// right length and segments of different workers line up within that.
-pub(super) fn count_frames(f: &mut Frames, frames: u64, fps_milli: u32, media_ms: u64) {
+/// Frame times are anchored on the first frame's wall clock (`anchor`,
+/// from the encoder's log; else "now minus the media time encoded so far",
+/// which carries the encoder's delay of about a second); the last frame is
+/// "first plus media time".
+pub(super) fn count_frames(
+    f: &mut Frames,
+    frames: u64,
+    fps_milli: u32,
+    media_ms: u64,
+    anchor: Option<u64>,
+) {
     if frames > f.frames {
         let first = *f
             .first_at
-            .get_or_insert_with(|| now_ms().saturating_sub(media_ms));
+            .get_or_insert_with(|| anchor.unwrap_or_else(|| now_ms().saturating_sub(media_ms)));
         f.last_at = Some(first + media_ms);
     }
     f.frames = frames.max(f.frames);

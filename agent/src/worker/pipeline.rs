@@ -19,7 +19,7 @@ use super::external::start_external;
 use super::part::{count_frames, Frames, PageStatus, Running};
 pub use super::part::{PartContext, StartError};
 use super::process::{self, Exit, SlotProcess};
-use super::teardown::{hash_file, teardown};
+use super::teardown::teardown;
 
 /// Things a part tells its supervisor as they happen.
 #[derive(Debug, Clone)]
@@ -51,10 +51,6 @@ pub struct PartResult {
     pub first_frame_at: Option<u64>,
     /// Last frame, if any.
     pub last_frame_at: Option<u64>,
-    /// File size.
-    pub bytes: u64,
-    /// SHA-256 of the file, hex.
-    pub sha256: String,
 }
 
 /// Runs one part to its end. `stop` carries a requested stop reason;
@@ -111,10 +107,6 @@ pub async fn run_part(
             (reason, crashed, frames)
         }
     };
-    let out = ctx.out_file.clone();
-    let (bytes, sha256) = tokio::task::spawn_blocking(move || hash_file(&out))
-        .await
-        .unwrap_or((0, String::new()));
     let _ = std::fs::remove_dir_all(ctx.dir.join("profile"));
     PartResult {
         reason,
@@ -123,15 +115,15 @@ pub async fn run_part(
         ended_at: now_ms(),
         first_frame_at: frames.first_at,
         last_frame_at: frames.last_at,
-        bytes,
-        sha256,
     }
 }
 
-/// Starts display and sink, then the encoder and the browser in parallel
-/// (ffmpeg's own start-up, about a second with audio, hides behind the
-/// browser's). Every process started is pushed on `procs` at once so that
-/// a failure half-way still tears everything down.
+/// Starts display and sink, then the browser and its page, then the
+/// encoder: the first frame of every segment shows the loaded page, never
+/// the empty screen before it (which cost about 1.8 s of black at every
+/// segment start when both started together). Every process started is
+/// pushed on `procs` at once so that a failure half-way still tears
+/// everything down.
 async fn bring_up(
     ctx: &PartContext,
     procs: &mut Vec<SlotProcess>,
@@ -139,14 +131,12 @@ async fn bring_up(
     started_at: u64,
 ) -> Result<Running, StartError> {
     std::fs::create_dir_all(&ctx.dir).map_err(|e| StartError::new("slot", e))?;
-    if let Some(parent) = ctx.out_file.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| {
-            StartError::new(
-                "slot",
-                format!("output directory {}: {e}", parent.display()),
-            )
-        })?;
-    }
+    std::fs::create_dir_all(&ctx.chunk_dir).map_err(|e| {
+        StartError::new(
+            "slot",
+            format!("chunk directory {}: {e}", ctx.chunk_dir.display()),
+        )
+    })?;
     let (xvfb, audio) = tokio::join!(display::start_xvfb(ctx), async {
         if ctx.spec.audio {
             display::start_pulse(ctx).await.map(Some)
@@ -174,22 +164,23 @@ async fn bring_up(
     let (progress_tx, progress_rx) = watch::channel(Frames::default());
     match &ctx.spec.capture {
         CaptureMode::Builtin => {
-            let (enc, drv) = tokio::join!(
-                start_encoder(ctx, &display, server.as_deref(), &monitor, progress_tx),
-                browser::start_chromedriver(ctx, &display, server.as_deref(), sink.as_deref())
-            );
+            let (drv_proc, port) = browser::start_chromedriver(
+                ctx,
+                &display,
+                server.as_deref(),
+                sink.as_deref(),
+            )
+            .await?;
+            procs.push(drv_proc);
+            let driver = browser::open_page(ctx, port).await?;
+            let enc = start_encoder(ctx, &display, server.as_deref(), &monitor, progress_tx).await;
             if let Ok((p, _)) = &enc {
                 procs.push(p.clone());
             }
-            if let Ok((p, _)) = &drv {
-                procs.push(p.clone());
-            }
             let (_, stdin) = enc?;
-            let (_, port) = drv?;
-            // The processes are up and the file is open: the part has started
-            // (the page loads next). Same `at` as the final report's start.
+            // The processes are up and the chunks are being written: the
+            // part has started. Same `at` as the final report's start.
             let _ = events.send(PartEvent::Started { at: started_at });
-            let driver = browser::open_page(ctx, port).await?;
             let page = browser::spawn_page_watch(
                 driver,
                 ctx.spec.stop.page_signal.clone(),
@@ -234,7 +225,7 @@ async fn start_encoder(
         &ctx.spec,
         display,
         monitor,
-        &ctx.out_file,
+        &ctx.chunk_dir,
     ));
     if let Some(server) = pulse_server {
         cmd.env("PULSE_SERVER", server);
@@ -250,12 +241,21 @@ async fn start_encoder(
     )
     .map_err(|e| StartError::new("ffmpeg", e))?;
     if let Some(stdout) = spawned.stdout {
+        let log = ctx.log("ffmpeg");
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
             let mut parser = ProgressParser::default();
+            let mut anchor = None;
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(p) = parser.line(&line) {
-                    progress.send_modify(|f| count_frames(f, p.frames, p.fps_milli, p.out_time_ms));
+                    if anchor.is_none() && p.frames > 0 {
+                        anchor = std::fs::read_to_string(&log)
+                            .ok()
+                            .and_then(|text| encoder::first_frame_at(&text));
+                    }
+                    progress.send_modify(|f| {
+                        count_frames(f, p.frames, p.fps_milli, p.out_time_ms, anchor)
+                    });
                 }
             }
         });
@@ -334,7 +334,7 @@ async fn monitor(
             },
             _ = tick.tick() => {
                 let f = *running.progress.borrow();
-                let size = std::fs::metadata(&ctx.out_file).map(|m| m.len()).unwrap_or(0);
+                let size = ctx.bytes();
                 if f.frames > last_frames || size > last_size {
                     last_growth = tokio::time::Instant::now();
                 }

@@ -13,6 +13,9 @@ use tokio::sync::{mpsc, watch};
 use super::config::EngineConfig;
 use super::intensity::RestartIntensity;
 use super::pipeline::{self, PartContext, PartEvent};
+use super::upload::{PartId, Uploader};
+use crate::output::finalize::segment_dir;
+use recfleet_protocol::spec::CaptureMode;
 
 /// What the supervisor needs.
 #[derive(Debug)]
@@ -34,17 +37,17 @@ pub struct Slot {
     pub progress: Arc<Mutex<SlotProgress>>,
     /// Where the slot reports (as worker protocol messages).
     pub events: mpsc::UnboundedSender<WorkerMessage>,
+    /// The worker's uploads.
+    pub uploader: Uploader,
 }
 
 impl Slot {
-    /// The segment file of a part, relative to the output root.
+    /// The segment's directory, relative to the destination's root.
     fn relative_file(&self, part: u32) -> String {
         format!(
-            "{}/{}-e{}-p{}.mp4",
+            "{}/{}",
             self.spec.output_dir(),
-            self.spec.id,
-            self.epoch.0,
-            part
+            segment_dir(self.epoch, part)
         )
     }
 
@@ -58,16 +61,37 @@ impl Slot {
         let mut part = 0u32;
         let mut deadline = self.deadline;
         let id = self.spec.id.clone();
+        // Each part's last uploads finish in the background (the next part
+        // does not wait for the store); its report leaves after them, and
+        // the placement ends only when every part is reported.
+        let mut reports = Vec::new();
         let reason = loop {
             let file = self.relative_file(part);
             let (exits_tx, exits_rx) = mpsc::unbounded_channel();
+            let part_id = PartId {
+                recording: id.clone(),
+                dir: self.spec.output_dir().to_string(),
+                destination: self.spec.destination.clone(),
+                epoch: self.epoch,
+                part,
+            };
+            let chunk_dir = Uploader::local_dir(&self.config.out_root, &part_id);
+            let _ = std::fs::remove_dir_all(&chunk_dir);
+            let upload = self.uploader.start_part(
+                part_id,
+                chunk_dir.clone(),
+                !matches!(self.spec.capture, CaptureMode::Builtin),
+                self.progress.clone(),
+                self.events.clone(),
+            );
             let ctx = PartContext {
                 spec: self.spec.clone(),
                 epoch: self.epoch,
                 part,
                 tag: format!("{}/p{part}", self.tag),
                 dir: self.dir.join(format!("p{part}")),
-                out_file: self.config.out_root.join(&file),
+                chunk_dir,
+                stored: upload.stored_bytes_counter(),
                 bins: Arc::new(self.config.bins.clone()),
                 timeouts: self.config.timeouts,
                 exits: exits_tx,
@@ -108,23 +132,29 @@ impl Slot {
             .await;
             let _ = forward.await;
             self.keep_logs(&log_dir, part);
-            tracing::info!(
-                recording = %id, epoch = %self.epoch, part,
-                reason = %result.reason.describe(), bytes = result.bytes,
-                "segment ended"
-            );
-            let _ = self.events.send(WorkerMessage::SegmentEnded(SegmentReport {
-                recording: id.clone(),
-                epoch: self.epoch,
-                part,
-                file,
-                bytes: result.bytes,
-                sha256: result.sha256.clone(),
-                started_at: result.started_at,
-                ended_at: result.ended_at,
-                first_frame_at: result.first_frame_at,
-                last_frame_at: result.last_frame_at,
-                reason: result.reason.clone(),
+            let (events, rid, epoch, report) =
+                (self.events.clone(), id.clone(), self.epoch, result.clone());
+            reports.push(tokio::spawn(async move {
+                let up = upload.finish().await;
+                tracing::info!(
+                    recording = %rid, %epoch, part,
+                    reason = %report.reason.describe(), bytes = up.bytes,
+                    left_behind = up.left_behind,
+                    "segment ended"
+                );
+                let _ = events.send(WorkerMessage::SegmentEnded(SegmentReport {
+                    recording: rid,
+                    epoch,
+                    part,
+                    file,
+                    bytes: up.bytes,
+                    sha256: up.sha256,
+                    started_at: report.started_at,
+                    ended_at: report.ended_at,
+                    first_frame_at: report.first_frame_at,
+                    last_frame_at: report.last_frame_at,
+                    reason: report.reason,
+                }));
             }));
             if !result.crashed {
                 break result.reason;
@@ -147,6 +177,9 @@ impl Slot {
             tracing::warn!(recording = %id, epoch = %self.epoch, part, reason = %result.reason.describe(), "restarting the slot (one-for-all)");
             part += 1;
         };
+        for r in reports {
+            let _ = r.await;
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
         reason
     }

@@ -1,6 +1,5 @@
 //! Taking a part's process group down and fingerprinting its file.
 
-use std::path::Path;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -79,15 +78,4 @@ async fn wait_for_exit(pid: i32, within: Duration) {
     while process::is_alive(pid) && tokio::time::Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-}
-
-pub(super) fn hash_file(path: &Path) -> (u64, String) {
-    use sha2::{Digest, Sha256};
-    let Ok(mut file) = std::fs::File::open(path) else {
-        return (0, String::new());
-    };
-    let mut hasher = Sha256::new();
-    let bytes = std::io::copy(&mut file, &mut hasher).unwrap_or(0);
-    let digest = hasher.finalize();
-    (bytes, digest.iter().map(|b| format!("{b:02x}")).collect())
 }

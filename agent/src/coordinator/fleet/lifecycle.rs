@@ -1,11 +1,13 @@
 //! A recording's way through the state machine: placement, interruption,
 //! finalization and the manifest.
 
-use recfleet_protocol::manifest::SegmentEndReason;
-use recfleet_protocol::{CoordinatorMessage, EventKind, RecordingId, RecordingState, WorkerName};
+use recfleet_protocol::manifest::{Outputs, SegmentEndReason};
+use recfleet_protocol::{
+    ChunkReport, CoordinatorMessage, EventKind, RecordingId, RecordingState, WorkerName,
+};
 
 use super::placement::NoPlace;
-use super::{Effect, Fleet};
+use super::{Effect, Fleet, StoredSegment};
 
 impl Fleet {
     /// Moves a recording to `next` if the lifecycle allows it, persists it
@@ -246,13 +248,96 @@ impl Fleet {
             self.write_manifest(id);
             return;
         }
+        if state == RecordingState::Finalizing {
+            return;
+        }
+        if !captured {
+            self.set_state(id, RecordingState::Failed, Some(reason));
+            self.write_manifest(id);
+            return;
+        }
+        // Completed only once recording.mp4 is in the destination: the
+        // platform is told "completed" when there is something to fetch.
         self.advance(id, &[RecordingState::Stopping, RecordingState::Finalizing]);
-        let end = if captured {
-            RecordingState::Completed
-        } else {
-            RecordingState::Failed
+        if let Some(r) = self.recordings.get_mut(id) {
+            r.row.reason = Some(reason);
+        }
+        self.persist(id);
+        self.write_manifest(id);
+        self.request_outputs(id);
+    }
+
+    /// Asks the driver to make the stitched outputs of a recording in
+    /// Finalizing.
+    pub(super) fn request_outputs(&mut self, id: &RecordingId) {
+        let (Some(r), Some(manifest)) = (self.recordings.get(id), self.manifest(id)) else {
+            return;
         };
-        self.set_state(id, end, Some(reason));
+        if r.row.state != RecordingState::Finalizing {
+            return;
+        }
+        let spec = r.row.spec.clone();
+        self.out.push(Effect::Finalize { spec, manifest });
+    }
+
+    /// The outputs are made (or could not be): the recording ends.
+    pub(super) fn finalized(&mut self, id: &RecordingId, outputs: Outputs, stored: Vec<StoredSegment>) {
+        let Some(r) = self.recordings.get_mut(id) else {
+            return;
+        };
+        if r.row.state != RecordingState::Finalizing {
+            return;
+        }
+        // What the store holds replaces what workers said of their segments.
+        for st in &stored {
+            if let Some(seg) = r
+                .segments
+                .iter_mut()
+                .find(|s| s.epoch == st.epoch && s.part == st.part)
+            {
+                seg.bytes = st.bytes;
+                seg.sha256 = st.sha256.clone();
+            }
+        }
+        let segs: Vec<_> = r.segments.clone();
+        let error = outputs.error.clone();
+        r.row.outputs = Some(outputs);
+        for seg in segs {
+            self.out.push(Effect::PutSegment(id.clone(), seg));
+        }
+        for st in stored {
+            for c in st.chunks {
+                self.out.push(Effect::PutChunk(
+                    id.clone(),
+                    ChunkReport {
+                        recording: id.clone(),
+                        epoch: st.epoch,
+                        part: st.part,
+                        seq: c.seq,
+                        key: c.key,
+                        bytes: c.bytes,
+                        sha256: c.sha256,
+                        media_start_ms: c.media_start_ms,
+                        duration_ms: c.duration_ms,
+                    },
+                ));
+            }
+        }
+        match error {
+            None => {
+                let reason = self.recordings.get(id).and_then(|r| r.row.reason.clone());
+                self.set_state(id, RecordingState::Completed, reason);
+            }
+            Some(e) => {
+                self.set_state(
+                    id,
+                    RecordingState::Failed,
+                    Some(format!(
+                        "its chunks are stored but recording.mp4 could not be made: {e}"
+                    )),
+                );
+            }
+        }
         self.write_manifest(id);
     }
 
@@ -269,13 +354,27 @@ impl Fleet {
             return;
         };
         let dir = r.row.spec.output_dir().to_string();
+        let destination = r
+            .row
+            .spec
+            .destination
+            .clone()
+            .unwrap_or_else(|| self.settings.destination.clone());
         let prefix = format!("{dir}/");
         for s in &mut m.segments {
             if let Some(rest) = s.file.strip_prefix(&prefix) {
                 s.file = rest.to_string();
             }
         }
-        self.out.push(Effect::WriteManifest { dir, manifest: m });
+        m.outputs = r.row.outputs.clone();
+        if let Some(r) = self.recordings.get_mut(id) {
+            r.manifest_written = self.now.mono_ms;
+        }
+        self.out.push(Effect::WriteManifest {
+            destination,
+            dir,
+            manifest: m,
+        });
     }
 
     /// After a restart, recordings whose worker did not come back within the

@@ -19,10 +19,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use recfleet_certs::Identity;
-use recfleet_protocol::manifest::{Manifest, ManifestSegment};
+use recfleet_protocol::manifest::{Manifest, ManifestSegment, Outputs};
 use recfleet_protocol::spec::UrlPolicy;
 use recfleet_protocol::{
-    ConsoleRequest, ConsoleResponse, CoordinatorMessage, Event, EventKind, RecordingId,
+    ChunkReport, ConsoleRequest, ConsoleResponse, CoordinatorMessage, Event, EventKind, RecordingId,
     RecordingState, WireError, WorkerHello, WorkerInfo, WorkerMessage, WorkerName, WorkerState,
 };
 
@@ -90,7 +90,19 @@ pub enum Input {
     },
     /// Time passes: deadlines, drains, retention, scheduling.
     Tick,
+    /// The stitched outputs of a recording in Finalizing are made (or
+    /// could not be): answers [`Effect::Finalize`].
+    Finalized {
+        /// The recording.
+        id: RecordingId,
+        /// What was made; `error` set if the stitched file was not.
+        outputs: Outputs,
+        /// Each segment's objects as read back from the store, by (epoch, part).
+        stored: Vec<StoredSegment>,
+    },
 }
+
+pub use crate::output::finalize::StoredSegment;
 
 /// What comes out of the core.
 #[derive(Debug, Clone)]
@@ -99,6 +111,8 @@ pub enum Effect {
     PutRecording(RecordingRow),
     /// Store a segment of a recording.
     PutSegment(RecordingId, ManifestSegment),
+    /// Store what is known of one stored object of a segment.
+    PutChunk(RecordingId, ChunkReport),
     /// Append to the audit log.
     Audit {
         /// Wall-clock time.
@@ -138,11 +152,22 @@ pub enum Effect {
     },
     /// A numbered event for subscribers.
     Event(Event),
-    /// Write a recording's manifest in its output directory.
+    /// Write a recording's manifest in its output directory; the driver
+    /// adds the chunks the store holds.
     WriteManifest {
-        /// The recording's output directory (relative to the output root).
+        /// The destination URL.
+        destination: String,
+        /// The recording's directory in it.
         dir: String,
         /// The manifest.
+        manifest: Manifest,
+    },
+    /// Make a recording's stitched outputs (recording.mp4, index.m3u8);
+    /// answered by [`Input::Finalized`].
+    Finalize {
+        /// The recording's spec (destination, picture size, audio).
+        spec: recfleet_protocol::RecordingSpec,
+        /// Its manifest so far.
         manifest: Manifest,
     },
 }
@@ -152,7 +177,10 @@ impl Effect {
     pub fn is_store_write(&self) -> bool {
         matches!(
             self,
-            Effect::PutRecording(_) | Effect::PutSegment(..) | Effect::Audit { .. }
+            Effect::PutRecording(_)
+                | Effect::PutSegment(..)
+                | Effect::PutChunk(..)
+                | Effect::Audit { .. }
         )
     }
 }
@@ -174,6 +202,8 @@ pub struct FleetSettings {
     pub retention: Duration,
     /// A PingWorker not answered within this is answered with an error.
     pub forward_deadline: Duration,
+    /// Where recordings go unless their request says otherwise.
+    pub destination: String,
 }
 
 impl Default for FleetSettings {
@@ -185,6 +215,7 @@ impl Default for FleetSettings {
             max_failed_placements: 3,
             retention: Duration::from_secs(24 * 3600),
             forward_deadline: Duration::from_secs(5),
+            destination: "file:///var/lib/recfleet/recordings".into(),
         }
     }
 }
@@ -218,6 +249,10 @@ struct Recording {
     old_placements: Vec<(WorkerName, recfleet_protocol::Epoch)>,
     /// Monotonic time it reached an end state (retention counts from it).
     ended_mono: Option<u64>,
+    /// Age of the oldest chunk its worker has not stored yet, ms.
+    upload_lag_ms: u64,
+    /// Monotonic time its manifest was last written while it records.
+    manifest_written: u64,
 }
 
 impl Recording {
@@ -234,6 +269,8 @@ impl Recording {
             moving: None,
             old_placements: Vec::new(),
             ended_mono: None,
+            upload_lag_ms: 0,
+            manifest_written: 0,
         }
     }
 
@@ -309,6 +346,9 @@ pub struct Fleet {
     metrics: CoordinatorMetrics,
     now: Now,
     out: Vec<Effect>,
+    /// Recordings found in Finalizing at start-up: their outputs are made
+    /// again at the first turn (the run that started it is gone).
+    unfinished: Vec<RecordingId>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -354,12 +394,19 @@ impl Fleet {
             metrics: CoordinatorMetrics::default(),
             now: Now::default(),
             out: Vec::new(),
+            unfinished: Vec::new(),
         };
         for (row, segments) in loaded {
             fleet.restore(&row.spec.id.clone(), Some((row, segments)));
         }
         // Loading is not news: subscribers start from a snapshot.
         fleet.out.clear();
+        fleet.unfinished = fleet
+            .recordings
+            .values()
+            .filter(|r| r.row.state == RecordingState::Finalizing)
+            .map(|r| r.row.spec.id.clone())
+            .collect();
         fleet
     }
 
@@ -367,6 +414,9 @@ impl Fleet {
     pub fn handle(&mut self, now: Now, input: Input) -> Vec<Effect> {
         self.now = now;
         self.started.get_or_insert(now.mono_ms);
+        for id in std::mem::take(&mut self.unfinished) {
+            self.request_outputs(&id);
+        }
         match input {
             Input::Hello {
                 session,
@@ -391,6 +441,11 @@ impl Fleet {
                 reply,
             } => self.request(&identity, req, reply),
             Input::Tick => self.tick(),
+            Input::Finalized {
+                id,
+                outputs,
+                stored,
+            } => self.finalized(&id, outputs, stored),
         }
         if std::mem::take(&mut self.dirty) {
             self.schedule();

@@ -180,7 +180,11 @@ impl Fleet {
         )
     }
 
-    fn start_recording(&mut self, spec: recfleet_protocol::RecordingSpec) -> ConsoleResponse {
+    fn start_recording(&mut self, mut spec: recfleet_protocol::RecordingSpec) -> ConsoleResponse {
+        // Filled in before anything compares specs: a retried request
+        // without a destination is the same request.
+        spec.destination
+            .get_or_insert_with(|| self.settings.destination.clone());
         if let Err(problems) = spec.validate() {
             return ConsoleResponse::Error(
                 WireError::new(
@@ -226,6 +230,7 @@ impl Fleet {
             reason: None,
             restarts: 0,
             failed_placements: 0,
+            outputs: None,
         };
         // Durable before it is acknowledged: the driver commits this write
         // before the answer leaves, so a request the caller saw accepted

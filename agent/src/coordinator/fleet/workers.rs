@@ -16,6 +16,9 @@ const VANISHED_AFTER_MS: u64 = 1500;
 /// Worker info events at most this often unless its state changes.
 const WORKER_EVENT_EVERY_MS: u64 = 5000;
 
+/// A recording's manifest is rewritten at most this often while it records.
+const MANIFEST_EVERY_MS: u64 = 10_000;
+
 impl Fleet {
     /// A worker says hello: register it, and reconcile what it runs with what
     /// the store says, by epoch. Segments of a superseded epoch are stopped
@@ -170,8 +173,12 @@ impl Fleet {
         rtt_us: u32,
     ) {
         if !self.is_current(session, name) {
-            // A stale connection's late frames: only segment reports matter.
-            if !matches!(msg, WorkerMessage::SegmentEnded(_)) {
+            // A stale connection's late frames: only segment reports and
+            // stored chunks matter (they are facts about files, not orders).
+            if !matches!(
+                msg,
+                WorkerMessage::SegmentEnded(_) | WorkerMessage::ChunkStored(_)
+            ) {
                 return;
             }
         }
@@ -192,6 +199,7 @@ impl Fleet {
                         continue;
                     }
                     if let Some(r) = self.recordings.get_mut(&id) {
+                        r.upload_lag_ms = slot.upload_lag_ms;
                         r.bytes_live = slot.bytes;
                         r.fps_milli = slot.fps_milli;
                         r.last_frame_at = r.last_frame_at.max(slot.last_frame_at);
@@ -208,6 +216,7 @@ impl Fleet {
                     self.worker_changed(name);
                 }
             }
+            WorkerMessage::ChunkStored(chunk) => self.chunk_stored(name, chunk),
             WorkerMessage::SegmentStarted {
                 recording,
                 epoch,
@@ -374,6 +383,32 @@ impl Fleet {
                 tracing::info!(worker = %name, grace_secs, "worker drains itself (SIGTERM): migrating its recordings");
                 self.begin_drain(name, DrainMode::Migrate, Some(grace_secs), false, true);
             }
+        }
+    }
+
+    /// A chunk is in the store: remembered durably, counted in its
+    /// segment, and the manifest rewritten now and then (every
+    /// [`MANIFEST_EVERY_MS`] while recording, not at every chunk).
+    fn chunk_stored(&mut self, name: &WorkerName, chunk: recfleet_protocol::ChunkReport) {
+        let id = chunk.recording.clone();
+        let Some(r) = self.recordings.get_mut(&id) else {
+            tracing::debug!(recording = %id, worker = %name, "chunk of an unknown recording");
+            return;
+        };
+        if let Some(seg) = r
+            .segments
+            .iter_mut()
+            .find(|s| s.epoch == chunk.epoch && s.part == chunk.part)
+        {
+            if seg.ended_at.is_none() {
+                seg.bytes += chunk.bytes;
+            }
+        }
+        let due = self.now.mono_ms.saturating_sub(r.manifest_written) >= MANIFEST_EVERY_MS;
+        let live = !r.row.state.is_terminal();
+        self.out.push(Effect::PutChunk(id.clone(), chunk));
+        if due && live {
+            self.write_manifest(&id);
         }
     }
 

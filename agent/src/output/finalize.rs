@@ -1,0 +1,318 @@
+//! Finalizing a recording: read back what its destination holds, make
+//! `recording.mp4` (one file over every segment, gaps as slates, overlaps
+//! cut) and `index.m3u8` (HLS over every segment), and store both. The
+//! segments are taken from the store's listing, not from what workers said:
+//! a chunk a worker stored and died before reporting is still used, and
+//! sizes and checksums are those of the bytes read back.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use recfleet_protocol::manifest::{Chunk, FileGap, Manifest, Outputs, StoredFile};
+use recfleet_protocol::spec::RecordingSpec;
+use recfleet_protocol::Epoch;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::destination::{Destination, DestinationError};
+use super::hls::{vod_playlist, HlsSegment};
+use super::remux::{remux_with, video_duration_ms, RemuxError, SlateParams, Tools};
+use super::stitch::{plan, timeline, Span};
+
+/// The stitched file's key in the recording's directory.
+pub const RECORDING_KEY: &str = "recording.mp4";
+/// The playlist's key.
+pub const PLAYLIST_KEY: &str = "index.m3u8";
+/// The manifest's key.
+pub const MANIFEST_KEY: &str = "manifest.json";
+
+/// A segment's directory in the recording's directory.
+pub fn segment_dir(epoch: Epoch, part: u32) -> String {
+    format!("segments/e{}-p{part}", epoch.0)
+}
+
+/// A segment as found in the destination.
+#[derive(Debug, Clone)]
+pub struct StoredSegment {
+    /// Placement.
+    pub epoch: Epoch,
+    /// Part.
+    pub part: u32,
+    /// Its objects, init first.
+    pub chunks: Vec<Chunk>,
+    /// Bytes of the segment as one file (init and chunks).
+    pub bytes: u64,
+    /// SHA-256 of the segment as one file, hex.
+    pub sha256: String,
+}
+
+/// Why finalizing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FinalizeError {
+    /// The destination failed.
+    #[error("destination: {0}")]
+    Destination(#[from] DestinationError),
+    /// ffmpeg failed.
+    #[error("{0}")]
+    Remux(#[from] RemuxError),
+    /// A local file.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Nothing captured is in the store.
+    #[error("no captured segment is in the destination")]
+    Nothing,
+}
+
+/// Makes and stores the outputs. Always returns what the store holds;
+/// `outputs.error` says why recording.mp4 could not be made, if it could not.
+pub async fn finalize(
+    dest: &Destination,
+    spec: &RecordingSpec,
+    manifest: &Manifest,
+    work: &Path,
+    tools: &Tools,
+    deadline: Duration,
+) -> (Outputs, Vec<StoredSegment>) {
+    let dir = spec.output_dir();
+    let mut outputs = Outputs {
+        location: dest.location(dir),
+        ..Outputs::default()
+    };
+    let _ = tokio::fs::remove_dir_all(work).await;
+    let mut stored = Vec::new();
+    let result = async {
+        tokio::fs::create_dir_all(work).await?;
+        make(dest, spec, manifest, work, tools, deadline, &mut stored, &mut outputs).await
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(recording = %spec.id, error = %e, "recording.mp4 not made");
+        outputs.error = Some(e.to_string());
+    }
+    let _ = tokio::fs::remove_dir_all(work).await;
+    (outputs, stored)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn make(
+    dest: &Destination,
+    spec: &RecordingSpec,
+    manifest: &Manifest,
+    work: &Path,
+    tools: &Tools,
+    deadline: Duration,
+    stored: &mut Vec<StoredSegment>,
+    outputs: &mut Outputs,
+) -> Result<(), FinalizeError> {
+    let dir = spec.output_dir();
+    let listing = dest.list(dir, "segments").await?;
+    let groups = group_by_segment(&listing);
+    let mut spans = Vec::new();
+    let mut inputs: Vec<PathBuf> = Vec::new();
+    let mut hls = Vec::new();
+    let mut segments: Vec<_> = manifest
+        .segments
+        .iter()
+        .filter_map(|s| Some((s.first_frame_at?, s)))
+        .collect();
+    segments.sort_by_key(|(at, s)| (*at, s.epoch, s.part));
+    for (first_frame_at, seg) in segments {
+        let Some(objects) = groups.get(&(seg.epoch.0, seg.part)) else {
+            continue;
+        };
+        let n = inputs.len();
+        let file = work.join(format!("seg-{n:03}.mp4"));
+        let (mut chunks, bytes, sha256) = download(dest, dir, objects, &file).await?;
+        // Media times are what the worker measured; a chunk it never
+        // reported (it died first) follows the one before it.
+        let mut at = 0u64;
+        for c in chunks.iter_mut() {
+            if let Some(known) = seg.chunks.iter().find(|k| k.key == c.key) {
+                c.media_start_ms = known.media_start_ms;
+                c.duration_ms = known.duration_ms;
+            } else if c.seq.is_some() {
+                c.media_start_ms = at;
+            }
+            at = c.media_start_ms + c.duration_ms;
+        }
+        let Some(duration_ms) = video_duration_ms(tools, &file).await? else {
+            continue;
+        };
+        if chunks.first().is_some_and(|c| c.seq.is_none()) {
+            hls.push(HlsSegment {
+                init: chunks[0].key.clone(),
+                chunks: chunks
+                    .iter()
+                    .filter(|c| c.seq.is_some())
+                    .map(|c| (c.key.clone(), c.duration_ms.max(1)))
+                    .collect(),
+            });
+        }
+        spans.push(Span {
+            label: segment_dir(seg.epoch, seg.part),
+            first_frame_at,
+            duration_ms,
+        });
+        inputs.push(file);
+        stored.push(StoredSegment {
+            epoch: seg.epoch,
+            part: seg.part,
+            chunks,
+            bytes,
+            sha256,
+        });
+    }
+    if spans.is_empty() {
+        return Err(FinalizeError::Nothing);
+    }
+    if !hls.is_empty() {
+        let text = vod_playlist(&hls);
+        let len = text.len() as u64;
+        let sha = hex(&Sha256::digest(text.as_bytes()));
+        dest.put(dir, PLAYLIST_KEY, bytes::Bytes::from(text)).await?;
+        outputs.playlist = Some(StoredFile {
+            url: dest.object_url(dir, PLAYLIST_KEY),
+            key: PLAYLIST_KEY.into(),
+            bytes: len,
+            sha256: sha,
+            duration_ms: 0,
+        });
+    }
+    let pieces = plan(&spans);
+    let tl = timeline(&spans, &pieces);
+    let slate = SlateParams {
+        width: u32::from(spec.viewport.width),
+        height: u32::from(spec.viewport.height),
+        fps: u32::from(spec.fps),
+        audio: spec.audio,
+    };
+    let out = work.join(RECORDING_KEY);
+    let report = remux_with(tools, &pieces, &inputs, slate, &work.join("remux"), &out, deadline).await?;
+    dest.put_file(dir, RECORDING_KEY, &out).await?;
+    outputs.recording = Some(StoredFile {
+        url: dest.object_url(dir, RECORDING_KEY),
+        key: RECORDING_KEY.into(),
+        bytes: report.bytes,
+        sha256: report.sha256,
+        duration_ms: report.duration_ms,
+    });
+    outputs.gaps_in_file = tl
+        .gaps
+        .iter()
+        .map(|g| FileGap {
+            at_ms: g.at_ms,
+            duration_ms: g.duration_ms,
+            from: g.from,
+            to: g.to,
+        })
+        .collect();
+    Ok(())
+}
+
+/// One object of a segment as listed: (key, size, chunk number or None for
+/// the init or a single-file capture).
+type Listed = (String, u64, Option<u32>);
+
+/// Listing entries by (epoch, part), each group init first then chunks in
+/// order. Keys look like `segments/e3-p0/init.mp4`, `.../c00012.m4s`, or
+/// `.../capture.mp4` (an external capture: one file).
+fn group_by_segment(listing: &[(String, u64)]) -> BTreeMap<(u64, u32), Vec<Listed>> {
+    let mut out: BTreeMap<(u64, u32), Vec<Listed>> = BTreeMap::new();
+    for (key, size) in listing {
+        let mut parts = key.split('/');
+        let (Some("segments"), Some(seg), Some(name), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let Some((epoch, part)) = seg
+            .strip_prefix('e')
+            .and_then(|s| s.split_once("-p"))
+            .and_then(|(e, p)| Some((e.parse::<u64>().ok()?, p.parse::<u32>().ok()?)))
+        else {
+            continue;
+        };
+        let seq = name
+            .strip_prefix('c')
+            .and_then(|n| n.strip_suffix(".m4s"))
+            .and_then(|n| n.parse::<u32>().ok());
+        let is_whole = name == "init.mp4" || name == "capture.mp4";
+        if seq.is_none() && !is_whole {
+            continue;
+        }
+        out.entry((epoch, part))
+            .or_default()
+            .push((key.clone(), *size, seq));
+    }
+    for v in out.values_mut() {
+        // The init (no number) first, then chunks by number.
+        v.sort_by_key(|(_, _, seq)| seq.map_or(-1, i64::from));
+    }
+    out
+}
+
+/// Reads a segment's objects into one local file; returns each object as
+/// read (size and checksum of the bytes read back), and the whole file's.
+async fn download(
+    dest: &Destination,
+    dir: &str,
+    objects: &[Listed],
+    file: &Path,
+) -> Result<(Vec<Chunk>, u64, String), FinalizeError> {
+    let mut out = tokio::fs::File::create(file).await?;
+    let mut whole = Sha256::new();
+    let mut total = 0u64;
+    let mut chunks = Vec::with_capacity(objects.len());
+    for (key, _, seq) in objects {
+        let bytes = dest.get(dir, key).await?;
+        whole.update(&bytes);
+        out.write_all(&bytes).await?;
+        total += bytes.len() as u64;
+        chunks.push(Chunk {
+            seq: *seq,
+            key: key.clone(),
+            bytes: bytes.len() as u64,
+            sha256: hex(&Sha256::digest(&bytes)),
+            media_start_ms: 0,
+            duration_ms: 0,
+        });
+    }
+    out.flush().await?;
+    Ok((chunks, total, hex(&whole.finalize())))
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_objects_by_segment_init_first() {
+        let listing = vec![
+            ("segments/e1-p0/c00001.m4s".to_string(), 10),
+            ("segments/e1-p0/c00000.m4s".to_string(), 10),
+            ("segments/e1-p0/init.mp4".to_string(), 5),
+            ("segments/e2-p1/capture.mp4".to_string(), 50),
+            ("segments/e2-p1/local.m3u8".to_string(), 1),
+            ("segments/junk".to_string(), 1),
+            ("manifest.json".to_string(), 1),
+        ];
+        let g = group_by_segment(&listing);
+        let keys: Vec<_> = g[&(1, 0)].iter().map(|(k, _, s)| (k.as_str(), *s)).collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("segments/e1-p0/init.mp4", None),
+                ("segments/e1-p0/c00000.m4s", Some(0)),
+                ("segments/e1-p0/c00001.m4s", Some(1)),
+            ]
+        );
+        assert_eq!(g[&(2, 1)].len(), 1);
+        assert_eq!(g.len(), 2);
+    }
+}

@@ -1,0 +1,429 @@
+//! Chunks leave the worker as soon as they close. ffmpeg writes each part
+//! as HLS fMP4 chunks in a local directory and lists a chunk in its
+//! `local.m3u8` once the chunk is complete; a watcher per part uploads what
+//! is listed, in order, tells the coordinator (`ChunkStored`) and deletes
+//! the local copy once the store has confirmed it. A slow or absent store
+//! never stops a recording: chunks wait on disk, uploads are retried with
+//! backoff, and the lag and the buffer are reported.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use recfleet_protocol::{now_ms, ChunkReport, Epoch, RecordingId, SlotProgress, WorkerMessage};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch};
+
+use crate::output::destination::Destination;
+use crate::output::finalize::{hex, segment_dir};
+use crate::output::hls::parse_local_playlist;
+
+/// ffmpeg's playlist of complete chunks, in the part's local directory.
+pub const LOCAL_PLAYLIST: &str = "local.m3u8";
+/// The one file of an external capture (uploaded whole at the part's end).
+pub const CAPTURE_FILE: &str = "capture.mp4";
+/// How often the local playlist is read.
+const SCAN_EVERY: Duration = Duration::from_millis(250);
+
+/// Upload settings of a worker.
+#[derive(Debug, Clone)]
+pub struct UploadConfig {
+    /// Bytes of closed chunks the worker keeps on disk before it reports
+    /// its buffer full (recordings go on; the chunks stay on disk).
+    pub buffer_limit_bytes: u64,
+    /// A part's last uploads are given up after this long (the chunks stay
+    /// on disk and the part's report says so).
+    pub retry_window: Duration,
+    /// Destination of recordings whose spec names none (a spec from the
+    /// coordinator always names one).
+    pub default_destination: String,
+}
+
+/// The worker's uploads: one shared buffer account, and one watcher per
+/// running part.
+#[derive(Debug, Clone)]
+pub struct Uploader {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: UploadConfig,
+    pending_bytes: AtomicU64,
+    full: AtomicBool,
+    destinations: Mutex<HashMap<String, Destination>>,
+}
+
+/// Who a part is.
+#[derive(Debug, Clone)]
+pub struct PartId {
+    /// The recording.
+    pub recording: RecordingId,
+    /// Its directory in the destination.
+    pub dir: String,
+    /// The destination URL (None: the worker's default).
+    pub destination: Option<String>,
+    /// Placement.
+    pub epoch: Epoch,
+    /// Part.
+    pub part: u32,
+}
+
+/// What a part's uploads came to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Uploaded {
+    /// Bytes stored (init and chunks, or the capture file).
+    pub bytes: u64,
+    /// SHA-256 of what was stored, as one file, hex.
+    pub sha256: String,
+    /// Objects that could not be stored within the retry window.
+    pub left_behind: u32,
+}
+
+/// One part's watcher.
+#[derive(Debug)]
+pub struct PartUpload {
+    ended: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Uploaded>,
+    stored_bytes: Arc<AtomicU64>,
+}
+
+impl PartUpload {
+    /// The counter of bytes stored so far (shared with the part).
+    pub fn stored_bytes_counter(&self) -> Arc<AtomicU64> {
+        self.stored_bytes.clone()
+    }
+
+    /// The part's processes are gone: upload what is left and return the
+    /// totals (within the retry window).
+    pub async fn finish(self) -> Uploaded {
+        let _ = self.ended.send(true);
+        self.task.await.unwrap_or_default()
+    }
+}
+
+impl Uploader {
+    /// A worker's uploader.
+    pub fn new(config: UploadConfig) -> Self {
+        Uploader {
+            shared: Arc::new(Shared {
+                config,
+                pending_bytes: AtomicU64::new(0),
+                full: AtomicBool::new(false),
+                destinations: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Bytes waiting on disk, and whether that is over the limit.
+    pub fn buffer(&self) -> (u64, bool) {
+        (
+            self.shared.pending_bytes.load(Ordering::Relaxed),
+            self.shared.full.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The local directory of a part's chunks under `root`.
+    pub fn local_dir(root: &Path, id: &PartId) -> PathBuf {
+        root.join(&id.dir).join(segment_dir(id.epoch, id.part))
+    }
+
+    /// Starts watching `local` for the chunks of a part. `external`: the
+    /// part is one file written by an external capture, uploaded at its end.
+    pub fn start_part(
+        &self,
+        id: PartId,
+        local: PathBuf,
+        external: bool,
+        progress: Arc<Mutex<SlotProgress>>,
+        events: mpsc::UnboundedSender<WorkerMessage>,
+    ) -> PartUpload {
+        let (ended_tx, ended_rx) = watch::channel(false);
+        let stored_bytes = Arc::new(AtomicU64::new(0));
+        let watcher = Watcher {
+            shared: self.shared.clone(),
+            id,
+            local,
+            external,
+            progress,
+            events,
+            stored_bytes: stored_bytes.clone(),
+            hash: Sha256::new(),
+            total: 0,
+            next: 0,
+            init_done: false,
+            seen_at: HashMap::new(),
+            pending: HashMap::new(),
+        };
+        let task = tokio::spawn(watcher.run(ended_rx));
+        PartUpload {
+            ended: ended_tx,
+            task,
+            stored_bytes,
+        }
+    }
+
+    fn destination(&self, url: &str) -> Result<Destination, String> {
+        let mut map = self
+            .shared
+            .destinations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = map.get(url) {
+            return Ok(d.clone());
+        }
+        let d = Destination::open(url).map_err(|e| e.to_string())?;
+        map.insert(url.to_string(), d.clone());
+        Ok(d)
+    }
+}
+
+/// One object to store.
+#[derive(Debug, Clone)]
+struct Item {
+    name: String,
+    seq: Option<u32>,
+    media_start_ms: u64,
+    duration_ms: u64,
+}
+
+struct Watcher {
+    shared: Arc<Shared>,
+    id: PartId,
+    local: PathBuf,
+    external: bool,
+    progress: Arc<Mutex<SlotProgress>>,
+    events: mpsc::UnboundedSender<WorkerMessage>,
+    stored_bytes: Arc<AtomicU64>,
+    /// Running hash of everything stored, in order: the segment as one file.
+    hash: Sha256,
+    total: u64,
+    /// Next chunk number to store.
+    next: u32,
+    init_done: bool,
+    /// When each waiting object was first seen complete (lag).
+    seen_at: HashMap<String, u64>,
+    /// Sizes of objects counted in the buffer.
+    pending: HashMap<String, u64>,
+}
+
+impl Watcher {
+    async fn run(mut self, mut ended: watch::Receiver<bool>) -> Uploaded {
+        let url = self
+            .id
+            .destination
+            .clone()
+            .unwrap_or_else(|| self.shared.config.default_destination.clone());
+        let uploader = Uploader {
+            shared: self.shared.clone(),
+        };
+        let mut attempt = 0u32;
+        let mut give_up_at: Option<tokio::time::Instant> = None;
+        loop {
+            let over = *ended.borrow();
+            let (items, complete) = self.scan(over);
+            let mut failed = false;
+            if !items.is_empty() {
+                match uploader.destination(&url) {
+                    Ok(dest) => {
+                        for item in items {
+                            if let Err(e) = self.store(&dest, &item).await {
+                                tracing::warn!(
+                                    recording = %self.id.recording, object = %item.name,
+                                    destination = %url, error = %e, attempt,
+                                    "upload failed; the chunk waits on disk"
+                                );
+                                failed = true;
+                                break;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(recording = %self.id.recording, destination = %url, error = %e, "cannot open the destination");
+                        failed = true;
+                    }
+                }
+            }
+            self.report_lag();
+            if over && complete && !failed {
+                break;
+            }
+            if over {
+                let limit = *give_up_at.get_or_insert_with(|| {
+                    tokio::time::Instant::now() + self.shared.config.retry_window
+                });
+                if tokio::time::Instant::now() >= limit {
+                    tracing::error!(
+                        recording = %self.id.recording, epoch = %self.id.epoch, part = self.id.part,
+                        left = self.pending.len(), dir = %self.local.display(),
+                        "uploads given up after the retry window; the chunks stay on disk"
+                    );
+                    break;
+                }
+            }
+            let pause = if failed {
+                attempt += 1;
+                crate::backoff::delay(
+                    attempt - 1,
+                    Duration::from_millis(500),
+                    Duration::from_secs(15),
+                    fastrand::f64(),
+                )
+            } else {
+                attempt = 0;
+                SCAN_EVERY
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = ended.changed(), if !over => {}
+            }
+        }
+        let left_behind = self.pending.len() as u32;
+        for size in self.pending.values() {
+            self.shared.pending_bytes.fetch_sub(*size, Ordering::Relaxed);
+        }
+        self.pending.clear();
+        self.account();
+        if left_behind == 0 {
+            let _ = std::fs::remove_dir_all(&self.local);
+        }
+        Uploaded {
+            bytes: self.total,
+            sha256: hex(&std::mem::take(&mut self.hash).finalize()),
+            left_behind,
+        }
+    }
+
+    /// What is complete and not stored yet, in order; and whether the part
+    /// is complete (ffmpeg ended its playlist, or the capture is over).
+    fn scan(&mut self, over: bool) -> (Vec<Item>, bool) {
+        let mut items = Vec::new();
+        if self.external {
+            // An external capture's file is complete only when it is over.
+            if over && !self.init_done && self.local.join(CAPTURE_FILE).is_file() {
+                items.push(Item {
+                    name: CAPTURE_FILE.into(),
+                    seq: None,
+                    media_start_ms: 0,
+                    duration_ms: 0,
+                });
+            }
+            self.track(&items);
+            return (items, true);
+        }
+        let text = std::fs::read_to_string(self.local.join(LOCAL_PLAYLIST)).unwrap_or_default();
+        let playlist = parse_local_playlist(&text);
+        if !self.init_done {
+            if let Some(init) = &playlist.init {
+                items.push(Item {
+                    name: init.clone(),
+                    seq: None,
+                    media_start_ms: 0,
+                    duration_ms: 0,
+                });
+            }
+        }
+        let mut at = 0u64;
+        for (n, (name, duration_ms)) in playlist.chunks.iter().enumerate() {
+            let seq = n as u32;
+            if seq >= self.next {
+                items.push(Item {
+                    name: name.clone(),
+                    seq: Some(seq),
+                    media_start_ms: at,
+                    duration_ms: *duration_ms,
+                });
+            }
+            at += duration_ms;
+        }
+        self.track(&items);
+        // A killed ffmpeg never ends its playlist: what it listed is all
+        // there will be (the chunk it was writing is lost, at most 2 s).
+        (items, playlist.ended || over)
+    }
+
+    /// Counts newly seen objects in the buffer.
+    fn track(&mut self, items: &[Item]) {
+        let now = now_ms();
+        for it in items {
+            if !self.pending.contains_key(&it.name) {
+                let size = std::fs::metadata(self.local.join(&it.name))
+                    .map(|m| m.len())
+                    .unwrap_or(0);
+                self.pending.insert(it.name.clone(), size);
+                self.shared.pending_bytes.fetch_add(size, Ordering::Relaxed);
+                self.seen_at.insert(it.name.clone(), now);
+            }
+        }
+        self.account();
+    }
+
+    fn account(&self) {
+        let pending = self.shared.pending_bytes.load(Ordering::Relaxed);
+        let full = pending > self.shared.config.buffer_limit_bytes;
+        if self.shared.full.swap(full, Ordering::Relaxed) != full {
+            if full {
+                tracing::warn!(pending_bytes = pending, limit = self.shared.config.buffer_limit_bytes, "upload buffer full: the store is slow or away; chunks wait on disk");
+            } else {
+                tracing::info!(pending_bytes = pending, "upload buffer below its limit again");
+            }
+        }
+    }
+
+    fn report_lag(&self) {
+        let now = now_ms();
+        let lag = self
+            .seen_at
+            .values()
+            .map(|at| now.saturating_sub(*at))
+            .max()
+            .unwrap_or(0);
+        if let Ok(mut p) = self.progress.lock() {
+            if p.epoch == self.id.epoch {
+                p.upload_lag_ms = lag;
+            }
+        }
+    }
+
+    async fn store(&mut self, dest: &Destination, item: &Item) -> Result<(), String> {
+        let path = self.local.join(&item.name);
+        let data = tokio::fs::read(&path)
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let key = format!("{}/{}", segment_dir(self.id.epoch, self.id.part), item.name);
+        let bytes = data.len() as u64;
+        let sha256 = hex(&Sha256::digest(&data));
+        dest.put(&self.id.dir, &key, Bytes::from(data.clone()))
+            .await
+            .map_err(|e| e.to_string())?;
+        // Stored: it is the store's now.
+        self.hash.update(&data);
+        self.total += bytes;
+        self.stored_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if let Some(size) = self.pending.remove(&item.name) {
+            self.shared.pending_bytes.fetch_sub(size, Ordering::Relaxed);
+        }
+        self.seen_at.remove(&item.name);
+        self.account();
+        match item.seq {
+            Some(seq) => self.next = seq + 1,
+            None => self.init_done = true,
+        }
+        let _ = tokio::fs::remove_file(&path).await;
+        let _ = self.events.send(WorkerMessage::ChunkStored(ChunkReport {
+            recording: self.id.recording.clone(),
+            epoch: self.id.epoch,
+            part: self.id.part,
+            seq: item.seq,
+            key,
+            bytes,
+            sha256,
+            media_start_ms: item.media_start_ms,
+            duration_ms: item.duration_ms,
+        }));
+        Ok(())
+    }
+}
