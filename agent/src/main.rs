@@ -78,6 +78,9 @@ fn main() -> ExitCode {
         };
     }
     init_logging(cli.log_format);
+    // HTTPS clients (object stores, webhooks) use the process's rustls
+    // provider: ring, as everything else here (no aws-lc-sys build).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

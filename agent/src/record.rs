@@ -10,6 +10,10 @@ use recfleet_protocol::spec::{CaptureMode, PageSignal, RecordingSpec, Viewport};
 use recfleet_protocol::{now_ms, Epoch, RecordingId, RecordingState, WorkerMessage, WorkerName};
 
 use crate::demo::DemoServer;
+use crate::output::destination::Destination;
+use crate::output::finalize::{finalize, segment_dir};
+use crate::output::remux::Tools;
+use recfleet_protocol::manifest::Chunk;
 use crate::exit::Failure;
 use crate::worker::{Engine, EngineConfig};
 
@@ -107,8 +111,20 @@ pub async fn run(args: RecordArgs) -> Result<(), Failure> {
         Some(server) => server.url("title=recfleet%20demo%20class"),
         None => args.url.clone().unwrap_or_default(),
     };
-    let spec = args.spec(url)?;
-    let mut config = EngineConfig::new(args.out.clone());
+    let mut spec = args.spec(url)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))
+        .map_err(Failure::other)?;
+    let out = args
+        .out
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", args.out.display()))
+        .map_err(Failure::other)?;
+    // The same layout as a fleet's `file://` destination: chunks are
+    // stored under <out>/<id>/segments/ as they close, then stitched.
+    let destination_url = format!("file://{}", out.display());
+    spec.destination = Some(destination_url.clone());
+    let mut config = EngineConfig::new(out.join(".upload"));
     config.max_restarts = args.max_restarts;
     config.restart_period = args.restart_period;
     config.timeouts.stall = args.stall_timeout;
@@ -122,7 +138,7 @@ pub async fn run(args: RecordArgs) -> Result<(), Failure> {
     let (engine, mut events) = Engine::start(config)
         .context("cannot start the recording engine")
         .map_err(Failure::other)?;
-    let dir = args.out.join(spec.output_dir());
+    let dir = out.join(spec.output_dir());
     engine
         .start_recording(spec.clone(), Epoch::FIRST, None)
         .map_err(|e| Failure::invalid(e.to_string()))?;
@@ -131,6 +147,7 @@ pub async fn run(args: RecordArgs) -> Result<(), Failure> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Failure::other(e.into()))?;
     let mut segments = Vec::new();
+    let mut chunks: std::collections::BTreeMap<(u64, u32), Vec<Chunk>> = Default::default();
     let worker = WorkerName::new("local").map_err(|e| Failure::other(e.into()))?;
     let reason = loop {
         tokio::select! {
@@ -141,7 +158,7 @@ pub async fn run(args: RecordArgs) -> Result<(), Failure> {
                         worker: worker.clone(),
                         epoch: r.epoch,
                         part: r.part,
-                        file: r.file.rsplit('/').next().unwrap_or(&r.file).to_string(),
+                        file: segment_dir(r.epoch, r.part),
                         started_at: r.started_at,
                         ended_at: Some(r.ended_at),
                         first_frame_at: r.first_frame_at,
@@ -154,6 +171,16 @@ pub async fn run(args: RecordArgs) -> Result<(), Failure> {
                     });
                 }
                 Some(WorkerMessage::FirstFrame { .. }) => eprintln!("capturing"),
+                Some(WorkerMessage::ChunkStored(c)) => {
+                    chunks.entry((c.epoch.0, c.part)).or_default().push(Chunk {
+                        seq: c.seq,
+                        key: c.key,
+                        bytes: c.bytes,
+                        sha256: c.sha256,
+                        media_start_ms: c.media_start_ms,
+                        duration_ms: c.duration_ms,
+                    });
+                }
                 Some(WorkerMessage::PlacementEnded { reason, .. }) => break reason,
                 Some(_) => {}
                 None => break SegmentEndReason::WorkerShutdown,
@@ -173,13 +200,44 @@ pub async fn run(args: RecordArgs) -> Result<(), Failure> {
     } else {
         RecordingState::Failed
     };
-    let manifest = Manifest::build(
+    for s in &mut segments {
+        s.chunks = chunks.remove(&(s.epoch.0, s.part)).unwrap_or_default();
+    }
+    let mut manifest = Manifest::build(
         spec.id.clone(),
         spec.url.clone(),
         state,
         Some(reason.describe()),
         segments,
     );
+    if captured {
+        let dest = Destination::open(&destination_url).map_err(|e| Failure::other(e.into()))?;
+        eprintln!("stitching recording.mp4");
+        let (outputs, stored) = finalize(
+            &dest,
+            &spec,
+            &manifest,
+            &out.join(".finalize").join(spec.id.as_str()),
+            &Tools::default(),
+            Duration::from_secs(30 * 60),
+        )
+        .await;
+        for st in stored {
+            if let Some(s) = manifest
+                .segments
+                .iter_mut()
+                .find(|s| s.epoch == st.epoch && s.part == st.part)
+            {
+                s.bytes = st.bytes;
+                s.sha256 = st.sha256;
+                s.chunks = st.chunks;
+            }
+        }
+        if let Some(e) = &outputs.error {
+            eprintln!("recording.mp4 not made: {e}");
+        }
+        manifest.outputs = Some(outputs);
+    }
     let path = write_manifest(&dir, &manifest).map_err(Failure::other)?;
     println!("{}", path.display());
     if captured {

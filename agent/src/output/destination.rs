@@ -59,6 +59,9 @@ impl Destination {
     /// Nothing is sent to a store here: a bad key shows at the first write.
     pub fn open(url: &str) -> Result<Destination, DestinationError> {
         recfleet_protocol::spec::check_destination(url).map_err(DestinationError::Url)?;
+        // reqwest (WebDriver, object stores) needs the process's rustls
+        // provider; installing it twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let url = url.trim_end_matches('/').to_string();
         if let Some(dir) = url.strip_prefix("file://") {
             let dir = if dir.is_empty() { "/" } else { dir };

@@ -81,6 +81,9 @@ impl Engine {
         mut config: EngineConfig,
     ) -> std::io::Result<(Arc<Engine>, mpsc::UnboundedReceiver<WorkerMessage>)> {
         config.bins = config.bins.resolved();
+        // reqwest (WebDriver, object stores) needs the process's rustls
+        // provider; installing it twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let instance = format!("{}-{}", std::process::id(), recfleet_protocol::now_ms());
         std::fs::create_dir_all(&config.runtime_root)?;
         std::fs::create_dir_all(&config.out_root)?;
