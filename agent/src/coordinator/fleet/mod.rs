@@ -13,6 +13,7 @@ mod requests;
 #[cfg(test)]
 mod scenarios;
 mod views;
+mod webhooks;
 mod workers;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -29,6 +30,7 @@ use recfleet_protocol::{
 use self::placement::{Hold, Placements};
 use super::metrics::CoordinatorMetrics;
 use super::store::RecordingRow;
+use super::webhook::WebhookEvent;
 
 pub use self::views::{info_of, segment_totals, SNAPSHOT_ENDED};
 
@@ -145,6 +147,9 @@ pub enum Effect {
         /// The manifest.
         manifest: Manifest,
     },
+    /// Queue a webhook event for every configured URL (a store write: the
+    /// outbox row commits with the state change it reports).
+    Webhook(WebhookEvent),
 }
 
 impl Effect {
@@ -152,7 +157,10 @@ impl Effect {
     pub fn is_store_write(&self) -> bool {
         matches!(
             self,
-            Effect::PutRecording(_) | Effect::PutSegment(..) | Effect::Audit { .. }
+            Effect::PutRecording(_)
+                | Effect::PutSegment(..)
+                | Effect::Audit { .. }
+                | Effect::Webhook(_)
         )
     }
 }
@@ -174,6 +182,8 @@ pub struct FleetSettings {
     pub retention: Duration,
     /// A PingWorker not answered within this is answered with an error.
     pub forward_deadline: Duration,
+    /// Where webhook events go; empty: no webhook effects at all.
+    pub webhook_urls: Vec<String>,
 }
 
 impl Default for FleetSettings {
@@ -185,6 +195,7 @@ impl Default for FleetSettings {
             max_failed_placements: 3,
             retention: Duration::from_secs(24 * 3600),
             forward_deadline: Duration::from_secs(5),
+            webhook_urls: Vec::new(),
         }
     }
 }
