@@ -195,6 +195,25 @@ async fn events_are_signed_retried_under_one_id_and_shown() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let received = log.lock().unwrap().received.clone();
+    // First sent in the order they happened; a retried event may be
+    // accepted after a later one (receivers order by `at`, see
+    // docs/operations.md).
+    let mut first_seen: Vec<&str> = Vec::new();
+    for r in &received {
+        if !first_seen.contains(&r.event_type.as_str()) {
+            first_seen.push(&r.event_type);
+        }
+    }
+    assert_eq!(first_seen, vec!["recording.started", "recording.completed"]);
+    let mut accepted = accepted;
+    // `at`, then the event number that ends the id (the same millisecond).
+    accepted.sort_by_key(|r| {
+        let at = serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["at"]
+            .as_u64()
+            .unwrap();
+        let seq: u64 = r.event_id.rsplit('-').next().unwrap().parse().unwrap();
+        (at, seq)
+    });
     let types: Vec<&str> = accepted.iter().map(|r| r.event_type.as_str()).collect();
     assert_eq!(types, vec!["recording.started", "recording.completed"]);
     assert!(received.iter().all(|r| r.verified), "{received:?}");
