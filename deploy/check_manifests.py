@@ -47,6 +47,8 @@ KNOWN_ENV = {
     "RECFLEET_LOG_FORMAT", "RECFLEET_LOG", "RECFLEET_COORDINATOR",
     "RECFLEET_SERVER_NAME", "RECFLEET_CAPACITY", "RECFLEET_OUT_DIR",
     "RECFLEET_RUNTIME_DIR", "RECFLEET_DRAIN_GRACE_SECS",
+    "RECFLEET_WEBHOOK_URLS", "RECFLEET_WEBHOOK_SECRET", "RECFLEET_WEBHOOK_SECRET_FILE",
+    "RECFLEET_WEBHOOK_RETRY_SECS", "RECFLEET_WEBHOOK_BACKOFF_BASE_MS",
     # Not the daemon's: the systemd unit's word list for flags without a
     # variable, the console's context file, Kubernetes' service link.
     "RECFLEET_WORKER_ARGS", "RECFLEET_CONTEXT", "RECFLEET_COORDINATOR_SERVICE_HOST",
@@ -63,6 +65,7 @@ KNOWN_METRICS = {
     "recfleet_store_commit_seconds", "recfleet_store_errors_total",
     "recfleet_store_unavailable", "recfleet_turn_inputs", "recfleet_queue_depth",
     "recfleet_telemetry_dropped_total",
+    "recfleet_webhook_deliveries_total", "recfleet_webhook_pending",
 }
 HISTOGRAMS = {"recfleet_placement_latency_seconds", "recfleet_recording_start_latency_seconds",
               "recfleet_store_commit_seconds", "recfleet_turn_inputs"}

@@ -9,7 +9,8 @@ use quinn::{Connection, Endpoint};
 use recfleet_protocol::quic;
 use recfleet_protocol::{
     ConsoleRequest, ConsoleResponse, DrainMode, OpenStream, RecordingDetail, RecordingId,
-    RecordingInfo, RecordingSpec, RecordingState, WorkerInfo, WorkerName, LIST_MAX,
+    RecordingInfo, RecordingSpec, RecordingState, WebhookDelivery, WorkerInfo, WorkerName,
+    LIST_MAX,
 };
 
 use crate::connect::{self, Connected, CONNECT_TIMEOUT};
@@ -244,6 +245,14 @@ impl Client {
         match self.request(ConsoleRequest::ShowRecording { id }).await? {
             ConsoleResponse::Recording(d) => Ok(*d),
             other => Err(ClientError::unexpected("a recording", &other)),
+        }
+    }
+
+    /// `ShowWebhooks`: the webhook deliveries of a recording's events.
+    pub async fn webhooks(&self, id: RecordingId) -> Result<Vec<WebhookDelivery>, ClientError> {
+        match self.request(ConsoleRequest::ShowWebhooks { id }).await? {
+            ConsoleResponse::WebhookDeliveries(d) => Ok(d),
+            other => Err(ClientError::unexpected("WebhookDeliveries", &other)),
         }
     }
 

@@ -76,6 +76,7 @@ pub fn response_name(r: &ConsoleResponse) -> &'static str {
         ConsoleResponse::Started { .. } => "Started",
         ConsoleResponse::Accepted { .. } => "Accepted",
         ConsoleResponse::RecordingsPage { .. } => "RecordingsPage",
+        ConsoleResponse::WebhookDeliveries(_) => "WebhookDeliveries",
     }
 }
 

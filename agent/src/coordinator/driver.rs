@@ -13,7 +13,8 @@ use recfleet_protocol::{
     now_ms, ConsoleRequest, ConsoleResponse, ErrorCode, Event, RecordingId, RecordingInfo,
     WireError, WorkerName, LIST_DEFAULT, LIST_MAX,
 };
-use tokio::sync::{broadcast, mpsc, oneshot};
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::cmd::{Cmd, Subscription, WorkerTx};
@@ -52,6 +53,16 @@ pub struct Driver {
     feedback: Vec<Input>,
     /// Telemetry drops the server had counted at the last scrape.
     dropped_seen: u64,
+    /// Webhook URLs and the sender to wake after a commit that queued
+    /// deliveries (none: webhooks are off).
+    webhooks: Option<Webhooks>,
+}
+
+/// What the driver knows of webhooks.
+#[derive(Debug)]
+struct Webhooks {
+    urls: Vec<String>,
+    wake: Arc<Notify>,
 }
 
 /// Where a turn's transaction stands.
@@ -88,7 +99,15 @@ impl Driver {
             store_error: None,
             feedback: Vec::new(),
             dropped_seen: 0,
+            webhooks: None,
         }
+    }
+
+    /// Queues webhook events for `urls` and wakes the sender through `wake`
+    /// after each commit that queued some.
+    pub fn with_webhooks(mut self, urls: Vec<String>, wake: Arc<Notify>) -> Driver {
+        self.webhooks = Some(Webhooks { urls, wake });
+        self
     }
 
     fn now(&self) -> Now {
@@ -296,6 +315,16 @@ impl Driver {
             ConsoleRequest::ShowRecording { id } if !self.fleet.holds(id) => {
                 return Some(self.show_from_store(id));
             }
+            // The deliveries are in the store only (the sender updates them).
+            ConsoleRequest::ShowWebhooks { id } => {
+                return Some(match self.store.webhook_deliveries(id) {
+                    Ok(d) => ConsoleResponse::WebhookDeliveries(d),
+                    Err(e) => error(
+                        ErrorCode::Unavailable,
+                        format!("cannot read the store: {e}"),
+                    ),
+                });
+            }
             _ => return None,
         };
         let (ids, next) = match self
@@ -455,6 +484,10 @@ impl Driver {
                     action,
                     target,
                 } => self.store.audit(*at, actor, action, target, ""),
+                Effect::Webhook(event) => match &self.webhooks {
+                    Some(w) => self.store.put_webhook(event, &w.urls),
+                    None => Ok(()),
+                },
                 _ => Ok(()),
             };
             if let Err(e) = r {
@@ -529,6 +562,13 @@ impl Driver {
                 | Effect::PutSegment(..)
                 | Effect::PutChunk(..)
                 | Effect::Audit { .. } => {}
+                Effect::Webhook(_) => {
+                    // Committed: the sender finds the rows now rather than
+                    // at its next poll.
+                    if let (true, Some(w)) = (o.durable, &self.webhooks) {
+                        w.wake.notify_one();
+                    }
+                }
                 Effect::Send { session, msg } => {
                     if !o.durable {
                         continue;

@@ -54,6 +54,10 @@ pub struct CoordinatorMetrics {
     pub queue_depth: Gauge,
     /// Telemetry frames dropped because the driver's queue was full.
     pub telemetry_dropped: Counter,
+    /// Webhook attempts by result (delivered, retry, failed).
+    pub webhook_deliveries: Family<Labels, Counter>,
+    /// Webhook deliveries not yet delivered nor given up.
+    pub webhook_pending: Gauge,
 }
 
 impl Default for CoordinatorMetrics {
@@ -79,6 +83,8 @@ impl Default for CoordinatorMetrics {
             turn_inputs: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             queue_depth: Gauge::default(),
             telemetry_dropped: Counter::default(),
+            webhook_deliveries: Family::default(),
+            webhook_pending: Gauge::default(),
             registry: Registry::default(),
         };
         r.register("recfleet_workers", "Workers by state", m.workers.clone());
@@ -170,6 +176,16 @@ impl Default for CoordinatorMetrics {
             "recfleet_telemetry_dropped",
             "Telemetry frames dropped while the fleet driver's queue was full",
             m.telemetry_dropped.clone(),
+        );
+        r.register(
+            "recfleet_webhook_deliveries",
+            "Webhook attempts by result (delivered, retry, failed: given up)",
+            m.webhook_deliveries.clone(),
+        );
+        r.register(
+            "recfleet_webhook_pending",
+            "Webhook deliveries not yet delivered nor given up",
+            m.webhook_pending.clone(),
         );
         CoordinatorMetrics { registry: r, ..m }
     }

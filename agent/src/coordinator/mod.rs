@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod outputs;
 pub mod server;
 pub mod store;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -73,6 +74,22 @@ pub struct CoordinatorSettings {
     pub reply_budget_bytes: usize,
     /// The same, for one connection.
     pub connection_reply_budget_bytes: usize,
+    /// Where recording events are POSTed (signed; see docs/operations.md).
+    /// Each must pass the URL policy that recordings pass.
+    pub webhook_urls: Vec<String>,
+    /// A file that holds the webhook signing secret (else the variable
+    /// `RECFLEET_WEBHOOK_SECRET`; the secret itself is never a setting).
+    pub webhook_secret_file: Option<PathBuf>,
+    /// A delivery is retried this many seconds after its event, then failed.
+    pub webhook_retry_secs: u64,
+    /// The first retry's delay, ms; doubled at each attempt after.
+    pub webhook_backoff_base_ms: u64,
+    /// The longest delay between two attempts, seconds.
+    pub webhook_backoff_cap_secs: u64,
+    /// Webhook attempts in flight at once, at most.
+    pub webhook_in_flight: usize,
+    /// One attempt's deadline, ms.
+    pub webhook_timeout_ms: u64,
 }
 
 impl Default for CoordinatorSettings {
@@ -99,6 +116,13 @@ impl Default for CoordinatorSettings {
             forward_deadline_ms: 5000,
             reply_budget_bytes: 64 << 20,
             connection_reply_budget_bytes: 8 << 20,
+            webhook_urls: Vec::new(),
+            webhook_secret_file: None,
+            webhook_retry_secs: 24 * 3600,
+            webhook_backoff_base_ms: 1000,
+            webhook_backoff_cap_secs: 600,
+            webhook_in_flight: 16,
+            webhook_timeout_ms: 10_000,
         }
     }
 }
@@ -175,6 +199,23 @@ pub struct CoordinatorArgs {
     /// stays in the store for good).
     #[arg(long, env = "RECFLEET_RETENTION_SECS")]
     pub retention_secs: Option<u64>,
+    /// POST recording events here (repeatable; signed with the secret of
+    /// RECFLEET_WEBHOOK_SECRET or --webhook-secret-file).
+    #[arg(
+        long = "webhook-url",
+        env = "RECFLEET_WEBHOOK_URLS",
+        value_delimiter = ','
+    )]
+    pub webhook_urls: Option<Vec<String>>,
+    /// A file that holds the webhook signing secret.
+    #[arg(long, env = "RECFLEET_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Seconds a webhook delivery is retried before it fails.
+    #[arg(long, env = "RECFLEET_WEBHOOK_RETRY_SECS")]
+    pub webhook_retry_secs: Option<u64>,
+    /// Delay before the first webhook retry, ms (doubled each attempt).
+    #[arg(long, env = "RECFLEET_WEBHOOK_BACKOFF_BASE_MS")]
+    pub webhook_backoff_base_ms: Option<u64>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -195,6 +236,10 @@ impl CoordinatorArgs {
         o.set("idle_timeout_ms", self.idle_timeout_ms);
         o.set("metrics_addr", self.metrics_addr.map(|a| a.to_string()));
         o.set("retention_secs", self.retention_secs);
+        o.set("webhook_urls", self.webhook_urls.clone());
+        o.set("webhook_secret_file", self.webhook_secret_file.clone());
+        o.set("webhook_retry_secs", self.webhook_retry_secs);
+        o.set("webhook_backoff_base_ms", self.webhook_backoff_base_ms);
         settings::load(self.config.as_deref(), o)
     }
 }
@@ -327,6 +372,7 @@ pub struct Running {
     server: tokio::task::JoinHandle<()>,
     driver: std::thread::JoinHandle<()>,
     writer: tokio::task::JoinHandle<()>,
+    webhooks: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -338,11 +384,15 @@ impl Running {
             server,
             driver,
             writer,
+            webhooks,
             ..
         } = self;
         drop(fleet);
         let _ = server.await;
         let _ = writer.await;
+        if let Some(w) = webhooks {
+            let _ = w.await;
+        }
         let _ = tokio::task::spawn_blocking(move || driver.join()).await;
     }
 }
@@ -356,11 +406,34 @@ pub async fn start(
     let (ca, cert, key) = settings.tls_paths();
     let tls =
         TlsMaterial::load(&ca, &cert, &key).map_err(|e| Failure::invalid(format!("tls: {e}")))?;
-    let fleet_settings = fleet::FleetSettings {
-        url_policy: UrlPolicy {
-            allowed_hosts: settings.allowed_hosts.clone(),
-            allow_link_local: settings.allow_link_local,
+    let url_policy = UrlPolicy {
+        allowed_hosts: settings.allowed_hosts.clone(),
+        allow_link_local: settings.allow_link_local,
+    };
+    // Webhook URLs pass the policy recordings pass: a refused one is bad
+    // configuration, said at start rather than at the first event.
+    let webhooks = webhook::config::check(
+        &settings.webhook_urls,
+        &url_policy,
+        std::env::var(webhook::config::SECRET_ENV).ok(),
+        settings.webhook_secret_file.as_deref(),
+        webhook::config::Limits {
+            retry: webhook::retry::RetryPolicy {
+                base: Duration::from_millis(settings.webhook_backoff_base_ms.max(1)),
+                cap: Duration::from_secs(settings.webhook_backoff_cap_secs.max(1)),
+                window: Duration::from_secs(settings.webhook_retry_secs),
+            },
+            in_flight: settings.webhook_in_flight,
+            timeout: Duration::from_millis(settings.webhook_timeout_ms.max(1)),
         },
+    )
+    .map_err(Failure::invalid)?;
+    let fleet_settings = fleet::FleetSettings {
+        url_policy,
+        webhook_urls: webhooks
+            .as_ref()
+            .map(|w| w.urls.clone())
+            .unwrap_or_default(),
         reconnect_grace: Duration::from_millis(settings.reconnect_grace_ms),
         retention: Duration::from_secs(settings.retention_secs),
         forward_deadline: Duration::from_millis(settings.forward_deadline_ms),
@@ -382,6 +455,10 @@ pub async fn start(
         .map_err(|e| Failure::unavailable(e.to_string()))?;
     tracing::info!(boot, recordings = loaded.len(), "fleet state loaded");
     let fleet = fleet::Fleet::new(fleet_settings, boot, loaded);
+    let sender_metrics = webhook::sender::SenderMetrics {
+        deliveries: fleet.metrics().webhook_deliveries.clone(),
+        pending: fleet.metrics().webhook_pending.clone(),
+    };
     let silence = Duration::from_millis(settings.idle_timeout_ms + 1000);
     let transport = TransportSettings {
         keep_alive: Duration::from_millis(settings.keep_alive_ms),
@@ -399,7 +476,21 @@ pub async fn start(
         crate::output::remux::Tools::default(),
         shutdown.clone(),
     );
-    let driver = driver::Driver::new(fleet, store, Some(outputs));
+    let mut driver = driver::Driver::new(fleet, store, Some(outputs));
+    let mut sender = None;
+    if let Some(config) = webhooks {
+        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        driver = driver.with_webhooks(config.urls.clone(), wake.clone());
+        let s = webhook::sender::Sender::new(
+            &settings.data_dir.join("store.db"),
+            config,
+            wake,
+            sender_metrics,
+        )
+        .map_err(Failure::unavailable)?;
+        tracing::info!(urls = ?settings.webhook_urls, "webhooks on");
+        sender = Some(tokio::spawn(s.run(shutdown.clone())));
+    }
     let driver_shutdown = shutdown.clone();
     let driver = std::thread::Builder::new()
         .name("fleet-driver".into())
@@ -424,5 +515,6 @@ pub async fn start(
         server,
         driver,
         writer,
+        webhooks: sender,
     })
 }

@@ -90,6 +90,23 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (recording, epoch, part, seq)
      );
      ALTER TABLE recordings ADD COLUMN outputs TEXT;",
+    // 4: the webhook outbox, one row per (event, URL); see webhook/outbox.rs.
+    "CREATE TABLE webhook_deliveries (
+        event_id TEXT NOT NULL,
+        url TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        recording TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt_at INTEGER NOT NULL,
+        delivered_at INTEGER,
+        last_error TEXT,
+        state TEXT NOT NULL,
+        PRIMARY KEY (event_id, url)
+     );
+     CREATE INDEX webhook_deliveries_due ON webhook_deliveries(state, next_attempt_at);
+     CREATE INDEX webhook_deliveries_by_recording ON webhook_deliveries(recording, created_at);",
 ];
 
 /// A recording as stored.
@@ -154,6 +171,23 @@ impl Store {
     #[cfg(test)]
     pub fn conn(&self) -> &Connection {
         &self.conn
+    }
+
+    /// Queues a webhook event for `urls` (in the turn's transaction).
+    pub fn put_webhook(
+        &self,
+        event: &super::webhook::WebhookEvent,
+        urls: &[String],
+    ) -> Result<(), StoreError> {
+        super::webhook::outbox::insert(&self.conn, event, urls).map_err(|e| self.err(e))
+    }
+
+    /// A recording's webhook deliveries (for `record show`).
+    pub fn webhook_deliveries(
+        &self,
+        id: &RecordingId,
+    ) -> Result<Vec<recfleet_protocol::WebhookDelivery>, StoreError> {
+        super::webhook::outbox::for_recording(&self.conn, id).map_err(|e| self.err(e))
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {

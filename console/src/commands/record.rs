@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use recfleet_client::Started;
-use recfleet_protocol::{RecordingDetail, RecordingId, RecordingSpec, RecordingState};
+use recfleet_protocol::{
+    RecordingDetail, RecordingId, RecordingSpec, RecordingState, WebhookDelivery,
+};
 
 use super::Session;
 use crate::cli::{duration_secs, generated_id, Output, StartArgs};
@@ -163,8 +165,41 @@ pub(super) async fn stop(s: &Session, id: RecordingId) -> Result<(), ConsoleErro
 
 pub(super) async fn show(s: &Session, id: RecordingId) -> Result<(), ConsoleError> {
     let detail = show_detail(s, &id).await?;
+    // Webhook deliveries are a request of their own: a coordinator that
+    // predates them (or cannot read them now) still shows the recording.
+    let webhooks = s.client.webhooks(id).await.ok();
     match s.output {
-        Output::Json => s.json(&detail),
-        Output::Table => s.text(&final_summary(&detail)),
+        Output::Json => {
+            let mut value = serde_json::to_value(&detail)
+                .map_err(|e| ConsoleError::Unexpected(format!("cannot encode JSON: {e}")))?;
+            if let (Some(obj), Some(w)) = (value.as_object_mut(), &webhooks) {
+                let w = serde_json::to_value(w)
+                    .map_err(|e| ConsoleError::Unexpected(format!("cannot encode JSON: {e}")))?;
+                obj.insert("webhooks".into(), w);
+            }
+            s.json(&value)
+        }
+        Output::Table => {
+            let mut text = final_summary(&detail);
+            if let Some(w) = webhooks.filter(|w| !w.is_empty()) {
+                text.push_str(&webhook_lines(&w));
+            }
+            s.text(&text)
+        }
     }
+}
+
+/// One line per webhook delivery: type, URL, state, attempts, last error.
+pub fn webhook_lines(deliveries: &[WebhookDelivery]) -> String {
+    let mut out = String::from("\nwebhooks:");
+    for d in deliveries {
+        out.push_str(&format!(
+            "\n  {} -> {}: {} after {} attempt(s)",
+            d.event_type, d.url, d.state, d.attempts
+        ));
+        if let Some(e) = &d.last_error {
+            out.push_str(&format!(" (last error: {e})"));
+        }
+    }
+    out
 }

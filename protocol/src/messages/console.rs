@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::info::{RecordingDetail, RecordingInfo, WorkerInfo};
+use super::info::{RecordingDetail, RecordingInfo, WebhookDelivery, WorkerInfo};
 use super::UnixMillis;
 use crate::error::WireError;
 use crate::ids::{RecordingId, WorkerName};
@@ -96,6 +96,14 @@ pub enum ConsoleRequest {
         /// The `next` token of the previous page; `None` for the first.
         after: Option<String>,
     },
+    /// The webhook deliveries of one recording's events, oldest first; the
+    /// answer is [`ConsoleResponse::WebhookDeliveries`]. A request of its
+    /// own (not a field of [`RecordingDetail`]) so that the wire format of
+    /// `ShowRecording` stays as it is.
+    ShowWebhooks {
+        /// The recording.
+        id: RecordingId,
+    },
 }
 
 /// Recordings in one page when the client does not say.
@@ -163,6 +171,9 @@ pub enum ConsoleResponse {
         /// The token of the next page; `None` on the last one.
         next: Option<String>,
     },
+    /// Answer to `ShowWebhooks`: one entry per event and URL (empty when
+    /// no webhook is configured).
+    WebhookDeliveries(Vec<WebhookDelivery>),
 }
 
 /// Frames on a subscription stream, coordinator -> console.

@@ -115,3 +115,57 @@ pub struct RecordingDetail {
     /// Segments, gaps and overlaps so far (final once completed).
     pub manifest: Manifest,
 }
+
+/// Where one webhook delivery (one event to one URL) stands.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookState {
+    /// Not delivered yet; it is retried until the retry window ends.
+    Pending,
+    /// A 2xx answer was received.
+    Delivered,
+    /// The retry window ended without a 2xx answer.
+    Failed,
+}
+
+impl WebhookState {
+    /// The lowercase name, as in JSON output and in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookState::Pending => "pending",
+            WebhookState::Delivered => "delivered",
+            WebhookState::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for WebhookState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One webhook event sent (or being sent) to one URL.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookDelivery {
+    /// The event id (the receiver's idempotency key).
+    pub event_id: String,
+    /// `recording.started`, `recording.completed`, ...
+    pub event_type: String,
+    /// Where it goes.
+    pub url: String,
+    /// Where it stands.
+    pub state: WebhookState,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
+    /// The event happened at.
+    pub created_at: UnixMillis,
+    /// A 2xx answer came at.
+    pub delivered_at: Option<UnixMillis>,
+    /// The next attempt is due at (pending only).
+    pub next_attempt_at: Option<UnixMillis>,
+}

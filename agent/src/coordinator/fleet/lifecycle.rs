@@ -30,6 +30,7 @@ impl Fleet {
             return false;
         }
         tracing::info!(recording = %id, from = %r.row.state, to = %next, epoch = %r.row.epoch, "recording state");
+        let from = r.row.state;
         r.row.state = next;
         if reason.is_some() {
             r.row.reason = reason;
@@ -40,6 +41,7 @@ impl Fleet {
         self.persist(id);
         self.reindex(id);
         self.changed(id);
+        self.webhook(id, from, next);
         true
     }
 

@@ -13,6 +13,7 @@ mod requests;
 #[cfg(test)]
 mod scenarios;
 mod views;
+mod webhooks;
 mod workers;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -29,6 +30,7 @@ use recfleet_protocol::{
 use self::placement::{Hold, Placements};
 use super::metrics::CoordinatorMetrics;
 use super::store::RecordingRow;
+use super::webhook::WebhookEvent;
 
 pub use self::views::{info_of, segment_totals, SNAPSHOT_ENDED};
 
@@ -170,6 +172,9 @@ pub enum Effect {
         /// Its manifest so far.
         manifest: Manifest,
     },
+    /// Queue a webhook event for every configured URL (a store write: the
+    /// outbox row commits with the state change it reports).
+    Webhook(WebhookEvent),
 }
 
 impl Effect {
@@ -181,6 +186,7 @@ impl Effect {
                 | Effect::PutSegment(..)
                 | Effect::PutChunk(..)
                 | Effect::Audit { .. }
+                | Effect::Webhook(_)
         )
     }
 }
@@ -204,6 +210,8 @@ pub struct FleetSettings {
     pub forward_deadline: Duration,
     /// Where recordings go unless their request says otherwise.
     pub destination: String,
+    /// Where webhook events go; empty: no webhook effects at all.
+    pub webhook_urls: Vec<String>,
 }
 
 impl Default for FleetSettings {
@@ -216,6 +224,7 @@ impl Default for FleetSettings {
             retention: Duration::from_secs(24 * 3600),
             forward_deadline: Duration::from_secs(5),
             destination: "file:///var/lib/recfleet/recordings".into(),
+            webhook_urls: Vec::new(),
         }
     }
 }

@@ -65,6 +65,9 @@ impl Fleet {
                     self.list_in_memory(&states, after.as_deref(), limit.clamp(1, LIST_MAX));
                 ConsoleResponse::RecordingsPage { recordings, next }
             }
+            // The driver answers it from the store, where the sender keeps
+            // the deliveries; the core holds none.
+            ConsoleRequest::ShowWebhooks { .. } => ConsoleResponse::WebhookDeliveries(Vec::new()),
             ConsoleRequest::ShowRecording { id } => match self.detail(&id) {
                 Some(d) => ConsoleResponse::Recording(Box::new(d)),
                 None => error(ErrorCode::NotFound, format!("no recording \"{id}\"")),

@@ -30,6 +30,7 @@ struct Sim {
     writes: usize,
     closed: Vec<u64>,
     steps: u64,
+    webhooks: Vec<crate::coordinator::webhook::WebhookEvent>,
 }
 
 fn w(n: &str) -> WorkerName {
@@ -70,6 +71,7 @@ impl Sim {
             writes: 0,
             closed: Vec::new(),
             steps: 0,
+            webhooks: Vec::new(),
         }
     }
 
@@ -83,6 +85,10 @@ impl Sim {
                 }
                 Effect::Event(ev) => self.events.push(ev.kind),
                 Effect::CloseSession { session } => self.closed.push(session),
+                Effect::Webhook(ev) => {
+                    self.webhooks.push(ev);
+                    self.writes += 1;
+                }
                 e if e.is_store_write() => self.writes += 1,
                 _ => {}
             }
@@ -705,4 +711,64 @@ fn a_snapshot_of_many_recordings_comes_in_parts() {
         .sum();
     assert_eq!(total, 1_234);
     let _ = sim.fleet.in_state(RecordingState::Pending);
+}
+
+/// Started, interrupted, resumed and completed, each once, in order, with
+/// ids that differ; nothing at all without webhook URLs.
+#[test]
+fn webhook_events_follow_the_recording_through_a_failover() {
+    use crate::coordinator::webhook::WebhookKind as K;
+    let settings = FleetSettings {
+        webhook_urls: vec!["https://platform.example/hooks".into()],
+        ..Default::default()
+    };
+    let mut sim = Sim::with(settings, 1, Vec::new());
+    sim.hello("w1", 1);
+    sim.hello("w2", 1);
+    sim.start("r1");
+    let (on, first) = if sim.starts("w1").is_empty() {
+        ("w2", "w1")
+    } else {
+        ("w1", "w2")
+    };
+    let id = rid("r1");
+    sim.capture(on, &id, Epoch(1));
+    sim.close(on, "connection lost");
+    assert_eq!(sim.starts(first), vec![(id.clone(), Epoch(2))]);
+    sim.capture(first, &id, Epoch(2));
+    sim.request(ConsoleRequest::StopRecording { id: id.clone() })
+        .unwrap();
+    sim.ended(first, &id, Epoch(2), SegmentEndReason::Stopped);
+    assert_eq!(sim.state(&id), RecordingState::Completed);
+    let kinds: Vec<K> = sim.webhooks.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![K::Started, K::Interrupted, K::Resumed, K::Completed]
+    );
+    let mut ids: Vec<&str> = sim.webhooks.iter().map(|e| e.id.as_str()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    assert!(sim.webhooks.iter().all(|e| e.recording == id));
+    assert!(sim.webhooks[1].reason.is_some(), "interrupted says why");
+    assert!(sim.webhooks[3].output.is_some(), "completed says where");
+
+    // no URLs: no webhook effects
+    let (mut sim, id) = recording_on_w1();
+    sim.close("w1", "connection lost");
+    sim.request(ConsoleRequest::StopRecording { id }).unwrap();
+    assert!(sim.webhooks.is_empty());
+}
+
+#[test]
+fn a_recording_stopped_before_its_first_frame_is_cancelled_by_webhook() {
+    let settings = FleetSettings {
+        webhook_urls: vec!["https://platform.example/hooks".into()],
+        ..Default::default()
+    };
+    let mut sim = Sim::with(settings, 1, Vec::new());
+    sim.start("r1");
+    sim.request(ConsoleRequest::StopRecording { id: rid("r1") })
+        .unwrap();
+    let kinds: Vec<_> = sim.webhooks.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, vec!["recording.cancelled"]);
 }
