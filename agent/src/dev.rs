@@ -179,8 +179,9 @@ async fn run(args: DevArgs) -> anyhow::Result<()> {
                 s(&tls.join(format!("agent-w{i}-key.pem"))),
                 "--capacity".into(),
                 args.capacity.to_string(),
+                // Its own upload buffer, as on a machine of its own.
                 "--out-dir".into(),
-                s(&recordings),
+                s(&dir.join(format!("buffer-w{i}"))),
                 "--runtime-dir".into(),
                 format!("/tmp/recfleet-dev-{}-w{i}", std::process::id()),
             ],
@@ -280,6 +281,10 @@ async fn drive(
             }
             if state.is_terminal() {
                 let manifest = recordings.join(id.as_str()).join("manifest.json");
+                let mp4 = recordings.join(id.as_str()).join("recording.mp4");
+                if mp4.is_file() {
+                    eprintln!("  recording.mp4: {}", mp4.display());
+                }
                 println!("{}", manifest.display());
                 if state == RecordingState::Completed {
                     return Ok(());

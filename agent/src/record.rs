@@ -11,8 +11,7 @@ use recfleet_protocol::{now_ms, Epoch, RecordingId, RecordingState, WorkerMessag
 
 use crate::demo::DemoServer;
 use crate::output::destination::Destination;
-use crate::output::finalize::{finalize, segment_dir};
-use crate::output::remux::Tools;
+use crate::output::finalize::{finalize, segment_dir, FinalizeOptions};
 use recfleet_protocol::manifest::Chunk;
 use crate::exit::Failure;
 use crate::worker::{Engine, EngineConfig};
@@ -218,8 +217,7 @@ pub async fn run(args: RecordArgs) -> Result<(), Failure> {
             &spec,
             &manifest,
             &out.join(".finalize").join(spec.id.as_str()),
-            &Tools::default(),
-            Duration::from_secs(30 * 60),
+            &FinalizeOptions::default(),
         )
         .await;
         for st in stored {

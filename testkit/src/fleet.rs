@@ -50,6 +50,9 @@ pub struct FleetOptions {
     pub agent_certs: u32,
     /// More environment variables for the coordinator.
     pub coordinator_env: Vec<(String, String)>,
+    /// The coordinator makes recording.mp4 (off by default here: simulated
+    /// workers store no media; tests of real recordings turn it on).
+    pub stitch: bool,
 }
 
 impl Default for FleetOptions {
@@ -64,6 +67,7 @@ impl Default for FleetOptions {
             log_filter: "info,recfleet_agent=debug".into(),
             agent_certs: 4,
             coordinator_env: Vec::new(),
+            stitch: false,
         }
     }
 }
@@ -230,7 +234,8 @@ impl TestFleet {
             .arg(tls.join("coordinator-key.pem"))
             .arg("--manifest-root")
             .arg(self.recordings())
-            .args(["--metrics-addr", &http.to_string()]);
+            .args(["--metrics-addr", &http.to_string()])
+            .args(["--stitch", if self.opts.stitch { "true" } else { "false" }]);
         if let Some(ms) = self.opts.idle_timeout_ms {
             cmd.args(["--idle-timeout-ms", &ms.to_string()]);
         }
@@ -379,8 +384,10 @@ impl TestFleet {
             .arg(tls.join(format!("agent-{name}.pem")))
             .arg("--key")
             .arg(tls.join(format!("agent-{name}-key.pem")))
+            // Each worker's own upload buffer; the destination is the
+            // coordinator's (`recordings()`), as on separate machines.
             .arg("--out-dir")
-            .arg(self.recordings())
+            .arg(self.dir().join(format!("buffer-{name}")))
             .arg("--runtime-dir")
             .arg(runtime)
             .args(["--metrics-addr", &http.to_string()])

@@ -133,6 +133,7 @@ pub async fn connect(
                         media_ms: now.saturating_sub(started),
                         restarts: 0,
                         last_frame_at: Some(now),
+                        upload_lag_ms: 0,
                     })
                     .collect();
                 let t = WorkerTelemetry {
@@ -140,6 +141,8 @@ pub async fn connect(
                     cpu_millicores: 50,
                     rss_bytes: stamp,
                     slots,
+                    upload_buffer_bytes: 0,
+                    upload_buffer_full: false,
                 };
                 if tx.send(WorkerMessage::Telemetry(t)).is_err() {
                     break;

@@ -48,6 +48,9 @@ pub struct CoordinatorSettings {
     /// Older name of a `file://` output: a directory every worker and the
     /// coordinator reach.
     pub manifest_root: Option<PathBuf>,
+    /// Make `recording.mp4` when a recording ends (ffmpeg on the
+    /// coordinator); false: only `index.m3u8` and the manifest.
+    pub stitch: bool,
     /// If not empty, the only hosts browsers may be sent to (`*.suffix` allowed).
     pub allowed_hosts: Vec<String>,
     /// Allow link-local addresses as recording URLs.
@@ -102,6 +105,7 @@ impl Default for CoordinatorSettings {
             key: None,
             output: None,
             manifest_root: None,
+            stitch: true,
             allowed_hosts: Vec::new(),
             allow_link_local: false,
             // Workers and consoles send keep-alives (500 ms) and the
@@ -137,6 +141,7 @@ impl CoordinatorSettings {
             .manifest_root
             .clone()
             .unwrap_or_else(|| self.data_dir.join("recordings"));
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
         format!("file://{}", dir.display())
     }
 
@@ -182,6 +187,9 @@ pub struct CoordinatorArgs {
     /// Older form of `--output file:///DIR`.
     #[arg(long, env = "RECFLEET_MANIFEST_ROOT")]
     pub manifest_root: Option<PathBuf>,
+    /// Make recording.mp4 at the end of each recording (true/false).
+    #[arg(long, env = "RECFLEET_STITCH")]
+    pub stitch: Option<bool>,
     /// Only these hosts may be recorded (repeatable; `*.example.com` allowed).
     #[arg(
         long = "allowed-host",
@@ -232,6 +240,7 @@ impl CoordinatorArgs {
         o.set("key", self.key.clone());
         o.set("output", self.output.clone());
         o.set("manifest_root", self.manifest_root.clone());
+        o.set("stitch", self.stitch);
         o.set("allowed_hosts", self.allowed_hosts.clone());
         o.set("idle_timeout_ms", self.idle_timeout_ms);
         o.set("metrics_addr", self.metrics_addr.map(|a| a.to_string()));
@@ -473,7 +482,10 @@ pub async fn start(
     let (outputs, writer) = outputs::spawn(
         tx.clone(),
         settings.data_dir.join("finalize"),
-        crate::output::remux::Tools::default(),
+        crate::output::finalize::FinalizeOptions {
+            stitch: settings.stitch,
+            ..Default::default()
+        },
         shutdown.clone(),
     );
     let mut driver = driver::Driver::new(fleet, store, Some(outputs));

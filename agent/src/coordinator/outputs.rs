@@ -18,15 +18,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::cmd::{Cmd, FleetTx};
 use crate::output::destination::Destination;
-use crate::output::finalize::{finalize, MANIFEST_KEY};
-use crate::output::remux::Tools;
+use crate::output::finalize::{finalize, FinalizeOptions, MANIFEST_KEY};
 
 /// Jobs waiting for the writer, at most.
 pub const OUTPUT_QUEUE: usize = 4096;
 /// A manifest that could not be written is tried again after this.
 const MANIFEST_RETRY: Duration = Duration::from_secs(5);
-/// ffmpeg's limit for one recording's stitched file.
-const STITCH_DEADLINE: Duration = Duration::from_secs(30 * 60);
 
 /// What the driver asks of the writer.
 #[derive(Debug)]
@@ -69,14 +66,14 @@ impl OutputTx {
 pub fn spawn(
     fleet: FleetTx,
     work_root: PathBuf,
-    tools: Tools,
+    options: FinalizeOptions,
     shutdown: CancellationToken,
 ) -> (OutputTx, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(OUTPUT_QUEUE);
     let writer = Writer {
         fleet,
         work_root,
-        tools,
+        options,
         destinations: HashMap::new(),
         manifests: BTreeMap::new(),
         finalizing: HashSet::new(),
@@ -89,7 +86,7 @@ pub fn spawn(
 struct Writer {
     fleet: FleetTx,
     work_root: PathBuf,
-    tools: Tools,
+    options: FinalizeOptions,
     destinations: HashMap<String, Destination>,
     /// Latest manifest per recording not yet written.
     manifests: BTreeMap<RecordingId, (String, String, Bytes)>,
@@ -186,14 +183,14 @@ impl Writer {
         let url = spec.destination.clone().unwrap_or_default();
         let dest = self.destination(&url);
         let fleet = self.fleet.clone();
-        let tools = self.tools.clone();
+        let options = self.options.clone();
         let work = self.work_root.join(spec.id.as_str());
         tokio::spawn(async move {
             let id = spec.id.clone();
             let started = std::time::Instant::now();
             let (outputs, stored) = match dest {
                 Ok(dest) => {
-                    finalize(&dest, &spec, &manifest, &work, &tools, STITCH_DEADLINE).await
+                    finalize(&dest, &spec, &manifest, &work, &options).await
                 }
                 Err(e) => (
                     recfleet_protocol::Outputs {

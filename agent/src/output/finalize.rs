@@ -64,6 +64,28 @@ pub enum FinalizeError {
     Nothing,
 }
 
+/// What finalizing makes.
+#[derive(Debug, Clone)]
+pub struct FinalizeOptions {
+    /// ffmpeg and ffprobe.
+    pub tools: Tools,
+    /// Make recording.mp4 (else only the playlist and the manifest: a
+    /// platform that plays HLS saves the coordinator's CPU).
+    pub stitch: bool,
+    /// ffmpeg's limit for one recording.
+    pub deadline: Duration,
+}
+
+impl Default for FinalizeOptions {
+    fn default() -> Self {
+        FinalizeOptions {
+            tools: Tools::default(),
+            stitch: true,
+            deadline: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
 /// Makes and stores the outputs. Always returns what the store holds;
 /// `outputs.error` says why recording.mp4 could not be made, if it could not.
 pub async fn finalize(
@@ -71,8 +93,7 @@ pub async fn finalize(
     spec: &RecordingSpec,
     manifest: &Manifest,
     work: &Path,
-    tools: &Tools,
-    deadline: Duration,
+    options: &FinalizeOptions,
 ) -> (Outputs, Vec<StoredSegment>) {
     let dir = spec.output_dir();
     let mut outputs = Outputs {
@@ -83,7 +104,7 @@ pub async fn finalize(
     let mut stored = Vec::new();
     let result = async {
         tokio::fs::create_dir_all(work).await?;
-        make(dest, spec, manifest, work, tools, deadline, &mut stored, &mut outputs).await
+        make(dest, spec, manifest, work, options, &mut stored, &mut outputs).await
     }
     .await;
     if let Err(e) = result {
@@ -94,17 +115,16 @@ pub async fn finalize(
     (outputs, stored)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn make(
     dest: &Destination,
     spec: &RecordingSpec,
     manifest: &Manifest,
     work: &Path,
-    tools: &Tools,
-    deadline: Duration,
+    options: &FinalizeOptions,
     stored: &mut Vec<StoredSegment>,
     outputs: &mut Outputs,
 ) -> Result<(), FinalizeError> {
+    let tools = &options.tools;
     let dir = spec.output_dir();
     let listing = dest.list(dir, "segments").await?;
     let groups = group_by_segment(&listing);
@@ -164,7 +184,10 @@ async fn make(
         });
     }
     if spans.is_empty() {
-        return Err(FinalizeError::Nothing);
+        return match options.stitch {
+            true => Err(FinalizeError::Nothing),
+            false => Ok(()),
+        };
     }
     if !hls.is_empty() {
         let text = vod_playlist(&hls);
@@ -179,6 +202,9 @@ async fn make(
             duration_ms: 0,
         });
     }
+    if !options.stitch {
+        return Ok(());
+    }
     let pieces = plan(&spans);
     let tl = timeline(&spans, &pieces);
     let slate = SlateParams {
@@ -188,7 +214,16 @@ async fn make(
         audio: spec.audio,
     };
     let out = work.join(RECORDING_KEY);
-    let report = remux_with(tools, &pieces, &inputs, slate, &work.join("remux"), &out, deadline).await?;
+    let report = remux_with(
+        tools,
+        &pieces,
+        &inputs,
+        slate,
+        &work.join("remux"),
+        &out,
+        options.deadline,
+    )
+    .await?;
     dest.put_file(dir, RECORDING_KEY, &out).await?;
     outputs.recording = Some(StoredFile {
         url: dest.object_url(dir, RECORDING_KEY),
