@@ -790,6 +790,7 @@ mod tests {
             reason: None,
             restarts: 0,
             failed_placements: 0,
+            outputs: None,
         }
     }
 

@@ -273,12 +273,15 @@ impl Fleet {
     /// Finalizing.
     pub(super) fn request_outputs(&mut self, id: &RecordingId) {
         let (Some(r), Some(manifest)) = (self.recordings.get(id), self.manifest(id)) else {
+            self.finalizing.remove(id);
             return;
         };
         if r.row.state != RecordingState::Finalizing {
+            self.finalizing.remove(id);
             return;
         }
         let spec = r.row.spec.clone();
+        self.finalizing.insert(id.clone(), self.now.mono_ms);
         self.out.push(Effect::Finalize { spec, manifest });
     }
 
@@ -290,6 +293,7 @@ impl Fleet {
         if r.row.state != RecordingState::Finalizing {
             return;
         }
+        self.finalizing.remove(id);
         // What the store holds replaces what workers said of their segments.
         for st in &stored {
             if let Some(seg) = r

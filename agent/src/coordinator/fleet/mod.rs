@@ -358,7 +358,15 @@ pub struct Fleet {
     /// Recordings found in Finalizing at start-up: their outputs are made
     /// again at the first turn (the run that started it is gone).
     unfinished: Vec<RecordingId>,
+    /// Recordings in Finalizing, with the monotonic time their outputs were
+    /// last asked for: asked again every [`FINALIZE_ASK_EVERY_MS`] (a full
+    /// queue or a lost answer never leaves one in Finalizing for good; the
+    /// writer ignores an ask for one it is already making).
+    finalizing: BTreeMap<RecordingId, u64>,
 }
+
+/// See [`Fleet::finalizing`].
+const FINALIZE_ASK_EVERY_MS: u64 = 60_000;
 
 impl std::fmt::Debug for Fleet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -404,6 +412,7 @@ impl Fleet {
             now: Now::default(),
             out: Vec::new(),
             unfinished: Vec::new(),
+            finalizing: BTreeMap::new(),
         };
         for (row, segments) in loaded {
             fleet.restore(&row.spec.id.clone(), Some((row, segments)));
@@ -548,6 +557,16 @@ impl Fleet {
     /// drains, the reconnect grace, retention, and placing what waits.
     fn tick(&mut self) {
         self.expire_pings();
+        let now = self.now.mono_ms;
+        let due: Vec<RecordingId> = self
+            .finalizing
+            .iter()
+            .filter(|(_, at)| now.saturating_sub(**at) >= FINALIZE_ASK_EVERY_MS)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            self.request_outputs(&id);
+        }
         self.interrupt_vanished();
         self.tick_moves();
         let since_start = self

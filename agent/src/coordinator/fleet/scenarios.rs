@@ -77,8 +77,18 @@ impl Sim {
 
     fn step(&mut self, input: Input) {
         let effects = self.fleet.handle(self.now, input);
+        let mut finalized = Vec::new();
         for e in effects {
             match e {
+                // The output writer's answer: the stitched file is made.
+                Effect::Finalize { spec, .. } => finalized.push(Input::Finalized {
+                    id: spec.id.clone(),
+                    outputs: recfleet_protocol::Outputs {
+                        location: format!("file:///out/{}", spec.id),
+                        ..Default::default()
+                    },
+                    stored: Vec::new(),
+                }),
                 Effect::Send { session, msg } => self.outbox.entry(session).or_default().push(msg),
                 Effect::Reply { to, response } => {
                     self.replies.insert(to, response);
@@ -98,6 +108,9 @@ impl Sim {
         self.steps += 1;
         if self.fleet.recordings.len() <= 2_000 || self.steps.is_multiple_of(500) {
             self.check_index();
+        }
+        for input in finalized {
+            self.step(input);
         }
     }
 
@@ -552,6 +565,7 @@ fn a_restarted_coordinator_keeps_what_runs_and_replaces_what_did_not_come_back()
         reason: None,
         restarts: 0,
         failed_placements: 0,
+            outputs: None,
     };
     let loaded = vec![(row("a", "w1"), vec![]), (row("b", "w9"), vec![])];
     let mut sim = Sim::with(FleetSettings::default(), 2, loaded);

@@ -197,6 +197,7 @@ mod tests {
             reason: Some("stopped by alice".into()),
             restarts: 0,
             failed_placements: 0,
+            outputs: None,
         };
         let e = WebhookEvent::new(WebhookKind::Completed, &row, 77, 1_700_000_000_000);
         let v: serde_json::Value = serde_json::from_str(&e.body()).unwrap();
