@@ -123,7 +123,7 @@ pub async fn run(args: RecordArgs) -> Result<(), Failure> {
     // stored under <out>/<id>/segments/ as they close, then stitched.
     let destination_url = format!("file://{}", out.display());
     spec.destination = Some(destination_url.clone());
-    let mut config = EngineConfig::new(out.join(".upload"));
+    let mut config = EngineConfig::new(out.clone());
     config.max_restarts = args.max_restarts;
     config.restart_period = args.restart_period;
     config.timeouts.stall = args.stall_timeout;

@@ -11,6 +11,7 @@ use recfleet_protocol::{
     ConsoleRequest, ConsoleResponse, CoordinatorMessage, Epoch, ErrorCode, OpenStream, RecordingId,
     RecordingState, WorkerHello, WorkerName,
 };
+use recfleet_testkit::FleetOptions;
 use recfleet_testkit::{procs, TestFleet};
 use recfleet_tests::media;
 
@@ -42,7 +43,12 @@ async fn browser_three_recordings_spread_over_two_workers_and_complete() {
     let page = DemoServer::start("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let mut fleet = TestFleet::start().await.unwrap();
+    let mut fleet = TestFleet::start_with(FleetOptions {
+        stitch: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     fleet.add_worker(1, 2).unwrap();
     fleet.add_worker(2, 2).unwrap();
     fleet.wait_workers(2, 30).await.unwrap();
@@ -76,10 +82,9 @@ async fn browser_three_recordings_spread_over_two_workers_and_complete() {
         let manifest_path = fleet.recordings().join(id.as_str()).join("manifest.json");
         let written: recfleet_protocol::Manifest =
             serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
-        let file = fleet
-            .recordings()
-            .join(id.as_str())
-            .join(&written.segments[0].file);
+        let mp4 = written.outputs.as_ref().and_then(|o| o.recording.clone());
+        let mp4 = mp4.unwrap_or_else(|| panic!("{id}: no recording.mp4: {written:#?}"));
+        let file = fleet.recordings().join(id.as_str()).join(&mp4.key);
         let p = media::probe(&file).unwrap();
         assert_eq!(p.video, Some((640, 360)));
         assert!(p.audio && p.duration >= 5.0, "{id}: {p:?}");

@@ -144,7 +144,9 @@ async fn browser_records_the_demo_page_with_moving_picture_and_sound() {
     let m = read_manifest(&manifest.unwrap());
     assert_eq!(m.state, recfleet_protocol::RecordingState::Completed);
     assert_eq!(m.segments.len(), 1, "{m:#?}");
-    let file = out.path().join("fidelity").join(&m.segments[0].file);
+    let mp4 = m.outputs.as_ref().and_then(|o| o.recording.clone());
+    let mp4 = mp4.unwrap_or_else(|| panic!("no recording.mp4: {m:#?}"));
+    let file = out.path().join("fidelity").join(&mp4.key);
     let p = media::probe(&file).unwrap();
     assert_eq!(p.video, Some((1280, 720)));
     assert!(p.audio, "no audio stream");
@@ -156,7 +158,16 @@ async fn browser_records_the_demo_page_with_moving_picture_and_sound() {
     let level = media::rms_db(&samples[samples.len() / 4..]);
     assert!(level > -50.0, "the sound is silent: {level:.1} dBFS");
     assert!(media::tone_power(&samples, 440.0) > 10.0 * media::tone_power(&samples, 660.0));
-    assert_eq!(m.segments[0].bytes, std::fs::metadata(&file).unwrap().len());
+    assert_eq!(mp4.bytes, std::fs::metadata(&file).unwrap().len());
+    // The segment's chunks are in the destination as the manifest says.
+    let seg = &m.segments[0];
+    assert!(seg.chunks.len() >= 5, "{seg:#?}");
+    let stored: u64 = seg.chunks.iter().map(|c| c.bytes).sum();
+    assert_eq!(seg.bytes, stored);
+    for c in &seg.chunks {
+        let on_disk = std::fs::metadata(out.path().join("fidelity").join(&c.key)).unwrap();
+        assert_eq!(on_disk.len(), c.bytes, "{}", c.key);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,7 +190,7 @@ async fn browser_two_recordings_at_once_each_get_their_own_picture_and_sound() {
     }
     engine.shutdown(SegmentEndReason::WorkerShutdown).await;
     for (id, own_tone, other_tone) in [("red", 440.0, 880.0), ("blue", 880.0, 440.0)] {
-        let file = out.path().join(id).join(format!("{id}-e1-p0.mp4"));
+        let file = media::join_segment(&out.path().join(id).join("segments/e1-p0")).unwrap();
         let p = media::probe(&file).unwrap();
         assert!(p.audio && p.video.is_some(), "{id}: {p:?}");
         // Near the end: under load the page may paint late (white before),
@@ -284,7 +295,8 @@ async fn browser_killed_children_restart_the_group_into_new_segments() {
         .collect();
     assert_eq!(reports.len(), 4, "{reports:#?}");
     for r in &reports {
-        let p = media::probe(&out.path().join(&r.file))
+        let p = media::join_segment(&out.path().join(&r.file))
+            .and_then(|f| media::probe(&f))
             .unwrap_or_else(|e| panic!("{} unplayable: {e}", r.file));
         assert!(p.duration > 1.0 && p.video.is_some(), "{}: {p:?}", r.file);
     }
@@ -507,7 +519,9 @@ async fn browser_the_external_python_capture_records_through_the_contract() {
     assert_eq!(code, 0, "{stderr}");
     let m = read_manifest(&manifest.unwrap());
     assert_eq!(m.segments.len(), 1, "{m:#?}");
-    let file = out.path().join("external").join(&m.segments[0].file);
+    let mp4 = m.outputs.as_ref().and_then(|o| o.recording.clone());
+    let mp4 = mp4.unwrap_or_else(|| panic!("no recording.mp4: {m:#?}"));
+    let file = out.path().join("external").join(&mp4.key);
     let p = media::probe(&file).unwrap();
     assert_eq!(p.video, Some((1280, 720)));
     assert!(p.audio);

@@ -59,6 +59,7 @@ fn telemetry() -> WorkerMessage {
         cpu_millicores: 0,
         rss_bytes: 0,
         slots: vec![],
+        ..Default::default()
     })
 }
 

@@ -126,9 +126,14 @@ impl Uploader {
         )
     }
 
-    /// The local directory of a part's chunks under `root`.
+    /// The local directory of a part's chunks under `root`. In a hidden
+    /// `.upload` folder: a `file://` destination may be the same directory
+    /// as the buffer (one machine), and its objects must never be taken
+    /// for chunks waiting to be uploaded.
     pub fn local_dir(root: &Path, id: &PartId) -> PathBuf {
-        root.join(&id.dir).join(segment_dir(id.epoch, id.part))
+        root.join(".upload")
+            .join(&id.dir)
+            .join(segment_dir(id.epoch, id.part))
     }
 
     /// Starts watching `local` for the chunks of a part. `external`: the
