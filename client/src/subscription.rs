@@ -338,6 +338,8 @@ mod tests {
             connected_at: 0,
             last_seen: 0,
             recordings: Vec::new(),
+            upload_buffer_bytes: 0,
+            upload_buffer_full: false,
         }
     }
 
@@ -356,6 +358,7 @@ mod tests {
             restarts: 0,
             segments: 0,
             reason: None,
+            upload_lag_ms: 0,
         }
     }
 

@@ -114,6 +114,8 @@ fn worker(name: &str) -> WorkerInfo {
         connected_at: 0,
         last_seen: 0,
         recordings: Vec::new(),
+        upload_buffer_bytes: 0,
+        upload_buffer_full: false,
     }
 }
 
@@ -132,6 +134,7 @@ fn recording(n: u32) -> RecordingInfo {
         restarts: 0,
         segments: 0,
         reason: None,
+        upload_lag_ms: 0,
     }
 }
 

@@ -20,10 +20,12 @@ pub mod fleet;
 pub mod http;
 pub mod pki;
 pub mod procs;
+pub mod s3;
 pub mod sim;
 pub mod watch;
 
 pub use fleet::{FleetOptions, TestFleet};
 pub use http::{http_get, wait_http};
 pub use pki::Pki;
+pub use s3::S3Server;
 pub use procs::workspace_bin;

@@ -2,6 +2,7 @@
 //! chunks of its segments become one stitched file (`stitch` plans,
 //! `remux` runs ffmpeg) and an HLS playlist (`hls`).
 
+pub mod codec;
 pub mod destination;
 pub mod finalize;
 pub mod hls;

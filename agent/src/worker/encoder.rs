@@ -8,9 +8,8 @@ use std::path::Path;
 
 use recfleet_protocol::spec::RecordingSpec;
 
-/// Length of a chunk, seconds (and the keyframe interval: every chunk
-/// starts with one, so each plays on its own and cuts fall on them).
-pub const CHUNK_SECS: u32 = 2;
+use crate::output::codec::{self, CHUNK_SECS};
+
 
 /// The ffmpeg arguments for one part, writing its chunks into `dir`.
 pub fn ffmpeg_args(
@@ -21,10 +20,6 @@ pub fn ffmpeg_args(
 ) -> Vec<String> {
     let size = format!("{}x{}", spec.viewport.width, spec.viewport.height);
     let fps = spec.fps.to_string();
-    // A keyframe at every chunk start, forced on the media clock so that
-    // chunks are CHUNK_SECS long even when frames come late.
-    let gop = (u32::from(spec.fps) * CHUNK_SECS).to_string();
-    let keyframes = format!("expr:gte(t,n_forced*{CHUNK_SECS})");
     let mut a: Vec<String> = vec![
         // Exit on an input error (a dead PulseAudio) instead of carrying on
         // with a file that silently stops growing.
@@ -73,18 +68,9 @@ pub fn ffmpeg_args(
             .map(String::from),
         );
     }
-    a.extend(
-        [
-            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-crf", "26", "-g",
-            &gop,
-            // No B-frames: a segment can then be cut at any frame when it
-            // is stitched (make-before-break overlaps), without re-encoding.
-            "-bf", "0", "-force_key_frames", &keyframes,
-        ]
-        .map(String::from),
-    );
+    a.extend(codec::video_args(u32::from(spec.fps)));
     if spec.audio {
-        a.extend(["-c:a", "aac", "-b:a", "128k"].map(String::from));
+        a.extend(codec::audio_args());
     }
     let chunk_secs = CHUNK_SECS.to_string();
     a.extend(

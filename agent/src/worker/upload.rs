@@ -25,8 +25,10 @@ use crate::output::hls::parse_local_playlist;
 pub const LOCAL_PLAYLIST: &str = "local.m3u8";
 /// The one file of an external capture (uploaded whole at the part's end).
 pub const CAPTURE_FILE: &str = "capture.mp4";
-/// How often the local playlist is read.
-const SCAN_EVERY: Duration = Duration::from_millis(250);
+/// How often the local playlist is read: a closed chunk waits at most this
+/// long before its upload starts (what a kill of the worker can lose on
+/// top of the chunk being written).
+const SCAN_EVERY: Duration = Duration::from_millis(100);
 
 /// Upload settings of a worker.
 #[derive(Debug, Clone)]

@@ -32,6 +32,8 @@ pub fn worker(name: &str, state: WorkerState, used: u32, recs: &[&str]) -> Worke
         connected_at: NOW - 3_600_000,
         last_seen: NOW - 500,
         recordings: recs.iter().map(|r| RecordingId::new(*r).unwrap()).collect(),
+        upload_buffer_bytes: 0,
+        upload_buffer_full: false,
     }
 }
 
@@ -65,6 +67,7 @@ pub fn recording(
         restarts: 0,
         segments: u32::from(started.is_some()),
         reason: None,
+        upload_lag_ms: 0,
     }
 }
 

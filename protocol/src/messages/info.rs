@@ -70,6 +70,12 @@ pub struct WorkerInfo {
     pub last_seen: UnixMillis,
     /// Recordings it runs now.
     pub recordings: Vec<RecordingId>,
+    /// Bytes of chunks waiting on the worker's disk for upload.
+    #[serde(default)]
+    pub upload_buffer_bytes: u64,
+    /// Its upload buffer is over its limit (the store is slow or away).
+    #[serde(default)]
+    pub upload_buffer_full: bool,
 }
 
 /// A recording, as listed.
@@ -102,6 +108,9 @@ pub struct RecordingInfo {
     pub segments: u32,
     /// Why it failed or was interrupted, if it did.
     pub reason: Option<String>,
+    /// How far its chunks' upload is behind, ms (0: all stored).
+    #[serde(default)]
+    pub upload_lag_ms: u64,
 }
 
 /// A recording with everything known of it.

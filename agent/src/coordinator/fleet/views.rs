@@ -55,6 +55,7 @@ pub fn info_of(
         restarts: row.restarts,
         segments,
         reason: row.reason.clone().or_else(|| waiting.map(str::to_string)),
+        upload_lag_ms: 0,
     }
 }
 
@@ -66,12 +67,16 @@ impl Fleet {
             None
         };
         let waiting = r.waiting.as_deref().or(blocked);
-        info_of(
+        let mut info = info_of(
             &r.row,
             segment_totals(&r.segments),
             Some((r.bytes_live, r.fps_milli)),
             waiting,
-        )
+        );
+        if r.row.state.holds_capacity() {
+            info.upload_lag_ms = r.upload_lag_ms;
+        }
+        info
     }
 
     /// The info of a recording still in memory.

@@ -59,6 +59,8 @@ impl Fleet {
             connected_at: now,
             last_seen: now,
             recordings: Vec::new(),
+            upload_buffer_bytes: 0,
+            upload_buffer_full: false,
         };
         if let Some(old) = self.workers.insert(
             name.clone(),
@@ -192,6 +194,13 @@ impl Fleet {
                 if let Some(w) = self.workers.get_mut(name) {
                     w.info.cpu_millicores = t.cpu_millicores;
                     w.info.rss_bytes = t.rss_bytes;
+                    if w.info.upload_buffer_full != t.upload_buffer_full {
+                        // A state an operator must see at once, not at the
+                        // next periodic worker event.
+                        w.last_event_at = 0;
+                    }
+                    w.info.upload_buffer_bytes = t.upload_buffer_bytes;
+                    w.info.upload_buffer_full = t.upload_buffer_full;
                 }
                 for slot in t.slots {
                     let Some(id) = slot.recording else { continue };

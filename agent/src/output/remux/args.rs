@@ -1,6 +1,7 @@
 //! ffmpeg's arguments and inputs for the remux, and reading ffprobe's answers:
 //! pure text, so they can be checked without running ffmpeg.
 
+use crate::output::codec;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -63,23 +64,10 @@ pub(super) fn slate_args(p: SlateParams, duration_ms: u64, out: &Path) -> Vec<Os
     args.extend([
         "-t".into(),
         seconds(duration_ms.saturating_add(frame_ms)),
-        "-c:v".into(),
-        "libx264".into(),
-        "-preset".into(),
-        "veryfast".into(),
-        "-pix_fmt".into(),
-        "yuv420p".into(),
-        "-crf".into(),
-        "26".into(),
-        "-g".into(),
-        (2 * fps).to_string(),
-        "-bf".into(),
-        "0".into(),
-        "-force_key_frames".into(),
-        "expr:gte(t,n_forced*2)".into(),
     ]);
+    args.extend(codec::video_args(fps));
     if p.audio {
-        args.extend(["-c:a", "aac", "-b:a", "128k"].map(String::from));
+        args.extend(codec::audio_args());
     }
     let mut args: Vec<OsString> = args.into_iter().map(OsString::from).collect();
     args.extend(["-f".into(), "mp4".into(), out.into()]);

@@ -30,17 +30,22 @@ async fn capture(root: &Path, name: &str, from: u32, secs: u32, tone: u32) -> Pa
     // PulseAudio gives the capture stereo; sine alone is mono.
     let audio = format!("sine=frequency={tone}:sample_rate=48000,aformat=channel_layouts=stereo");
     let d = dir.display();
+    // The capture's own codec options (shared with the worker's encoder).
+    let codec = [
+        crate::output::codec::video_args(FPS),
+        crate::output::codec::audio_args(),
+    ]
+    .concat()
+    .join(" ");
     let args = format!(
         "-hide_banner -nostdin -v error -y -f lavfi -i {video} -f lavfi -i {audio} -t {secs} \
-         -c:v libx264 -preset veryfast -pix_fmt yuv420p -crf 26 -g {g} -bf 0 \
-         -force_key_frames expr:gte(t,n_forced*2) -c:a aac -b:a 128k \
+         {codec} \
          -f hls -hls_time 2 -hls_list_size 0 -hls_segment_type fmp4 \
          -hls_fmp4_init_filename init.mp4 -hls_segment_filename {d}/c%05d.m4s \
-         -hls_flags independent_segments {d}/local.m3u8",
-        g = 2 * FPS
+         -hls_flags independent_segments {d}/local.m3u8"
     );
     let out = Command::new("ffmpeg")
-        .args(args.split(' '))
+        .args(args.split_whitespace())
         .output()
         .await
         .expect("ffmpeg runs");
@@ -447,7 +452,7 @@ fn slate_is_encoded_like_the_capture() {
         ),
         "{line}"
     );
-    assert!(line.contains("-c:v libx264 -preset veryfast -pix_fmt yuv420p -crf 26 -g 30 -bf 0 -force_key_frames expr:gte(t,n_forced*2) -c:a aac -b:a 128k -f mp4 /w/s.mp4"), "{line}");
+    assert!(line.contains("-c:v libx264 -preset veryfast -tune zerolatency -pix_fmt yuv420p -crf 26 -g 30 -bf 0 -force_key_frames expr:gte(t,n_forced*2) -c:a aac -b:a 128k -f mp4 /w/s.mp4"), "{line}");
     let silent = slate_args(
         SlateParams {
             audio: false,

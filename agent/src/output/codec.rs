@@ -1,0 +1,42 @@
+//! The capture's codec parameters, shared by the worker's encoder and the
+//! slates of the stitched file: a slate joins the captured chunks without
+//! re-encoding them only if its H.264 and AAC configuration is the same,
+//! byte for byte (checked before every join, see `remux`).
+
+/// Length of a chunk, seconds; also the keyframe interval: every chunk
+/// starts with one, so each plays on its own and segments start on one.
+pub const CHUNK_SECS: u32 = 2;
+
+/// ffmpeg's video encoder options at `fps`.
+pub fn video_args(fps: u32) -> Vec<String> {
+    let fps = fps.max(1);
+    [
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        // No lookahead: a chunk closes as soon as its last frame is
+        // grabbed, not ~0.7 s later, so a killed worker loses less; and it
+        // costs less CPU (docs/capture.md). It also means no B-frames, so a
+        // segment can be cut at any frame when overlaps are stitched.
+        "-tune",
+        "zerolatency",
+        "-pix_fmt",
+        "yuv420p",
+        "-crf",
+        "26",
+        "-g",
+        &(fps * CHUNK_SECS).to_string(),
+        "-bf",
+        "0",
+        "-force_key_frames",
+        &format!("expr:gte(t,n_forced*{CHUNK_SECS})"),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// ffmpeg's audio encoder options (48 kHz stereo in).
+pub fn audio_args() -> Vec<String> {
+    ["-c:a", "aac", "-b:a", "128k"].map(String::from).to_vec()
+}
