@@ -229,11 +229,23 @@ pub async fn run(args: RecordArgs) -> Result<(), Failure> {
                 s.bytes = st.bytes;
                 s.sha256 = st.sha256;
                 s.chunks = st.chunks;
+                if let Some(first) = s.first_frame_at {
+                    s.last_frame_at = Some(first + st.duration_ms);
+                }
             }
         }
         if let Some(e) = &outputs.error {
             eprintln!("recording.mp4 not made: {e}");
         }
+        // Gaps and overlaps again, from the frame times of what is stored.
+        let segments = std::mem::take(&mut manifest.segments);
+        manifest = Manifest::build(
+            spec.id.clone(),
+            spec.url.clone(),
+            state,
+            Some(reason.describe()),
+            segments,
+        );
         manifest.outputs = Some(outputs);
     }
     let path = write_manifest(&dir, &manifest).map_err(Failure::other)?;

@@ -11,6 +11,10 @@ pub const CHUNK_SECS: u32 = 2;
 pub fn video_args(fps: u32) -> Vec<String> {
     let fps = fps.max(1);
     [
+        // Square pixels stated: x11grab leaves the aspect ratio unset and a
+        // generated slate says 1:1, which put different headers in the two.
+        "-vf",
+        "setsar=1",
         "-c:v",
         "libx264",
         "-preset",
@@ -23,6 +27,12 @@ pub fn video_args(fps: u32) -> Vec<String> {
         "zerolatency",
         "-pix_fmt",
         "yuv420p",
+        // A constant rate stated to the encoder: left to guess it from the
+        // first frames' (wall-clock) times, ffmpeg wrote a different rate
+        // into the H.264 headers of two captures of the same spec, and
+        // their segments could not be joined without re-encoding.
+        "-r",
+        &fps.to_string(),
         "-crf",
         "26",
         "-g",

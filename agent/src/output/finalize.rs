@@ -45,6 +45,9 @@ pub struct StoredSegment {
     pub bytes: u64,
     /// SHA-256 of the segment as one file, hex.
     pub sha256: String,
+    /// Its video's length as stored, ms: with the first frame's time, when
+    /// its last stored frame was captured.
+    pub duration_ms: u64,
 }
 
 /// Why finalizing failed.
@@ -181,6 +184,7 @@ async fn make(
             chunks,
             bytes,
             sha256,
+            duration_ms,
         });
     }
     if spans.is_empty() {

@@ -303,6 +303,12 @@ impl Fleet {
             {
                 seg.bytes = st.bytes;
                 seg.sha256 = st.sha256.clone();
+                // The last frame is the last one stored, to the frame: the
+                // workers' progress reports lag by up to a report period,
+                // and a lost worker's last chunks may never have arrived.
+                if let Some(first) = seg.first_frame_at {
+                    seg.last_frame_at = Some(first + st.duration_ms);
+                }
             }
         }
         let segs: Vec<_> = r.segments.clone();
