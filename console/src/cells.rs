@@ -17,13 +17,23 @@ pub fn worker_cells(w: &WorkerInfo, now: u64) -> Vec<String> {
         format::rtt(w.rtt_us),
         w.version.clone(),
         format::age(now, w.connected_at),
+        upload_buffer(w),
         format::labels(&w.labels),
     ]
 }
 
+/// Chunks waiting on a worker's disk: `-` when none, `FULL` past its limit.
+fn upload_buffer(w: &WorkerInfo) -> String {
+    match (w.upload_buffer_full, w.upload_buffer_bytes) {
+        (true, n) => format!("FULL {}", format::bytes(n)),
+        (false, 0) => "-".to_string(),
+        (false, n) => format::bytes(n),
+    }
+}
+
 /// The column titles of the workers view.
-pub const WORKER_COLUMNS: [&str; 9] = [
-    "NAME", "STATE", "SLOTS", "CPU", "MEM", "RTT", "VERSION", "UPTIME", "LABELS",
+pub const WORKER_COLUMNS: [&str; 10] = [
+    "NAME", "STATE", "SLOTS", "CPU", "MEM", "RTT", "VERSION", "UPTIME", "UPLOADS", "LABELS",
 ];
 
 /// The cells of a recording row.
@@ -43,10 +53,16 @@ pub fn recording_cells(r: &RecordingInfo, now: u64) -> Vec<String> {
         format::fps(r.fps_milli),
         r.restarts.to_string(),
         r.segments.to_string(),
+        // How far the store is behind; `-` when it keeps up (under 5 s:
+        // a chunk closes every 2 s).
+        match r.upload_lag_ms {
+            0..5_000 => "-".to_string(),
+            ms => format::span(ms),
+        },
     ]
 }
 
 /// The column titles of the recordings view.
-pub const RECORDING_COLUMNS: [&str; 9] = [
-    "ID", "STATE", "WORKER", "STARTED", "DURATION", "SIZE", "FPS", "RESTARTS", "SEGS",
+pub const RECORDING_COLUMNS: [&str; 10] = [
+    "ID", "STATE", "WORKER", "STARTED", "DURATION", "SIZE", "FPS", "RESTARTS", "SEGS", "LAG",
 ];

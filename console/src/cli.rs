@@ -210,6 +210,11 @@ pub struct StartArgs {
     /// Do not capture sound.
     #[arg(long)]
     pub no_audio: bool,
+    /// Where the recording goes: file:///DIR or s3://BUCKET/PREFIX
+    /// [default: the coordinator's --output]. (Not `--output`: that is the
+    /// console's output format, `-o json`.)
+    #[arg(long, visible_alias = "to", value_name = "URL")]
+    pub destination: Option<String>,
     /// Wait until the recording ends; print its final state and manifest.
     #[arg(long)]
     pub wait: bool,

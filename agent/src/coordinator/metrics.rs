@@ -58,6 +58,9 @@ pub struct CoordinatorMetrics {
     pub webhook_deliveries: Family<Labels, Counter>,
     /// Webhook deliveries not yet delivered nor given up.
     pub webhook_pending: Gauge,
+    pub upload_buffer_bytes: Family<Labels, Gauge>,
+    pub upload_buffer_full: Family<Labels, Gauge>,
+    pub upload_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for CoordinatorMetrics {
@@ -85,6 +88,9 @@ impl Default for CoordinatorMetrics {
             telemetry_dropped: Counter::default(),
             webhook_deliveries: Family::default(),
             webhook_pending: Gauge::default(),
+            upload_buffer_bytes: Family::default(),
+            upload_buffer_full: Family::default(),
+            upload_lag: Gauge::default(),
             registry: Registry::default(),
         };
         r.register("recfleet_workers", "Workers by state", m.workers.clone());
@@ -125,6 +131,22 @@ impl Default for CoordinatorMetrics {
             m.reassigns.clone(),
         );
         r.register("recfleet_drains", "Drains begun", m.drains.clone());
+        r.register(
+            "recfleet_worker_upload_buffer_bytes",
+            "Bytes of closed chunks waiting on a worker's disk for upload",
+            m.upload_buffer_bytes.clone(),
+        );
+        r.register(
+            "recfleet_worker_upload_buffer_full",
+            "1 while a worker's upload buffer is over its limit",
+            m.upload_buffer_full.clone(),
+        );
+        r.register_with_unit(
+            "recfleet_upload_lag",
+            "The largest upload lag of a recording: age of its oldest chunk not stored yet",
+            Unit::Seconds,
+            m.upload_lag.clone(),
+        );
         r.register(
             "recfleet_worker_slots_used",
             "Capacity units in use per worker",

@@ -29,6 +29,9 @@ pub const CAPTURE_FILE: &str = "capture.mp4";
 /// long before its upload starts (what a kill of the worker can lose on
 /// top of the chunk being written).
 const SCAN_EVERY: Duration = Duration::from_millis(100);
+/// While uploads wait for a retry, the buffer and the lag are updated this
+/// often.
+const REPORT_EVERY: Duration = Duration::from_millis(500);
 
 /// Upload settings of a worker.
 #[derive(Debug, Clone)]
@@ -271,21 +274,38 @@ impl Watcher {
                     break;
                 }
             }
-            let pause = if failed {
-                attempt += 1;
-                crate::backoff::delay(
-                    attempt - 1,
-                    Duration::from_millis(500),
-                    Duration::from_secs(15),
-                    fastrand::f64(),
-                )
-            } else {
+            if !failed {
                 attempt = 0;
-                SCAN_EVERY
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = ended.changed(), if !over => {}
+                tokio::select! {
+                    _ = tokio::time::sleep(SCAN_EVERY) => {}
+                    _ = ended.changed(), if !over => {}
+                }
+                continue;
+            }
+            attempt += 1;
+            let pause = crate::backoff::delay(
+                attempt - 1,
+                Duration::from_millis(500),
+                Duration::from_secs(15),
+                fastrand::f64(),
+            );
+            // Waiting (a backoff may last 15 s): new chunks are still
+            // counted in the buffer and the lag keeps growing where the
+            // coordinator sees it.
+            let until = tokio::time::Instant::now() + pause;
+            loop {
+                let step = until
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .min(REPORT_EVERY);
+                if step.is_zero() {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(step) => {}
+                    _ = ended.changed(), if !over => break,
+                }
+                let _ = self.scan(over);
+                self.report_lag();
             }
         }
         let left_behind = self.pending.len() as u32;

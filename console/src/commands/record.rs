@@ -30,6 +30,7 @@ pub fn spec_from_args(args: &StartArgs) -> Result<RecordingSpec, ConsoleError> {
     spec.audio = !args.no_audio;
     spec.stop.max_duration_secs = args.max_duration.map(duration_secs);
     spec.labels = args.labels.iter().cloned().collect::<BTreeMap<_, _>>();
+    spec.destination = args.destination.clone();
     spec.validate().map_err(|problems| {
         ConsoleError::Wire(
             recfleet_protocol::WireError::new(
@@ -123,27 +124,54 @@ pub fn final_summary(d: &RecordingDetail) -> String {
     }
     let mut workers: Vec<&str> = m.segments.iter().map(|s| s.worker.as_str()).collect();
     workers.dedup();
+    let location = match (&m.outputs, &d.spec.destination) {
+        (Some(o), _) if !o.location.is_empty() => o.location.clone(),
+        (_, Some(dest)) => format!("{}/{}", dest.trim_end_matches('/'), d.spec.output_dir()),
+        _ => format!("{}/", d.spec.output_dir()),
+    };
     out.push_str(&format!(
-        "\noutput: {}/ on {}",
-        d.spec.output_dir(),
+        "\noutput: {location} from {}",
         if workers.is_empty() {
             "no worker yet".to_string()
         } else {
             workers.join(", ")
         }
     ));
+    if let Some(o) = &m.outputs {
+        if let Some(f) = &o.recording {
+            out.push_str(&format!(
+                "\nrecording.mp4: {} ({}, {})",
+                f.url,
+                format::span(f.duration_ms),
+                format::bytes(f.bytes)
+            ));
+        }
+        if let Some(f) = &o.playlist {
+            out.push_str(&format!("\nplaylist: {}", f.url));
+        }
+        if let Some(e) = &o.error {
+            out.push_str(&format!("\nnot stitched: {e}"));
+        }
+    }
+    if d.info.upload_lag_ms >= 5_000 {
+        out.push_str(&format!(
+            "\nupload lag: {} (chunks wait on the worker's disk)",
+            format::span(d.info.upload_lag_ms)
+        ));
+    }
     for seg in &m.segments {
         let end = seg
             .end_reason
             .as_ref()
             .map_or("running".to_string(), |r| r.describe());
         out.push_str(&format!(
-            "\n  {}  epoch {} part {}  {}  {}  {}",
+            "\n  {}  epoch {} part {}  {}  {} in {} chunk(s)  {}",
             seg.file,
             seg.epoch,
             seg.part,
             seg.worker,
             format::bytes(seg.bytes),
+            seg.chunks.iter().filter(|c| c.seq.is_some()).count(),
             end
         ));
     }

@@ -166,25 +166,39 @@ impl Fleet {
         let m = &self.metrics;
         m.workers.clear();
         m.slots_used.clear();
+        m.upload_buffer_bytes.clear();
+        m.upload_buffer_full.clear();
         for (name, w) in &self.workers {
             m.workers
                 .get_or_create(&label("state", w.info.state.as_str()))
                 .inc();
             if w.session.is_some() {
+                let worker = label("worker", name.as_str());
                 m.slots_used
-                    .get_or_create(&label("worker", name.as_str()))
+                    .get_or_create(&worker)
                     .set(i64::from(self.placements.used(name)));
+                m.upload_buffer_bytes
+                    .get_or_create(&worker)
+                    .set(i64::try_from(w.info.upload_buffer_bytes).unwrap_or(i64::MAX));
+                m.upload_buffer_full
+                    .get_or_create(&worker)
+                    .set(i64::from(w.info.upload_buffer_full));
             }
         }
         let (capacity, free) = self.placements.totals();
         m.capacity.set(capacity as i64);
         m.free_capacity.set(free as i64);
         m.recordings.clear();
+        let mut lag_ms = 0u64;
         for r in self.recordings.values() {
             m.recordings
                 .get_or_create(&label("state", r.row.state.as_str()))
                 .inc();
+            if r.row.state.holds_capacity() {
+                lag_ms = lag_ms.max(r.upload_lag_ms);
+            }
         }
+        m.upload_lag.set(lag_ms as f64 / 1000.0);
         m.pending.set(self.queue.len() as i64);
         m.encode()
     }

@@ -16,6 +16,10 @@ const VANISHED_AFTER_MS: u64 = 1500;
 /// Worker info events at most this often unless its state changes.
 const WORKER_EVENT_EVERY_MS: u64 = 5000;
 
+/// An upload lag past this is news (a notice event, and again when it
+/// catches up).
+const LAG_NOTICE_MS: u64 = 10_000;
+
 /// A recording's manifest is rewritten at most this often while it records.
 const MANIFEST_EVERY_MS: u64 = 10_000;
 
@@ -206,6 +210,25 @@ impl Fleet {
                     let Some(id) = slot.recording else { continue };
                     if self.holder(&id, slot.epoch, name) != Some(Holder::Current) {
                         continue;
+                    }
+                    let lag_notice = self.recordings.get(&id).and_then(|r| {
+                        let was = r.upload_lag_ms >= LAG_NOTICE_MS;
+                        let is = slot.upload_lag_ms >= LAG_NOTICE_MS;
+                        (was != is).then(|| match is {
+                            true => format!(
+                                "the upload of {id} is {} s behind: its chunks wait on {name}'s disk (the store is slow or away)",
+                                slot.upload_lag_ms / 1000
+                            ),
+                            false => format!("the upload of {id} has caught up"),
+                        })
+                    });
+                    if let Some(message) = lag_notice {
+                        tracing::warn!(recording = %id, worker = %name, lag_ms = slot.upload_lag_ms, "{message}");
+                        self.emit(EventKind::Notice {
+                            recording: Some(id.clone()),
+                            worker: Some(name.clone()),
+                            message,
+                        });
                     }
                     if let Some(r) = self.recordings.get_mut(&id) {
                         r.upload_lag_ms = slot.upload_lag_ms;
