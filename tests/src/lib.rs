@@ -3,4 +3,5 @@
 #![forbid(unsafe_code)]
 
 pub mod console;
+pub mod hooks;
 pub mod media;

@@ -3,6 +3,7 @@
 //! of the worker, across a make-before-break move, and through an outage of
 //! the store. Each test prints the figures it measured.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use recfleet_protocol::{
     now_ms, ConsoleRequest, ConsoleResponse, RecordingId, RecordingState, WorkerName,
 };
 use recfleet_testkit::{FleetOptions, S3Server, TestFleet};
+use recfleet_tests::hooks::receiver;
 use recfleet_tests::media;
 
 const BUCKET: &str = "recordings";
@@ -33,12 +35,19 @@ fn spec(id: &str, url: String, max_secs: u32) -> RecordingSpec {
     s
 }
 
-/// A store with a bucket, and a fleet whose output is `s3://recordings/classes`.
-async fn fleet_on_s3() -> (S3Server, TestFleet, DemoServer) {
+const SECRET: &str = "whsec_output_test";
+
+/// A store with a bucket, and a fleet whose output is `s3://recordings/classes`
+/// (and that sends its webhooks to `hook`, if given).
+async fn fleet_on_s3(hook: Option<SocketAddr>) -> (S3Server, TestFleet, DemoServer) {
     let s3 = S3Server::start().await.unwrap();
     s3.create_bucket(BUCKET).unwrap();
     let mut env = s3.env();
     env.push(("RECFLEET_OUTPUT".into(), format!("s3://{BUCKET}/{PREFIX}")));
+    if let Some(addr) = hook {
+        env.push(("RECFLEET_WEBHOOK_URLS".into(), format!("http://{addr}/hook")));
+        env.push(("RECFLEET_WEBHOOK_SECRET".into(), SECRET.into()));
+    }
     let fleet = TestFleet::start_with(FleetOptions {
         stitch: true,
         coordinator_env: env,
@@ -161,7 +170,8 @@ fn assert_no_lead_in(file: &Path, starts: &[f64]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_kill_9_mid_recording_to_s3_still_gives_one_stitched_file() {
-    let (s3, mut fleet, page) = fleet_on_s3().await;
+    let (hook, hooks) = receiver(SECRET, 0).await;
+    let (s3, mut fleet, page) = fleet_on_s3(Some(hook)).await;
     add_worker(&mut fleet, &s3, 1);
     fleet.wait_workers(1, 30).await.unwrap();
     let id = RecordingId::new("s3-kill").unwrap();
@@ -247,12 +257,44 @@ async fn browser_kill_9_mid_recording_to_s3_still_gives_one_stitched_file() {
     let after = media::longest_freeze(&hashes[(gap_to * 5.0) as usize..], 5, 0);
     assert!(before <= 1.0 && after <= 1.0, "frozen {before} s / {after} s");
     assert_no_lead_in(&mp4, &[0.0, gap_to]);
+
+    // The platform was told, in order, with signed events; "completed"
+    // says where recording.mp4 is, and it is there.
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    let types = loop {
+        let received = hooks.lock().unwrap().received.clone();
+        assert!(received.iter().all(|r| r.verified), "unsigned: {received:?}");
+        let types: Vec<String> = received.iter().map(|r| r.event_type.clone()).collect();
+        if types.iter().any(|t| t == "recording.completed") || std::time::Instant::now() > until {
+            break types;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!("webhooks: {types:?}");
+    for t in ["recording.started", "recording.interrupted", "recording.resumed", "recording.completed"] {
+        assert!(types.iter().any(|x| x == t), "no {t} in {types:?}");
+    }
+    let completed = hooks
+        .lock()
+        .unwrap()
+        .received
+        .iter()
+        .find(|r| r.event_type == "recording.completed")
+        .cloned()
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&completed.body).unwrap();
+    assert_eq!(
+        body["output"]["mp4"],
+        format!("s3://{BUCKET}/{PREFIX}/{id}/recording.mp4"),
+        "{body}"
+    );
+    assert_eq!(body["output"]["hls"], format!("s3://{BUCKET}/{PREFIX}/{id}/index.m3u8"));
     fleet.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_a_reassign_to_s3_leaves_no_gap_and_nothing_twice_in_recording_mp4() {
-    let (s3, mut fleet, page) = fleet_on_s3().await;
+    let (s3, mut fleet, page) = fleet_on_s3(None).await;
     add_worker(&mut fleet, &s3, 1);
     fleet.wait_workers(1, 30).await.unwrap();
     let id = RecordingId::new("s3-move").unwrap();
@@ -328,7 +370,7 @@ async fn browser_a_reassign_to_s3_leaves_no_gap_and_nothing_twice_in_recording_m
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_the_store_away_for_20_s_delays_uploads_and_loses_nothing() {
-    let (mut s3, mut fleet, page) = fleet_on_s3().await;
+    let (mut s3, mut fleet, page) = fleet_on_s3(None).await;
     add_worker(&mut fleet, &s3, 1);
     fleet.wait_workers(1, 30).await.unwrap();
     let id = RecordingId::new("s3-outage").unwrap();

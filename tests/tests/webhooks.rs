@@ -5,14 +5,10 @@
 //! `record show` says how each delivery went, SIGTERM stops the sender
 //! cleanly, and a webhook URL the URL policy refuses stops the start.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use recfleet_agent::coordinator::webhook::sign;
+use recfleet_tests::hooks::{receiver, Received};
 use recfleet_protocol::{
     now_ms, ConsoleRequest, ConsoleResponse, RecordingId, RecordingSpec, RecordingState,
     WebhookState,
@@ -22,94 +18,6 @@ use recfleet_testkit::{http_get, FleetOptions, TestFleet};
 const SECRET: &str = "whsec_test_only";
 /// Deliveries of the first event refused before one is accepted.
 const REFUSALS: u32 = 2;
-
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-struct Received {
-    event_id: String,
-    event_type: String,
-    signature: String,
-    body: Vec<u8>,
-    verified: bool,
-    status: u16,
-}
-
-#[derive(Debug, Default)]
-struct Log {
-    received: Vec<Received>,
-    first_event: Option<String>,
-    refused: u32,
-}
-
-/// A webhook receiver on 127.0.0.1.
-async fn receiver() -> (SocketAddr, Arc<Mutex<Log>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let log = Arc::new(Mutex::new(Log::default()));
-    let shared = log.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let log = shared.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let log = log.clone();
-                        async move {
-                            let header = |name: &str| {
-                                req.headers()
-                                    .get(name)
-                                    .and_then(|v| v.to_str().ok())
-                                    .unwrap_or_default()
-                                    .to_string()
-                            };
-                            let signature = header(sign::SIGNATURE_HEADER);
-                            let event_id = header(sign::EVENT_ID_HEADER);
-                            let event_type = header(sign::EVENT_TYPE_HEADER);
-                            let json = header("content-type") == "application/json";
-                            let body = req.into_body().collect().await?.to_bytes().to_vec();
-                            let verified = json
-                                && sign::verify(
-                                    SECRET.as_bytes(),
-                                    &signature,
-                                    &body,
-                                    now_ms() / 1000,
-                                    300,
-                                )
-                                .is_ok();
-                            let mut log = log.lock().unwrap();
-                            let first = log.first_event.get_or_insert(event_id.clone()).clone();
-                            let status = if !verified {
-                                400
-                            } else if first == event_id && log.refused < REFUSALS {
-                                log.refused += 1;
-                                500
-                            } else {
-                                200
-                            };
-                            log.received.push(Received {
-                                event_id,
-                                event_type,
-                                signature,
-                                body,
-                                verified,
-                                status,
-                            });
-                            anyhow::Ok(
-                                hyper::Response::builder()
-                                    .status(status)
-                                    .body(Full::new(Bytes::from_static(b"")))?,
-                            )
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    (addr, log)
-}
 
 async fn show_webhooks(
     fleet: &mut TestFleet,
@@ -127,7 +35,7 @@ async fn show_webhooks(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_are_signed_retried_under_one_id_and_shown() {
-    let (addr, log) = receiver().await;
+    let (addr, log) = receiver(SECRET, REFUSALS).await;
     let url = format!("http://{addr}/hooks");
     let mut fleet = TestFleet::start_with(FleetOptions {
         agent_certs: 0,
