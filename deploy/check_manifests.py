@@ -19,8 +19,13 @@ other and the daemon's interface:
   name one of the names make-secrets.sh puts on the certificate;
 - the autoscaling examples target the worker StatefulSet, use one worker's
   capacity as the per-replica target, and name the metric the adapter serves;
-- only known RECFLEET_* variables and recfleet_* metric names appear in
-  deploy/ and docs/deploy.md (a typo there fails silently in production);
+- recordings go to object storage: no PersistentVolumeClaim is mounted
+  (no shared volume), the coordinator's RECFLEET_OUTPUT is s3://, both
+  read the S3 Secret, and a worker's RECFLEET_OUT_DIR (its upload buffer)
+  is a disk emptyDir at least twice RECFLEET_UPLOAD_BUFFER_BYTES;
+- only known RECFLEET_* and AWS_* variables and recfleet_* metric names
+  appear in deploy/ and docs/deploy.md (a typo there fails silently in
+  production);
 - systemd units: Type=notify, KillMode=control-group, TimeoutStopSec above
   the worker's drain grace, EnvironmentFile, and the env examples use known
   variables only.
@@ -49,9 +54,22 @@ KNOWN_ENV = {
     "RECFLEET_RUNTIME_DIR", "RECFLEET_DRAIN_GRACE_SECS",
     "RECFLEET_WEBHOOK_URLS", "RECFLEET_WEBHOOK_SECRET", "RECFLEET_WEBHOOK_SECRET_FILE",
     "RECFLEET_WEBHOOK_RETRY_SECS", "RECFLEET_WEBHOOK_BACKOFF_BASE_MS",
+    # Issue 12: recordings in object storage.
+    "RECFLEET_OUTPUT", "RECFLEET_STITCH", "RECFLEET_UPLOAD_BUFFER_BYTES",
     # Not the daemon's: the systemd unit's word list for flags without a
     # variable, the console's context file, Kubernetes' service link.
     "RECFLEET_WORKER_ARGS", "RECFLEET_CONTEXT", "RECFLEET_COORDINATOR_SERVICE_HOST",
+}
+# The AWS variables the S3 client reads (agent/src/output/destination.rs and
+# object_store's AmazonS3Builder::from_env), as used in deploy/ and the docs.
+KNOWN_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL_STS", "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN", "AWS_ROLE_SESSION_NAME",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
+    "AWS_ALLOW_HTTP",
 }
 # The metrics the daemon serves (issue 7), and the one the adapter derives.
 KNOWN_METRICS = {
@@ -66,6 +84,9 @@ KNOWN_METRICS = {
     "recfleet_store_unavailable", "recfleet_turn_inputs", "recfleet_queue_depth",
     "recfleet_telemetry_dropped_total",
     "recfleet_webhook_deliveries_total", "recfleet_webhook_pending",
+    # Issue 12 (coordinator): uploads behind, workers' buffers.
+    "recfleet_upload_lag_seconds", "recfleet_worker_upload_buffer_bytes",
+    "recfleet_worker_upload_buffer_full",
 }
 HISTOGRAMS = {"recfleet_placement_latency_seconds", "recfleet_recording_start_latency_seconds",
               "recfleet_store_commit_seconds", "recfleet_turn_inputs"}
@@ -192,6 +213,9 @@ def check_pod(where: str, wname: str, wl: dict, tmpl: dict, objs: dict, secrets:
         for n in env:
             if n.startswith("RECFLEET_") and n not in KNOWN_ENV:
                 fail(cw, f"unknown variable {n}")
+            if n.startswith("AWS_") and n not in KNOWN_AWS_ENV:
+                fail(cw, f"unknown variable {n}")
+        check_output(cw, wname, c, env, vols)
         for m in c.get("volumeMounts", []):
             if m["name"] not in vols and m["name"] not in claim_templates:
                 fail(cw, f"mount {m['name']} has no volume")
@@ -210,6 +234,48 @@ def check_pod(where: str, wname: str, wl: dict, tmpl: dict, objs: dict, secrets:
         if wname == "recfleet-worker":
             check_worker(cw, spec, c, env, vols, objs, wl, secrets)
         check_tls_paths(cw, wname, c, env, vols, wl, objs, secrets)
+
+
+def parse_quantity(q: str) -> int:
+    """Bytes of a Kubernetes quantity (8Gi, 500M, 1073741824)."""
+    q = str(q)
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40,
+             "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    for u, f in units.items():
+        if q.endswith(u):
+            return int(float(q[: -len(u)]) * f)
+    return int(q)
+
+
+def check_output(cw: str, wname: str, c: dict, env: dict, vols: dict) -> None:
+    """Recordings go to object storage (issue 12): no shared volume; the
+    coordinator names an s3:// destination, reads S3 settings from the
+    Secret the workers read too; a worker's upload buffer is a local
+    emptyDir larger than its buffer limit."""
+    for m in c.get("volumeMounts", []):
+        v = vols.get(m["name"], {})
+        if "persistentVolumeClaim" in v:
+            fail(cw, f"mount {m['name']} is a shared claim: recordings go to RECFLEET_OUTPUT, not a volume")
+    if "RECFLEET_MANIFEST_ROOT" in env:
+        fail(cw, "RECFLEET_MANIFEST_ROOT needs a volume every worker shares; set RECFLEET_OUTPUT=s3://...")
+    secrets_from = {e.get("secretRef", {}).get("name") for e in c.get("envFrom", [])}
+    if "recfleet-s3" not in secrets_from:
+        fail(cw, "no envFrom secretRef recfleet-s3 (the S3 credentials and endpoint)")
+    if wname == "recfleet-coordinator":
+        if not env.get("RECFLEET_OUTPUT", "").startswith("s3://"):
+            fail(cw, f"RECFLEET_OUTPUT={env.get('RECFLEET_OUTPUT')!r}: a fleet of pods needs s3://BUCKET/PREFIX")
+    if wname == "recfleet-worker":
+        out = env.get("RECFLEET_OUT_DIR", "")
+        mount = next((m for m in c.get("volumeMounts", []) if m["mountPath"].rstrip("/") == out.rstrip("/")), None)
+        ed = vols.get(mount["name"], {}).get("emptyDir") if mount else None
+        if ed is None or ed.get("medium") == "Memory":
+            fail(cw, f"RECFLEET_OUT_DIR={out!r} is not a disk emptyDir mounted there (the upload buffer)")
+            return
+        limit = int(env.get("RECFLEET_UPLOAD_BUFFER_BYTES", str(2 << 30)))
+        size = parse_quantity(ed.get("sizeLimit", "0"))
+        if size < 2 * limit:
+            fail(cw, f"upload buffer emptyDir {ed.get('sizeLimit')} is not at least twice "
+                     f"RECFLEET_UPLOAD_BUFFER_BYTES={limit}: a full buffer would get the pod evicted")
 
 
 def check_worker(cw: str, spec: dict, c: dict, env: dict, vols: dict, objs: dict, wl: dict,
@@ -354,6 +420,9 @@ def check_names() -> None:
         rel = f.relative_to(ROOT)
         for v in set(re.findall(r"\bRECFLEET_[A-Z_]+\b", text)):
             if v not in KNOWN_ENV and not v.endswith("_"):
+                fail(str(rel), f"unknown variable {v}")
+        for v in set(re.findall(r"\bAWS_[A-Z0-9_]+\b", text)):
+            if v not in KNOWN_AWS_ENV and not v.endswith("_"):
                 fail(str(rel), f"unknown variable {v}")
         # (?![=:]): not a tracing target such as recfleet_agent=debug
         for m in set(re.findall(r"\brecfleet_[a-z_]+\b(?![=:])", text)):
