@@ -10,11 +10,11 @@ use recfleet_protocol::spec::{CaptureMode, PageSignal, RecordingSpec, Viewport};
 use recfleet_protocol::{now_ms, Epoch, RecordingId, RecordingState, WorkerMessage, WorkerName};
 
 use crate::demo::DemoServer;
+use crate::exit::Failure;
 use crate::output::destination::Destination;
 use crate::output::finalize::{finalize, segment_dir, FinalizeOptions};
-use recfleet_protocol::manifest::Chunk;
-use crate::exit::Failure;
 use crate::worker::{Engine, EngineConfig};
+use recfleet_protocol::manifest::Chunk;
 
 /// Options of `record`.
 #[derive(Debug, clap::Args)]

@@ -276,12 +276,12 @@ async fn the_main_loop_draws_state_and_sends_a_confirmed_drain() {
         cmd_rx.recv().await,
         Some(ToConn::Send {
             what: "drain w2".into(),
-            request: ConsoleRequest::Drain {
+            request: Box::new(ConsoleRequest::Drain {
                 worker: w("w2"),
                 mode: DrainMode::Migrate,
                 deadline_secs: None,
                 force: false
-            }
+            })
         })
     );
     let screen = common::screen(terminal.backend());

@@ -27,5 +27,5 @@ pub mod watch;
 pub use fleet::{FleetOptions, TestFleet};
 pub use http::{http_get, wait_http};
 pub use pki::Pki;
-pub use s3::S3Server;
 pub use procs::workspace_bin;
+pub use s3::S3Server;

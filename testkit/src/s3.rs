@@ -75,7 +75,10 @@ impl S3Server {
         vec![
             ("AWS_ENDPOINT_URL".into(), self.endpoint()),
             ("AWS_ACCESS_KEY_ID".into(), "recfleet-test".into()),
-            ("AWS_SECRET_ACCESS_KEY".into(), "recfleet-test-secret".into()),
+            (
+                "AWS_SECRET_ACCESS_KEY".into(),
+                "recfleet-test-secret".into(),
+            ),
             ("AWS_REGION".into(), "us-east-1".into()),
         ]
     }
@@ -132,7 +135,10 @@ impl S3Server {
     pub fn create_bucket(&self, bucket: &str) -> anyhow::Result<()> {
         let (status, body) = self.request("PUT", &format!("/{bucket}"), &[])?;
         if status != 200 {
-            bail!("create bucket {bucket}: HTTP {status}: {}", String::from_utf8_lossy(&body));
+            bail!(
+                "create bucket {bucket}: HTTP {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
         }
         Ok(())
     }

@@ -99,4 +99,3 @@ pub async fn receiver(secret: &'static str, refusals: u32) -> (SocketAddr, Arc<M
     });
     (addr, log)
 }
-

@@ -45,7 +45,10 @@ async fn fleet_on_s3(hook: Option<SocketAddr>) -> (S3Server, TestFleet, DemoServ
     let mut env = s3.env();
     env.push(("RECFLEET_OUTPUT".into(), format!("s3://{BUCKET}/{PREFIX}")));
     if let Some(addr) = hook {
-        env.push(("RECFLEET_WEBHOOK_URLS".into(), format!("http://{addr}/hook")));
+        env.push((
+            "RECFLEET_WEBHOOK_URLS".into(),
+            format!("http://{addr}/hook"),
+        ));
         env.push(("RECFLEET_WEBHOOK_SECRET".into(), SECRET.into()));
     }
     let fleet = TestFleet::start_with(FleetOptions {
@@ -99,7 +102,10 @@ fn fetch(s3: &S3Server, id: &RecordingId, key: &str, dir: &Path) -> PathBuf {
 fn stored_outputs(s3: &S3Server, id: &RecordingId, dir: &Path) -> (Manifest, PathBuf) {
     let keys: Vec<String> = objects(s3, id).into_iter().map(|(k, _)| k).collect();
     for k in ["manifest.json", "index.m3u8", "recording.mp4"] {
-        assert!(keys.iter().any(|x| x == k), "no {k} in the bucket: {keys:?}");
+        assert!(
+            keys.iter().any(|x| x == k),
+            "no {k} in the bucket: {keys:?}"
+        );
     }
     let manifest: Manifest =
         serde_json::from_slice(&std::fs::read(fetch(s3, id, "manifest.json", dir)).unwrap())
@@ -118,8 +124,18 @@ fn stored_outputs(s3: &S3Server, id: &RecordingId, dir: &Path) -> (Manifest, Pat
 
 /// Wall-clock span from the first captured frame to the last.
 fn wall_span_ms(m: &Manifest) -> u64 {
-    let first = m.segments.iter().filter_map(|s| s.first_frame_at).min().unwrap();
-    let last = m.segments.iter().filter_map(|s| s.last_frame_at).max().unwrap();
+    let first = m
+        .segments
+        .iter()
+        .filter_map(|s| s.first_frame_at)
+        .min()
+        .unwrap();
+    let last = m
+        .segments
+        .iter()
+        .filter_map(|s| s.last_frame_at)
+        .max()
+        .unwrap();
     last - first
 }
 
@@ -221,7 +237,10 @@ async fn browser_kill_9_mid_recording_to_s3_still_gives_one_stitched_file() {
         "kill at +{} s; w1's stored chunks end {behind} ms before it",
         (killed_at - first) / 1000
     );
-    assert!(behind <= 2_300, "{behind} ms before the kill were lost: {lost:#?}");
+    assert!(
+        behind <= 2_300,
+        "{behind} ms before the kill were lost: {lost:#?}"
+    );
     assert!(lost.bytes > 0 && !lost.sha256.is_empty(), "{lost:#?}");
 
     // One file, as long as the wall time, a slate over the gap.
@@ -234,16 +253,26 @@ async fn browser_kill_9_mid_recording_to_s3_still_gives_one_stitched_file() {
         "recording.mp4: {:.2} s for {span:.2} s of wall time; slate {} ms at {} ms",
         p.duration, gap.duration_ms, gap.at_ms
     );
-    assert!((p.duration - span).abs() <= 1.0, "{} s vs {span} s", p.duration);
+    assert!(
+        (p.duration - span).abs() <= 1.0,
+        "{} s vs {span} s",
+        p.duration
+    );
     let (gap_from, gap_to) = (
         gap.at_ms as f64 / 1000.0,
         (gap.at_ms + gap.duration_ms) as f64 / 1000.0,
     );
-    assert!(brightness(&mp4, (gap_from + gap_to) / 2.0) < 10.0, "the slate is not black");
+    assert!(
+        brightness(&mp4, (gap_from + gap_to) / 2.0) < 10.0,
+        "the slate is not black"
+    );
     let samples = media::audio_samples(&mp4).unwrap();
     let at = |t: f64| ((t * 48_000.0) as usize).min(samples.len());
     let slate_db = media::rms_db(&samples[at(gap_from + 0.2)..at(gap_to - 0.2)]);
-    assert!(slate_db < -80.0, "the slate is not silent: {slate_db:.1} dBFS");
+    assert!(
+        slate_db < -80.0,
+        "the slate is not silent: {slate_db:.1} dBFS"
+    );
     for (a, b) in [(1.0, gap_from - 0.5), (gap_to + 1.0, p.duration - 0.5)] {
         let db = media::rms_db(&samples[at(a)..at(b)]);
         assert!(db > -50.0, "no sound from {a:.1} to {b:.1} s: {db:.1} dBFS");
@@ -255,7 +284,10 @@ async fn browser_kill_9_mid_recording_to_s3_still_gives_one_stitched_file() {
     assert!(repeats.is_empty(), "frames shown twice: {repeats:?}");
     let before = media::longest_freeze(&hashes[..(gap_from * 5.0) as usize], 5, 0);
     let after = media::longest_freeze(&hashes[(gap_to * 5.0) as usize..], 5, 0);
-    assert!(before <= 1.0 && after <= 1.0, "frozen {before} s / {after} s");
+    assert!(
+        before <= 1.0 && after <= 1.0,
+        "frozen {before} s / {after} s"
+    );
     assert_no_lead_in(&mp4, &[0.0, gap_to]);
 
     // The platform was told, in order, with signed events; "completed"
@@ -263,7 +295,10 @@ async fn browser_kill_9_mid_recording_to_s3_still_gives_one_stitched_file() {
     let until = std::time::Instant::now() + Duration::from_secs(20);
     let types = loop {
         let received = hooks.lock().unwrap().received.clone();
-        assert!(received.iter().all(|r| r.verified), "unsigned: {received:?}");
+        assert!(
+            received.iter().all(|r| r.verified),
+            "unsigned: {received:?}"
+        );
         let types: Vec<String> = received.iter().map(|r| r.event_type.clone()).collect();
         if types.iter().any(|t| t == "recording.completed") || std::time::Instant::now() > until {
             break types;
@@ -271,7 +306,12 @@ async fn browser_kill_9_mid_recording_to_s3_still_gives_one_stitched_file() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     println!("webhooks: {types:?}");
-    for t in ["recording.started", "recording.interrupted", "recording.resumed", "recording.completed"] {
+    for t in [
+        "recording.started",
+        "recording.interrupted",
+        "recording.resumed",
+        "recording.completed",
+    ] {
         assert!(types.iter().any(|x| x == t), "no {t} in {types:?}");
     }
     let completed = hooks
@@ -288,7 +328,10 @@ async fn browser_kill_9_mid_recording_to_s3_still_gives_one_stitched_file() {
         format!("s3://{BUCKET}/{PREFIX}/{id}/recording.mp4"),
         "{body}"
     );
-    assert_eq!(body["output"]["hls"], format!("s3://{BUCKET}/{PREFIX}/{id}/index.m3u8"));
+    assert_eq!(
+        body["output"]["hls"],
+        format!("s3://{BUCKET}/{PREFIX}/{id}/index.m3u8")
+    );
     fleet.shutdown().await;
 }
 
@@ -336,7 +379,13 @@ async fn browser_a_reassign_to_s3_leaves_no_gap_and_nothing_twice_in_recording_m
     let overlap: u64 = m.overlaps.iter().map(|o| o.duration_ms).sum();
     let outputs = m.outputs.clone().unwrap();
     assert!(outputs.gaps_in_file.is_empty(), "{outputs:#?}");
-    assert_eq!(m.segments.iter().filter(|s| s.first_frame_at.is_some()).count(), 2);
+    assert_eq!(
+        m.segments
+            .iter()
+            .filter(|s| s.first_frame_at.is_some())
+            .count(),
+        2
+    );
     // Both workers captured the overlap; the file holds it once: its length
     // is the wall time, not the wall time plus the overlap.
     let p = media::probe(&mp4).unwrap();
@@ -362,9 +411,17 @@ async fn browser_a_reassign_to_s3_leaves_no_gap_and_nothing_twice_in_recording_m
         .filter_map(|s| s.first_frame_at)
         .max()
         .unwrap();
-    let first = m.segments.iter().filter_map(|s| s.first_frame_at).min().unwrap();
+    let first = m
+        .segments
+        .iter()
+        .filter_map(|s| s.first_frame_at)
+        .min()
+        .unwrap();
     assert_no_lead_in(&mp4, &[0.0]);
-    println!("the switch is at {:.2} s in the file", (second - first) as f64 / 1000.0);
+    println!(
+        "the switch is at {:.2} s in the file",
+        (second - first) as f64 / 1000.0
+    );
     fleet.shutdown().await;
 }
 
@@ -396,7 +453,10 @@ async fn browser_the_store_away_for_20_s_delays_uploads_and_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     println!("store away 20 s: upload lag up to {worst_lag} ms, {worst_buffer} bytes waiting");
-    assert!(worst_lag >= 10_000, "the lag was not reported: {worst_lag} ms");
+    assert!(
+        worst_lag >= 10_000,
+        "the lag was not reported: {worst_lag} ms"
+    );
     assert!(worst_buffer > 0, "the worker's buffer was not reported");
     s3.resume().await.unwrap();
     let back = std::time::Instant::now();
@@ -406,7 +466,10 @@ async fn browser_the_store_away_for_20_s_delays_uploads_and_loses_nothing() {
         })
         .await
         .unwrap();
-    println!("caught up {:.1} s after the store came back", back.elapsed().as_secs_f64());
+    println!(
+        "caught up {:.1} s after the store came back",
+        back.elapsed().as_secs_f64()
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     fleet
         .request(ConsoleRequest::StopRecording { id: id.clone() })
@@ -425,9 +488,16 @@ async fn browser_the_store_away_for_20_s_delays_uploads_and_loses_nothing() {
     assert_eq!(seqs, (0..seqs.len() as u32).collect::<Vec<_>>(), "{seg:#?}");
     let p = media::probe(&mp4).unwrap();
     let span = wall_span_ms(&m) as f64 / 1000.0;
-    println!("recording.mp4 {:.2} s for {span:.2} s of wall time", p.duration);
+    println!(
+        "recording.mp4 {:.2} s for {span:.2} s of wall time",
+        p.duration
+    );
     assert!(m.outputs.clone().unwrap().gaps_in_file.is_empty());
-    assert!((p.duration - span).abs() <= 1.0, "{} s vs {span} s", p.duration);
+    assert!(
+        (p.duration - span).abs() <= 1.0,
+        "{} s vs {span} s",
+        p.duration
+    );
     let hashes = media::frame_hashes(&mp4, 5).unwrap();
     let freeze = media::longest_freeze(&hashes, 5, 0);
     assert!(freeze <= 1.0, "the picture froze for {freeze} s");

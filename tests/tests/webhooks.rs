@@ -8,12 +8,12 @@
 use std::time::{Duration, Instant};
 
 use recfleet_agent::coordinator::webhook::sign;
-use recfleet_tests::hooks::{receiver, Received};
 use recfleet_protocol::{
     now_ms, ConsoleRequest, ConsoleResponse, RecordingId, RecordingSpec, RecordingState,
     WebhookState,
 };
 use recfleet_testkit::{http_get, FleetOptions, TestFleet};
+use recfleet_tests::hooks::{receiver, Received};
 
 const SECRET: &str = "whsec_test_only";
 /// Deliveries of the first event refused before one is accepted.

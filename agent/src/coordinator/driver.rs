@@ -18,8 +18,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::cmd::{Cmd, Subscription, WorkerTx};
-use super::outputs::{OutputJob, OutputTx};
 use super::fleet::{info_of, segment_totals, Effect, Fleet, Input, Now, ReplyTo};
+use super::outputs::{OutputJob, OutputTx};
 use super::store::{Store, StoreError};
 
 /// Commands one turn takes at most (one transaction).
@@ -663,7 +663,9 @@ impl Driver {
                         manifest: Box::new(manifest),
                     };
                     if !outputs.offer(job) {
-                        tracing::warn!("the output queue is full; the finalization is asked again later");
+                        tracing::warn!(
+                            "the output queue is full; the finalization is asked again later"
+                        );
                     }
                 }
             }

@@ -451,9 +451,8 @@ pub async fn start(
     };
     // A destination that cannot be opened is a configuration error, said
     // at start rather than at the first recording's end.
-    crate::output::destination::Destination::open(&fleet_settings.destination).map_err(|e| {
-        Failure::invalid(format!("output {}: {e}", fleet_settings.destination))
-    })?;
+    crate::output::destination::Destination::open(&fleet_settings.destination)
+        .map_err(|e| Failure::invalid(format!("output {}: {e}", fleet_settings.destination)))?;
     let telemetry_ms = fleet_settings.telemetry_interval.as_millis() as u32;
     let boot = store
         .next_boot()

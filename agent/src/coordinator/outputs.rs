@@ -189,9 +189,7 @@ impl Writer {
             let id = spec.id.clone();
             let started = std::time::Instant::now();
             let (outputs, stored) = match dest {
-                Ok(dest) => {
-                    finalize(&dest, &spec, &manifest, &work, &options).await
-                }
+                Ok(dest) => finalize(&dest, &spec, &manifest, &work, &options).await,
                 Err(e) => (
                     recfleet_protocol::Outputs {
                         error: Some(format!("destination {url}: {e}")),

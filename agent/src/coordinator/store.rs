@@ -326,8 +326,19 @@ impl Store {
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (spec, state, epoch, worker, created, started, ended, reason, restarts, failed, outputs) =
-                row.map_err(|e| self.err(e))?;
+            let (
+                spec,
+                state,
+                epoch,
+                worker,
+                created,
+                started,
+                ended,
+                reason,
+                restarts,
+                failed,
+                outputs,
+            ) = row.map_err(|e| self.err(e))?;
             let bad = |detail: String| StoreError::BadRow {
                 table: "recordings",
                 detail,

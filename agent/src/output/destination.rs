@@ -50,7 +50,9 @@ pub struct Destination {
 
 impl std::fmt::Debug for Destination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Destination").field("url", &self.url).finish()
+        f.debug_struct("Destination")
+            .field("url", &self.url)
+            .finish()
     }
 }
 
@@ -317,13 +319,20 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let url = format!("file://{}/out", root.path().display());
         let d = Destination::open(&url).unwrap();
-        d.put("rec-1", "segments/e1-p0/init.mp4", Bytes::from_static(b"init"))
-            .await
-            .unwrap();
+        d.put(
+            "rec-1",
+            "segments/e1-p0/init.mp4",
+            Bytes::from_static(b"init"),
+        )
+        .await
+        .unwrap();
         d.put("rec-1", "manifest.json", Bytes::from_static(b"{}"))
             .await
             .unwrap();
-        assert!(root.path().join("out/rec-1/segments/e1-p0/init.mp4").is_file());
+        assert!(root
+            .path()
+            .join("out/rec-1/segments/e1-p0/init.mp4")
+            .is_file());
         let listed = d.list("rec-1", "segments").await.unwrap();
         assert_eq!(listed, vec![("segments/e1-p0/init.mp4".to_string(), 4)]);
         assert_eq!(&d.get("rec-1", "manifest.json").await.unwrap()[..], b"{}");
@@ -337,7 +346,12 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_destination() {
-        for bad in ["http://x/", "file://relative", "s3://A_B/x", "s3://bucket/../x"] {
+        for bad in [
+            "http://x/",
+            "file://relative",
+            "s3://A_B/x",
+            "s3://bucket/../x",
+        ] {
             assert!(Destination::open(bad).is_err(), "{bad}");
         }
     }

@@ -107,7 +107,16 @@ pub async fn finalize(
     let mut stored = Vec::new();
     let result = async {
         tokio::fs::create_dir_all(work).await?;
-        make(dest, spec, manifest, work, options, &mut stored, &mut outputs).await
+        make(
+            dest,
+            spec,
+            manifest,
+            work,
+            options,
+            &mut stored,
+            &mut outputs,
+        )
+        .await
     }
     .await;
     if let Err(e) = result {
@@ -197,7 +206,8 @@ async fn make(
         let text = vod_playlist(&hls);
         let len = text.len() as u64;
         let sha = hex(&Sha256::digest(text.as_bytes()));
-        dest.put(dir, PLAYLIST_KEY, bytes::Bytes::from(text)).await?;
+        dest.put(dir, PLAYLIST_KEY, bytes::Bytes::from(text))
+            .await?;
         outputs.playlist = Some(StoredFile {
             url: dest.object_url(dir, PLAYLIST_KEY),
             key: PLAYLIST_KEY.into(),
@@ -342,7 +352,10 @@ mod tests {
             ("manifest.json".to_string(), 1),
         ];
         let g = group_by_segment(&listing);
-        let keys: Vec<_> = g[&(1, 0)].iter().map(|(k, _, s)| (k.as_str(), *s)).collect();
+        let keys: Vec<_> = g[&(1, 0)]
+            .iter()
+            .map(|(k, _, s)| (k.as_str(), *s))
+            .collect();
         assert_eq!(
             keys,
             vec![

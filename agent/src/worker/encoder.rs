@@ -10,7 +10,6 @@ use recfleet_protocol::spec::RecordingSpec;
 
 use crate::output::codec::{self, CHUNK_SECS};
 
-
 /// The ffmpeg arguments for one part, writing its chunks into `dir`.
 pub fn ffmpeg_args(
     spec: &RecordingSpec,
@@ -93,7 +92,11 @@ pub fn ffmpeg_args(
     );
     a.push(dir.join("c%05d.m4s").display().to_string());
     a.push("-y".into());
-    a.push(dir.join(super::upload::LOCAL_PLAYLIST).display().to_string());
+    a.push(
+        dir.join(super::upload::LOCAL_PLAYLIST)
+            .display()
+            .to_string(),
+    );
     a
 }
 
@@ -102,7 +105,9 @@ pub fn ffmpeg_args(
 /// (`Duration: N/A, start: 1796160129.433639, ...`). Accurate to a frame,
 /// where "now minus the media time" carries the encoder's delay.
 pub fn first_frame_at(log: &str) -> Option<u64> {
-    let line = log.lines().find(|l| l.contains("Duration:") && l.contains("start:"))?;
+    let line = log
+        .lines()
+        .find(|l| l.contains("Duration:") && l.contains("start:"))?;
     let secs: f64 = line
         .split("start:")
         .nth(1)?

@@ -13,11 +13,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::upload::Uploader;
 use super::config::{EngineConfig, GuardProgram};
 use super::guard;
 use super::process;
 use super::slot::Slot;
+use super::upload::Uploader;
 
 /// Why the engine refused a start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -162,8 +162,8 @@ pub const MAX_UNDECODABLE_IN_A_ROW: u32 = 16;
 /// What to do with one well-framed payload from the coordinator.
 #[derive(Debug)]
 enum Verdict {
-    /// A message this worker knows.
-    Deliver(CoordinatorMessage),
+    /// A message this worker knows (boxed: a StartSegment is large).
+    Deliver(Box<CoordinatorMessage>),
     /// A message it does not know (logged): carry on with the next frame.
     Skip,
     /// Too many in a row: close the stream, for this reason.
@@ -184,7 +184,7 @@ impl Undecodable {
         match frame::decode_payload::<CoordinatorMessage>(payload) {
             Ok(m) => {
                 self.in_a_row = 0;
-                Verdict::Deliver(m)
+                Verdict::Deliver(Box::new(m))
             }
             Err(e) => {
                 self.in_a_row += 1;
@@ -265,7 +265,7 @@ impl Link {
                 };
                 match undecodable.judge(&payload) {
                     Verdict::Deliver(m) => {
-                        if tx.send(Ok(m)).is_err() {
+                        if tx.send(Ok(*m)).is_err() {
                             break;
                         }
                     }
@@ -463,7 +463,7 @@ mod tests {
         let mut u = Undecodable::default();
         assert!(matches!(
             u.judge(&known(1)),
-            Verdict::Deliver(CoordinatorMessage::Ping { id: 1, .. })
+            Verdict::Deliver(m) if matches!(*m, CoordinatorMessage::Ping { id: 1, .. })
         ));
         for _ in 0..MAX_UNDECODABLE_IN_A_ROW - 1 {
             assert!(matches!(u.judge(&unknown()), Verdict::Skip));
@@ -471,14 +471,14 @@ mod tests {
         // A known message in between starts the count again.
         assert!(matches!(
             u.judge(&known(2)),
-            Verdict::Deliver(CoordinatorMessage::Ping { id: 2, .. })
+            Verdict::Deliver(m) if matches!(*m, CoordinatorMessage::Ping { id: 2, .. })
         ));
         for _ in 0..MAX_UNDECODABLE_IN_A_ROW - 1 {
             assert!(matches!(u.judge(&unknown()), Verdict::Skip));
         }
         assert!(matches!(
             u.judge(&known(3)),
-            Verdict::Deliver(CoordinatorMessage::Ping { id: 3, .. })
+            Verdict::Deliver(m) if matches!(*m, CoordinatorMessage::Ping { id: 3, .. })
         ));
     }
 

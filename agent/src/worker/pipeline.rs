@@ -164,13 +164,9 @@ async fn bring_up(
     let (progress_tx, progress_rx) = watch::channel(Frames::default());
     match &ctx.spec.capture {
         CaptureMode::Builtin => {
-            let (drv_proc, port) = browser::start_chromedriver(
-                ctx,
-                &display,
-                server.as_deref(),
-                sink.as_deref(),
-            )
-            .await?;
+            let (drv_proc, port) =
+                browser::start_chromedriver(ctx, &display, server.as_deref(), sink.as_deref())
+                    .await?;
             procs.push(drv_proc);
             let driver = browser::open_page(ctx, port).await?;
             let enc = start_encoder(ctx, &display, server.as_deref(), &monitor, progress_tx).await;

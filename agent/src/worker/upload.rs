@@ -310,7 +310,9 @@ impl Watcher {
         }
         let left_behind = self.pending.len() as u32;
         for size in self.pending.values() {
-            self.shared.pending_bytes.fetch_sub(*size, Ordering::Relaxed);
+            self.shared
+                .pending_bytes
+                .fetch_sub(*size, Ordering::Relaxed);
         }
         self.pending.clear();
         self.account();
@@ -393,9 +395,16 @@ impl Watcher {
         let full = pending > self.shared.config.buffer_limit_bytes;
         if self.shared.full.swap(full, Ordering::Relaxed) != full {
             if full {
-                tracing::warn!(pending_bytes = pending, limit = self.shared.config.buffer_limit_bytes, "upload buffer full: the store is slow or away; chunks wait on disk");
+                tracing::warn!(
+                    pending_bytes = pending,
+                    limit = self.shared.config.buffer_limit_bytes,
+                    "upload buffer full: the store is slow or away; chunks wait on disk"
+                );
             } else {
-                tracing::info!(pending_bytes = pending, "upload buffer below its limit again");
+                tracing::info!(
+                    pending_bytes = pending,
+                    "upload buffer below its limit again"
+                );
             }
         }
     }

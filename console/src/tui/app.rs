@@ -17,8 +17,8 @@ pub enum Command {
     Send {
         /// What it is, for the result line ("drain w1").
         what: String,
-        /// The request.
-        request: ConsoleRequest,
+        /// The request (boxed: a recording's spec is large).
+        request: Box<ConsoleRequest>,
     },
     /// Fetch a recording's detail for the detail pane.
     Show(RecordingId),
@@ -244,7 +244,7 @@ impl App {
                 Ok(request) => {
                     return Some(Command::Send {
                         what: d.what(),
-                        request,
+                        request: Box::new(request),
                     })
                 }
                 Err(e) => d.error = Some(e),

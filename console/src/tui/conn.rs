@@ -17,8 +17,8 @@ pub enum ToConn {
     Send {
         /// For the result line.
         what: String,
-        /// The request.
-        request: ConsoleRequest,
+        /// The request (boxed: a recording's spec is large).
+        request: Box<ConsoleRequest>,
     },
     /// Fetch a recording's detail.
     Show(RecordingId),
@@ -94,7 +94,7 @@ pub async fn run(
 async fn carry_out(client: &Client, cmd: ToConn, events: UnboundedSender<ConnEvent>) {
     match cmd {
         ToConn::Send { what, request } => {
-            let result = match client.request(request).await.map_err(ConsoleError::from) {
+            let result = match client.request(*request).await.map_err(ConsoleError::from) {
                 Ok(ConsoleResponse::Accepted { message }) => Ok(message),
                 Ok(ConsoleResponse::Started { recording, created }) => Ok(format!(
                     "{} ({})",

@@ -286,7 +286,12 @@ impl Fleet {
     }
 
     /// The outputs are made (or could not be): the recording ends.
-    pub(super) fn finalized(&mut self, id: &RecordingId, outputs: Outputs, stored: Vec<StoredSegment>) {
+    pub(super) fn finalized(
+        &mut self,
+        id: &RecordingId,
+        outputs: Outputs,
+        stored: Vec<StoredSegment>,
+    ) {
         let Some(r) = self.recordings.get_mut(id) else {
             return;
         };

@@ -23,8 +23,9 @@ use recfleet_certs::Identity;
 use recfleet_protocol::manifest::{Manifest, ManifestSegment, Outputs};
 use recfleet_protocol::spec::UrlPolicy;
 use recfleet_protocol::{
-    ChunkReport, ConsoleRequest, ConsoleResponse, CoordinatorMessage, Event, EventKind, RecordingId,
-    RecordingState, WireError, WorkerHello, WorkerInfo, WorkerMessage, WorkerName, WorkerState,
+    ChunkReport, ConsoleRequest, ConsoleResponse, CoordinatorMessage, Event, EventKind,
+    RecordingId, RecordingState, WireError, WorkerHello, WorkerInfo, WorkerMessage, WorkerName,
+    WorkerState,
 };
 
 use self::placement::{Hold, Placements};

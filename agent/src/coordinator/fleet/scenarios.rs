@@ -565,7 +565,7 @@ fn a_restarted_coordinator_keeps_what_runs_and_replaces_what_did_not_come_back()
         reason: None,
         restarts: 0,
         failed_placements: 0,
-            outputs: None,
+        outputs: None,
     };
     let loaded = vec![(row("a", "w1"), vec![]), (row("b", "w9"), vec![])];
     let mut sim = Sim::with(FleetSettings::default(), 2, loaded);

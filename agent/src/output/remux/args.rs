@@ -61,10 +61,7 @@ pub(super) fn slate_args(p: SlateParams, duration_ms: u64, out: &Path) -> Vec<Os
     }
     // One frame more than the gap; the concat list cuts it at the gap's end.
     let frame_ms = 1000 / u64::from(fps) + 1;
-    args.extend([
-        "-t".into(),
-        seconds(duration_ms.saturating_add(frame_ms)),
-    ]);
+    args.extend(["-t".into(), seconds(duration_ms.saturating_add(frame_ms))]);
     args.extend(codec::video_args(fps));
     if p.audio {
         args.extend(codec::audio_args());
