@@ -219,7 +219,16 @@ pub async fn run(args: RecordArgs) -> Result<(), Failure> {
             &out.join(".finalize").join(spec.id.as_str()),
             &FinalizeOptions::default(),
         )
-        .await;
+        .await
+        .unwrap_or_else(|e| {
+            (
+                recfleet_protocol::Outputs {
+                    error: Some(e.to_string()),
+                    ..Default::default()
+                },
+                Vec::new(),
+            )
+        });
         for st in stored {
             if let Some(s) = manifest
                 .segments

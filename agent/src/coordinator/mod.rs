@@ -48,6 +48,8 @@ pub struct CoordinatorSettings {
     /// Older name of a `file://` output: a directory every worker and the
     /// coordinator reach.
     pub manifest_root: Option<PathBuf>,
+    /// Destinations a request may name besides `output` (URL prefixes).
+    pub allowed_outputs: Vec<String>,
     /// Make `recording.mp4` when a recording ends (ffmpeg on the
     /// coordinator); false: only `index.m3u8` and the manifest.
     pub stitch: bool,
@@ -105,6 +107,7 @@ impl Default for CoordinatorSettings {
             key: None,
             output: None,
             manifest_root: None,
+            allowed_outputs: Vec::new(),
             stitch: true,
             allowed_hosts: Vec::new(),
             allow_link_local: false,
@@ -187,6 +190,14 @@ pub struct CoordinatorArgs {
     /// Older form of `--output file:///DIR`.
     #[arg(long, env = "RECFLEET_MANIFEST_ROOT")]
     pub manifest_root: Option<PathBuf>,
+    /// Destinations a recording request may name besides --output
+    /// (prefixes, repeatable).
+    #[arg(
+        long = "allowed-output",
+        env = "RECFLEET_ALLOWED_OUTPUTS",
+        value_delimiter = ','
+    )]
+    pub allowed_outputs: Option<Vec<String>>,
     /// Make recording.mp4 at the end of each recording (true/false).
     #[arg(long, env = "RECFLEET_STITCH")]
     pub stitch: Option<bool>,
@@ -241,6 +252,7 @@ impl CoordinatorArgs {
         o.set("output", self.output.clone());
         o.set("manifest_root", self.manifest_root.clone());
         o.set("stitch", self.stitch);
+        o.set("allowed_outputs", self.allowed_outputs.clone());
         o.set("allowed_hosts", self.allowed_hosts.clone());
         o.set("idle_timeout_ms", self.idle_timeout_ms);
         o.set("metrics_addr", self.metrics_addr.map(|a| a.to_string()));
@@ -447,6 +459,7 @@ pub async fn start(
         retention: Duration::from_secs(settings.retention_secs),
         forward_deadline: Duration::from_millis(settings.forward_deadline_ms),
         destination: settings.destination(),
+        allowed_destinations: settings.allowed_outputs.clone(),
         ..Default::default()
     };
     // A destination that cannot be opened is a configuration error, said

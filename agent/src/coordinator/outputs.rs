@@ -188,29 +188,35 @@ impl Writer {
         tokio::spawn(async move {
             let id = spec.id.clone();
             let started = std::time::Instant::now();
-            let (outputs, stored) = match dest {
-                Ok(dest) => finalize(&dest, &spec, &manifest, &work, &options).await,
-                Err(e) => (
-                    recfleet_protocol::Outputs {
-                        error: Some(format!("destination {url}: {e}")),
-                        ..Default::default()
-                    },
-                    Vec::new(),
+            let result = match dest {
+                Ok(dest) => finalize(&dest, &spec, &manifest, &work, &options)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(format!("destination {url}: {e}")),
+            };
+            match result {
+                Ok((outputs, stored)) => {
+                    tracing::info!(
+                        recording = %id,
+                        secs = started.elapsed().as_secs_f64(),
+                        error = outputs.error.as_deref().unwrap_or(""),
+                        "outputs finalized"
+                    );
+                    let cmd = Cmd::Finalized {
+                        id: id.clone(),
+                        outputs,
+                        stored,
+                    };
+                    if fleet.send(cmd).await.is_err() {
+                        tracing::warn!(recording = %id, "the fleet is gone; finalized again at the next start");
+                    }
+                }
+                // The recording stays in Finalizing; the fleet asks again
+                // within a minute.
+                Err(e) => tracing::warn!(
+                    recording = %id, error = %e,
+                    "cannot finalize now (the store failed); trying again within a minute"
                 ),
-            };
-            tracing::info!(
-                recording = %id,
-                secs = started.elapsed().as_secs_f64(),
-                error = outputs.error.as_deref().unwrap_or(""),
-                "outputs finalized"
-            );
-            let cmd = Cmd::Finalized {
-                id: id.clone(),
-                outputs,
-                stored,
-            };
-            if fleet.send(cmd).await.is_err() {
-                tracing::warn!(recording = %id, "the fleet is gone; finalized again at the next start");
             }
             let _ = done.send(id).await;
         });

@@ -89,15 +89,17 @@ impl Default for FinalizeOptions {
     }
 }
 
-/// Makes and stores the outputs. Always returns what the store holds;
-/// `outputs.error` says why recording.mp4 could not be made, if it could not.
+/// Makes and stores the outputs, and returns what the store holds.
+/// `outputs.error` says why recording.mp4 cannot be made (for good: nothing
+/// stored, segments that cannot be joined). A store that fails (away, slow,
+/// refusing) is an `Err`: nothing was decided, try again later.
 pub async fn finalize(
     dest: &Destination,
     spec: &RecordingSpec,
     manifest: &Manifest,
     work: &Path,
     options: &FinalizeOptions,
-) -> (Outputs, Vec<StoredSegment>) {
+) -> Result<(Outputs, Vec<StoredSegment>), FinalizeError> {
     let dir = spec.output_dir();
     let mut outputs = Outputs {
         location: dest.location(dir),
@@ -119,12 +121,25 @@ pub async fn finalize(
         .await
     }
     .await;
-    if let Err(e) = result {
-        tracing::warn!(recording = %spec.id, error = %e, "recording.mp4 not made");
-        outputs.error = Some(e.to_string());
-    }
     let _ = tokio::fs::remove_dir_all(work).await;
-    (outputs, stored)
+    match result {
+        Ok(()) => Ok((outputs, stored)),
+        Err(e) if e.is_transient() => Err(e),
+        Err(e) => {
+            tracing::warn!(recording = %spec.id, error = %e, "recording.mp4 cannot be made");
+            outputs.error = Some(e.to_string());
+            Ok((outputs, stored))
+        }
+    }
+}
+
+impl FinalizeError {
+    /// The store or the local disk failed: the same finalization may work
+    /// later. (ffmpeg's verdict on the media and an empty store do not
+    /// change by trying again.)
+    pub fn is_transient(&self) -> bool {
+        matches!(self, FinalizeError::Destination(_) | FinalizeError::Io(_))
+    }
 }
 
 async fn make(

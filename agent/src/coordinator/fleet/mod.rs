@@ -211,6 +211,10 @@ pub struct FleetSettings {
     pub forward_deadline: Duration,
     /// Where recordings go unless their request says otherwise.
     pub destination: String,
+    /// Other destinations a request may name (URL prefixes); none: only
+    /// `destination`. A request must not send recordings to any bucket the
+    /// fleet's credentials happen to reach.
+    pub allowed_destinations: Vec<String>,
     /// Where webhook events go; empty: no webhook effects at all.
     pub webhook_urls: Vec<String>,
 }
@@ -225,6 +229,7 @@ impl Default for FleetSettings {
             retention: Duration::from_secs(24 * 3600),
             forward_deadline: Duration::from_secs(5),
             destination: "file:///var/lib/recfleet/recordings".into(),
+            allowed_destinations: Vec::new(),
             webhook_urls: Vec::new(),
         }
     }

@@ -183,6 +183,17 @@ impl Fleet {
         )
     }
 
+    /// The coordinator's own output, or under one of the allowed prefixes.
+    fn destination_allowed(&self, dest: &str) -> bool {
+        let dest = dest.trim_end_matches('/');
+        let under = |prefix: &str| {
+            let prefix = prefix.trim_end_matches('/');
+            dest == prefix || dest.starts_with(&format!("{prefix}/"))
+        };
+        dest == self.settings.destination.trim_end_matches('/')
+            || self.settings.allowed_destinations.iter().any(|p| under(p))
+    }
+
     fn start_recording(&mut self, mut spec: recfleet_protocol::RecordingSpec) -> ConsoleResponse {
         // Filled in before anything compares specs: a retried request
         // without a destination is the same request.
@@ -196,6 +207,25 @@ impl Fleet {
                 )
                 .with_details(problems.iter().map(|p| p.to_string()).collect()),
             );
+        }
+        if let Some(dest) = &spec.destination {
+            if !self.destination_allowed(dest) {
+                return ConsoleResponse::Error(
+                    WireError::new(
+                        ErrorCode::InvalidInput,
+                        "the destination is not one this coordinator writes to",
+                    )
+                    .with_details(vec![format!(
+                        "destination: {dest} is neither the coordinator's output ({}) nor under an allowed output ({})",
+                        self.settings.destination,
+                        if self.settings.allowed_destinations.is_empty() {
+                            "none configured".to_string()
+                        } else {
+                            self.settings.allowed_destinations.join(", ")
+                        }
+                    )]),
+                );
+            }
         }
         if let Err(why) = self.settings.url_policy.check(&spec.url) {
             return ConsoleResponse::Error(

@@ -31,6 +31,12 @@ struct Sim {
     closed: Vec<u64>,
     steps: u64,
     webhooks: Vec<crate::coordinator::webhook::WebhookEvent>,
+    /// How the output writer answers: None stitches, Some says why not.
+    stitch_error: Option<String>,
+    /// Finalizations asked for.
+    finalizes: Vec<RecordingId>,
+    /// The writer does not answer (its queue was full, or it went away).
+    writer_silent: bool,
 }
 
 fn w(n: &str) -> WorkerName {
@@ -72,6 +78,9 @@ impl Sim {
             closed: Vec::new(),
             steps: 0,
             webhooks: Vec::new(),
+            stitch_error: None,
+            finalizes: Vec::new(),
+            writer_silent: false,
         }
     }
 
@@ -81,14 +90,21 @@ impl Sim {
         for e in effects {
             match e {
                 // The output writer's answer: the stitched file is made.
-                Effect::Finalize { spec, .. } => finalized.push(Input::Finalized {
-                    id: spec.id.clone(),
-                    outputs: recfleet_protocol::Outputs {
-                        location: format!("file:///out/{}", spec.id),
-                        ..Default::default()
-                    },
-                    stored: Vec::new(),
-                }),
+                Effect::Finalize { spec, .. } if self.writer_silent => {
+                    self.finalizes.push(spec.id.clone());
+                }
+                Effect::Finalize { spec, .. } => {
+                    self.finalizes.push(spec.id.clone());
+                    finalized.push(Input::Finalized {
+                        id: spec.id.clone(),
+                        outputs: recfleet_protocol::Outputs {
+                            location: format!("file:///out/{}", spec.id),
+                            error: self.stitch_error.clone(),
+                            ..Default::default()
+                        },
+                        stored: Vec::new(),
+                    })
+                }
                 Effect::Send { session, msg } => self.outbox.entry(session).or_default().push(msg),
                 Effect::Reply { to, response } => {
                     self.replies.insert(to, response);
@@ -785,4 +801,101 @@ fn a_recording_stopped_before_its_first_frame_is_cancelled_by_webhook() {
         .unwrap();
     let kinds: Vec<_> = sim.webhooks.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, vec!["recording.cancelled"]);
+}
+
+#[test]
+fn a_recording_completes_once_its_outputs_are_stored_and_fails_if_they_cannot_be() {
+    let mut sim = Sim::new();
+    sim.hello("w1", 2);
+    for (id, error) in [("ok", None), ("bad", Some("segments cannot be joined"))] {
+        sim.stitch_error = error.map(String::from);
+        sim.start(id);
+        sim.capture("w1", &rid(id), Epoch(1));
+        sim.ended("w1", &rid(id), Epoch(1), SegmentEndReason::Stopped);
+        assert_eq!(sim.finalizes.last(), Some(&rid(id)));
+    }
+    assert_eq!(sim.state(&rid("ok")), RecordingState::Completed);
+    let outputs = sim.fleet.recordings[&rid("ok")]
+        .row
+        .outputs
+        .clone()
+        .unwrap();
+    assert_eq!(outputs.location, "file:///out/ok");
+    assert_eq!(sim.state(&rid("bad")), RecordingState::Failed);
+    let reason = sim.fleet.recordings[&rid("bad")]
+        .row
+        .reason
+        .clone()
+        .unwrap();
+    assert!(
+        reason.contains("recording.mp4 could not be made"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn an_unanswered_finalization_is_asked_again_and_after_a_restart() {
+    let mut sim = Sim::new();
+    sim.hello("w1", 1);
+    sim.start("r1");
+    let id = rid("r1");
+    sim.capture("w1", &id, Epoch(1));
+    sim.writer_silent = true;
+    sim.ended("w1", &id, Epoch(1), SegmentEndReason::Stopped);
+    assert_eq!(sim.state(&id), RecordingState::Finalizing);
+    assert_eq!(sim.finalizes.len(), 1);
+    sim.advance(30_000);
+    assert_eq!(sim.finalizes.len(), 1, "asked again too early");
+    sim.advance(31_000);
+    assert_eq!(sim.finalizes.len(), 2);
+    // A coordinator that starts with a recording in Finalizing asks at once.
+    let row = sim.fleet.recordings[&id].row.clone();
+    let mut again = Sim::with(FleetSettings::default(), 2, vec![(row, Vec::new())]);
+    again.advance(250);
+    assert_eq!(again.finalizes, vec![id.clone()]);
+    assert_eq!(again.state(&id), RecordingState::Completed);
+}
+
+#[test]
+fn a_request_may_name_only_the_coordinators_output_or_an_allowed_one() {
+    let settings = FleetSettings {
+        destination: "s3://rec/main".into(),
+        allowed_destinations: vec!["s3://rec/tenants/".into()],
+        ..FleetSettings::default()
+    };
+    let mut sim = Sim::with(settings, 1, Vec::new());
+    let with = |id: &str, dest: Option<&str>| {
+        let mut s = RecordingSpec::new(rid(id), "https://class.example/room");
+        s.destination = dest.map(String::from);
+        ConsoleRequest::StartRecording(s)
+    };
+    let default = sim.request(with("d", None)).unwrap();
+    assert!(
+        matches!(default, ConsoleResponse::Started { .. }),
+        "{default:?}"
+    );
+    let spec = &sim.fleet.recordings[&rid("d")].row.spec;
+    assert_eq!(spec.destination.as_deref(), Some("s3://rec/main"));
+    // The same request again is the same request (the default is filled in
+    // before specs are compared).
+    let again = sim.request(with("d", None)).unwrap();
+    assert!(
+        matches!(again, ConsoleResponse::Started { created: false, .. }),
+        "{again:?}"
+    );
+    let allowed = sim
+        .request(with("t", Some("s3://rec/tenants/acme")))
+        .unwrap();
+    assert!(
+        matches!(allowed, ConsoleResponse::Started { .. }),
+        "{allowed:?}"
+    );
+    for bad in ["s3://other/x", "s3://rec/tenants-evil", "file:///etc"] {
+        let refused = sim.request(with("x", Some(bad))).unwrap();
+        assert_eq!(
+            code(&refused),
+            Some(ErrorCode::InvalidInput),
+            "{bad}: {refused:?}"
+        );
+    }
 }
