@@ -94,8 +94,12 @@ impl Engine {
             GuardProgram::Path(p) => Some(guard::start(p, &instance)?),
             GuardProgram::None => None,
         };
-        let (events, rx) = mpsc::unbounded_channel();
         let uploader = Uploader::new(config.upload.clone());
+        let (events, rx) = mpsc::unbounded_channel();
+        let left = uploader.resume_leftovers(&config.out_root, events.clone());
+        if left > 0 {
+            tracing::info!(parts = left, "uploading chunks a previous run left on disk");
+        }
         let engine = Arc::new(Engine {
             uploader,
             config: Arc::new(config),
@@ -266,6 +270,9 @@ impl Engine {
     /// process group reaped).
     pub async fn shutdown(&self, reason: SegmentEndReason) {
         self.shutting_down.store(true, Ordering::SeqCst);
+        // Uploads the store does not take soon are left on disk for the
+        // next start, rather than holding the shutdown for the retry window.
+        self.uploader.shutting_down();
         let tasks: Vec<JoinHandle<()>> = {
             let mut slots = lock(&self.slots);
             for e in slots.values() {

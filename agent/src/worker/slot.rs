@@ -121,6 +121,7 @@ impl Slot {
                 }
             });
             let log_dir = ctx.dir.clone();
+            let part_chunks = ctx.chunk_dir.clone();
             let result = pipeline::run_part(
                 ctx,
                 exits_rx,
@@ -131,7 +132,7 @@ impl Slot {
             )
             .await;
             let _ = forward.await;
-            self.keep_logs(&log_dir, part);
+            self.keep_logs(&log_dir, &part_chunks);
             let (events, rid, epoch, report) =
                 (self.events.clone(), id.clone(), self.epoch, result.clone());
             reports.push(tokio::spawn(async move {
@@ -184,18 +185,14 @@ impl Slot {
         reason
     }
 
-    /// Copies the part's process logs next to its segment file, for the
-    /// operator who wants to know why a part crashed.
-    fn keep_logs(&self, dir: &std::path::Path, part: u32) {
+    /// Copies the part's process logs into its chunk directory; they are
+    /// stored beside the recording with its last chunks (`logs/e<E>-p<P>/`),
+    /// for the operator who wants to know why a part crashed.
+    fn keep_logs(&self, dir: &std::path::Path, chunk_dir: &std::path::Path) {
         if !self.config.keep_logs {
             return;
         }
-        let target = self
-            .config
-            .out_root
-            .join(self.spec.output_dir())
-            .join("logs")
-            .join(format!("e{}-p{part}", self.epoch.0));
+        let target = chunk_dir.join(super::upload::LOGS_DIR);
         if std::fs::create_dir_all(&target).is_err() {
             return;
         }

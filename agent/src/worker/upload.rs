@@ -57,13 +57,26 @@ pub struct Uploader {
 #[derive(Debug)]
 struct Shared {
     config: UploadConfig,
+    /// The worker is stopping: a part's last uploads are given
+    /// [`SHUTDOWN_GRACE`], not the retry window.
+    stopping: AtomicBool,
     pending_bytes: AtomicU64,
     full: AtomicBool,
     destinations: Mutex<HashMap<String, Destination>>,
 }
 
+/// While the worker stops, a part's last uploads get this long; what the
+/// store did not take stays on disk and is uploaded at the next start.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Where the slot puts a part's process logs when it ends (uploaded with
+/// the part, see [`Watcher::store_logs`]).
+pub const LOGS_DIR: &str = "logs";
+/// Beside a part's chunks: who they belong to, so that a later run of the
+/// worker can upload what this one could not.
+const PART_FILE: &str = "part.json";
+
 /// Who a part is.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PartId {
     /// The recording.
     pub recording: RecordingId,
@@ -116,11 +129,51 @@ impl Uploader {
         Uploader {
             shared: Arc::new(Shared {
                 config,
+                stopping: AtomicBool::new(false),
                 pending_bytes: AtomicU64::new(0),
                 full: AtomicBool::new(false),
                 destinations: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// The worker is stopping (see [`SHUTDOWN_GRACE`]).
+    pub fn shutting_down(&self) {
+        self.shared.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Starts uploading the parts a previous run left under `root` (it was
+    /// killed, or stopped while the store was away); their `ChunkStored`
+    /// reports go to `events` like any other. Returns how many.
+    pub fn resume_leftovers(
+        &self,
+        root: &Path,
+        events: mpsc::UnboundedSender<WorkerMessage>,
+    ) -> usize {
+        let mut found = Vec::new();
+        find_part_files(&root.join(".upload"), 0, &mut found);
+        let n = found.len();
+        for file in found {
+            let Some(dir) = file.parent().map(Path::to_path_buf) else {
+                continue;
+            };
+            let id: PartId = match std::fs::read(&file)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+            {
+                Some(id) => id,
+                None => {
+                    tracing::warn!(file = %file.display(), "unreadable part file; its chunks stay on disk");
+                    continue;
+                }
+            };
+            tracing::info!(recording = %id.recording, epoch = %id.epoch, part = id.part, "resuming uploads");
+            let external = dir.join(CAPTURE_FILE).is_file();
+            let progress = Arc::new(Mutex::new(SlotProgress::default()));
+            let upload = self.start_part(id, dir, external, progress, events.clone());
+            tokio::spawn(upload.finish());
+        }
+        n
     }
 
     /// Bytes waiting on disk, and whether that is over the limit.
@@ -153,6 +206,13 @@ impl Uploader {
     ) -> PartUpload {
         let (ended_tx, ended_rx) = watch::channel(false);
         let stored_bytes = Arc::new(AtomicU64::new(0));
+        let written = std::fs::create_dir_all(&local).and_then(|()| {
+            let json = serde_json::to_vec(&id).map_err(std::io::Error::other)?;
+            std::fs::write(local.join(PART_FILE), json)
+        });
+        if let Err(e) = written {
+            tracing::warn!(dir = %local.display(), error = %e, "cannot write the part file: a restart could not resume its uploads");
+        }
         let watcher = Watcher {
             shared: self.shared.clone(),
             id,
@@ -232,6 +292,7 @@ impl Watcher {
         };
         let mut attempt = 0u32;
         let mut give_up_at: Option<tokio::time::Instant> = None;
+        let mut stop_at: Option<tokio::time::Instant> = None;
         loop {
             let over = *ended.borrow();
             let (items, complete) = self.scan(over);
@@ -262,14 +323,18 @@ impl Watcher {
                 break;
             }
             if over {
-                let limit = *give_up_at.get_or_insert_with(|| {
-                    tokio::time::Instant::now() + self.shared.config.retry_window
-                });
-                if tokio::time::Instant::now() >= limit {
+                let now = tokio::time::Instant::now();
+                let limit =
+                    *give_up_at.get_or_insert_with(|| now + self.shared.config.retry_window);
+                let limit = match self.shared.stopping.load(Ordering::Relaxed) {
+                    true => limit.min(*stop_at.get_or_insert(now + SHUTDOWN_GRACE)),
+                    false => limit,
+                };
+                if now >= limit {
                     tracing::error!(
                         recording = %self.id.recording, epoch = %self.id.epoch, part = self.id.part,
                         left = self.pending.len(), dir = %self.local.display(),
-                        "uploads given up after the retry window; the chunks stay on disk"
+                        "uploads given up for now; the chunks stay on disk for the next start"
                     );
                     break;
                 }
@@ -308,6 +373,9 @@ impl Watcher {
                 self.report_lag();
             }
         }
+        if self.pending.is_empty() {
+            self.store_logs(&uploader, &url).await;
+        }
         let left_behind = self.pending.len() as u32;
         for size in self.pending.values() {
             self.shared
@@ -318,6 +386,16 @@ impl Watcher {
         self.account();
         if left_behind == 0 {
             let _ = std::fs::remove_dir_all(&self.local);
+            // And the recording's folders above it once they are empty
+            // (remove_dir refuses a folder that is not).
+            let mut dir = self.local.parent();
+            while let Some(d) = dir {
+                if d.file_name().is_some_and(|n| n == ".upload") || std::fs::remove_dir(d).is_err()
+                {
+                    break;
+                }
+                dir = d.parent();
+            }
         }
         Uploaded {
             bytes: self.total,
@@ -424,6 +502,29 @@ impl Watcher {
         }
     }
 
+    /// The part's process logs (put in `logs/` by the slot when the part
+    /// ended) go beside the recording, `logs/e<E>-p<P>/<name>.log`, once:
+    /// best effort, they never hold up the part's end.
+    async fn store_logs(&self, uploader: &Uploader, url: &str) {
+        let Ok(entries) = std::fs::read_dir(self.local.join(LOGS_DIR)) else {
+            return;
+        };
+        let Ok(dest) = uploader.destination(url) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let key = format!("logs/e{}-p{}/{name}", self.id.epoch.0, self.id.part);
+            let stored = dest.put_file(&self.id.dir, &key, &path).await;
+            if let Err(e) = stored {
+                tracing::debug!(recording = %self.id.recording, log = %name, error = %e, "log not stored");
+            }
+        }
+    }
+
     async fn store(&mut self, dest: &Destination, item: &Item) -> Result<(), String> {
         let path = self.local.join(&item.name);
         let data = tokio::fs::read(&path)
@@ -461,5 +562,129 @@ impl Watcher {
             duration_ms: item.duration_ms,
         }));
         Ok(())
+    }
+}
+
+/// Every part file under `dir` (a recording's directory may be nested:
+/// output directories can have several components).
+fn find_part_files(dir: &Path, depth: u32, out: &mut Vec<PathBuf>) {
+    if depth > 8 {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            find_part_files(&path, depth + 1, out);
+        } else if path.file_name().is_some_and(|n| n == PART_FILE) {
+            out.push(path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dest: &Path) -> UploadConfig {
+        UploadConfig {
+            buffer_limit_bytes: 1 << 20,
+            retry_window: Duration::from_secs(5),
+            default_destination: format!("file://{}", dest.display()),
+        }
+    }
+
+    /// A part directory as ffmpeg and a killed worker leave it: a playlist
+    /// of two complete chunks, and a third being written (not listed).
+    fn leftover(root: &Path) -> PathBuf {
+        let id = PartId {
+            recording: RecordingId::new("left").unwrap(),
+            dir: "left".into(),
+            destination: None,
+            epoch: Epoch(3),
+            part: 1,
+        };
+        let dir = Uploader::local_dir(root, &id);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(PART_FILE), serde_json::to_vec(&id).unwrap()).unwrap();
+        std::fs::write(
+            dir.join(LOCAL_PLAYLIST),
+            "#EXTM3U\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXTINF:2.000000,\nc00000.m4s\n#EXTINF:2.000000,\nc00001.m4s\n",
+        )
+        .unwrap();
+        for (name, body) in [
+            ("init.mp4", "I"),
+            ("c00000.m4s", "AA"),
+            ("c00001.m4s", "BBB"),
+            ("c00002.m4s", "partial"),
+        ] {
+            std::fs::write(dir.join(name), body).unwrap();
+        }
+        dir
+    }
+
+    #[tokio::test]
+    async fn a_restarted_worker_uploads_what_the_last_run_left_on_disk() {
+        let root = tempfile::tempdir().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let dir = leftover(root.path());
+        let uploader = Uploader::new(config(dest.path()));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        assert_eq!(uploader.resume_leftovers(root.path(), tx), 1);
+        let mut stored = Vec::new();
+        while stored.len() < 3 {
+            let msg = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("reports within 10 s")
+                .expect("a report");
+            if let WorkerMessage::ChunkStored(c) = msg {
+                stored.push((c.seq, c.key, c.bytes, c.media_start_ms));
+            }
+        }
+        assert_eq!(
+            stored,
+            vec![
+                (None, "segments/e3-p1/init.mp4".to_string(), 1, 0),
+                (Some(0), "segments/e3-p1/c00000.m4s".to_string(), 2, 0),
+                (Some(1), "segments/e3-p1/c00001.m4s".to_string(), 3, 2000),
+            ]
+        );
+        let seg = dest.path().join("left/segments/e3-p1");
+        assert_eq!(std::fs::read(seg.join("c00001.m4s")).unwrap(), b"BBB");
+        // The chunk being written when the worker died is not a chunk.
+        assert!(!seg.join("c00002.m4s").exists());
+        // Everything stored: the local copy is gone, and the buffer is empty.
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while dir.exists() && std::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!dir.exists());
+        assert_eq!(uploader.buffer(), (0, false));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_keeps_the_chunks_and_reports_the_buffer() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = leftover(root.path());
+        // A destination that cannot be written: a file where the directory
+        // would be.
+        let blocker = tempfile::NamedTempFile::new().unwrap();
+        let mut cfg = config(blocker.path());
+        cfg.buffer_limit_bytes = 2;
+        let uploader = Uploader::new(cfg);
+        uploader.shutting_down();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        uploader.resume_leftovers(root.path(), tx);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (bytes, full) = uploader.buffer();
+        assert_eq!(bytes, 6, "init and two chunks wait");
+        assert!(full);
+        // Given up within the shutdown grace; the chunks are still there
+        // for the next start.
+        tokio::time::sleep(SHUTDOWN_GRACE + Duration::from_secs(1)).await;
+        assert!(dir.join("c00001.m4s").is_file());
+        assert!(dir.join(PART_FILE).is_file());
     }
 }
