@@ -6,6 +6,7 @@
 
 mod browser;
 mod harness;
+mod output;
 mod rtt;
 mod scale;
 mod stats;
@@ -46,11 +47,12 @@ pub struct Opts {
     /// figures are not meaningful).
     #[arg(long)]
     pub quick: bool,
-    /// Only these benchmarks (comma-separated): rtt, scale, start, failover, density.
+    /// Only these benchmarks (comma-separated): rtt, scale, start, failover,
+    /// density, output.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "rtt,scale,start,failover,density"
+        default_value = "rtt,scale,start,failover,density,output"
     )]
     pub only: Vec<String>,
     /// Fleet sizes of the scale benchmark, stopping after the first that does
@@ -69,7 +71,7 @@ pub struct Opts {
 }
 
 impl Opts {
-    fn pick<T>(&self, quick: T, full: T) -> T {
+    pub(crate) fn pick<T>(&self, quick: T, full: T) -> T {
         if self.quick {
             quick
         } else {
@@ -113,6 +115,10 @@ impl Opts {
     }
     fn density_secs(&self) -> Duration {
         self.pick(Duration::from_secs(4), Duration::from_secs(20))
+    }
+    /// Length of the recording the output benchmark finalizes, minutes.
+    fn output_minutes(&self) -> u64 {
+        self.pick(1, 10)
     }
     fn wants(&self, what: &str) -> bool {
         self.only.iter().any(|o| o == what)
@@ -232,6 +238,7 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
         ("start", "3. start latency (Chromium)"),
         ("failover", "4. failover after kill -9"),
         ("density", "5. density of one worker"),
+        ("output", "6. recording output (upload, recording.mp4)"),
     ];
     let mut failed = Vec::new();
     for (key, title) in benches {
@@ -247,6 +254,7 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
             "scale" => scale::run(&opts, &agent, &dir).await,
             "start" => browser::start_latency(&opts, &agent, &dir).await,
             "failover" => browser::failover(&opts, &agent, &dir).await,
+            "output" => output::run(&opts, &dir).await,
             _ => browser::density(&opts, &agent, &dir).await,
         };
         let mut v = match r {
@@ -387,7 +395,26 @@ fn table(r: &Value) -> String {
             ));
         }
     }
-    for k in ["rtt", "scale", "start", "failover", "density"] {
+    let o = &r["output"];
+    if o.get("upload").is_some() {
+        line(format!(
+            "6. Output: uploading to S3 while recording, per recording ({} at once): {} cores, {} MB RSS",
+            o["upload"]["recordings"],
+            num(&o["upload"]["cores_per_recording"], 4),
+            num(&o["upload"]["rss_mb_per_recording"], 1),
+        ));
+        for dest in ["s3", "file"] {
+            let f = &o["finalize"][dest];
+            line(format!(
+                "   end -> recording.mp4 of a {} min recording ({}): {} s ({} s per recorded hour)",
+                o["media"]["minutes"],
+                dest,
+                num(&f["secs"], 1),
+                num(&f["secs_per_recorded_hour"], 0),
+            ));
+        }
+    }
+    for k in ["rtt", "scale", "start", "failover", "density", "output"] {
         if let Some(e) = r[k].get("error") {
             line(format!("{k}: FAILED: {e}"));
         }

@@ -21,6 +21,22 @@ use object_store::path::Path;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The AWS variables passed to the S3 client as they are (region and
+/// endpoint are read on their own, with the shared files).
+const AWS_VARIABLES: [&str; 11] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_ENDPOINT_URL_STS",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
+];
+
 /// Files larger than this are uploaded in parts.
 const MULTIPART_OVER: u64 = 32 << 20;
 /// The size of one part of a multipart upload.
@@ -57,9 +73,19 @@ impl std::fmt::Debug for Destination {
 }
 
 impl Destination {
-    /// Opens `file:///DIR` (created if missing) or `s3://BUCKET/PREFIX`.
-    /// Nothing is sent to a store here: a bad key shows at the first write.
+    /// Opens `file:///DIR` (created if missing) or `s3://BUCKET/PREFIX`,
+    /// configured from the process's environment. Nothing is sent to a
+    /// store here: a bad key shows at the first write.
     pub fn open(url: &str) -> Result<Destination, DestinationError> {
+        Destination::open_with_env(url, &|k| std::env::var(k).ok())
+    }
+
+    /// [`Destination::open`] with the AWS variables read from `env` (a
+    /// program that serves several stores, a benchmark).
+    pub fn open_with_env(
+        url: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Destination, DestinationError> {
         recfleet_protocol::spec::check_destination(url).map_err(DestinationError::Url)?;
         // reqwest (WebDriver, object stores) needs the process's rustls
         // provider; installing it twice is harmless.
@@ -79,7 +105,7 @@ impl Destination {
         let mut parts = rest.split('/').filter(|p| !p.is_empty());
         let bucket = parts.next().unwrap_or_default().to_string();
         let prefix = parts.map(String::from).collect();
-        let store = s3_builder(&bucket).build()?;
+        let store = s3_builder(&bucket, env).build()?;
         Ok(Destination {
             url,
             store: Arc::new(store),
@@ -210,12 +236,19 @@ impl Destination {
 /// Requests time out (30 s, connect 5 s) and the client retries little:
 /// callers keep their own backoff and report their lag, rather than hang
 /// inside a library for minutes.
-fn s3_builder(bucket: &str) -> AmazonS3Builder {
-    let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+fn s3_builder(bucket: &str, lookup: &dyn Fn(&str) -> Option<String>) -> AmazonS3Builder {
+    let env = |k: &str| lookup(k).filter(|v| !v.is_empty());
+    let mut b = AmazonS3Builder::new().with_bucket_name(bucket);
+    // What AmazonS3Builder::from_env reads, from `lookup`: keys, token,
+    // web identity (IRSA), container credentials, addressing style.
+    for key in AWS_VARIABLES {
+        if let (Some(value), Ok(config)) = (env(key), key.to_ascii_lowercase().parse()) {
+            b = b.with_config(config, value);
+        }
+    }
     let profile = env("AWS_PROFILE").unwrap_or_else(|| "default".into());
     if env("AWS_ACCESS_KEY_ID").is_none() {
-        if let Some(creds) = shared_file("AWS_SHARED_CREDENTIALS_FILE", "credentials")
+        if let Some(creds) = shared_file(lookup, "AWS_SHARED_CREDENTIALS_FILE", "credentials")
             .and_then(|t| ini_section(&t, &profile))
         {
             for (k, v) in creds {
@@ -233,7 +266,8 @@ fn s3_builder(bucket: &str) -> AmazonS3Builder {
     } else {
         format!("profile {profile}")
     };
-    let config = shared_file("AWS_CONFIG_FILE", "config").and_then(|t| ini_section(&t, &section));
+    let config =
+        shared_file(lookup, "AWS_CONFIG_FILE", "config").and_then(|t| ini_section(&t, &section));
     let config_value = |key: &str| {
         config
             .as_ref()
@@ -265,10 +299,10 @@ fn s3_builder(bucket: &str) -> AmazonS3Builder {
 }
 
 /// The text of `~/.aws/<name>` (or the file named by `var`), if any.
-fn shared_file(var: &str, name: &str) -> Option<String> {
-    let path = std::env::var_os(var)
+fn shared_file(lookup: &dyn Fn(&str) -> Option<String>, var: &str, name: &str) -> Option<String> {
+    let path = lookup(var)
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".aws").join(name)))?;
+        .or_else(|| lookup("HOME").map(|h| PathBuf::from(h).join(".aws").join(name)))?;
     std::fs::read_to_string(path).ok()
 }
 

@@ -137,6 +137,16 @@ impl Uploader {
         }
     }
 
+    /// Uses `dest` for its URL (opened elsewhere, e.g. with credentials
+    /// not in this process's environment) instead of opening it.
+    pub fn use_destination(&self, dest: Destination) {
+        self.shared
+            .destinations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(dest.url().to_string(), dest);
+    }
+
     /// The worker is stopping (see [`SHUTDOWN_GRACE`]).
     pub fn shutting_down(&self) {
         self.shared.stopping.store(true, Ordering::Relaxed);
