@@ -235,7 +235,9 @@ impl TestFleet {
             .arg("--manifest-root")
             .arg(self.recordings())
             .args(["--metrics-addr", &http.to_string()])
-            .args(["--stitch", if self.opts.stitch { "true" } else { "false" }]);
+            // A variable, not a flag: a coordinator of an older version
+            // (benchmarks compare one) ignores it instead of refusing it.
+            .env("RECFLEET_STITCH", if self.opts.stitch { "true" } else { "false" });
         if let Some(ms) = self.opts.idle_timeout_ms {
             cmd.args(["--idle-timeout-ms", &ms.to_string()]);
         }
