@@ -237,7 +237,10 @@ impl TestFleet {
             .args(["--metrics-addr", &http.to_string()])
             // A variable, not a flag: a coordinator of an older version
             // (benchmarks compare one) ignores it instead of refusing it.
-            .env("RECFLEET_STITCH", if self.opts.stitch { "true" } else { "false" });
+            .env(
+                "RECFLEET_STITCH",
+                if self.opts.stitch { "true" } else { "false" },
+            );
         if let Some(ms) = self.opts.idle_timeout_ms {
             cmd.args(["--idle-timeout-ms", &ms.to_string()]);
         }
