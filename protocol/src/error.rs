@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// A stable error code. The numbers are part of `recfleet/1` and never change
+/// A stable error code. The numbers are part of the protocol (since `recfleet/1`) and never change
 /// meaning; new codes may be added. A code this build does not know decodes
 /// as [`ErrorCode::Other`] instead of failing the whole frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

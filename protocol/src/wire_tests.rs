@@ -118,7 +118,7 @@ fn sample_spec() -> RecordingSpec {
 }
 
 /// Golden bytes: if one of these fails, the wire format changed. That is a
-/// `recfleet/2` change unless only new enum variants were appended (see
+/// `recfleet/3` change unless only new enum variants were appended (see
 /// docs/protocol.md); do not just update the constant.
 #[test]
 fn golden_bytes() {
@@ -162,7 +162,7 @@ fn golden_bytes() {
 }
 
 const GOLDEN_SUBSCRIBE: &str = "0000000102";
-const GOLDEN_START: &str = "00000041010608636c6173732d34321e68747470733a2f2f7363686f6f6c2e6578616d706c652f726f6f6d2f3432800ad0050f0101901c000001047a6f6e65026575010000";
+const GOLDEN_START: &str = "00000042010608636c6173732d34321e68747470733a2f2f7363686f6f6c2e6578616d706c652f726f6f6d2f3432800ad0050f0101901c000001047a6f6e6502657501000000";
 const GOLDEN_STOP_SEGMENT: &str = "0000000c0308636c6173732d34320708";
 const GOLDEN_ERROR: &str = "000000140002106e6f207265636f7264696e672022782200";
 
