@@ -248,7 +248,12 @@ async fn starting_an_id_twice_returns_the_same_recording_and_bad_specs_list_ever
         .show(&RecordingId::new("same-id").unwrap())
         .await
         .unwrap();
-    assert_eq!(d.spec, spec);
+    // As asked, with the coordinator's output filled in as its destination.
+    let expected = RecordingSpec {
+        destination: Some(format!("file://{}", fleet.recordings().display())),
+        ..spec
+    };
+    assert_eq!(d.spec, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use recfleet_protocol::now_ms;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
@@ -19,6 +20,7 @@ pub(super) async fn teardown(
 ) {
     let grace = ctx.timeouts.grace;
     if let Some(mut stdin) = running.encoder_stdin.take() {
+        catch_up(&running).await;
         let _ = stdin.write_all(b"q").await;
         let _ = stdin.flush().await;
         drop(stdin);
@@ -72,6 +74,28 @@ pub(super) async fn teardown(
     while exits.try_recv().is_ok() {}
     running.procs.clear();
 }
+
+/// An encoder that falls behind (a busy machine) holds captured frames in
+/// its input queue, and "q" drops them: the segment would end before the
+/// moment it was stopped, and a make-before-break move would leave a gap
+/// where both workers were capturing. So the encoder is given until what
+/// it has encoded reaches the moment of the stop (at most [`CATCH_UP`]).
+async fn catch_up(running: &Running) {
+    let Some(enc) = running.procs.iter().find(|p| p.name == "ffmpeg") else {
+        return;
+    };
+    let asked = now_ms();
+    let until = tokio::time::Instant::now() + CATCH_UP;
+    while process::is_alive(enc.pid)
+        && tokio::time::Instant::now() < until
+        && running.progress.borrow().last_at.is_some_and(|last| last < asked)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// See [`catch_up`].
+const CATCH_UP: Duration = Duration::from_secs(3);
 
 async fn wait_for_exit(pid: i32, within: Duration) {
     let until = tokio::time::Instant::now() + within;
