@@ -163,25 +163,6 @@ pub async fn failover(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<V
     }))
 }
 
-/// A stored segment (`init.mp4` and its chunks, in a directory) as one
-/// file beside it, as a player reads it.
-fn joined_segment(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
-    let mut chunks: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("no segment at {}", dir.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "m4s"))
-        .collect();
-    chunks.sort();
-    let mut bytes = std::fs::read(dir.join("init.mp4"))?;
-    for c in &chunks {
-        bytes.extend(std::fs::read(c)?);
-    }
-    let out = dir.with_extension("mp4");
-    std::fs::write(&out, bytes)?;
-    Ok(out)
-}
-
 /// Frames and duration of the video stream of a file.
 fn count_frames(file: &Path) -> anyhow::Result<(u64, f64)> {
     let out = std::process::Command::new("ffprobe")
@@ -281,7 +262,8 @@ pub async fn density(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Va
                 let (mut frames, mut secs, mut wall) = (0u64, 0.0f64, 0.0f64);
                 let mut pictures = 0u64;
                 for s in d.manifest.segments.iter().filter(|s| s.current) {
-                    let file = joined_segment(&recordings_root.join(&s.file))?;
+                    let file =
+                        recfleet_testkit::segments::join_segment(&recordings_root.join(&s.file))?;
                     let (f, t) = count_frames(&file)?;
                     pictures += new_pictures(&file)?;
                     frames += f;

@@ -104,26 +104,7 @@ async fn make_capture(dir: &Path, secs: u64) -> anyhow::Result<()> {
     args.push(secs.to_string());
     args.extend(codec::video_args(FPS));
     args.extend(codec::audio_args());
-    args.extend(
-        [
-            "-f",
-            "hls",
-            "-hls_time",
-            "2",
-            "-hls_list_size",
-            "0",
-            "-hls_segment_type",
-            "fmp4",
-            "-hls_fmp4_init_filename",
-            "init.mp4",
-            "-hls_flags",
-            "independent_segments",
-            "-hls_segment_filename",
-        ]
-        .map(String::from),
-    );
-    args.push(dir.join("c%05d.m4s").display().to_string());
-    args.push(dir.join(LOCAL_PLAYLIST).display().to_string());
+    args.extend(codec::chunk_output_args(dir, LOCAL_PLAYLIST));
     let out = tokio::process::Command::new("ffmpeg")
         .args(&args)
         .output()

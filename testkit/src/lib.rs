@@ -21,6 +21,7 @@ pub mod http;
 pub mod pki;
 pub mod procs;
 pub mod s3;
+pub mod segments;
 pub mod sim;
 pub mod watch;
 

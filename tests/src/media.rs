@@ -62,25 +62,7 @@ pub fn probe(file: &Path) -> anyhow::Result<Probe> {
     })
 }
 
-/// A segment's stored objects (`init.mp4` and `cNNNNN.m4s` in `dir`) as one
-/// playable file beside them (`<dir>.mp4`), as a player would read them.
-pub fn join_segment(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
-    let mut chunks: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("no segment at {}", dir.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "m4s"))
-        .collect();
-    chunks.sort();
-    let mut bytes = std::fs::read(dir.join("init.mp4"))
-        .with_context(|| format!("no init.mp4 in {}", dir.display()))?;
-    for c in &chunks {
-        bytes.extend(std::fs::read(c)?);
-    }
-    let out = dir.with_extension("mp4");
-    std::fs::write(&out, bytes)?;
-    Ok(out)
-}
+pub use recfleet_testkit::segments::join_segment;
 
 /// MD5 of each video frame sampled at `fps`.
 pub fn frame_hashes(file: &Path, fps: u32) -> anyhow::Result<Vec<String>> {

@@ -46,6 +46,33 @@ pub fn video_args(fps: u32) -> Vec<String> {
     .to_vec()
 }
 
+/// ffmpeg's output options that cut the capture into chunks in `dir`:
+/// `init.mp4`, `c00000.m4s`, ... each listed in `playlist` (a file in
+/// `dir`) once it is complete.
+pub fn chunk_output_args(dir: &std::path::Path, playlist: &str) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "-f",
+        "hls",
+        "-hls_time",
+        &CHUNK_SECS.to_string(),
+        "-hls_list_size",
+        "0",
+        "-hls_segment_type",
+        "fmp4",
+        "-hls_fmp4_init_filename",
+        "init.mp4",
+        "-hls_flags",
+        "independent_segments",
+        "-hls_segment_filename",
+    ]
+    .map(String::from)
+    .to_vec();
+    a.push(dir.join("c%05d.m4s").display().to_string());
+    a.push("-y".into());
+    a.push(dir.join(playlist).display().to_string());
+    a
+}
+
 /// ffmpeg's audio encoder options (48 kHz stereo in).
 pub fn audio_args() -> Vec<String> {
     ["-c:a", "aac", "-b:a", "128k"].map(String::from).to_vec()

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use recfleet_protocol::spec::RecordingSpec;
 
-use crate::output::codec::{self, CHUNK_SECS};
+use crate::output::codec;
 
 /// The ffmpeg arguments for one part, writing its chunks into `dir`.
 pub fn ffmpeg_args(
@@ -71,32 +71,7 @@ pub fn ffmpeg_args(
     if spec.audio {
         a.extend(codec::audio_args());
     }
-    let chunk_secs = CHUNK_SECS.to_string();
-    a.extend(
-        [
-            "-f",
-            "hls",
-            "-hls_time",
-            &chunk_secs,
-            "-hls_list_size",
-            "0",
-            "-hls_segment_type",
-            "fmp4",
-            "-hls_fmp4_init_filename",
-            "init.mp4",
-            "-hls_flags",
-            "independent_segments",
-            "-hls_segment_filename",
-        ]
-        .map(String::from),
-    );
-    a.push(dir.join("c%05d.m4s").display().to_string());
-    a.push("-y".into());
-    a.push(
-        dir.join(super::upload::LOCAL_PLAYLIST)
-            .display()
-            .to_string(),
-    );
+    a.extend(codec::chunk_output_args(dir, super::upload::LOCAL_PLAYLIST));
     a
 }
 

@@ -88,7 +88,11 @@ async fn catch_up(running: &Running) {
     let until = tokio::time::Instant::now() + CATCH_UP;
     while process::is_alive(enc.pid)
         && tokio::time::Instant::now() < until
-        && running.progress.borrow().last_at.is_some_and(|last| last < asked)
+        && running
+            .progress
+            .borrow()
+            .last_at
+            .is_some_and(|last| last < asked)
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

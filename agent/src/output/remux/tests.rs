@@ -29,7 +29,6 @@ async fn capture(root: &Path, name: &str, from: u32, secs: u32, tone: u32) -> Pa
     let video = format!("testsrc2=size=320x180:rate={FPS},trim=start={from},setpts=PTS-STARTPTS");
     // PulseAudio gives the capture stereo; sine alone is mono.
     let audio = format!("sine=frequency={tone}:sample_rate=48000,aformat=channel_layouts=stereo");
-    let d = dir.display();
     // The capture's own codec options (shared with the worker's encoder).
     let codec = [
         crate::output::codec::video_args(FPS),
@@ -37,15 +36,15 @@ async fn capture(root: &Path, name: &str, from: u32, secs: u32, tone: u32) -> Pa
     ]
     .concat()
     .join(" ");
-    let args = format!(
-        "-hide_banner -nostdin -v error -y -f lavfi -i {video} -f lavfi -i {audio} -t {secs} \
-         {codec} \
-         -f hls -hls_time 2 -hls_list_size 0 -hls_segment_type fmp4 \
-         -hls_fmp4_init_filename init.mp4 -hls_segment_filename {d}/c%05d.m4s \
-         -hls_flags independent_segments {d}/local.m3u8"
-    );
+    let mut args: Vec<String> = format!(
+        "-hide_banner -nostdin -v error -y -f lavfi -i {video} -f lavfi -i {audio} -t {secs} {codec}"
+    )
+    .split_whitespace()
+    .map(String::from)
+    .collect();
+    args.extend(crate::output::codec::chunk_output_args(&dir, "local.m3u8"));
     let out = Command::new("ffmpeg")
-        .args(args.split_whitespace())
+        .args(&args)
         .output()
         .await
         .expect("ffmpeg runs");
