@@ -317,7 +317,9 @@ impl Driver {
             }
             // The deliveries are in the store only (the sender updates them).
             ConsoleRequest::ShowWebhooks { id } => {
-                return Some(match self.store.webhook_deliveries(id) {
+                let deliveries = super::webhook::outbox::for_recording(self.store.conn(), id)
+                    .map_err(|e| self.store.sql_error(e));
+                return Some(match deliveries {
                     Ok(d) => ConsoleResponse::WebhookDeliveries(d),
                     Err(e) => error(
                         ErrorCode::Unavailable,
@@ -485,7 +487,8 @@ impl Driver {
                     target,
                 } => self.store.audit(*at, actor, action, target, ""),
                 Effect::Webhook(event) => match &self.webhooks {
-                    Some(w) => self.store.put_webhook(event, &w.urls),
+                    Some(w) => super::webhook::outbox::insert(self.store.conn(), event, &w.urls)
+                        .map_err(|e| self.store.sql_error(e)),
                     None => Ok(()),
                 },
                 _ => Ok(()),

@@ -167,27 +167,17 @@ impl Store {
         Ok(store)
     }
 
-    /// The connection (tests set limits on it).
-    #[cfg(test)]
+    /// The connection: tests set limits on it, and the webhook outbox
+    /// (`webhook::outbox`) keeps its own statements, in the turn's
+    /// transaction.
     pub fn conn(&self) -> &Connection {
         &self.conn
     }
 
-    /// Queues a webhook event for `urls` (in the turn's transaction).
-    pub fn put_webhook(
-        &self,
-        event: &super::webhook::WebhookEvent,
-        urls: &[String],
-    ) -> Result<(), StoreError> {
-        super::webhook::outbox::insert(&self.conn, event, urls).map_err(|e| self.err(e))
-    }
-
-    /// A recording's webhook deliveries (for `record show`).
-    pub fn webhook_deliveries(
-        &self,
-        id: &RecordingId,
-    ) -> Result<Vec<recfleet_protocol::WebhookDelivery>, StoreError> {
-        super::webhook::outbox::for_recording(&self.conn, id).map_err(|e| self.err(e))
+    /// A failed statement of another module on [`Self::conn`] (the webhook
+    /// outbox) as this store's error.
+    pub fn sql_error(&self, source: rusqlite::Error) -> StoreError {
+        self.err(source)
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
