@@ -71,6 +71,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Where the slot puts a part's process logs when it ends (uploaded with
 /// the part, see [`Watcher::store_logs`]).
 pub const LOGS_DIR: &str = "logs";
+/// A part's logs are stored within this, or not at all.
+const LOGS_WITHIN: Duration = Duration::from_secs(10);
 /// Beside a part's chunks: who they belong to, so that a later run of the
 /// worker can upload what this one could not.
 const PART_FILE: &str = "part.json";
@@ -384,7 +386,12 @@ impl Watcher {
             }
         }
         if self.pending.is_empty() {
-            self.store_logs(&uploader, &url).await;
+            // Logs are a courtesy: a slow store does not hold up the part's
+            // end (and its slot) for them.
+            let logs = self.store_logs(&uploader, &url);
+            if tokio::time::timeout(LOGS_WITHIN, logs).await.is_err() {
+                tracing::debug!(recording = %self.id.recording, "process logs not stored in time");
+            }
         }
         let left_behind = self.pending.len() as u32;
         for size in self.pending.values() {
