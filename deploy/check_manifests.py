@@ -56,7 +56,7 @@ KNOWN_ENV = {
     "RECFLEET_WEBHOOK_RETRY_SECS", "RECFLEET_WEBHOOK_BACKOFF_BASE_MS",
     # Issue 12: recordings in object storage.
     "RECFLEET_OUTPUT", "RECFLEET_STITCH", "RECFLEET_UPLOAD_BUFFER_BYTES",
-    "RECFLEET_ALLOWED_OUTPUTS",
+    "RECFLEET_ALLOWED_OUTPUTS", "RECFLEET_UPLOAD_RETRY_SECS",
     # Not the daemon's: the systemd unit's word list for flags without a
     # variable, the console's context file, Kubernetes' service link.
     "RECFLEET_WORKER_ARGS", "RECFLEET_CONTEXT", "RECFLEET_COORDINATOR_SERVICE_HOST",

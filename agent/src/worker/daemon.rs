@@ -123,6 +123,9 @@ pub struct WorkerArgs {
     /// Bytes of chunks waiting for upload before the buffer counts as full.
     #[arg(long, env = "RECFLEET_UPLOAD_BUFFER_BYTES")]
     pub upload_buffer_bytes: Option<u64>,
+    /// Seconds a part's last uploads are retried after it ends.
+    #[arg(long, env = "RECFLEET_UPLOAD_RETRY_SECS")]
+    pub upload_retry_secs: Option<u64>,
     /// Runtime directory for slot sockets and profiles.
     #[arg(long, env = "RECFLEET_RUNTIME_DIR")]
     pub runtime_dir: Option<PathBuf>,
@@ -164,6 +167,7 @@ impl WorkerArgs {
         }
         o.set("out_dir", self.out_dir.clone());
         o.set("upload_buffer_bytes", self.upload_buffer_bytes);
+        o.set("upload_retry_secs", self.upload_retry_secs);
         o.set("runtime_dir", self.runtime_dir.clone());
         o.set("idle_timeout_ms", self.idle_timeout_ms);
         o.set("drain_grace_secs", self.drain_grace_secs);
