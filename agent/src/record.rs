@@ -170,15 +170,8 @@ pub async fn run(args: RecordArgs) -> Result<(), Failure> {
                     });
                 }
                 Some(WorkerMessage::FirstFrame { .. }) => eprintln!("capturing"),
-                Some(WorkerMessage::ChunkStored(c)) => {
-                    chunks.entry((c.epoch.0, c.part)).or_default().push(Chunk {
-                        seq: c.seq,
-                        key: c.key,
-                        bytes: c.bytes,
-                        sha256: c.sha256,
-                        media_start_ms: c.media_start_ms,
-                        duration_ms: c.duration_ms,
-                    });
+                Some(WorkerMessage::ChunkStored(r)) => {
+                    chunks.entry((r.epoch.0, r.part)).or_default().push(r.chunk);
                 }
                 Some(WorkerMessage::PlacementEnded { reason, .. }) => break reason,
                 Some(_) => {}

@@ -144,7 +144,7 @@ async fn upload_cost(
     let counter = tokio::spawn(async move {
         while let Some(m) = reports.recv().await {
             if let recfleet_protocol::WorkerMessage::ChunkStored(c) = m {
-                *counted.lock().unwrap_or_else(|e| e.into_inner()) += c.bytes;
+                *counted.lock().unwrap_or_else(|e| e.into_inner()) += c.chunk.bytes;
             }
         }
     });

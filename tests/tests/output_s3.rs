@@ -122,6 +122,19 @@ fn stored_outputs(s3: &S3Server, id: &RecordingId, dir: &Path) -> (Manifest, Pat
     (manifest, mp4)
 }
 
+/// Stops a recording and waits until it has completed (outputs stored).
+async fn stop_and_complete(fleet: &mut TestFleet, id: &RecordingId) {
+    fleet
+        .request(ConsoleRequest::StopRecording { id: id.clone() })
+        .await
+        .unwrap();
+    let d = fleet
+        .wait_for(id, 90, |d| d.info.state.is_terminal())
+        .await
+        .unwrap();
+    assert_eq!(d.info.state, RecordingState::Completed, "{:?}", d.info);
+}
+
 /// Wall-clock span from the first captured frame to the last.
 fn wall_span_ms(m: &Manifest) -> u64 {
     let first = m
@@ -365,15 +378,7 @@ async fn browser_a_reassign_to_s3_leaves_no_gap_and_nothing_twice_in_recording_m
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(6)).await;
-    fleet
-        .request(ConsoleRequest::StopRecording { id: id.clone() })
-        .await
-        .unwrap();
-    let d = fleet
-        .wait_for(&id, 90, |d| d.info.state.is_terminal())
-        .await
-        .unwrap();
-    assert_eq!(d.info.state, RecordingState::Completed, "{:?}", d.info);
+    stop_and_complete(&mut fleet, &id).await;
     let tmp = tempfile::tempdir().unwrap();
     let (m, mp4) = stored_outputs(&s3, &id, tmp.path());
     let overlap: u64 = m.overlaps.iter().map(|o| o.duration_ms).sum();
@@ -471,15 +476,7 @@ async fn browser_the_store_away_for_20_s_delays_uploads_and_loses_nothing() {
         back.elapsed().as_secs_f64()
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    fleet
-        .request(ConsoleRequest::StopRecording { id: id.clone() })
-        .await
-        .unwrap();
-    let d = fleet
-        .wait_for(&id, 90, |d| d.info.state.is_terminal())
-        .await
-        .unwrap();
-    assert_eq!(d.info.state, RecordingState::Completed, "{:?}", d.info);
+    stop_and_complete(&mut fleet, &id).await;
     let tmp = tempfile::tempdir().unwrap();
     let (m, mp4) = stored_outputs(&s3, &id, tmp.path());
     // Every chunk arrived: numbered without a hole, and as long as the time.

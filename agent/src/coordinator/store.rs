@@ -582,7 +582,7 @@ impl Store {
     /// Records a stored chunk (or replaces what was known of it).
     pub fn put_chunk(&self, id: &RecordingId, c: &ChunkReport) -> Result<(), StoreError> {
         // The init object has no number: it sorts first as -1.
-        let seq = c.seq.map_or(-1, i64::from);
+        let (seq, chunk) = (c.chunk.seq.map_or(-1, i64::from), &c.chunk);
         self.conn
             .prepare_cached(
                 "INSERT OR REPLACE INTO chunks(recording, epoch, part, seq, key, bytes, sha256, media_start_ms, duration_ms)
@@ -594,11 +594,11 @@ impl Store {
                     c.epoch.0 as i64,
                     c.part,
                     seq,
-                    c.key,
-                    c.bytes as i64,
-                    c.sha256,
-                    c.media_start_ms as i64,
-                    c.duration_ms as i64,
+                    chunk.key,
+                    chunk.bytes as i64,
+                    chunk.sha256,
+                    chunk.media_start_ms as i64,
+                    chunk.duration_ms as i64,
                 ])
             })
             .map_err(|e| self.err(e))?;

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use recfleet_protocol::{now_ms, ChunkReport, Epoch, RecordingId, SlotProgress, WorkerMessage};
+use recfleet_protocol::{
+    now_ms, Chunk, ChunkReport, Epoch, RecordingId, SlotProgress, WorkerMessage,
+};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
@@ -571,12 +573,14 @@ impl Watcher {
             recording: self.id.recording.clone(),
             epoch: self.id.epoch,
             part: self.id.part,
-            seq: item.seq,
-            key,
-            bytes,
-            sha256,
-            media_start_ms: item.media_start_ms,
-            duration_ms: item.duration_ms,
+            chunk: Chunk {
+                seq: item.seq,
+                key,
+                bytes,
+                sha256,
+                media_start_ms: item.media_start_ms,
+                duration_ms: item.duration_ms,
+            },
         }));
         Ok(())
     }
@@ -656,7 +660,8 @@ mod tests {
                 .await
                 .expect("reports within 10 s")
                 .expect("a report");
-            if let WorkerMessage::ChunkStored(c) = msg {
+            if let WorkerMessage::ChunkStored(r) = msg {
+                let c = r.chunk;
                 stored.push((c.seq, c.key, c.bytes, c.media_start_ms));
             }
         }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::UnixMillis;
 use crate::error::WireError;
 use crate::ids::{Epoch, RecordingId, WorkerName};
-use crate::manifest::SegmentEndReason;
+use crate::manifest::{Chunk, SegmentEndReason};
 use crate::spec::RecordingSpec;
 
 /// The worker's first frame: who it is, what it offers, what it already runs
@@ -153,7 +153,8 @@ pub struct SlotProgress {
     pub upload_lag_ms: u64,
 }
 
-/// One stored object of a segment: its init (`seq` None) or a chunk.
+/// One stored object of a segment (its init or a chunk), as the worker
+/// stored it.
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkReport {
@@ -163,18 +164,8 @@ pub struct ChunkReport {
     pub epoch: Epoch,
     /// The part within the placement.
     pub part: u32,
-    /// The chunk's number in its segment (from 0); None for the init.
-    pub seq: Option<u32>,
-    /// Key relative to the recording's directory in its destination.
-    pub key: String,
-    /// Size, bytes.
-    pub bytes: u64,
-    /// SHA-256 of what was uploaded, hex.
-    pub sha256: String,
-    /// Media time of its start in the segment, ms.
-    pub media_start_ms: u64,
-    /// Its duration, ms.
-    pub duration_ms: u64,
+    /// The object, as the manifest lists it.
+    pub chunk: Chunk,
 }
 
 /// What a worker knows of a finished part.

@@ -330,12 +330,7 @@ impl Fleet {
                         recording: id.clone(),
                         epoch: st.epoch,
                         part: st.part,
-                        seq: c.seq,
-                        key: c.key,
-                        bytes: c.bytes,
-                        sha256: c.sha256,
-                        media_start_ms: c.media_start_ms,
-                        duration_ms: c.duration_ms,
+                        chunk: c,
                     },
                 ));
             }

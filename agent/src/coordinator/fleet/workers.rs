@@ -433,7 +433,7 @@ impl Fleet {
             .find(|s| s.epoch == chunk.epoch && s.part == chunk.part)
         {
             if seg.ended_at.is_none() {
-                seg.bytes += chunk.bytes;
+                seg.bytes += chunk.chunk.bytes;
             }
         }
         let due = self.now.mono_ms.saturating_sub(r.manifest_written) >= MANIFEST_EVERY_MS;
