@@ -697,7 +697,9 @@ impl Drop for TestFleet {
     /// A failed test shows the coordinator's last warnings and keeps its
     /// fleet's temporary directory (logs, store, segments).
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        // RECFLEET_TEST_KEEP=1 keeps a passing test's fleet too, to compare.
+        let keep = std::env::var_os("RECFLEET_TEST_KEEP").is_some_and(|v| v == "1");
+        if std::thread::panicking() || keep {
             let log = std::fs::read_to_string(self.log_path("coordinator")).unwrap_or_default();
             let lines: Vec<&str> = log
                 .lines()

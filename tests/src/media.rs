@@ -103,12 +103,15 @@ pub fn longest_freeze(hashes: &[String], fps: u32, skip_secs: u32) -> f64 {
     longest as f64 / fps as f64
 }
 
-/// Mono 48 kHz samples of the audio track.
+/// Mono 48 kHz samples of the audio track on the file's timeline: sample
+/// `t * 48000` is what a player plays at `t` s (silence where the track has
+/// a hole or starts late), so a place in the picture and in the sound agree.
 pub fn audio_samples(file: &Path) -> anyhow::Result<Vec<f32>> {
     let out = Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
         .arg(file)
-        .args(["-vn", "-ac", "1", "-ar", "48000", "-f", "s16le", "-"])
+        .args(["-vn", "-af", "aresample=async=1:first_pts=0"])
+        .args(["-ac", "1", "-ar", "48000", "-f", "s16le", "-"])
         .output()
         .context("ffmpeg audio decode")?;
     if !out.status.success() {
@@ -169,4 +172,57 @@ pub fn mean_color(file: &Path, at_secs: f64) -> anyhow::Result<(u8, u8, u8)> {
         [r, g, b, ..] => Ok((*r, *g, *b)),
         _ => bail!("no frame at {at_secs}s in {}", file.display()),
     }
+}
+
+/// Where the demo page's sound and picture disagree: the page beeps every
+/// second and lights its beep dot (the circle left of "440 Hz") at the same
+/// moment. Returns, for each lit dot, how far (seconds) the nearest beep
+/// onset in the audio lies before it; a capture in sync gives a frame or
+/// two (the dot is painted by a timer), one with the sound ahead gives
+/// half a second. `dot` is the dot's top-left pixel at the file's size.
+pub fn beep_leads(file: &Path, dot: (u32, u32)) -> anyhow::Result<Vec<f64>> {
+    let samples = audio_samples(file)?;
+    let window = 240; // 5 ms
+    let mut onsets = Vec::new();
+    let mut was_on = false;
+    for (n, w) in samples.chunks(window).enumerate() {
+        let on = rms_db(w) > -30.0;
+        if on && !was_on {
+            onsets.push((n * window) as f64 / 48_000.0);
+        }
+        was_on = on;
+    }
+    let fps = 50.0;
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args([
+            "-an",
+            "-vf",
+            &format!("fps={fps}:start_time=0,crop=8:8:{}:{}", dot.0, dot.1),
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "gray",
+            "-",
+        ])
+        .output()
+        .context("ffmpeg dot crop")?;
+    let mut leads = Vec::new();
+    let mut was_lit = true; // the first lit frame may be mid-beep
+    for (n, px) in out.stdout.chunks_exact(64).enumerate() {
+        let lit = px.iter().map(|p| *p as u32).sum::<u32>() / 64 > 110;
+        if lit && !was_lit {
+            let at = n as f64 / fps;
+            if let Some(onset) = onsets
+                .iter()
+                .copied()
+                .min_by(|a, b| (at - a).abs().partial_cmp(&(at - b).abs()).unwrap())
+            {
+                leads.push(at - onset);
+            }
+        }
+        was_lit = lit;
+    }
+    Ok(leads)
 }

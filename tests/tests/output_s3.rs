@@ -100,6 +100,7 @@ fn fetch(s3: &S3Server, id: &RecordingId, key: &str, dir: &Path) -> PathBuf {
 
 /// The manifest as stored, and recording.mp4 downloaded.
 fn stored_outputs(s3: &S3Server, id: &RecordingId, dir: &Path) -> (Manifest, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
     let keys: Vec<String> = objects(s3, id).into_iter().map(|(k, _)| k).collect();
     for k in ["manifest.json", "index.m3u8", "recording.mp4"] {
         assert!(
@@ -229,8 +230,8 @@ async fn browser_kill_9_mid_recording_to_s3_still_gives_one_stitched_file() {
         .await
         .unwrap();
     assert_eq!(d.info.state, RecordingState::Completed, "{:?}", d.info);
-    let tmp = tempfile::tempdir().unwrap();
-    let (m, mp4) = stored_outputs(&s3, &id, tmp.path());
+    // Into the fleet's folder, which a failing test keeps for inspection.
+    let (m, mp4) = stored_outputs(&s3, &id, &fleet.dir().join("fetched"));
 
     // What w1 stored before it died reaches to within 2 s of the kill.
     let lost = m
@@ -281,10 +282,16 @@ async fn browser_kill_9_mid_recording_to_s3_still_gives_one_stitched_file() {
     );
     let samples = media::audio_samples(&mp4).unwrap();
     let at = |t: f64| ((t * 48_000.0) as usize).min(samples.len());
-    let slate_db = media::rms_db(&samples[at(gap_from + 0.2)..at(gap_to - 0.2)]);
+    let slate = &samples[at(gap_from + 0.2)..at(gap_to - 0.2)];
+    let slate_db = media::rms_db(slate);
+    let loudest = slate
+        .chunks(4_800)
+        .enumerate()
+        .map(|(n, w)| (gap_from + 0.2 + n as f64 * 0.1, media::rms_db(w)))
+        .max_by(|a, b| a.1.total_cmp(&b.1));
     assert!(
         slate_db < -80.0,
-        "the slate is not silent: {slate_db:.1} dBFS"
+        "the slate is not silent: {slate_db:.1} dBFS; loudest 100 ms (s, dBFS): {loudest:?}"
     );
     for (a, b) in [(1.0, gap_from - 0.5), (gap_to + 1.0, p.duration - 0.5)] {
         let db = media::rms_db(&samples[at(a)..at(b)]);
@@ -379,8 +386,8 @@ async fn browser_a_reassign_to_s3_leaves_no_gap_and_nothing_twice_in_recording_m
         .unwrap();
     tokio::time::sleep(Duration::from_secs(6)).await;
     stop_and_complete(&mut fleet, &id).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let (m, mp4) = stored_outputs(&s3, &id, tmp.path());
+    // Into the fleet's folder, which a failing test keeps for inspection.
+    let (m, mp4) = stored_outputs(&s3, &id, &fleet.dir().join("fetched"));
     let overlap: u64 = m.overlaps.iter().map(|o| o.duration_ms).sum();
     let outputs = m.outputs.clone().unwrap();
     assert!(outputs.gaps_in_file.is_empty(), "{outputs:#?}");
@@ -477,8 +484,8 @@ async fn browser_the_store_away_for_20_s_delays_uploads_and_loses_nothing() {
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop_and_complete(&mut fleet, &id).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let (m, mp4) = stored_outputs(&s3, &id, tmp.path());
+    // Into the fleet's folder, which a failing test keeps for inspection.
+    let (m, mp4) = stored_outputs(&s3, &id, &fleet.dir().join("fetched"));
     // Every chunk arrived: numbered without a hole, and as long as the time.
     let seg = &m.segments[0];
     let seqs: Vec<u32> = seg.chunks.iter().filter_map(|c| c.seq).collect();

@@ -158,6 +158,21 @@ async fn browser_records_the_demo_page_with_moving_picture_and_sound() {
     let level = media::rms_db(&samples[samples.len() / 4..]);
     assert!(level > -50.0, "the sound is silent: {level:.1} dBFS");
     assert!(media::tone_power(&samples, 440.0) > 10.0 * media::tone_power(&samples, 660.0));
+    // Sound and picture in sync: each beep is heard when its dot lights
+    // (at 1280x720 the dot's corner is at 845,16), not half a second early.
+    let mut leads = media::beep_leads(&file, (845, 16)).unwrap();
+    assert!(leads.len() >= 5, "the beep dot lit {} times", leads.len());
+    leads.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let median = leads[leads.len() / 2];
+    println!(
+        "sound ahead of the picture by {:.0} ms (median of {})",
+        median * 1000.0,
+        leads.len()
+    );
+    assert!(
+        (-0.1..=0.25).contains(&median),
+        "sound and picture out of sync by {median:.2} s: {leads:?}"
+    );
     assert_eq!(mp4.bytes, std::fs::metadata(&file).unwrap().len());
     // The segment's chunks are in the destination as the manifest says.
     let seg = &m.segments[0];

@@ -53,6 +53,13 @@ pub fn ffmpeg_args(
     if spec.audio {
         a.extend(
             [
+                // Both inputs stamp with the wall clock, but ffmpeg starts
+                // each input at zero on its own: PulseAudio opens 0.5-0.65 s
+                // after x11grab's first frame (measured), which put the
+                // sound half a second ahead of the picture. -isync keeps
+                // the audio on the video's clock.
+                "-isync",
+                "0",
                 "-thread_queue_size",
                 "1024",
                 "-f",
@@ -69,6 +76,9 @@ pub fn ffmpeg_args(
     }
     a.extend(codec::video_args(u32::from(spec.fps)));
     if spec.audio {
+        // Silence from the first frame until the first sample, so that the
+        // audio track spans the video's and chunks join end to end.
+        a.extend(["-af", "aresample=async=1:first_pts=0"].map(String::from));
         a.extend(codec::audio_args());
     }
     a.extend(codec::chunk_output_args(dir, super::upload::LOCAL_PLAYLIST));

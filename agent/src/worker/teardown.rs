@@ -85,20 +85,25 @@ async fn catch_up(running: &Running) {
         return;
     };
     let asked = now_ms();
-    let until = tokio::time::Instant::now() + CATCH_UP;
-    let behind_ms = || {
-        running
-            .progress
-            .borrow()
-            .last_at
-            .map_or(0, |last| asked.saturating_sub(last))
-    };
-    while process::is_alive(enc.pid) && tokio::time::Instant::now() < until && behind_ms() > 0 {
+    let start = tokio::time::Instant::now();
+    let last_at = || running.progress.borrow().last_at;
+    let behind_ms = || last_at().map_or(0, |last| asked.saturating_sub(last));
+    let (mut seen, mut moved_at) = (last_at(), start);
+    while process::is_alive(enc.pid) && behind_ms() > 0 {
+        let now = tokio::time::Instant::now();
+        if last_at() != seen {
+            (seen, moved_at) = (last_at(), now);
+        }
+        // Wait while it makes headway; give up on one that is stuck.
+        if now - start >= CATCH_UP || now - moved_at >= CATCH_UP_STALLED {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if behind_ms() > 0 && process::is_alive(enc.pid) {
         tracing::warn!(
             behind_ms = behind_ms(),
+            waited_ms = start.elapsed().as_millis() as u64,
             "the encoder did not catch up with the stop: the end of the segment is lost"
         );
     }
@@ -106,8 +111,12 @@ async fn catch_up(running: &Running) {
 
 /// See [`catch_up`]. Long enough for an encoder starved while other slots
 /// started (measured: 14 s behind during a two-recording drain on two
-/// cores), bounded so that a stop always ends.
-const CATCH_UP: Duration = Duration::from_secs(20);
+/// cores, and still 4 s behind after 20 s when other work shared the
+/// machine), bounded so that a stop always ends.
+const CATCH_UP: Duration = Duration::from_secs(60);
+
+/// An encoder whose progress has not moved for this long is not catching up.
+const CATCH_UP_STALLED: Duration = Duration::from_secs(5);
 
 async fn wait_for_exit(pid: i32, within: Duration) {
     let until = tokio::time::Instant::now() + within;
