@@ -7,7 +7,7 @@ CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the project needs at run time and in tests.
 APT_PACKAGES := chromium chromium-driver ffmpeg xvfb pulseaudio pulseaudio-utils \
-	iproute2 procps tmux python3 python3-venv ca-certificates
+	iproute2 procps tmux python3 python3-venv ca-certificates postgresql
 PYTHON_VENV := .venv
 
 .PHONY: demo test fuzz-build deps apt-deps py-deps build lint unit fmt bench bench-smoke bench-deps clean \

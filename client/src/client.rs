@@ -8,9 +8,9 @@ use std::time::Duration;
 use quinn::{Connection, Endpoint};
 use recfleet_protocol::quic;
 use recfleet_protocol::{
-    ConsoleRequest, ConsoleResponse, DrainMode, OpenStream, RecordingDetail, RecordingId,
-    RecordingInfo, RecordingSpec, RecordingState, WebhookDelivery, WorkerInfo, WorkerName,
-    LIST_MAX,
+    ConsoleRequest, ConsoleResponse, DrainMode, ErrorCode, OpenStream, RecordingDetail,
+    RecordingId, RecordingInfo, RecordingSpec, RecordingState, WebhookDelivery, WorkerInfo,
+    WorkerName, LIST_MAX,
 };
 
 use crate::connect::{self, Connected, CONNECT_TIMEOUT};
@@ -61,11 +61,22 @@ pub struct Client {
     live: Arc<Mutex<Option<Connected>>>,
     /// Held while connecting, so that concurrent requests make one connection.
     connecting: Arc<tokio::sync::Mutex<()>>,
+    /// Where a standby said the leader is: tried first at the next connect.
+    leader_hint: Arc<Mutex<Option<String>>>,
 }
 
+/// How many times a request goes to another coordinator after a standby
+/// said it does not lead (each hop is one standby's answer).
+const NOT_LEADER_HOPS: u32 = 3;
+/// The pause before asking again when a standby knows no leader yet (a
+/// takeover is under way: the lease's TTL, about 3 s).
+const NO_LEADER_PAUSE: Duration = Duration::from_millis(500);
+
 impl Client {
-    /// A client of `coordinator` (`host:port`) whose certificate must be
-    /// valid for `server_name`, using `endpoint` (see [`connect::endpoint`]).
+    /// A client of `coordinator` (`host:port`, or several separated by
+    /// commas: the coordinators of one fleet, of which one leads) whose
+    /// certificate must be valid for `server_name`, using `endpoint` (see
+    /// [`connect::endpoint`]).
     pub fn new(
         endpoint: Endpoint,
         coordinator: impl Into<String>,
@@ -79,6 +90,7 @@ impl Client {
             request_timeout: REQUEST_TIMEOUT,
             live: Arc::new(Mutex::new(None)),
             connecting: Arc::new(tokio::sync::Mutex::new(())),
+            leader_hint: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -132,15 +144,38 @@ impl Client {
         if let Some(c) = self.current() {
             return Ok(c);
         }
-        let c = connect::connect(
+        let hint = self
+            .leader_hint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let c = connect::connect_any(
             &self.endpoint,
-            &self.coordinator,
+            hint.as_deref(),
+            &connect::addresses(&self.coordinator),
             &self.server_name,
             self.connect_timeout,
         )
         .await?;
         *self.live.lock().unwrap_or_else(PoisonError::into_inner) = Some(c.clone());
         Ok(c)
+    }
+
+    /// Forgets the connection to a standby and remembers where it said the
+    /// leader is.
+    pub(crate) fn redirect(&self, leader: Option<&str>) {
+        if let Some(c) = self
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            c.connection.close(0u32.into(), b"not the leader");
+        }
+        *self
+            .leader_hint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = leader.map(str::to_string);
     }
 
     /// Closes the connection cleanly (a later request connects again).
@@ -159,16 +194,33 @@ impl Client {
     /// request deadline for the answer. An error answer is
     /// [`ClientError::Wire`].
     pub async fn request(&self, req: ConsoleRequest) -> Result<ConsoleResponse, ClientError> {
-        let live = self.connection().await?;
-        request_on(&live.connection, req, self.request_timeout)
-            .await
-            .map_err(|e| match e {
-                ClientError::NoAnswer { after, .. } => ClientError::NoAnswer {
-                    addr: self.coordinator.clone(),
-                    after,
-                },
-                other => other,
-            })
+        let mut hops = 0;
+        loop {
+            let live = self.connection().await?;
+            let answer = request_on(&live.connection, req.clone(), self.request_timeout)
+                .await
+                .map_err(|e| match e {
+                    ClientError::NoAnswer { after, .. } => ClientError::NoAnswer {
+                        addr: live.addr.to_string(),
+                        after,
+                    },
+                    other => other,
+                });
+            match answer {
+                // A standby did nothing with the request: ask the leader.
+                Err(ClientError::Wire(e))
+                    if e.code == ErrorCode::NotLeader && hops < NOT_LEADER_HOPS =>
+                {
+                    hops += 1;
+                    let leader = e.leader().map(str::to_string);
+                    if leader.is_none() {
+                        tokio::time::sleep(NO_LEADER_PAUSE).await;
+                    }
+                    self.redirect(leader.as_deref());
+                }
+                other => return other,
+            }
+        }
     }
 
     /// `WhoAmI`.
@@ -184,6 +236,16 @@ impl Client {
                 coordinator_version,
             }),
             other => Err(ClientError::unexpected("an identity", &other)),
+        }
+    }
+
+    /// `ListCoordinators`.
+    pub async fn coordinators(
+        &self,
+    ) -> Result<Vec<recfleet_protocol::CoordinatorInfo>, ClientError> {
+        match self.request(ConsoleRequest::ListCoordinators).await? {
+            ConsoleResponse::Coordinators(list) => Ok(list),
+            other => Err(ClientError::unexpected("a coordinator list", &other)),
         }
     }
 

@@ -49,6 +49,81 @@ pub struct Connected {
     pub addr: SocketAddr,
 }
 
+/// The coordinators of `given`: `host:port` entries separated by commas.
+pub fn addresses(given: &str) -> Vec<String> {
+    given
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Connects to one of several coordinators: to `hint` (where a standby said
+/// the leader is) if it answers, else to whichever of `all` answers first,
+/// all tried at once, so that a dead one costs no more than its handshake's
+/// timeout running beside the others. A name that resolves to several
+/// addresses stands for all of them. The error is the first address's.
+pub async fn connect_any(
+    endpoint: &Endpoint,
+    hint: Option<&str>,
+    all: &[String],
+    server_name: &str,
+    timeout: Duration,
+) -> Result<Connected, ClientError> {
+    if let Some(h) = hint {
+        if let Ok(c) = connect(endpoint, h, server_name, timeout).await {
+            return Ok(c);
+        }
+    }
+    let mut targets: Vec<(String, SocketAddr)> = Vec::new();
+    let mut first_error = None;
+    for given in all {
+        match tokio::net::lookup_host(given.as_str()).await {
+            Ok(addrs) => {
+                for a in addrs {
+                    if !targets.iter().any(|(_, t)| *t == a) {
+                        targets.push((given.clone(), a));
+                    }
+                }
+            }
+            Err(e) => {
+                first_error.get_or_insert(ClientError::Address {
+                    addr: given.clone(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    if let [(given, _)] = targets.as_slice() {
+        return connect(endpoint, given, server_name, timeout).await;
+    }
+    // A JoinSet: the attempts still under way are aborted when it drops.
+    let mut attempts = tokio::task::JoinSet::new();
+    for (given, addr) in targets {
+        let (endpoint, server_name) = (endpoint.clone(), server_name.to_string());
+        attempts.spawn(async move {
+            quic::connect(&endpoint, addr, &server_name, timeout)
+                .await
+                .map(|connection| Connected { connection, addr })
+                .map_err(|e| connect_error(&given, addr, timeout, e))
+        });
+    }
+    while let Some(r) = attempts.join_next().await {
+        match r {
+            Ok(Ok(c)) => return Ok(c),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(_) => {}
+        }
+    }
+    Err(first_error.unwrap_or_else(|| ClientError::Address {
+        addr: all.join(","),
+        reason: "no coordinator address given".into(),
+    }))
+}
+
 /// Connects to `coordinator` (`host:port`), checking that its certificate
 /// is valid for `server_name`; gives up after `timeout`.
 pub async fn connect(

@@ -77,6 +77,7 @@ pub fn response_name(r: &ConsoleResponse) -> &'static str {
         ConsoleResponse::Accepted { .. } => "Accepted",
         ConsoleResponse::RecordingsPage { .. } => "RecordingsPage",
         ConsoleResponse::WebhookDeliveries(_) => "WebhookDeliveries",
+        ConsoleResponse::Coordinators(_) => "Coordinators",
     }
 }
 

@@ -161,8 +161,10 @@ async fn session(
     tx: &mpsc::Sender<Update>,
     attempt: &mut u32,
 ) -> Result<(), ClientError> {
-    let live = client.connection().await?;
+    // WhoAmI first: a standby's answer sends the client to the leader, and
+    // the stream then opens on the leader's connection.
     let identity = client.whoami().await?;
+    let live = client.connection().await?;
     let mut stream = EventStream::open(&live.connection).await?;
     let connected = Update::Connected {
         addr: live.addr,
@@ -174,6 +176,11 @@ async fn session(
     loop {
         let frame = stream.next().await?.ok_or(ClientError::SubscriptionEnded)?;
         let after = after_frame(&frame);
+        if let SubscriptionFrame::Refused(e) = &frame {
+            if e.code == recfleet_protocol::ErrorCode::NotLeader {
+                client.redirect(e.leader());
+            }
+        }
         if after.working {
             // A working subscription: the next loss starts from the base delay.
             *attempt = 0;

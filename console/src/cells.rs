@@ -36,6 +36,28 @@ pub const WORKER_COLUMNS: [&str; 10] = [
     "NAME", "STATE", "SLOTS", "CPU", "MEM", "RTT", "VERSION", "UPTIME", "UPLOADS", "LABELS",
 ];
 
+/// Columns of `recfleet coordinators`.
+pub const COORDINATOR_COLUMNS: [&str; 6] = ["NAME", "ADDRESS", "ROLE", "TERM", "LEASE", "SEEN"];
+
+/// The cells of a coordinator row: the lease's remaining time for the
+/// leader, how long ago each was heard of.
+pub fn coordinator_cells(c: &recfleet_protocol::CoordinatorInfo) -> Vec<String> {
+    let ms = |v: u64| format!("{:.1}s", v as f64 / 1000.0);
+    vec![
+        c.name.clone(),
+        if c.address.is_empty() {
+            "-".into()
+        } else {
+            c.address.clone()
+        },
+        c.role.clone(),
+        c.term.to_string(),
+        c.lease_expires_in_ms
+            .map_or("-".into(), |e| format!("{} left", ms(e.max(0) as u64))),
+        format!("{} ago", ms(c.seen_ms_ago)),
+    ]
+}
+
 /// The cells of a recording row.
 pub fn recording_cells(r: &RecordingInfo, now: u64) -> Vec<String> {
     let duration = match (r.started_at, r.ended_at) {

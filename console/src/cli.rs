@@ -146,6 +146,9 @@ pub enum Command {
     },
     /// List workers.
     Workers,
+    /// List the coordinators: which leads, its term and lease, and when
+    /// each was last heard of.
+    Coordinators,
     /// List recordings.
     ///
     /// Oldest first: every page, printed together, or one page with --limit

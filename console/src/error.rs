@@ -257,7 +257,7 @@ pub fn exit_for_code(code: ErrorCode) -> Exit {
         ErrorCode::Forbidden | ErrorCode::VersionMismatch => Exit::Forbidden,
         ErrorCode::Conflict | ErrorCode::Fenced => Exit::Conflict,
         ErrorCode::NoCapacity => Exit::NoCapacity,
-        ErrorCode::Unavailable => Exit::Connection,
+        ErrorCode::Unavailable | ErrorCode::NotLeader => Exit::Connection,
         ErrorCode::ProtocolViolation | ErrorCode::Internal | ErrorCode::Other(_) => Exit::Other,
     }
 }

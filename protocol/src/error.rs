@@ -31,6 +31,9 @@ pub enum ErrorCode {
     Internal,
     /// The sender's epoch is superseded: it no longer owns the segment.
     Fenced,
+    /// This coordinator is a standby: the leader's address, when known, is
+    /// the first of the details (see [`WireError::not_leader`]).
+    NotLeader,
     /// A code added after this build.
     Other(u16),
 }
@@ -49,6 +52,7 @@ impl ErrorCode {
             ErrorCode::ProtocolViolation => 8,
             ErrorCode::Internal => 9,
             ErrorCode::Fenced => 10,
+            ErrorCode::NotLeader => 11,
             ErrorCode::Other(n) => n,
         }
     }
@@ -66,6 +70,7 @@ impl ErrorCode {
             ErrorCode::ProtocolViolation => "protocol_violation",
             ErrorCode::Internal => "internal",
             ErrorCode::Fenced => "fenced",
+            ErrorCode::NotLeader => "not_leader",
             ErrorCode::Other(_) => "other",
         }
     }
@@ -84,6 +89,7 @@ impl From<u16> for ErrorCode {
             8 => ErrorCode::ProtocolViolation,
             9 => ErrorCode::Internal,
             10 => ErrorCode::Fenced,
+            11 => ErrorCode::NotLeader,
             n => ErrorCode::Other(n),
         }
     }
@@ -128,6 +134,25 @@ impl WireError {
     pub fn with_details(mut self, details: Vec<String>) -> Self {
         self.details = details;
         self
+    }
+
+    /// A standby's answer: who leads, if it knows (`host:port`, as the
+    /// leader advertises itself).
+    pub fn not_leader(leader: Option<&str>) -> Self {
+        let message = match leader {
+            Some(l) => format!("this coordinator is a standby; the leader is at {l}"),
+            None => "this coordinator is a standby and no leader is known yet; retry".into(),
+        };
+        WireError::new(ErrorCode::NotLeader, message)
+            .with_details(leader.map(str::to_string).into_iter().collect())
+    }
+
+    /// The leader's address a [`ErrorCode::NotLeader`] answer names.
+    pub fn leader(&self) -> Option<&str> {
+        (self.code == ErrorCode::NotLeader)
+            .then(|| self.details.first().map(String::as_str))
+            .flatten()
+            .filter(|l| !l.is_empty())
     }
 }
 

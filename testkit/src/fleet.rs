@@ -53,6 +53,18 @@ pub struct FleetOptions {
     /// The coordinator makes recording.mp4 (off by default here: simulated
     /// workers store no media; tests of real recordings turn it on).
     pub stitch: bool,
+    /// The coordinators' store: a PostgreSQL URL (`None`: SQLite in the
+    /// data dir).
+    pub store: Option<String>,
+    /// The first coordinator's store URL when it differs from `store` (the
+    /// same server through a [`crate::tcp_cut::CutProxy`], to cut it off).
+    pub first_store: Option<String>,
+    /// Coordinators besides the first (`c0`), on the same store: `c1`,
+    /// `c2`, ... (needs `store`). Workers and requests are given them all.
+    pub standbys: u32,
+    /// The coordinators' lease TTL and renewal period, ms (`None`: their
+    /// defaults).
+    pub lease_ms: Option<(u64, u64)>,
 }
 
 impl Default for FleetOptions {
@@ -68,6 +80,10 @@ impl Default for FleetOptions {
             agent_certs: 4,
             coordinator_env: Vec::new(),
             stitch: false,
+            store: None,
+            first_store: None,
+            standbys: 0,
+            lease_ms: None,
         }
     }
 }
@@ -101,10 +117,22 @@ pub struct TestFleet {
     pub pki: Arc<Pki>,
     opts: FleetOptions,
     coordinator: Option<Child>,
+    /// The coordinators after the first: name, QUIC and HTTP addresses,
+    /// process.
+    others: Vec<OtherCoordinator>,
     workers: Vec<(String, Child)>,
     sims: Vec<SimFleet>,
     operator: Option<quinn::Connection>,
     endpoint: quinn::Endpoint,
+}
+
+/// A coordinator of several, besides the fleet's first.
+#[derive(Debug)]
+struct OtherCoordinator {
+    name: String,
+    addr: SocketAddr,
+    http: SocketAddr,
+    child: Option<Child>,
 }
 
 /// A free TCP port on loopback.
@@ -159,6 +187,7 @@ impl TestFleet {
             coordinator_http: free_tcp()?,
             worker_http: HashMap::new(),
             pki: Arc::new(pki),
+            others: Vec::new(),
             opts,
             coordinator: None,
             workers: Vec::new(),
@@ -166,8 +195,109 @@ impl TestFleet {
             operator: None,
             endpoint,
         };
+        for i in 1..=fleet.opts.standbys {
+            fleet.others.push(OtherCoordinator {
+                name: format!("c{i}"),
+                addr: (fleet.opts.listen_ip, free_udp()?.port()).into(),
+                http: free_tcp()?,
+                child: None,
+            });
+        }
         fleet.start_coordinator()?;
+        for i in 0..fleet.others.len() {
+            fleet.start_other(i)?;
+        }
         Ok(fleet)
+    }
+
+    /// Every coordinator's address, the first's first, separated by commas
+    /// (what workers and clients are given).
+    pub fn coordinator_list(&self) -> String {
+        std::iter::once(self.local_addr())
+            .chain(self.others.iter().map(|o| loopback(o.addr)))
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The names of the coordinators: `c0` (the first), `c1`, ...
+    pub fn coordinator_names(&self) -> Vec<String> {
+        std::iter::once("c0".to_string())
+            .chain(self.others.iter().map(|o| o.name.clone()))
+            .collect()
+    }
+
+    /// A coordinator's HTTP address by name (`c0`, `c1`, ...).
+    pub fn coordinator_http_of(&self, name: &str) -> Option<SocketAddr> {
+        if name == "c0" {
+            return Some(self.coordinator_http);
+        }
+        self.others.iter().find(|o| o.name == name).map(|o| o.http)
+    }
+
+    /// A coordinator's QUIC address by name.
+    pub fn coordinator_addr_of(&self, name: &str) -> Option<SocketAddr> {
+        if name == "c0" {
+            return Some(self.local_addr());
+        }
+        self.others
+            .iter()
+            .find(|o| o.name == name)
+            .map(|o| loopback(o.addr))
+    }
+
+    fn start_other(&mut self, i: usize) -> anyhow::Result<()> {
+        let (name, addr, http) = {
+            let o = &self.others[i];
+            (o.name.clone(), o.addr, o.http)
+        };
+        let log = self.log(&format!("coordinator-{name}"))?;
+        let child = self
+            .coordinator_command_named(&name, addr, http)
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("cannot run {}", self.opts.agent.display()))?;
+        self.others[i].child = Some(child);
+        Ok(())
+    }
+
+    /// Starts (or restarts) the coordinator `name` (`c0`, `c1`, ...).
+    pub fn start_coordinator_named(&mut self, name: &str) -> anyhow::Result<()> {
+        if name == "c0" {
+            return self.start_coordinator();
+        }
+        let i = self
+            .others
+            .iter()
+            .position(|o| o.name == name)
+            .context("no such coordinator")?;
+        self.start_other(i)
+    }
+
+    /// The pid of the coordinator `name`, while it runs.
+    pub fn coordinator_pid_of(&self, name: &str) -> Option<u32> {
+        if name == "c0" {
+            return self.coordinator_pid();
+        }
+        self.others
+            .iter()
+            .find(|o| o.name == name)
+            .and_then(|o| o.child.as_ref())
+            .and_then(|c| c.id())
+    }
+
+    /// kill -9 of the coordinator `name` (waits for it to be gone).
+    pub async fn kill_coordinator_named(&mut self, name: &str) {
+        if name == "c0" {
+            return self.kill_coordinator().await;
+        }
+        if let Some(o) = self.others.iter_mut().find(|o| o.name == name) {
+            if let Some(mut c) = o.child.take() {
+                let _ = c.kill().await;
+            }
+        }
+        self.operator = None;
     }
 
     /// Waits until the coordinator answers a request.
@@ -220,12 +350,26 @@ impl TestFleet {
     /// listening on `listen` and serving HTTP on `http` (stdio not set):
     /// what [`Self::start_coordinator`] runs, for tests that start another.
     pub fn coordinator_command(&self, listen: SocketAddr, http: SocketAddr) -> Command {
+        self.coordinator_command_named("c0", listen, http)
+    }
+
+    fn coordinator_command_named(
+        &self,
+        name: &str,
+        listen: SocketAddr,
+        http: SocketAddr,
+    ) -> Command {
         let tls = self.tls();
         let mut cmd = Command::new(&self.opts.agent);
+        let data_dir = if name == "c0" {
+            self.data_dir()
+        } else {
+            self.dir().join(format!("coordinator-{name}"))
+        };
         cmd.arg("coordinator")
             .args(["--listen", &listen.to_string()])
             .arg("--data-dir")
-            .arg(self.data_dir())
+            .arg(data_dir)
             .arg("--ca")
             .arg(tls.join("ca.pem"))
             .arg("--cert")
@@ -243,6 +387,18 @@ impl TestFleet {
             );
         if let Some(ms) = self.opts.idle_timeout_ms {
             cmd.args(["--idle-timeout-ms", &ms.to_string()]);
+        }
+        let store = match (name, &self.opts.first_store) {
+            ("c0", Some(first)) => Some(first),
+            _ => self.opts.store.as_ref(),
+        };
+        if let Some(url) = store {
+            cmd.args(["--store", url, "--name", name])
+                .args(["--advertise", &loopback(listen).to_string()]);
+        }
+        if let Some((ttl, renew)) = self.opts.lease_ms {
+            cmd.args(["--lease-ttl-ms", &ttl.to_string()])
+                .args(["--lease-renew-ms", &renew.to_string()]);
         }
         cmd.env("RECFLEET_LOG", &self.opts.log_filter)
             .envs(self.opts.coordinator_env.iter().map(|(k, v)| (k, v)))
@@ -362,12 +518,12 @@ impl TestFleet {
         let tls = self.tls();
         let log = self.log(&name)?;
         let (mut cmd, coordinator) = match netns {
-            None => (Command::new(&self.opts.agent), self.local_addr()),
+            None => (Command::new(&self.opts.agent), self.coordinator_list()),
             Some((ns, coordinator)) => {
                 // `ip netns exec` execs the worker: the child's pid is the worker's.
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns]).arg(&self.opts.agent);
-                (c, coordinator)
+                (c, coordinator.to_string())
             }
         };
         let runtime = std::env::temp_dir().join(format!(
@@ -379,7 +535,7 @@ impl TestFleet {
             .arg("worker")
             .args([
                 "--coordinator",
-                &coordinator.to_string(),
+                &coordinator,
                 "--capacity",
                 &capacity.to_string(),
             ])
@@ -486,11 +642,7 @@ impl TestFleet {
 
     /// Where clients on this host reach the coordinator.
     pub fn local_addr(&self) -> SocketAddr {
-        if self.addr.ip().is_unspecified() {
-            ([127, 0, 0, 1], self.addr.port()).into()
-        } else {
-            self.addr
-        }
+        loopback(self.addr)
     }
 
     /// A new operator connection of its own (e.g. for a load generator;
@@ -564,21 +716,32 @@ impl TestFleet {
     /// Sends one request as the operator (connecting, and reconnecting after
     /// a coordinator restart, as needed).
     pub async fn request(&mut self, req: ConsoleRequest) -> anyhow::Result<ConsoleResponse> {
+        let mut leader: Option<String> = None;
         for _ in 0..50 {
             if self.operator.is_none() {
-                self.operator = quic::connect(
+                self.operator = recfleet_client::connect::connect_any(
                     &self.endpoint,
-                    self.local_addr(),
+                    leader.take().as_deref(),
+                    &recfleet_client::connect::addresses(&self.coordinator_list()),
                     "localhost",
                     Duration::from_secs(2),
                 )
                 .await
-                .ok();
+                .ok()
+                .map(|c| c.connection);
             }
             if let Some(conn) = &self.operator {
                 match recfleet_client::request_on(conn, req.clone(), Duration::from_secs(10)).await
                 {
                     Ok(r) => return Ok(r),
+                    // A standby: to the leader it names (or, while none is
+                    // known, to whichever answers next).
+                    Err(recfleet_client::ClientError::Wire(e))
+                        if e.code == recfleet_protocol::ErrorCode::NotLeader =>
+                    {
+                        leader = e.leader().map(str::to_string);
+                        self.operator = None;
+                    }
                     // An error answer is the test's to look at.
                     Err(recfleet_client::ClientError::Wire(e)) => {
                         return Ok(ConsoleResponse::Error(e))
@@ -675,7 +838,21 @@ impl TestFleet {
             let _ = w.kill().await;
         }
         self.kill_coordinator().await;
+        for o in &mut self.others {
+            if let Some(mut c) = o.child.take() {
+                let _ = c.kill().await;
+            }
+        }
         self.endpoint.close(0u32.into(), b"done");
+    }
+}
+
+/// `addr` as reached from this host (an unspecified IP is loopback).
+fn loopback(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        ([127, 0, 0, 1], addr.port()).into()
+    } else {
+        addr
     }
 }
 

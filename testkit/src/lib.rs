@@ -19,10 +19,12 @@
 pub mod fleet;
 pub mod http;
 pub mod pki;
+pub mod postgres;
 pub mod procs;
 pub mod s3;
 pub mod segments;
 pub mod sim;
+pub mod tcp_cut;
 pub mod watch;
 
 pub use fleet::{FleetOptions, TestFleet};

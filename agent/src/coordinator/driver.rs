@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::cmd::{Cmd, Subscription, WorkerTx};
 use super::fleet::{info_of, segment_totals, Effect, Fleet, Input, Now, ReplyTo};
 use super::outputs::{OutputJob, OutputTx};
+use super::store::db::DbError;
 use super::store::{Store, StoreError};
 
 /// Commands one turn takes at most (one transaction).
@@ -56,6 +57,9 @@ pub struct Driver {
     /// Webhook URLs and the sender to wake after a commit that queued
     /// deliveries (none: webhooks are off).
     webhooks: Option<Webhooks>,
+    /// Cancelled when a write finds the lease held by another term: this
+    /// coordinator was deposed and its leadership is torn down.
+    deposed: Option<CancellationToken>,
 }
 
 /// What the driver knows of webhooks.
@@ -100,7 +104,14 @@ impl Driver {
             feedback: Vec::new(),
             dropped_seen: 0,
             webhooks: None,
+            deposed: None,
         }
+    }
+
+    /// Cancels `token` when a write finds that another coordinator leads.
+    pub fn with_deposed(mut self, token: CancellationToken) -> Driver {
+        self.deposed = Some(token);
+        self
     }
 
     /// Queues webhook events for `urls` and wakes the sender through `wake`
@@ -317,10 +328,30 @@ impl Driver {
             }
             // The deliveries are in the store only (the sender updates them).
             ConsoleRequest::ShowWebhooks { id } => {
-                let deliveries = super::webhook::outbox::for_recording(self.store.conn(), id)
-                    .map_err(|e| self.store.sql_error(e));
+                let deliveries = super::webhook::outbox::for_recording(self.store.db(), id)
+                    .map_err(|e| self.store.db_error(e));
                 return Some(match deliveries {
                     Ok(d) => ConsoleResponse::WebhookDeliveries(d),
+                    Err(e) => error(
+                        ErrorCode::Unavailable,
+                        format!("cannot read the store: {e}"),
+                    ),
+                });
+            }
+            ConsoleRequest::ListCoordinators => {
+                return Some(match self.store.coordinators() {
+                    // SQLite: this coordinator alone, no lease.
+                    Ok(list) if list.is_empty() => {
+                        ConsoleResponse::Coordinators(vec![recfleet_protocol::CoordinatorInfo {
+                            name: "coordinator".into(),
+                            address: String::new(),
+                            role: "leader".into(),
+                            term: 0,
+                            lease_expires_in_ms: None,
+                            seen_ms_ago: 0,
+                        }])
+                    }
+                    Ok(list) => ConsoleResponse::Coordinators(list),
                     Err(e) => error(
                         ErrorCode::Unavailable,
                         format!("cannot read the store: {e}"),
@@ -487,8 +518,8 @@ impl Driver {
                     target,
                 } => self.store.audit(*at, actor, action, target, ""),
                 Effect::Webhook(event) => match &self.webhooks {
-                    Some(w) => super::webhook::outbox::insert(self.store.conn(), event, &w.urls)
-                        .map_err(|e| self.store.sql_error(e)),
+                    Some(w) => super::webhook::outbox::insert(self.store.db(), event, &w.urls)
+                        .map_err(|e| self.store.db_error(e)),
                     None => Ok(()),
                 },
                 _ => Ok(()),
@@ -531,6 +562,20 @@ impl Driver {
     }
 
     fn store_failed(&mut self, e: &StoreError) {
+        if matches!(
+            e,
+            StoreError::Db {
+                source: DbError::Deposed,
+                ..
+            }
+        ) {
+            if let Some(t) = &self.deposed {
+                if !t.is_cancelled() {
+                    tracing::error!("deposed: another coordinator leads; this one stops acting");
+                    t.cancel();
+                }
+            }
+        }
         if self.store_error.is_none() {
             tracing::error!(error = %e, "the store refuses writes: requests that change the fleet are refused until it recovers");
         }
@@ -743,11 +788,13 @@ mod tests {
         let mut d = Driver::new(fleet, store, None);
         let pages: i64 = d
             .store
-            .conn()
+            .sqlite()
+            .unwrap()
             .query_row("PRAGMA page_count", [], |r| r.get(0))
             .unwrap();
         d.store
-            .conn()
+            .sqlite()
+            .unwrap()
             .pragma_update(None, "max_page_count", pages + 8)
             .unwrap();
         let mut accepted = Vec::new();
@@ -782,7 +829,8 @@ mod tests {
         );
         // room again: the next tick's probe finds it, and requests succeed
         d.store
-            .conn()
+            .sqlite()
+            .unwrap()
             .pragma_update(None, "max_page_count", 1_000_000)
             .unwrap();
         d.turn(Vec::new(), true);

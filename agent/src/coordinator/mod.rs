@@ -4,6 +4,8 @@
 pub mod cmd;
 pub mod driver;
 pub mod fleet;
+mod ha;
+pub mod lease;
 mod lock;
 pub mod metrics;
 pub mod outputs;
@@ -95,6 +97,21 @@ pub struct CoordinatorSettings {
     pub webhook_in_flight: usize,
     /// One attempt's deadline, ms.
     pub webhook_timeout_ms: u64,
+    /// The store: none for SQLite in `data_dir` (one coordinator), or a
+    /// PostgreSQL URL (`postgres://USER:PASSWORD@HOST/DB?sslmode=...`) that
+    /// several coordinators share, one leading.
+    pub store: Option<String>,
+    /// This coordinator's name among several (default: the host name).
+    pub name: Option<String>,
+    /// Where workers and consoles reach this coordinator (`host:port`), as
+    /// standbys tell them (default: the listen address, or the host name
+    /// and its port when listening on every address).
+    pub advertise: Option<String>,
+    /// How long a leader's lease lasts after each renewal, ms.
+    pub lease_ttl_ms: u64,
+    /// How often the leader renews its lease (and a standby tries to take
+    /// it), ms.
+    pub lease_renew_ms: u64,
 }
 
 impl Default for CoordinatorSettings {
@@ -130,6 +147,11 @@ impl Default for CoordinatorSettings {
             webhook_backoff_cap_secs: 600,
             webhook_in_flight: 16,
             webhook_timeout_ms: 10_000,
+            store: None,
+            name: None,
+            advertise: None,
+            lease_ttl_ms: 3000,
+            lease_renew_ms: 1000,
         }
     }
 }
@@ -235,6 +257,23 @@ pub struct CoordinatorArgs {
     /// Delay before the first webhook retry, ms (doubled each attempt).
     #[arg(long, env = "RECFLEET_WEBHOOK_BACKOFF_BASE_MS")]
     pub webhook_backoff_base_ms: Option<u64>,
+    /// The store: a PostgreSQL URL shared by several coordinators (one
+    /// leads), e.g. postgres://recfleet@db/recfleet?sslmode=require;
+    /// none: SQLite in the data dir.
+    #[arg(long, env = "RECFLEET_STORE")]
+    pub store: Option<String>,
+    /// This coordinator's name among several (default: the host name).
+    #[arg(long, env = "RECFLEET_NAME")]
+    pub name: Option<String>,
+    /// host:port where workers and consoles reach this coordinator.
+    #[arg(long, env = "RECFLEET_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Leader lease TTL, ms.
+    #[arg(long, env = "RECFLEET_LEASE_TTL_MS")]
+    pub lease_ttl_ms: Option<u64>,
+    /// Leader lease renewal period, ms.
+    #[arg(long, env = "RECFLEET_LEASE_RENEW_MS")]
+    pub lease_renew_ms: Option<u64>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -261,6 +300,11 @@ impl CoordinatorArgs {
         o.set("webhook_secret_file", self.webhook_secret_file.clone());
         o.set("webhook_retry_secs", self.webhook_retry_secs);
         o.set("webhook_backoff_base_ms", self.webhook_backoff_base_ms);
+        o.set("store", self.store.clone());
+        o.set("name", self.name.clone());
+        o.set("advertise", self.advertise.clone());
+        o.set("lease_ttl_ms", self.lease_ttl_ms);
+        o.set("lease_renew_ms", self.lease_renew_ms);
         settings::load(self.config.as_deref(), o)
     }
 }
@@ -270,6 +314,8 @@ impl CoordinatorArgs {
 #[derive(Debug)]
 struct CoordinatorProbe {
     state: std::sync::Mutex<Result<FleetTx, String>>,
+    /// The lease's status, when this coordinator is one of several.
+    ha: std::sync::Mutex<Option<std::sync::Arc<ha::HaStatus>>>,
 }
 
 /// SIGTERM to exit, at most (systemd's and Kubernetes' default grace is
@@ -285,6 +331,9 @@ impl CoordinatorProbe {
     }
     fn fleet(&self) -> Result<FleetTx, String> {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    fn set_ha(&self, status: std::sync::Arc<ha::HaStatus>) {
+        *self.ha.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
     }
 }
 
@@ -314,8 +363,21 @@ impl crate::health::Probe for CoordinatorProbe {
         &self,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send + '_>> {
         Box::pin(async move {
-            let tx = self.fleet().ok()?;
-            ask(&tx, |reply| Cmd::Metrics { reply }).await.ok()
+            let fleet = match self.fleet() {
+                Ok(tx) => ask(&tx, |reply| Cmd::Metrics { reply }).await.ok(),
+                Err(_) => None,
+            };
+            let ha = self
+                .ha
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .map(|h| h.encode());
+            match (fleet, ha) {
+                (Some(f), Some(h)) => Some(format!("{}{h}# EOF\n", f.trim_end_matches("# EOF\n"))),
+                (None, Some(h)) => Some(format!("{h}# EOF\n")),
+                (f, None) => f,
+            }
         })
     }
 }
@@ -324,7 +386,9 @@ impl crate::health::Probe for CoordinatorProbe {
 pub async fn main(args: CoordinatorArgs) -> Result<(), Failure> {
     let settings = args.settings()?;
     if args.print_config {
-        return settings::print(&settings);
+        let mut shown = settings.clone();
+        shown.store = shown.store.as_deref().map(store::redact_url);
+        return settings::print(&shown);
     }
     std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
         Failure::unavailable(format!(
@@ -337,11 +401,21 @@ pub async fn main(args: CoordinatorArgs) -> Result<(), Failure> {
     let _lock = lock::DataDirLock::take(&settings.data_dir).map_err(Failure::unavailable)?;
     let probe = std::sync::Arc::new(CoordinatorProbe {
         state: std::sync::Mutex::new(Err("starting".into())),
+        ha: std::sync::Mutex::new(None),
     });
     if let Some(addr) = settings.metrics_addr {
         crate::health::serve(addr, probe.clone())
             .await
             .map_err(|e| Failure::unavailable(format!("cannot serve metrics on {addr}: {e}")))?;
+    }
+    if let Some(url) = settings.store.clone() {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(Failure::invalid(format!(
+                "--store {}: only postgres:// URLs are stores of their own (the default is SQLite in the data dir)",
+                store::redact_url(&url)
+            )));
+        }
+        return ha::run(settings, url, probe).await;
     }
     // The store may be briefly unavailable (a volume not mounted yet): keep
     // trying, and say why in /readyz meanwhile.
@@ -363,7 +437,7 @@ pub async fn main(args: CoordinatorArgs) -> Result<(), Failure> {
         }
     };
     let shutdown = CancellationToken::new();
-    let running = start(settings, store, shutdown.clone()).await?;
+    let running = start(settings, store, shutdown.clone(), None).await?;
     probe.set(Ok(running.fleet.clone()));
     tracing::info!(addr = %running.addr, "coordinator ready");
     crate::health::notify_ready();
@@ -418,11 +492,22 @@ impl Running {
     }
 }
 
-/// Binds the endpoint and starts serving with an open store.
+/// What a leader of several coordinators passes to [`start`].
+#[derive(Debug, Clone)]
+pub struct Leading {
+    /// The term the database issued.
+    pub term: lease::Term,
+    /// Cancelled by the driver when a write finds another term leading.
+    pub deposed: CancellationToken,
+}
+
+/// Binds the endpoint and starts serving with an open store; `leading`:
+/// this coordinator leads several on PostgreSQL.
 pub async fn start(
     settings: CoordinatorSettings,
     store: store::Store,
     shutdown: CancellationToken,
+    leading: Option<Leading>,
 ) -> Result<Running, Failure> {
     let (ca, cert, key) = settings.tls_paths();
     let tls =
@@ -485,8 +570,7 @@ pub async fn start(
         keep_alive: Duration::from_millis(settings.keep_alive_ms),
         idle_timeout: Duration::from_millis(settings.idle_timeout_ms),
     };
-    let endpoint = quic::server_endpoint(settings.listen, &tls, transport)
-        .map_err(|e| Failure::unavailable(e.to_string()))?;
+    let endpoint = bind(settings.listen, &tls, transport).await?;
     let addr = endpoint
         .local_addr()
         .map_err(|e| Failure::other(e.into()))?;
@@ -500,18 +584,26 @@ pub async fn start(
         },
         shutdown.clone(),
     );
+    // The sender's own connection, opened while the store is still ours.
+    let sender_db = match &webhooks {
+        Some(_) => Some(
+            store
+                .open_another(webhook::sender::BUSY_TIMEOUT)
+                .await
+                .map_err(|e| Failure::unavailable(format!("webhook sender: {e}")))?,
+        ),
+        None => None,
+    };
     let mut driver = driver::Driver::new(fleet, store, Some(outputs));
+    if let Some(l) = &leading {
+        driver = driver.with_deposed(l.deposed.clone());
+    }
     let mut sender = None;
-    if let Some(config) = webhooks {
+    if let (Some(config), Some(db)) = (webhooks, sender_db) {
         let wake = std::sync::Arc::new(tokio::sync::Notify::new());
         driver = driver.with_webhooks(config.urls.clone(), wake.clone());
-        let s = webhook::sender::Sender::new(
-            &settings.data_dir.join("store.db"),
-            config,
-            wake,
-            sender_metrics,
-        )
-        .map_err(Failure::unavailable)?;
+        let s = webhook::sender::Sender::new(db, config, wake, sender_metrics)
+            .map_err(Failure::unavailable)?;
         tracing::info!(urls = ?settings.webhook_urls, "webhooks on");
         sender = Some(tokio::spawn(s.run(shutdown.clone())));
     }
@@ -529,6 +621,7 @@ pub async fn start(
         endpoint,
         tx.clone(),
         telemetry_ms,
+        leading.as_ref().map_or(0, |l| l.term.0),
         silence,
         limits,
         shutdown,
@@ -541,4 +634,25 @@ pub async fn start(
         writer,
         webhooks: sender,
     })
+}
+
+/// Binds the QUIC endpoint. The port may still be held for a moment by the
+/// endpoint of the role this coordinator just left (standby or leader), so
+/// a refused bind is tried again for a few seconds.
+async fn bind(
+    listen: SocketAddr,
+    tls: &TlsMaterial,
+    transport: TransportSettings,
+) -> Result<quinn::Endpoint, Failure> {
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match quic::server_endpoint(listen, tls, transport) {
+            Ok(e) => return Ok(e),
+            Err(e) if tokio::time::Instant::now() < until => {
+                tracing::debug!(%listen, error = %e, "bind refused; trying again");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(Failure::unavailable(e.to_string())),
+        }
+    }
 }

@@ -9,6 +9,7 @@
 
 mod budget;
 mod replies;
+pub mod standby;
 mod subscription;
 mod watch;
 mod worker_session;
@@ -105,6 +106,8 @@ impl Default for ServerLimits {
 struct Shared {
     fleet: FleetTx,
     telemetry_ms: u32,
+    /// The leader's term, told to workers (0 without a lease).
+    term: u64,
     silence: Duration,
     limits: ServerLimits,
     budget: GlobalBudget,
@@ -116,10 +119,12 @@ struct Shared {
 /// sends no frame at all for this long (telemetry comes every
 /// `telemetry_ms`) is disconnected as lost; the caller passes the QUIC idle
 /// timeout + 1 s.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     endpoint: Endpoint,
     fleet: FleetTx,
     telemetry_ms: u32,
+    term: u64,
     silence: Duration,
     limits: ServerLimits,
     shutdown: CancellationToken,
@@ -127,6 +132,7 @@ pub async fn serve(
     let shared = Arc::new(Shared {
         fleet,
         telemetry_ms,
+        term,
         silence,
         limits,
         budget: GlobalBudget::new(limits.reply_budget),

@@ -22,8 +22,10 @@ use crate::settings::{self, Overrides};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerSettings {
-    /// The coordinator's UDP address.
-    pub coordinator: SocketAddr,
+    /// The coordinators' UDP addresses, `host:port`, separated by commas
+    /// (one leads; a name that resolves to several addresses stands for
+    /// all of them).
+    pub coordinator: String,
     /// The name on the coordinator's certificate.
     pub server_name: String,
     /// The fleet CA certificate.
@@ -68,7 +70,7 @@ pub struct WorkerSettings {
 impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
-            coordinator: ([127, 0, 0, 1], 7800).into(),
+            coordinator: "127.0.0.1:7800".into(),
             server_name: "localhost".into(),
             ca: "/etc/recfleet/tls/ca.pem".into(),
             cert: "/etc/recfleet/tls/agent.pem".into(),
@@ -96,9 +98,9 @@ pub struct WorkerArgs {
     /// TOML configuration file.
     #[arg(long, env = "RECFLEET_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Coordinator address (UDP).
+    /// Coordinator addresses (UDP), host:port, separated by commas.
     #[arg(long, env = "RECFLEET_COORDINATOR")]
-    pub coordinator: Option<SocketAddr>,
+    pub coordinator: Option<String>,
     /// Name on the coordinator's certificate.
     #[arg(long, env = "RECFLEET_SERVER_NAME")]
     pub server_name: Option<String>,
@@ -153,7 +155,7 @@ impl WorkerArgs {
     /// The effective settings.
     pub fn settings(&self) -> Result<WorkerSettings, Failure> {
         let mut o = Overrides::default();
-        o.set("coordinator", self.coordinator.map(|a| a.to_string()));
+        o.set("coordinator", self.coordinator.clone());
         o.set("server_name", self.server_name.clone());
         o.set("ca", self.ca.clone());
         o.set("cert", self.cert.clone());
@@ -202,6 +204,17 @@ pub async fn main(args: WorkerArgs) -> Result<(), Failure> {
         )));
     }
     let name = WorkerName::new(identity.name()).map_err(|e| Failure::invalid(e.to_string()))?;
+    let coordinators = recfleet_client::connect::addresses(&s.coordinator);
+    if let Some(bad) = coordinators.iter().find(|a| a.rsplit_once(':').is_none()) {
+        return Err(Failure::invalid(format!(
+            "coordinator address \"{bad}\" has no port (host:port)"
+        )));
+    }
+    if coordinators.is_empty() {
+        return Err(Failure::invalid(
+            "no coordinator address (--coordinator host:port)",
+        ));
+    }
     let mut config = EngineConfig::new(s.out_dir.clone());
     if let Some(dir) = &s.runtime_dir {
         config.runtime_root = dir.clone();
@@ -227,7 +240,7 @@ pub async fn main(args: WorkerArgs) -> Result<(), Failure> {
     let endpoint =
         quic::client_endpoint(&tls, transport).map_err(|e| Failure::unavailable(e.to_string()))?;
     let link_config = LinkConfig {
-        coordinator: s.coordinator,
+        coordinators,
         server_name: s.server_name.clone(),
         name: name.clone(),
         capacity: s.capacity,

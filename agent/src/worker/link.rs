@@ -4,7 +4,6 @@
 //! reports wait in order and are delivered after the next hello.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,8 +27,9 @@ use crate::backoff;
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
-    /// The coordinator's UDP address.
-    pub coordinator: SocketAddr,
+    /// The coordinators (`host:port`; a name may resolve to several):
+    /// one leads, the others answer with where it is.
+    pub coordinators: Vec<String>,
     /// The name its certificate carries.
     pub server_name: String,
     /// This worker's name (from its certificate).
@@ -49,6 +49,8 @@ enum SessionEnd {
     /// Refused by the coordinator: retrying the same hello is pointless
     /// unless the operator fixes something, so retry slowly.
     Refused(String),
+    /// A standby, or a deposed leader: go to the leader at once.
+    NotLeader(String),
     /// Shutting down.
     Shutdown,
 }
@@ -66,6 +68,25 @@ struct Link {
     pending: VecDeque<WorkerMessage>,
     draining: bool,
     usage: UsageMeter,
+    /// Where a standby said the leader is: tried first.
+    leader_hint: Option<String>,
+    /// The highest leader term seen: a coordinator of a lower one was
+    /// deposed and is not followed.
+    term: u64,
+    /// The coordinator of the current session, for logs.
+    connected_to: String,
+}
+
+/// Why connecting did not give a session.
+enum ConnectError {
+    Transport(TransportError),
+    NotLeader(String),
+}
+
+impl From<TransportError> for ConnectError {
+    fn from(e: TransportError) -> Self {
+        ConnectError::Transport(e)
+    }
 }
 
 /// Runs the link until `shutdown`; then delivers what is pending (with a
@@ -89,6 +110,9 @@ pub async fn run(
         pending: VecDeque::new(),
         draining: false,
         usage: UsageMeter::default(),
+        leader_hint: None,
+        term: 0,
+        connected_to: String::new(),
     };
     let mut attempt = 0u32;
     loop {
@@ -105,7 +129,8 @@ pub async fn run(
                 link.status.set_connected(false);
                 end
             }
-            Err(e) => match e {
+            Err(ConnectError::NotLeader(why)) => SessionEnd::NotLeader(why),
+            Err(ConnectError::Transport(e)) => match e {
                 TransportError::Refused(m) | TransportError::VersionMismatch(m) => {
                     SessionEnd::Refused(m)
                 }
@@ -114,6 +139,17 @@ pub async fn run(
         };
         let delay = match end {
             SessionEnd::Shutdown => break,
+            SessionEnd::NotLeader(why) => {
+                // To the leader at once when a standby named it; a moment
+                // later when none is known (a takeover under way).
+                let d = if link.leader_hint.is_some() {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(300)
+                };
+                tracing::info!(coordinators = ?link.config.coordinators, leader = ?link.leader_hint, %why, "not the leader; going to the leader");
+                d
+            }
             SessionEnd::Lost(why) => {
                 let d = backoff::delay(
                     attempt,
@@ -121,7 +157,7 @@ pub async fn run(
                     Duration::from_secs(5),
                     fastrand::f64(),
                 );
-                tracing::warn!(coordinator = %link.config.coordinator, error = %why, retry_in_ms = d.as_millis() as u64, "coordinator unreachable; recordings go on");
+                tracing::warn!(coordinators = ?link.config.coordinators, error = %why, retry_in_ms = d.as_millis() as u64, "coordinator unreachable; recordings go on");
                 d
             }
             SessionEnd::Refused(why) => {
@@ -131,7 +167,7 @@ pub async fn run(
                     Duration::from_secs(30),
                     fastrand::f64(),
                 );
-                tracing::error!(coordinator = %link.config.coordinator, error = %why, retry_in_ms = d.as_millis() as u64, "refused by the coordinator");
+                tracing::error!(coordinators = ?link.config.coordinators, error = %why, retry_in_ms = d.as_millis() as u64, "refused by the coordinator");
                 d
             }
         };
@@ -217,31 +253,57 @@ impl Link {
     async fn connect(
         &mut self,
         endpoint: &Endpoint,
-    ) -> Result<(Connection, SendStream, Inbox, Duration), TransportError> {
-        let conn = quic::connect(
+    ) -> Result<(Connection, SendStream, Inbox, Duration), ConnectError> {
+        let hint = self.leader_hint.take();
+        let connected = recfleet_client::connect::connect_any(
             endpoint,
-            self.config.coordinator,
+            hint.as_deref(),
+            &self.config.coordinators,
             &self.config.server_name,
             Duration::from_secs(5),
         )
-        .await?;
-        let (mut send, mut recv) = conn.open_bi().await?;
+        .await
+        .map_err(|e| TransportError::ConnectionLost(e.to_string()))?;
+        let (conn, at) = (connected.connection, connected.addr);
+        let (mut send, mut recv) = conn.open_bi().await.map_err(TransportError::from)?;
         quic::write_frame(&mut send, &OpenStream::Worker(self.hello())).await?;
         let telemetry = match quic::read_frame::<CoordinatorMessage>(&mut recv).await? {
             Some(CoordinatorMessage::Welcome {
                 version,
                 telemetry_interval_ms,
+                term,
             }) => {
-                tracing::info!(coordinator = %self.config.coordinator, %version, running = self.engine.len(), "connected to the coordinator");
+                if term < self.term {
+                    conn.close(
+                        VarInt::from_u32(close::NORMAL),
+                        b"deposed: a newer term leads",
+                    );
+                    return Err(ConnectError::NotLeader(format!(
+                        "{at} leads term {term}, but term {} was seen: it was deposed",
+                        self.term
+                    )));
+                }
+                self.term = term;
+                self.connected_to = at.to_string();
+                tracing::info!(coordinator = %at, %version, term, running = self.engine.len(), "connected to the coordinator");
                 Duration::from_millis(u64::from(telemetry_interval_ms.max(100)))
             }
-            Some(CoordinatorMessage::Refused(e)) => return Err(TransportError::Refused(e.message)),
+            Some(CoordinatorMessage::Refused(e))
+                if e.code == recfleet_protocol::ErrorCode::NotLeader =>
+            {
+                self.leader_hint = e.leader().map(str::to_string);
+                return Err(ConnectError::NotLeader(format!("{at}: {}", e.message)));
+            }
+            Some(CoordinatorMessage::Refused(e)) => {
+                return Err(TransportError::Refused(e.message).into())
+            }
             Some(other) => {
                 return Err(TransportError::Refused(format!(
                     "unexpected answer to hello: {other:?}"
-                )))
+                ))
+                .into())
             }
-            None => return Err(TransportError::StreamClosed),
+            None => return Err(TransportError::StreamClosed.into()),
         };
         // Frames are read by a task of their own: a frame read is not
         // cancel-safe, so it must not sit in the session's select.

@@ -27,6 +27,20 @@ pub fn recordings_table(recordings: &[RecordingInfo], now: u64) -> String {
     format::table(&cells::RECORDING_COLUMNS, &rows)
 }
 
+/// The text of `recfleet coordinators`.
+pub fn coordinators_table(list: &[recfleet_protocol::CoordinatorInfo]) -> String {
+    let rows: Vec<Vec<String>> = list.iter().map(cells::coordinator_cells).collect();
+    format::table(&cells::COORDINATOR_COLUMNS, &rows)
+}
+
+pub(super) async fn coordinators(s: &Session) -> Result<(), ConsoleError> {
+    let list = s.client.coordinators().await?;
+    match s.output {
+        Output::Json => s.json(&list),
+        Output::Table => s.text(&coordinators_table(&list)),
+    }
+}
+
 pub(super) async fn workers(s: &Session) -> Result<(), ConsoleError> {
     let mut ws = s.client.workers().await?;
     ws.sort_by(|a, b| a.name.cmp(&b.name));

@@ -101,6 +101,7 @@ async fn dispatch(command: Command, s: &Session) -> Result<(), ConsoleError> {
         } => drain::undrain(s, worker, keep_ineligible).await,
         Command::Reassign { id, to } => drain::reassign(s, id, to).await,
         Command::Workers => list::workers(s).await,
+        Command::Coordinators => list::coordinators(s).await,
         Command::Recordings {
             states,
             limit,

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::info::{RecordingDetail, RecordingInfo, WebhookDelivery, WorkerInfo};
+use super::info::{CoordinatorInfo, RecordingDetail, RecordingInfo, WebhookDelivery, WorkerInfo};
 use super::UnixMillis;
 use crate::error::WireError;
 use crate::ids::{RecordingId, WorkerName};
@@ -104,6 +104,9 @@ pub enum ConsoleRequest {
         /// The recording.
         id: RecordingId,
     },
+    /// The coordinators of the fleet: who leads, under which term, and
+    /// when each was last heard of. Answer: [`ConsoleResponse::Coordinators`].
+    ListCoordinators,
 }
 
 /// Recordings in one page when the client does not say.
@@ -174,6 +177,8 @@ pub enum ConsoleResponse {
     /// Answer to `ShowWebhooks`: one entry per event and URL (empty when
     /// no webhook is configured).
     WebhookDeliveries(Vec<WebhookDelivery>),
+    /// Answer to `ListCoordinators`, by name.
+    Coordinators(Vec<CoordinatorInfo>),
 }
 
 /// Frames on a subscription stream, coordinator -> console.

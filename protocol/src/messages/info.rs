@@ -40,6 +40,25 @@ impl WorkerState {
     }
 }
 
+/// A coordinator, as listed (several share one PostgreSQL; one leads).
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatorInfo {
+    /// Its name (`--name`).
+    pub name: String,
+    /// Where workers and consoles reach it.
+    pub address: String,
+    /// `leader` or `standby` (a leader whose lease expired is `standby`).
+    pub role: String,
+    /// The term it leads, or the last it saw as a standby.
+    pub term: u64,
+    /// The leader's lease ends in this many ms (negative: ended); none for
+    /// a standby.
+    pub lease_expires_in_ms: Option<i64>,
+    /// Its last heartbeat, ms ago (on the database's clock).
+    pub seen_ms_ago: u64,
+}
+
 /// A worker, as listed.
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -206,6 +206,10 @@ pub enum CoordinatorMessage {
         version: String,
         /// How often the worker should send telemetry, ms.
         telemetry_interval_ms: u32,
+        /// The leader's term (0: a coordinator without a lease, on SQLite).
+        /// A worker that has seen a higher term refuses this coordinator:
+        /// it was deposed.
+        term: u64,
     },
     /// The hello was refused; the stream is closed after this frame.
     Refused(WireError),

@@ -165,6 +165,7 @@ pub(super) async fn worker_session(
     let welcome = CoordinatorMessage::Welcome {
         version: env!("CARGO_PKG_VERSION").to_string(),
         telemetry_interval_ms: shared.telemetry_ms,
+        term: shared.term,
     };
     if let Err(e) = write_small(&mut send, &welcome, write_timeout).await {
         let _ = fleet

@@ -2,10 +2,11 @@
 //! the coordinator's store (table `webhook_deliveries`). The driver inserts
 //! rows in the transaction of the state change they report; the sender
 //! claims due rows and records each attempt's outcome. Plain functions over
-//! a connection, so that both the driver's and the sender's use them.
+//! the store's engine (SQLite or PostgreSQL), so that both the driver's
+//! connection and the sender's use them.
 
+use crate::coordinator::store::db::{values, Db, DbError};
 use recfleet_protocol::{RecordingId, WebhookDelivery, WebhookState};
-use rusqlite::{params, Connection};
 
 use super::event::WebhookEvent;
 use super::retry::AfterFailure;
@@ -34,22 +35,23 @@ pub struct Due {
 
 /// Queues `event` for every URL (a second insert of the same event and URL
 /// is ignored: at most one row each).
-pub fn insert(conn: &Connection, event: &WebhookEvent, urls: &[String]) -> rusqlite::Result<()> {
+pub fn insert(db: &Db, event: &WebhookEvent, urls: &[String]) -> Result<(), DbError> {
     let body = event.body();
-    let mut stmt = conn.prepare_cached(
-        "INSERT OR IGNORE INTO webhook_deliveries
-            (event_id, url, event_type, recording, body, created_at, attempts, next_attempt_at, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?6, 'pending')",
-    )?;
     for url in urls {
-        stmt.execute(params![
-            event.id,
-            url,
-            event.kind.as_str(),
-            event.recording.as_str(),
-            body,
-            event.at as i64
-        ])?;
+        db.execute(
+            "INSERT INTO webhook_deliveries
+                (event_id, url, event_type, recording, body, created_at, attempts, next_attempt_at, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?6, 'pending')
+             ON CONFLICT (event_id, url) DO NOTHING",
+            values![
+                event.id.as_str(),
+                url.as_str(),
+                event.kind.as_str(),
+                event.recording.as_str(),
+                body.as_str(),
+                event.at
+            ],
+        )?;
     }
     Ok(())
 }
@@ -58,92 +60,94 @@ pub fn insert(conn: &Connection, event: &WebhookEvent, urls: &[String]) -> rusql
 /// moves to `lease_until`, so that they are not claimed twice, and are
 /// attempted again then if the process dies with them in flight (at least
 /// once).
-pub fn claim_due(
-    conn: &mut Connection,
-    now: u64,
-    lease_until: u64,
-    limit: usize,
-) -> rusqlite::Result<Vec<Due>> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let due = {
-        let mut stmt = tx.prepare_cached(
+pub fn claim_due(db: &Db, now: u64, lease_until: u64, limit: usize) -> Result<Vec<Due>, DbError> {
+    db.begin()?;
+    let claimed = (|| {
+        let rows = db.query(
             "SELECT event_id, url, event_type, body, created_at, attempts
              FROM webhook_deliveries
              WHERE state = 'pending' AND next_attempt_at <= ?1
              ORDER BY next_attempt_at LIMIT ?2",
+            values![now, limit as u64],
         )?;
-        let rows = stmt.query_map(params![now as i64, limit as i64], |r| {
-            Ok(Due {
-                event_id: r.get(0)?,
-                url: r.get(1)?,
-                event_type: r.get(2)?,
-                body: r.get(3)?,
-                created_at: r.get::<_, i64>(4)? as u64,
-                attempts: r.get::<_, i64>(5)? as u32,
+        let due = rows
+            .iter()
+            .map(|r| {
+                Ok(Due {
+                    event_id: r.text(0)?,
+                    url: r.text(1)?,
+                    event_type: r.text(2)?,
+                    body: r.text(3)?,
+                    created_at: r.int(4)? as u64,
+                    attempts: r.int(5)? as u32,
+                })
             })
-        })?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()?
-    };
-    {
-        let mut lease = tx.prepare_cached(
-            "UPDATE webhook_deliveries SET next_attempt_at = ?3 WHERE event_id = ?1 AND url = ?2",
-        )?;
+            .collect::<Result<Vec<_>, DbError>>()?;
         for d in &due {
-            lease.execute(params![d.event_id, d.url, lease_until as i64])?;
+            db.execute(
+                "UPDATE webhook_deliveries SET next_attempt_at = ?3 WHERE event_id = ?1 AND url = ?2",
+                values![d.event_id.as_str(), d.url.as_str(), lease_until],
+            )?;
         }
+        db.commit()?;
+        Ok(due)
+    })();
+    if claimed.is_err() {
+        let _ = db.rollback();
     }
-    tx.commit()?;
-    Ok(due)
+    claimed
 }
 
 /// The earliest time a pending delivery is due, if any is pending.
-pub fn next_due(conn: &Connection) -> rusqlite::Result<Option<u64>> {
-    conn.query_row(
+pub fn next_due(db: &Db) -> Result<Option<u64>, DbError> {
+    let row = db.query_opt(
         "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE state = 'pending'",
-        [],
-        |r| r.get::<_, Option<i64>>(0),
-    )
-    .map(|v| v.map(|v| v as u64))
+        &[],
+    )?;
+    Ok(row
+        .map(|r| r.opt_int(0))
+        .transpose()?
+        .flatten()
+        .map(|v| v as u64))
 }
 
 /// Pending deliveries (the gauge).
-pub fn pending(conn: &Connection) -> rusqlite::Result<u64> {
-    conn.query_row(
+pub fn pending(db: &Db) -> Result<u64, DbError> {
+    let row = db.query_opt(
         "SELECT COUNT(*) FROM webhook_deliveries WHERE state = 'pending'",
-        [],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|n| n as u64)
+        &[],
+    )?;
+    Ok(row.map(|r| r.int(0)).transpose()?.unwrap_or(0) as u64)
 }
 
 /// A 2xx answer arrived at `now`.
-pub fn delivered(conn: &Connection, d: &Due, now: u64) -> rusqlite::Result<()> {
-    conn.execute(
+pub fn delivered(db: &Db, d: &Due, now: u64) -> Result<(), DbError> {
+    db.execute(
         "UPDATE webhook_deliveries
          SET state = 'delivered', attempts = ?3, delivered_at = ?4, last_error = NULL
          WHERE event_id = ?1 AND url = ?2",
-        params![d.event_id, d.url, i64::from(d.attempts + 1), now as i64],
+        values![d.event_id.as_str(), d.url.as_str(), d.attempts + 1, now],
     )
     .map(|_| ())
 }
 
 /// An attempt failed with `error`; `next` says whether and when to retry.
-pub fn failed(conn: &Connection, d: &Due, error: &str, next: AfterFailure) -> rusqlite::Result<()> {
+pub fn failed(db: &Db, d: &Due, error: &str, next: AfterFailure) -> Result<(), DbError> {
     let error = truncate(error, ERROR_MAX);
     let (state, next_at) = match next {
-        AfterFailure::RetryAt(at) => ("pending", Some(at as i64)),
+        AfterFailure::RetryAt(at) => ("pending", Some(at)),
         AfterFailure::GiveUp => ("failed", None),
     };
-    conn.execute(
+    db.execute(
         "UPDATE webhook_deliveries
          SET state = ?3, attempts = ?4, last_error = ?5,
              next_attempt_at = COALESCE(?6, next_attempt_at)
          WHERE event_id = ?1 AND url = ?2",
-        params![
-            d.event_id,
-            d.url,
+        values![
+            d.event_id.as_str(),
+            d.url.as_str(),
             state,
-            i64::from(d.attempts + 1),
+            d.attempts + 1,
             error,
             next_at
         ],
@@ -151,38 +155,49 @@ pub fn failed(conn: &Connection, d: &Due, error: &str, next: AfterFailure) -> ru
     .map(|_| ())
 }
 
+/// Puts deliveries that were in flight at a shutdown back as due at `now`.
+pub fn release(db: &Db, in_flight: &[Due], now: u64) -> Result<(), DbError> {
+    for d in in_flight {
+        db.execute(
+            "UPDATE webhook_deliveries SET next_attempt_at = ?3
+             WHERE event_id = ?1 AND url = ?2 AND state = 'pending'",
+            values![d.event_id.as_str(), d.url.as_str(), now],
+        )?;
+    }
+    Ok(())
+}
+
 /// A recording's deliveries, oldest event first (for `record show`).
-pub fn for_recording(
-    conn: &Connection,
-    id: &RecordingId,
-) -> rusqlite::Result<Vec<WebhookDelivery>> {
-    let mut stmt = conn.prepare_cached(
+pub fn for_recording(db: &Db, id: &RecordingId) -> Result<Vec<WebhookDelivery>, DbError> {
+    let rows = db.query(
         "SELECT event_id, event_type, url, state, attempts, last_error, created_at,
                 delivered_at, next_attempt_at
          FROM webhook_deliveries WHERE recording = ?1
          ORDER BY created_at, event_id, url LIMIT ?2",
+        values![id.as_str(), SHOW_MAX],
     )?;
-    let rows = stmt.query_map(params![id.as_str(), SHOW_MAX], |r| {
-        let state = match r.get::<_, String>(3)?.as_str() {
-            "delivered" => WebhookState::Delivered,
-            "failed" => WebhookState::Failed,
-            _ => WebhookState::Pending,
-        };
-        Ok(WebhookDelivery {
-            event_id: r.get(0)?,
-            event_type: r.get(1)?,
-            url: r.get(2)?,
-            state,
-            attempts: r.get::<_, i64>(4)? as u32,
-            last_error: r.get(5)?,
-            created_at: r.get::<_, i64>(6)? as u64,
-            delivered_at: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
-            next_attempt_at: (state == WebhookState::Pending)
-                .then(|| r.get::<_, i64>(8).map(|v| v as u64))
-                .transpose()?,
+    rows.iter()
+        .map(|r| {
+            let state = match r.text(3)?.as_str() {
+                "delivered" => WebhookState::Delivered,
+                "failed" => WebhookState::Failed,
+                _ => WebhookState::Pending,
+            };
+            Ok(WebhookDelivery {
+                event_id: r.text(0)?,
+                event_type: r.text(1)?,
+                url: r.text(2)?,
+                state,
+                attempts: r.int(4)? as u32,
+                last_error: r.opt_text(5)?,
+                created_at: r.int(6)? as u64,
+                delivered_at: r.opt_int(7)?.map(|v| v as u64),
+                next_attempt_at: (state == WebhookState::Pending)
+                    .then(|| r.int(8).map(|v| v as u64))
+                    .transpose()?,
+            })
         })
-    })?;
-    rows.collect()
+        .collect()
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -217,16 +232,16 @@ mod tests {
     fn rows_are_claimed_once_and_record_their_outcome() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("store.db")).unwrap();
-        let mut conn = Connection::open(dir.path().join("store.db")).unwrap();
+        let conn = Db::Sqlite(rusqlite::Connection::open(dir.path().join("store.db")).unwrap());
         let urls = vec!["http://a/".to_string(), "http://b/".to_string()];
-        insert(store.conn(), &event("r1-1", 100), &urls).unwrap();
-        insert(store.conn(), &event("r1-1", 100), &urls).unwrap();
+        insert(store.db(), &event("r1-1", 100), &urls).unwrap();
+        insert(store.db(), &event("r1-1", 100), &urls).unwrap();
         assert_eq!(pending(&conn).unwrap(), 2, "one row per event and url");
-        assert!(claim_due(&mut conn, 99, 1000, 10).unwrap().is_empty());
-        let due = claim_due(&mut conn, 100, 1000, 10).unwrap();
+        assert!(claim_due(&conn, 99, 1000, 10).unwrap().is_empty());
+        let due = claim_due(&conn, 100, 1000, 10).unwrap();
         assert_eq!(due.len(), 2);
         assert!(
-            claim_due(&mut conn, 500, 1000, 10).unwrap().is_empty(),
+            claim_due(&conn, 500, 1000, 10).unwrap().is_empty(),
             "leased"
         );
         assert_eq!(next_due(&conn).unwrap(), Some(1000));
@@ -239,7 +254,7 @@ mod tests {
         assert_eq!(shown[1].state, WebhookState::Pending);
         assert_eq!(shown[1].last_error.as_deref(), Some("HTTP 500"));
         assert_eq!(shown[1].next_attempt_at, Some(300));
-        let again = claim_due(&mut conn, 300, 2000, 10).unwrap();
+        let again = claim_due(&conn, 300, 2000, 10).unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].attempts, 1);
         failed(&conn, &again[0], &"x".repeat(2000), AfterFailure::GiveUp).unwrap();

@@ -15,7 +15,6 @@
 //! in flight sends it again after a restart; a clean stop releases the
 //! leases at once.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,7 +22,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use recfleet_protocol::now_ms;
-use rusqlite::Connection;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +31,7 @@ use super::outbox::{self, Due};
 use super::retry;
 use super::sign::{self, EVENT_ID_HEADER, EVENT_TYPE_HEADER, SIGNATURE_HEADER};
 use crate::coordinator::metrics::{label, Labels};
+use crate::coordinator::store::db::{Db, DbError};
 
 /// The outbox is looked at this often even without a wake-up (retries
 /// come due, another process may have queued rows).
@@ -42,7 +41,7 @@ const LEASE_MARGIN: Duration = Duration::from_secs(30);
 /// After a store error, the next look waits at least this long.
 const STORE_ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// How long the sender waits for SQLite's lock (the driver's commit).
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes of a refusing receiver's answer kept with the error.
 const ANSWER_KEPT: usize = 200;
 
@@ -58,7 +57,7 @@ pub struct SenderMetrics {
 /// The sender, ready to run.
 #[derive(Debug)]
 pub struct Sender {
-    db: Arc<Mutex<Connection>>,
+    db: Arc<Mutex<Db>>,
     client: reqwest::Client,
     config: WebhookConfig,
     wake: Arc<Notify>,
@@ -68,21 +67,15 @@ pub struct Sender {
 type Attempt = (Due, Result<(), String>);
 
 impl Sender {
-    /// A sender for the store at `db_path` (already migrated by the driver's
-    /// store).
+    /// A sender on its own connection to the store (already migrated by
+    /// the driver's store): an SQLite file's, or PostgreSQL's (fenced by the
+    /// lease, as the driver's is).
     pub fn new(
-        db_path: &Path,
+        db: Db,
         config: WebhookConfig,
         wake: Arc<Notify>,
         metrics: SenderMetrics,
     ) -> Result<Sender, String> {
-        let conn = Connection::open(db_path)
-            .and_then(|c| {
-                c.busy_timeout(BUSY_TIMEOUT)?;
-                c.pragma_update(None, "synchronous", "FULL")?;
-                Ok(c)
-            })
-            .map_err(|e| format!("webhook sender: store {}: {e}", db_path.display()))?;
         // reqwest takes the process's rustls provider: ring, as everywhere
         // in recfleet (an error means one is installed already).
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -95,7 +88,7 @@ impl Sender {
             .build()
             .map_err(|e| format!("webhook sender: HTTP client: {e}"))?;
         Ok(Sender {
-            db: Arc::new(Mutex::new(conn)),
+            db: Arc::new(Mutex::new(db)),
             client,
             config,
             wake,
@@ -169,18 +162,7 @@ impl Sender {
         if !in_flight.is_empty() {
             let n = in_flight.len();
             let now = now_ms();
-            let released = self
-                .db(move |c| {
-                    for d in &in_flight {
-                        c.execute(
-                            "UPDATE webhook_deliveries SET next_attempt_at = ?3
-                             WHERE event_id = ?1 AND url = ?2 AND state = 'pending'",
-                            rusqlite::params![d.event_id, d.url, now as i64],
-                        )?;
-                    }
-                    Ok(())
-                })
-                .await;
+            let released = self.db(move |c| outbox::release(c, &in_flight, now)).await;
             match released {
                 Ok(()) => tracing::info!(
                     deliveries = n,
@@ -246,12 +228,12 @@ impl Sender {
     /// Runs `f` on the connection, on the blocking pool.
     async fn db<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnOnce(&Db) -> Result<T, DbError> + Send + 'static,
     ) -> Result<T, String> {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = db.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut conn)
+            let conn = db.lock().unwrap_or_else(|e| e.into_inner());
+            f(&conn)
         })
         .await
         .map_err(|e| e.to_string())?

@@ -1,26 +1,34 @@
-//! The coordinator's durable store: one SQLite file (WAL), versioned schema
-//! migrations. Recordings with their specs, segments with epochs, and an
-//! audit log of operator actions. Everything the coordinator must not lose
-//! across a restart is written here before it is acted on.
+//! The coordinator's durable store: one SQLite file (WAL, the embedded
+//! default) or a PostgreSQL database shared by several coordinators, with
+//! the same versioned schema migrations. Recordings with their specs,
+//! segments with epochs, and an audit log of operator actions. Everything
+//! the coordinator must not lose across a restart is written here before it
+//! is acted on.
+
+pub mod db;
+mod migrations;
+pub mod pg;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use recfleet_protocol::manifest::{Chunk, ManifestSegment, Outputs, SegmentEndReason};
 use recfleet_protocol::spec::RecordingSpec;
 use recfleet_protocol::{ChunkReport, Epoch, RecordingId, RecordingState, WorkerName};
-use rusqlite::{params, Connection, OptionalExtension};
+
+use db::{values, Db, DbError, Row, Value};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// SQLite said no.
+    /// The database said no, or did not answer.
     #[error("store {path}: {source}")]
-    Sqlite {
-        /// The database file.
+    Db {
+        /// The database file, or the PostgreSQL server (no credentials).
         path: String,
         /// The cause.
-        source: rusqlite::Error,
+        source: DbError,
     },
     /// A row could not be decoded (a newer schema, or a damaged file).
     #[error("store: bad row in {table}: {detail}")]
@@ -31,83 +39,6 @@ pub enum StoreError {
         detail: String,
     },
 }
-
-/// Schema migrations, applied in order; `PRAGMA user_version` says how many
-/// ran. Append only: never edit a migration that has shipped.
-const MIGRATIONS: &[&str] = &[
-    // 1: recordings, segments, audit, meta.
-    "CREATE TABLE recordings (
-        id TEXT PRIMARY KEY,
-        spec TEXT NOT NULL,
-        state TEXT NOT NULL,
-        epoch INTEGER NOT NULL,
-        worker TEXT,
-        created_at INTEGER NOT NULL,
-        started_at INTEGER,
-        ended_at INTEGER,
-        reason TEXT,
-        restarts INTEGER NOT NULL DEFAULT 0,
-        failed_placements INTEGER NOT NULL DEFAULT 0
-     );
-     CREATE TABLE segments (
-        recording TEXT NOT NULL REFERENCES recordings(id),
-        epoch INTEGER NOT NULL,
-        part INTEGER NOT NULL,
-        worker TEXT NOT NULL,
-        file TEXT NOT NULL,
-        started_at INTEGER NOT NULL,
-        ended_at INTEGER,
-        first_frame_at INTEGER,
-        last_frame_at INTEGER,
-        bytes INTEGER NOT NULL,
-        sha256 TEXT NOT NULL,
-        end_reason TEXT,
-        current INTEGER NOT NULL,
-        PRIMARY KEY (recording, epoch, part)
-     );
-     CREATE TABLE audit (
-        at INTEGER NOT NULL,
-        actor TEXT NOT NULL,
-        action TEXT NOT NULL,
-        target TEXT NOT NULL,
-        detail TEXT NOT NULL
-     );
-     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
-    // 2: paged lists by request time, and loading only what is live.
-    "CREATE INDEX recordings_by_time ON recordings(created_at, id);
-     CREATE INDEX recordings_by_end ON recordings(ended_at);",
-    // 3: recordings land in object storage as chunks; the stitched outputs.
-    "CREATE TABLE chunks (
-        recording TEXT NOT NULL REFERENCES recordings(id),
-        epoch INTEGER NOT NULL,
-        part INTEGER NOT NULL,
-        seq INTEGER NOT NULL,
-        key TEXT NOT NULL,
-        bytes INTEGER NOT NULL,
-        sha256 TEXT NOT NULL,
-        media_start_ms INTEGER NOT NULL,
-        duration_ms INTEGER NOT NULL,
-        PRIMARY KEY (recording, epoch, part, seq)
-     );
-     ALTER TABLE recordings ADD COLUMN outputs TEXT;",
-    // 4: the webhook outbox, one row per (event, URL); see webhook/outbox.rs.
-    "CREATE TABLE webhook_deliveries (
-        event_id TEXT NOT NULL,
-        url TEXT NOT NULL,
-        event_type TEXT NOT NULL,
-        recording TEXT NOT NULL,
-        body TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        attempts INTEGER NOT NULL,
-        next_attempt_at INTEGER NOT NULL,
-        delivered_at INTEGER,
-        last_error TEXT,
-        state TEXT NOT NULL,
-        PRIMARY KEY (event_id, url)
-     );
-     CREATE INDEX webhook_deliveries_due ON webhook_deliveries(state, next_attempt_at);
-     CREATE INDEX webhook_deliveries_by_recording ON webhook_deliveries(recording, created_at);",
-];
 
 /// A recording as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -139,19 +70,56 @@ pub struct RecordingRow {
 /// The store.
 #[derive(Debug)]
 pub struct Store {
-    conn: Connection,
+    db: Db,
     path: String,
+    location: Location,
 }
 
+/// How to open another connection to the same store.
+#[derive(Debug, Clone)]
+enum Location {
+    Sqlite(std::path::PathBuf),
+    Postgres {
+        url: String,
+        within: Duration,
+        fence: Option<pg::Fence>,
+    },
+}
+
+/// Where the store is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// An SQLite file.
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL URL (`postgres://...`).
+    Postgres(String),
+}
+
+/// A PostgreSQL URL without its password, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "postgres://(unparsable URL)".into(),
+    }
+}
+
+/// An arbitrary key of our own for the migrations' advisory lock.
+const MIGRATE_LOCK: i64 = 0x7265_6366_6d69_6772; // "recfmigr"
+
 impl Store {
-    /// Opens (or creates) the store at `path` and migrates it.
+    /// Opens (or creates) the SQLite store at `path` and migrates it.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let p = path.display().to_string();
-        let err = |source| StoreError::Sqlite {
+        let err = |source: rusqlite::Error| StoreError::Db {
             path: p.clone(),
-            source,
+            source: source.into(),
         };
-        let conn = Connection::open(path).map_err(err)?;
+        let conn = rusqlite::Connection::open(path).map_err(err)?;
         // WAL: readers never block the writer; FULL: a committed request
         // survives a power cut too, not only a crash of the process.
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -162,82 +130,185 @@ impl Store {
             .map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(err)?;
-        let mut store = Store { conn, path: p };
-        store.migrate()?;
+        let store = Store {
+            db: Db::Sqlite(conn),
+            path: p,
+            location: Location::Sqlite(path.to_path_buf()),
+        };
+        store.migrate_sqlite()?;
         Ok(store)
     }
 
-    /// The connection: tests set limits on it, and the webhook outbox
-    /// (`webhook::outbox`) keeps its own statements, in the turn's
-    /// transaction.
-    pub fn conn(&self) -> &Connection {
-        &self.conn
+    /// Connects to the PostgreSQL store at `url` and migrates it (under an
+    /// advisory lock: coordinators starting together migrate once). With
+    /// `fence`, every write transaction checks that the lease is still
+    /// that holder's and term. Statements are answered `within`.
+    pub async fn open_postgres(
+        url: &str,
+        within: Duration,
+        fence: Option<pg::Fence>,
+    ) -> Result<Store, StoreError> {
+        let path = redact_url(url);
+        let conn = pg::PgConn::connect(url, within, fence.clone())
+            .await
+            .map_err(|source| StoreError::Db {
+                path: path.clone(),
+                source,
+            })?;
+        let store = Store {
+            db: Db::Postgres(conn),
+            path,
+            location: Location::Postgres {
+                url: url.to_string(),
+                within,
+                fence,
+            },
+        };
+        store.migrate_postgres()?;
+        Ok(store)
     }
 
-    /// A failed statement of another module on [`Self::conn`] (the webhook
+    /// Another connection to the same store (the webhook sender's), with
+    /// the same fence. SQLite's waits up to `busy` for the driver's commits.
+    pub async fn open_another(&self, busy: Duration) -> Result<Db, StoreError> {
+        match &self.location {
+            Location::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path)
+                    .and_then(|c| {
+                        c.busy_timeout(busy)?;
+                        c.pragma_update(None, "synchronous", "FULL")?;
+                        Ok(c)
+                    })
+                    .map_err(|e| self.err(e))?;
+                Ok(Db::Sqlite(conn))
+            }
+            Location::Postgres { url, within, fence } => {
+                pg::PgConn::connect(url, *within, fence.clone())
+                    .await
+                    .map(Db::Postgres)
+                    .map_err(|e| self.err(e))
+            }
+        }
+    }
+
+    /// The SQLite connection, for tests that set limits on it.
+    pub fn sqlite(&self) -> Option<&rusqlite::Connection> {
+        match &self.db {
+            Db::Sqlite(c) => Some(c),
+            Db::Postgres(_) => None,
+        }
+    }
+
+    /// The engine, for the webhook outbox (`webhook::outbox`), which keeps
+    /// its own statements in the turn's transaction.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Whether this store is on PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.db, Db::Postgres(_))
+    }
+
+    /// A failed statement of another module on [`Self::db`] (the webhook
     /// outbox) as this store's error.
-    pub fn sql_error(&self, source: rusqlite::Error) -> StoreError {
+    pub fn db_error(&self, source: DbError) -> StoreError {
         self.err(source)
     }
 
-    fn err(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite {
+    fn err(&self, source: impl Into<DbError>) -> StoreError {
+        StoreError::Db {
             path: self.path.clone(),
-            source,
+            source: source.into(),
         }
     }
 
-    fn migrate(&mut self) -> Result<(), StoreError> {
-        let version: usize = self
-            .conn
+    fn newer(version: usize, known: usize) -> StoreError {
+        StoreError::BadRow {
+            table: "schema",
+            detail: format!("schema version {version} is newer than this build knows ({known})"),
+        }
+    }
+
+    fn migrate_sqlite(&self) -> Result<(), StoreError> {
+        let Db::Sqlite(conn) = &self.db else {
+            return Ok(());
+        };
+        let version: usize = conn
             .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
             .map_err(|e| self.err(e))? as usize;
-        if version > MIGRATIONS.len() {
-            return Err(StoreError::BadRow {
-                table: "schema",
-                detail: format!(
-                    "schema version {version} is newer than this build knows ({})",
-                    MIGRATIONS.len()
-                ),
-            });
+        if version > migrations::SQLITE.len() {
+            return Err(Self::newer(version, migrations::SQLITE.len()));
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-            let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite {
-                path: self.path.clone(),
-                source: e,
-            })?;
-            tx.execute_batch(sql).map_err(|e| StoreError::Sqlite {
-                path: self.path.clone(),
-                source: e,
-            })?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)
-                .map_err(|e| StoreError::Sqlite {
-                    path: self.path.clone(),
-                    source: e,
-                })?;
-            tx.commit().map_err(|e| StoreError::Sqlite {
-                path: self.path.clone(),
-                source: e,
-            })?;
+        for (i, sql) in migrations::SQLITE.iter().enumerate().skip(version) {
+            let step = || -> rusqlite::Result<()> {
+                conn.execute_batch("BEGIN")?;
+                conn.execute_batch(sql)?;
+                conn.pragma_update(None, "user_version", (i + 1) as i64)?;
+                conn.execute_batch("COMMIT")
+            };
+            if let Err(e) = step() {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(self.err(e));
+            }
         }
         Ok(())
+    }
+
+    fn migrate_postgres(&self) -> Result<(), StoreError> {
+        let db = &self.db;
+        let step = || -> Result<(), DbError> {
+            db.batch("BEGIN")?;
+            db.execute("SELECT pg_advisory_xact_lock(?1)", values![MIGRATE_LOCK])?;
+            db.batch("CREATE TABLE IF NOT EXISTS recfleet_schema (version BIGINT NOT NULL)")?;
+            let version = match db.query_opt("SELECT version FROM recfleet_schema", &[])? {
+                Some(r) => r.int(0)? as usize,
+                None => {
+                    db.execute("INSERT INTO recfleet_schema VALUES (0)", &[])?;
+                    0
+                }
+            };
+            if version > migrations::POSTGRES.len() {
+                return Err(DbError::Decode(format!(
+                    "schema version {version} is newer than this build knows ({})",
+                    migrations::POSTGRES.len()
+                )));
+            }
+            for (i, sql) in migrations::POSTGRES.iter().enumerate().skip(version) {
+                db.batch(sql)?;
+                db.execute(
+                    "UPDATE recfleet_schema SET version = ?1",
+                    values![(i + 1) as i64],
+                )?;
+            }
+            db.batch("COMMIT")
+        };
+        step().map_err(|e| {
+            let _ = db.batch("ROLLBACK");
+            match e {
+                DbError::Decode(detail) => StoreError::BadRow {
+                    table: "schema",
+                    detail,
+                },
+                e => self.err(e),
+            }
+        })
     }
 
     /// Increments and returns the boot counter (event numbers start from it,
     /// so they keep increasing across restarts).
     pub fn next_boot(&self) -> Result<u64, StoreError> {
-        self.conn
+        self.db
             .execute(
                 "INSERT INTO meta(key, value) VALUES('boot', 1)
-                 ON CONFLICT(key) DO UPDATE SET value = value + 1",
-                [],
+                 ON CONFLICT(key) DO UPDATE SET value = meta.value + 1",
+                &[],
             )
             .map_err(|e| self.err(e))?;
-        let boot: i64 = self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = 'boot'", [], |r| {
-                r.get(0)
-            })
+        let boot = self
+            .db
+            .query_opt("SELECT value FROM meta WHERE key = 'boot'", &[])
+            .and_then(|r| r.map_or(Ok(0), |r| r.int(0)))
             .map_err(|e| self.err(e))?;
         Ok(boot as u64)
     }
@@ -255,27 +326,27 @@ impl Store {
             .map(serde_json::to_string)
             .transpose()
             .map_err(bad)?;
-        self.conn
-            .prepare_cached(
+        self.db
+            .execute(
                 "INSERT INTO recordings(id, spec, state, epoch, worker, created_at, started_at, ended_at, reason, restarts, failed_placements, outputs)
                  VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  ON CONFLICT(id) DO UPDATE SET spec=?2, state=?3, epoch=?4, worker=?5, started_at=?7, ended_at=?8,
                    reason=?9, restarts=?10, failed_placements=?11, outputs=?12",
-            )
-            .and_then(|mut st| st.execute(params![
+                values![
                     r.spec.id.as_str(),
                     spec,
                     r.state.as_str(),
-                    r.epoch.0 as i64,
-                    r.worker.as_ref().map(|w| w.as_str().to_string()),
-                    r.created_at as i64,
-                    r.started_at.map(|v| v as i64),
-                    r.ended_at.map(|v| v as i64),
-                    r.reason,
+                    r.epoch.0,
+                    r.worker.as_ref().map(|w| w.as_str()),
+                    r.created_at,
+                    r.started_at,
+                    r.ended_at,
+                    r.reason.as_ref(),
                     r.restarts,
                     r.failed_placements,
                     outputs,
-                ]))
+                ],
+            )
             .map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -290,75 +361,24 @@ impl Store {
     fn query_recordings(
         &self,
         filter: &str,
-        args: &[&dyn rusqlite::ToSql],
+        args: &[Value],
     ) -> Result<Vec<RecordingRow>, StoreError> {
         let sql = format!(
             "SELECT spec, state, epoch, worker, created_at, started_at, ended_at, reason, restarts, failed_placements, outputs
              FROM recordings {filter}"
         );
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(args, |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, Option<i64>>(5)?,
-                    r.get::<_, Option<i64>>(6)?,
-                    r.get::<_, Option<String>>(7)?,
-                    r.get::<_, u32>(8)?,
-                    r.get::<_, u32>(9)?,
-                    r.get::<_, Option<String>>(10)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (
-                spec,
-                state,
-                epoch,
-                worker,
-                created,
-                started,
-                ended,
-                reason,
-                restarts,
-                failed,
-                outputs,
-            ) = row.map_err(|e| self.err(e))?;
-            let bad = |detail: String| StoreError::BadRow {
-                table: "recordings",
-                detail,
-            };
-            let spec: RecordingSpec =
-                serde_json::from_str(&spec).map_err(|e| bad(e.to_string()))?;
-            let state = parse_state(&state).ok_or_else(|| bad(format!("unknown state {state}")))?;
-            let outputs: Option<Outputs> = outputs
-                .map(|o| serde_json::from_str(&o))
-                .transpose()
-                .map_err(|e| bad(e.to_string()))?;
-            let worker = worker
-                .map(WorkerName::new)
-                .transpose()
-                .map_err(|e| bad(e.to_string()))?;
-            out.push(RecordingRow {
-                spec,
-                state,
-                epoch: Epoch(epoch as u64),
-                worker,
-                created_at: created as u64,
-                started_at: started.map(|v| v as u64),
-                ended_at: ended.map(|v| v as u64),
-                reason,
-                restarts,
-                failed_placements: failed,
-                outputs,
-            });
+        let rows = self.db.query(&sql, args).map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| recording_row(r).map_err(|e| self.decode("recordings", e)))
+            .collect()
+    }
+
+    /// A row's decoding failure: a bad row, not a database error.
+    fn decode(&self, table: &'static str, e: DbError) -> StoreError {
+        match e {
+            DbError::Decode(detail) => StoreError::BadRow { table, detail },
+            e => self.err(e),
         }
-        Ok(out)
     }
 
     /// Inserts or replaces a segment of a recording.
@@ -371,27 +391,30 @@ impl Store {
             .end_reason
             .as_ref()
             .map(|r| serde_json::to_string(r).unwrap_or_default());
-        self.conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO segments(recording, epoch, part, worker, file, started_at, ended_at, first_frame_at,
+        self.db
+            .execute(
+                "INSERT INTO segments(recording, epoch, part, worker, file, started_at, ended_at, first_frame_at,
                    last_frame_at, bytes, sha256, end_reason, current)
-                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            )
-            .and_then(|mut st| st.execute(params![
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT(recording, epoch, part) DO UPDATE SET worker=?4, file=?5, started_at=?6,
+                   ended_at=?7, first_frame_at=?8, last_frame_at=?9, bytes=?10, sha256=?11,
+                   end_reason=?12, current=?13",
+                values![
                     recording.as_str(),
-                    s.epoch.0 as i64,
+                    s.epoch.0,
                     s.part,
                     s.worker.as_str(),
-                    s.file,
-                    s.started_at as i64,
-                    s.ended_at.map(|v| v as i64),
-                    s.first_frame_at.map(|v| v as i64),
-                    s.last_frame_at.map(|v| v as i64),
-                    s.bytes as i64,
-                    s.sha256,
+                    s.file.as_str(),
+                    s.started_at,
+                    s.ended_at,
+                    s.first_frame_at,
+                    s.last_frame_at,
+                    s.bytes,
+                    s.sha256.as_str(),
                     reason,
                     s.current,
-                ]))
+                ],
+            )
             .map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -405,77 +428,16 @@ impl Store {
     fn query_segments(
         &self,
         filter: &str,
-        args: &[&dyn rusqlite::ToSql],
+        args: &[Value],
     ) -> Result<Vec<(RecordingId, ManifestSegment)>, StoreError> {
         let sql = format!(
             "SELECT recording, epoch, part, worker, file, started_at, ended_at, first_frame_at, last_frame_at, bytes, sha256, end_reason, current
              FROM segments {filter}"
         );
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(args, |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, u32>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, Option<i64>>(6)?,
-                    r.get::<_, Option<i64>>(7)?,
-                    r.get::<_, Option<i64>>(8)?,
-                    r.get::<_, i64>(9)?,
-                    r.get::<_, String>(10)?,
-                    r.get::<_, Option<String>>(11)?,
-                    r.get::<_, bool>(12)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (
-                rec,
-                epoch,
-                part,
-                worker,
-                file,
-                started,
-                ended,
-                first,
-                last,
-                bytes,
-                sha,
-                reason,
-                current,
-            ) = row.map_err(|e| self.err(e))?;
-            let bad = |detail: String| StoreError::BadRow {
-                table: "segments",
-                detail,
-            };
-            let end_reason: Option<SegmentEndReason> = reason
-                .map(|r| serde_json::from_str(&r))
-                .transpose()
-                .map_err(|e| bad(e.to_string()))?;
-            out.push((
-                RecordingId::new(rec).map_err(|e| bad(e.to_string()))?,
-                ManifestSegment {
-                    worker: WorkerName::new(worker).map_err(|e| bad(e.to_string()))?,
-                    epoch: Epoch(epoch as u64),
-                    part,
-                    file,
-                    started_at: started as u64,
-                    ended_at: ended.map(|v| v as u64),
-                    first_frame_at: first.map(|v| v as u64),
-                    last_frame_at: last.map(|v| v as u64),
-                    bytes: bytes as u64,
-                    sha256: sha,
-                    end_reason,
-                    current,
-                    chunks: Vec::new(),
-                },
-            ));
-        }
-        Ok(out)
+        let rows = self.db.query(&sql, args).map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| segment_row(r).map_err(|e| self.decode("segments", e)))
+            .collect()
     }
 
     /// Records an operator action.
@@ -487,74 +449,76 @@ impl Store {
         target: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(
+        self.db
+            .execute(
                 "INSERT INTO audit(at, actor, action, target, detail) VALUES(?1, ?2, ?3, ?4, ?5)",
+                values![at, actor, action, target, detail],
             )
-            .and_then(|mut st| st.execute(params![at as i64, actor, action, target, detail]))
             .map_err(|e| self.err(e))?;
         Ok(())
     }
 
     /// The audit log, oldest first (for tests and `recfleet audit` later).
     pub fn audit_log(&self) -> Result<Vec<(String, String, String)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT actor, action, target FROM audit ORDER BY rowid")
+        let rows = self
+            .db
+            .query(
+                "SELECT actor, action, target FROM audit ORDER BY rowid",
+                &[],
+            )
             .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
-    }
-
-    /// Runs one SQL statement of transaction control.
-    fn control(&self, sql: &str) -> Result<(), StoreError> {
-        self.conn.execute_batch(sql).map_err(|e| self.err(e))
+        rows.iter()
+            .map(|r| Ok((r.text(0)?, r.text(1)?, r.text(2)?)))
+            .collect::<Result<_, DbError>>()
+            .map_err(|e| self.decode("audit", e))
     }
 
     /// Begins a turn's transaction (several inputs, one commit: one fsync).
+    /// On PostgreSQL, fenced: [`DbError::Deposed`] if this coordinator no
+    /// longer holds the lease.
     pub fn begin(&self) -> Result<(), StoreError> {
-        self.control("BEGIN IMMEDIATE")
+        self.db.begin().map_err(|e| self.err(e))
     }
     /// Marks the start of one input's writes inside the transaction.
     pub fn savepoint(&self) -> Result<(), StoreError> {
-        self.control("SAVEPOINT input")
+        self.db.batch("SAVEPOINT input").map_err(|e| self.err(e))
     }
     /// Keeps one input's writes.
     pub fn release(&self) -> Result<(), StoreError> {
-        self.control("RELEASE input")
+        self.db
+            .batch("RELEASE SAVEPOINT input")
+            .map_err(|e| self.err(e))
     }
     /// Undoes one input's writes, keeping the transaction.
     pub fn rollback_to(&self) -> Result<(), StoreError> {
-        self.control("ROLLBACK TO input; RELEASE input")
+        self.db
+            .batch("ROLLBACK TO SAVEPOINT input; RELEASE SAVEPOINT input")
+            .map_err(|e| self.err(e))
     }
     /// Makes the transaction durable.
     pub fn commit(&self) -> Result<(), StoreError> {
-        self.control("COMMIT")
+        self.db.commit().map_err(|e| self.err(e))
     }
     /// Whether a transaction is open (SQLite rolls one back by itself
     /// after some errors, a full disk among them).
     pub fn in_transaction(&self) -> bool {
-        !self.conn.is_autocommit()
+        self.db.in_transaction()
     }
     /// Abandons the transaction (after a failed commit as well).
     pub fn rollback(&self) {
-        if !self.conn.is_autocommit() {
-            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
-                tracing::warn!(error = %e, "rollback failed");
-            }
+        if let Err(e) = self.db.rollback() {
+            tracing::warn!(error = %e, "rollback failed");
         }
     }
 
     /// A small write that fails while the disk is full or the file is
     /// read-only: the readiness probe while the store refuses writes.
     pub fn probe_write(&self, now: u64) -> Result<(), StoreError> {
-        self.conn
+        self.db
             .execute(
                 "INSERT INTO meta(key, value) VALUES('probe', ?1)
                  ON CONFLICT(key) DO UPDATE SET value = ?1",
-                params![now as i64],
+                values![now],
             )
             .map(|_| ())
             .map_err(|e| self.err(e))
@@ -569,7 +533,7 @@ impl Store {
     ) -> Result<Vec<(RecordingRow, Vec<ManifestSegment>)>, StoreError> {
         let rows = self.query_recordings(
             "WHERE ended_at IS NULL OR ended_at >= ?1 ORDER BY created_at, id",
-            &[&(ended_after as i64)],
+            values![ended_after],
         )?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
@@ -583,24 +547,24 @@ impl Store {
     pub fn put_chunk(&self, id: &RecordingId, c: &ChunkReport) -> Result<(), StoreError> {
         // The init object has no number: it sorts first as -1.
         let (seq, chunk) = (c.chunk.seq.map_or(-1, i64::from), &c.chunk);
-        self.conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO chunks(recording, epoch, part, seq, key, bytes, sha256, media_start_ms, duration_ms)
-                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
+        self.db
+            .execute(
+                "INSERT INTO chunks(recording, epoch, part, seq, key, bytes, sha256, media_start_ms, duration_ms)
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT(recording, epoch, part, seq) DO UPDATE SET key=?5, bytes=?6, sha256=?7,
+                   media_start_ms=?8, duration_ms=?9",
+                values![
                     id.as_str(),
-                    c.epoch.0 as i64,
+                    c.epoch.0,
                     c.part,
                     seq,
-                    chunk.key,
-                    chunk.bytes as i64,
-                    chunk.sha256,
-                    chunk.media_start_ms as i64,
-                    chunk.duration_ms as i64,
-                ])
-            })
+                    chunk.key.as_str(),
+                    chunk.bytes,
+                    chunk.sha256.as_str(),
+                    chunk.media_start_ms,
+                    chunk.duration_ms,
+                ],
+            )
             .map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -610,32 +574,17 @@ impl Store {
         &self,
         id: &RecordingId,
     ) -> Result<BTreeMap<(u64, u32), Vec<Chunk>>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
+        let rows = self
+            .db
+            .query(
                 "SELECT epoch, part, seq, key, bytes, sha256, media_start_ms, duration_ms
                  FROM chunks WHERE recording = ?1 ORDER BY epoch, part, seq",
+                values![id.as_str()],
             )
             .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([id.as_str()], |r| {
-                let seq: i64 = r.get(2)?;
-                Ok((
-                    (r.get::<_, i64>(0)? as u64, r.get::<_, u32>(1)?),
-                    Chunk {
-                        seq: u32::try_from(seq).ok(),
-                        key: r.get(3)?,
-                        bytes: r.get::<_, i64>(4)? as u64,
-                        sha256: r.get(5)?,
-                        media_start_ms: r.get::<_, i64>(6)? as u64,
-                        duration_ms: r.get::<_, i64>(7)? as u64,
-                    },
-                ))
-            })
-            .map_err(|e| self.err(e))?;
         let mut out: BTreeMap<(u64, u32), Vec<Chunk>> = BTreeMap::new();
-        for row in rows {
-            let (k, c) = row.map_err(|e| self.err(e))?;
+        for r in &rows {
+            let (k, c) = chunk_row(r).map_err(|e| self.decode("chunks", e))?;
             out.entry(k).or_default().push(c);
         }
         Ok(out)
@@ -644,7 +593,10 @@ impl Store {
     /// The segments of one recording, in (epoch, part) order.
     pub fn segments_of(&self, id: &RecordingId) -> Result<Vec<ManifestSegment>, StoreError> {
         Ok(self
-            .query_segments("WHERE recording = ?1 ORDER BY epoch, part", &[&id.as_str()])?
+            .query_segments(
+                "WHERE recording = ?1 ORDER BY epoch, part",
+                values![id.as_str()],
+            )?
             .into_iter()
             .map(|(_, s)| s)
             .collect())
@@ -653,7 +605,7 @@ impl Store {
     /// One recording's row.
     fn row(&self, id: &RecordingId) -> Result<Option<RecordingRow>, StoreError> {
         Ok(self
-            .query_recordings("WHERE id = ?1", &[&id.as_str()])?
+            .query_recordings("WHERE id = ?1", values![id.as_str()])?
             .into_iter()
             .next())
     }
@@ -701,15 +653,14 @@ impl Store {
              WHERE (created_at > ?1 OR (created_at = ?1 AND id > ?2)) {states_sql}
              ORDER BY created_at, id LIMIT ?3"
         );
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![at, id, i64::from(limit) + 1], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-            })
+        let rows = self
+            .db
+            .query(&sql, values![at, id, i64::from(limit) + 1])
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        for row in rows {
-            let (id, at) = row.map_err(|e| self.err(e))?;
+        for r in &rows {
+            let (id, at) = (|| Ok::<_, DbError>((r.text(0)?, r.int(1)?)))()
+                .map_err(|e| self.decode("recordings", e))?;
             let id = RecordingId::new(id).map_err(|e| StoreError::BadRow {
                 table: "recordings",
                 detail: e.to_string(),
@@ -731,28 +682,133 @@ impl Store {
         let Some(row) = self.row(id)? else {
             return Ok(None);
         };
+        // CAST: PostgreSQL sums BIGINTs into NUMERIC.
         let totals = self
-            .conn
-            .prepare_cached(
-                "SELECT count(*), coalesce(sum(CASE WHEN ended_at IS NOT NULL THEN bytes ELSE 0 END), 0)
+            .db
+            .query_opt(
+                "SELECT count(*), CAST(coalesce(sum(CASE WHEN ended_at IS NOT NULL THEN bytes ELSE 0 END), 0) AS BIGINT)
                  FROM segments WHERE recording = ?1",
+                values![id.as_str()],
             )
-            .and_then(|mut st| {
-                st.query_row([id.as_str()], |r| {
-                    Ok((r.get::<_, i64>(0)? as u32, r.get::<_, i64>(1)? as u64))
-                })
+            .and_then(|r| match r {
+                Some(r) => Ok((r.int(0)? as u32, r.int(1)? as u64)),
+                None => Ok((0, 0)),
             })
             .map_err(|e| self.err(e))?;
         Ok(Some((row, totals)))
     }
 
+    /// The coordinators that share this store, by name, with the lease's
+    /// holder as `leader` while its lease lasts. Empty on SQLite (one
+    /// coordinator, no lease).
+    pub fn coordinators(&self) -> Result<Vec<recfleet_protocol::CoordinatorInfo>, StoreError> {
+        if !self.is_postgres() {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .db
+            .query(
+                "SELECT c.name, c.address, c.term,
+                        CAST(extract(epoch FROM (now() - c.seen_at)) * 1000 AS BIGINT),
+                        CASE WHEN l.holder = c.holder
+                             THEN CAST(extract(epoch FROM (l.expires_at - now())) * 1000 AS BIGINT) END
+                   FROM recfleet_coordinators c CROSS JOIN recfleet_lease l
+                  ORDER BY c.name",
+                &[],
+            )
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| {
+                let expires = r.opt_int(4)?;
+                let leads = expires.is_some_and(|e| e > 0);
+                Ok(recfleet_protocol::CoordinatorInfo {
+                    name: r.text(0)?,
+                    address: r.text(1)?,
+                    role: if leads { "leader" } else { "standby" }.into(),
+                    term: r.int(2)? as u64,
+                    lease_expires_in_ms: expires.filter(|_| leads),
+                    seen_ms_ago: r.int(3)?.max(0) as u64,
+                })
+            })
+            .collect::<Result<_, DbError>>()
+            .map_err(|e| self.decode("recfleet_coordinators", e))
+    }
+
     /// Whether the store answers (for readiness).
     pub fn ping(&self) -> bool {
-        self.conn
-            .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
-            .optional()
-            .is_ok()
+        self.db.query("SELECT 1", &[]).is_ok()
     }
+}
+
+fn recording_row(r: &Row) -> Result<RecordingRow, DbError> {
+    let bad = |e: &dyn std::fmt::Display| DbError::Decode(e.to_string());
+    let spec: RecordingSpec = serde_json::from_str(&r.text(0)?).map_err(|e| bad(&e))?;
+    let state = r.text(1)?;
+    let state = parse_state(&state).ok_or_else(|| bad(&format!("unknown state {state}")))?;
+    let outputs: Option<Outputs> = r
+        .opt_text(10)?
+        .map(|o| serde_json::from_str(&o))
+        .transpose()
+        .map_err(|e| bad(&e))?;
+    let worker = r
+        .opt_text(3)?
+        .map(WorkerName::new)
+        .transpose()
+        .map_err(|e| bad(&e))?;
+    Ok(RecordingRow {
+        spec,
+        state,
+        epoch: Epoch(r.int(2)? as u64),
+        worker,
+        created_at: r.int(4)? as u64,
+        started_at: r.opt_int(5)?.map(|v| v as u64),
+        ended_at: r.opt_int(6)?.map(|v| v as u64),
+        reason: r.opt_text(7)?,
+        restarts: r.int(8)? as u32,
+        failed_placements: r.int(9)? as u32,
+        outputs,
+    })
+}
+
+fn segment_row(r: &Row) -> Result<(RecordingId, ManifestSegment), DbError> {
+    let bad = |e: &dyn std::fmt::Display| DbError::Decode(e.to_string());
+    let end_reason: Option<SegmentEndReason> = r
+        .opt_text(11)?
+        .map(|r| serde_json::from_str(&r))
+        .transpose()
+        .map_err(|e| bad(&e))?;
+    Ok((
+        RecordingId::new(r.text(0)?).map_err(|e| bad(&e))?,
+        ManifestSegment {
+            worker: WorkerName::new(r.text(3)?).map_err(|e| bad(&e))?,
+            epoch: Epoch(r.int(1)? as u64),
+            part: r.int(2)? as u32,
+            file: r.text(4)?,
+            started_at: r.int(5)? as u64,
+            ended_at: r.opt_int(6)?.map(|v| v as u64),
+            first_frame_at: r.opt_int(7)?.map(|v| v as u64),
+            last_frame_at: r.opt_int(8)?.map(|v| v as u64),
+            bytes: r.int(9)? as u64,
+            sha256: r.text(10)?,
+            end_reason,
+            current: r.int(12)? != 0,
+            chunks: Vec::new(),
+        },
+    ))
+}
+
+fn chunk_row(r: &Row) -> Result<((u64, u32), Chunk), DbError> {
+    Ok((
+        (r.int(0)? as u64, r.int(1)? as u32),
+        Chunk {
+            seq: u32::try_from(r.int(2)?).ok(),
+            key: r.text(3)?,
+            bytes: r.int(4)? as u64,
+            sha256: r.text(5)?,
+            media_start_ms: r.int(6)? as u64,
+            duration_ms: r.int(7)? as u64,
+        },
+    ))
 }
 
 /// A recording's row and its segment totals (count, bytes of ended ones).
@@ -856,7 +912,8 @@ mod tests {
         let path = dir.path().join("store.db");
         Store::open(&path)
             .unwrap()
-            .conn
+            .sqlite()
+            .unwrap()
             .pragma_update(None, "user_version", 99)
             .unwrap();
         let err = Store::open(&path).unwrap_err().to_string();
