@@ -13,12 +13,26 @@ pub async fn start_fleet(
     dir: &Path,
     idle_timeout_ms: u64,
 ) -> anyhow::Result<TestFleet> {
+    start_fleet_on(agent, dir, idle_timeout_ms, None, 0).await
+}
+
+/// Like [`start_fleet`], on the PostgreSQL store `store` (`None`: SQLite)
+/// with `standbys` more coordinators.
+pub async fn start_fleet_on(
+    agent: &Path,
+    dir: &Path,
+    idle_timeout_ms: u64,
+    store: Option<String>,
+    standbys: u32,
+) -> anyhow::Result<TestFleet> {
     let mut fleet = TestFleet::start_with(FleetOptions {
         agent: agent.to_path_buf(),
         dir: Some(dir.to_path_buf()),
         idle_timeout_ms: Some(idle_timeout_ms),
         log_filter: "info".into(),
         agent_certs: 0,
+        store,
+        standbys,
         ..Default::default()
     })
     .await?;

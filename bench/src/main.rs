@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod browser;
+mod ha;
 mod harness;
 mod output;
 mod rtt;
@@ -48,11 +49,11 @@ pub struct Opts {
     #[arg(long)]
     pub quick: bool,
     /// Only these benchmarks (comma-separated): rtt, scale, start, failover,
-    /// density, output.
+    /// density, output, ha.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "rtt,scale,start,failover,density,output"
+        default_value = "rtt,scale,start,failover,density,output,ha"
     )]
     pub only: Vec<String>,
     /// Fleet sizes of the scale benchmark, stopping after the first that does
@@ -239,6 +240,7 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
         ("failover", "4. failover after kill -9"),
         ("density", "5. density of one worker"),
         ("output", "6. recording output (upload, recording.mp4)"),
+        ("ha", "7. coordinators on PostgreSQL (store, leader failover)"),
     ];
     let mut failed = Vec::new();
     for (key, title) in benches {
@@ -255,6 +257,7 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
             "start" => browser::start_latency(&opts, &agent, &dir).await,
             "failover" => browser::failover(&opts, &agent, &dir).await,
             "output" => output::run(&opts, &dir).await,
+            "ha" => ha::run(&opts, &agent, &dir).await,
             _ => browser::density(&opts, &agent, &dir).await,
         };
         let mut v = match r {

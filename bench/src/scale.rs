@@ -19,7 +19,7 @@ use recfleet_testkit::sim::{self, Counters, SimFleet, SimOptions};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
-use crate::harness::start_fleet;
+use crate::harness::start_fleet_on;
 use crate::stats::Summary;
 use crate::Opts;
 
@@ -146,9 +146,16 @@ async fn window(
     }))
 }
 
-/// One fleet size.
-async fn one(opts: &Opts, agent: &Path, dir: &Path, n: usize) -> anyhow::Result<Value> {
-    let fleet = start_fleet(agent, dir, 3000).await?;
+/// One fleet size, the coordinator on `store` (a PostgreSQL URL; `None`:
+/// SQLite).
+pub async fn one(
+    opts: &Opts,
+    agent: &Path,
+    dir: &Path,
+    n: usize,
+    store: Option<String>,
+) -> anyhow::Result<Value> {
+    let fleet = start_fleet_on(agent, dir, 3000, store, 0).await?;
     let pid = fleet
         .coordinator_pid()
         .ok_or_else(|| anyhow::anyhow!("coordinator gone"))?;
@@ -221,24 +228,29 @@ async fn one(opts: &Opts, agent: &Path, dir: &Path, n: usize) -> anyhow::Result<
                 "http://127.0.0.1:9/class.html",
             );
             spec.stop.max_duration_secs = Some(3600);
+            let asked = Instant::now();
             let r = quic::request::<_, ConsoleResponse>(
                 &op,
                 &OpenStream::Request(ConsoleRequest::StartRecording(spec)),
             )
             .await;
+            let took_ms = asked.elapsed().as_secs_f64() * 1000.0;
             drop(permit);
             match r? {
-                ConsoleResponse::Started { .. } => anyhow::Ok(()),
+                ConsoleResponse::Started { .. } => anyhow::Ok(took_ms),
                 other => anyhow::bail!("start: {other:?}"),
             }
         }));
     }
     let mut start_errors = 0;
+    let mut start_ms = Vec::with_capacity(m);
     for r in reqs {
-        if r.await?.is_err() {
-            start_errors += 1;
+        match r.await? {
+            Ok(ms) => start_ms.push(ms),
+            Err(_) => start_errors += 1,
         }
     }
+    let start_latency = Summary::of(&start_ms);
     let answered_secs = t.elapsed().as_secs_f64();
     let until = Instant::now() + Duration::from_secs(30);
     let all_at = loop {
@@ -287,6 +299,10 @@ async fn one(opts: &Opts, agent: &Path, dir: &Path, n: usize) -> anyhow::Result<
             "all_recording_secs": placed_secs,
             "reached_recording": recording,
             "placed_per_s": placed_secs.map(|s| m as f64 / s),
+            "start_request_ms": {
+                "n": start_latency.n, "p50": start_latency.p50, "p99": start_latency.p99,
+                "max": start_latency.max,
+            },
         },
         "with_recordings": busy_window,
     }))
@@ -297,7 +313,7 @@ pub async fn run(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Value>
     let mut out = Vec::new();
     for &n in &opts.scale_sizes() {
         println!("  {n} simulated workers ...");
-        let v = one(opts, agent, &dir.join(format!("scale-{n}")), n).await?;
+        let v = one(opts, agent, &dir.join(format!("scale-{n}")), n, None).await?;
         // A handshake or two may time out while thousands connect at once
         // (they would retry); a fleet holds when at least 99.9% connected
         // and no connection died afterwards.

@@ -15,6 +15,10 @@ use crate::error::{seconds, ClientError};
 /// How long a connection attempt may take, unless the caller says.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the leader a standby named has to answer before the others are
+/// tried (a handshake on a working network takes milliseconds).
+const HINT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Loads the context's certificates.
 pub fn load_tls(ctx: &Context) -> Result<TlsMaterial, ClientError> {
     TlsMaterial::load(&ctx.ca, &ctx.cert, &ctx.key).map_err(|e| ClientError::Certs(e.to_string()))
@@ -72,7 +76,9 @@ pub async fn connect_any(
     timeout: Duration,
 ) -> Result<Connected, ClientError> {
     if let Some(h) = hint {
-        if let Ok(c) = connect(endpoint, h, server_name, timeout).await {
+        // Briefly: a standby names the leader until its lease runs out, and
+        // that leader may be the one that just died.
+        if let Ok(c) = connect(endpoint, h, server_name, timeout.min(HINT_TIMEOUT)).await {
             return Ok(c);
         }
     }

@@ -192,15 +192,15 @@ impl Ha {
             self.leader.subscribe(),
             stop.clone(),
         ));
-        let mut first = true;
+        // The next try: a renewal period away, or just after the lease
+        // expires if that is sooner (a takeover then costs the TTL only).
+        let mut next_try = Instant::now();
         let taken = loop {
-            if !first {
-                tokio::select! {
-                    _ = tokio::time::sleep(self.lease.renew_every) => {}
-                    _ = terminated.as_mut() => break None,
-                }
+            tokio::select! {
+                _ = tokio::time::sleep_until(next_try) => {}
+                _ = terminated.as_mut() => break None,
             }
-            first = false;
+            next_try = Instant::now() + self.lease.renew_every;
             let (ttl, within) = (self.lease.ttl, self.within());
             let sent = Instant::now();
             let me = self.me.clone();
@@ -215,6 +215,11 @@ impl Ha {
                                     lease_db::heartbeat(db, &me, "standby", r.term, within).await;
                                 let known = (r.expires_in_ms > 0 && !r.address.is_empty())
                                     .then_some(r.address);
+                                if r.expires_in_ms >= 0 {
+                                    let expiry = Instant::now()
+                                        + Duration::from_millis(r.expires_in_ms as u64 + 20);
+                                    next_try = next_try.min(expiry);
+                                }
                                 self.status.term.set(r.term.0 as i64);
                                 self.leader.send_replace(known);
                                 Ok(None)
