@@ -33,7 +33,7 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the coordinator: registry, store, scheduler, failover, events.
-    Coordinator(coordinator::CoordinatorArgs),
+    Coordinator(Box<coordinator::CoordinatorArgs>),
     /// Run a worker: records what the coordinator places on it.
     Worker(worker::daemon::WorkerArgs),
     /// A local fleet for a first run: CA, coordinator, workers, demo page.
@@ -93,7 +93,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Coordinator(args) => coordinator::main(args).await,
+            Command::Coordinator(args) => coordinator::main(*args).await,
             Command::Worker(args) => worker::daemon::main(args).await,
             Command::Dev(args) => dev::main(args).await,
             Command::Record(args) => record::run(args).await,

@@ -53,11 +53,15 @@ async fn failover(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Value
         let killed = Instant::now();
         fleet.kill_coordinator_named(&first).await;
         let answered = loop {
-            if let Ok(ConsoleResponse::Workers(_)) = client.request(ConsoleRequest::ListWorkers).await
+            if let Ok(ConsoleResponse::Workers(_)) =
+                client.request(ConsoleRequest::ListWorkers).await
             {
                 break killed.elapsed();
             }
-            anyhow::ensure!(killed.elapsed() < Duration::from_secs(60), "no leader answered");
+            anyhow::ensure!(
+                killed.elapsed() < Duration::from_secs(60),
+                "no leader answered"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let now = leader(&fleet, Duration::from_secs(5)).await?;
@@ -94,7 +98,10 @@ pub async fn run(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Value>
     let rate = |v: &Value| v["placement"]["placed_per_s"].as_f64();
     let lat = |v: &Value, p: &str| v["placement"]["start_request_ms"][p].as_f64();
     if let (Some(a), Some(b)) = (rate(&sqlite), rate(&postgres)) {
-        println!("  placement: SQLite {a:.0}/s, PostgreSQL {b:.0}/s ({:.2}x)", b / a);
+        println!(
+            "  placement: SQLite {a:.0}/s, PostgreSQL {b:.0}/s ({:.2}x)",
+            b / a
+        );
     }
     for p in ["p50", "p99"] {
         if let (Some(a), Some(b)) = (lat(&sqlite, p), lat(&postgres, p)) {

@@ -240,7 +240,10 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
         ("failover", "4. failover after kill -9"),
         ("density", "5. density of one worker"),
         ("output", "6. recording output (upload, recording.mp4)"),
-        ("ha", "7. coordinators on PostgreSQL (store, leader failover)"),
+        (
+            "ha",
+            "7. coordinators on PostgreSQL (store, leader failover)",
+        ),
     ];
     let mut failed = Vec::new();
     for (key, title) in benches {

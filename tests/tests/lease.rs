@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use recfleet_agent::coordinator::database::DbTarget;
 use recfleet_agent::coordinator::lease::pg::{self, Candidate, LeaseError};
 use recfleet_agent::coordinator::lease::timing::{Leadership, StepDown};
 use recfleet_agent::coordinator::lease::{LeaseSettings, Term};
@@ -15,7 +16,11 @@ use tokio_postgres::Client;
 const WITHIN: Duration = Duration::from_secs(2);
 
 async fn client(url: &str) -> Client {
-    let mut c = pg::connect(url, Duration::from_secs(10)).await.unwrap();
+    let target = DbTarget {
+        url: url.to_string(),
+        ca: None,
+    };
+    let mut c = pg::connect(&target, Duration::from_secs(10)).await.unwrap();
     pg::ensure_schema(&mut c, Duration::from_secs(10))
         .await
         .unwrap();

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
+use super::database::DbTarget;
 use super::lease::pg::{self as lease_db, Candidate, LeaseError};
 use super::lease::timing::{Leadership, Role, StepDown};
 use super::lease::{LeaseSettings, Term};
@@ -79,7 +80,7 @@ impl HaStatus {
 /// SIGTERM/SIGINT.
 pub async fn run(
     settings: CoordinatorSettings,
-    url: String,
+    target: DbTarget,
     probe: Arc<CoordinatorProbe>,
 ) -> Result<(), Failure> {
     let lease = LeaseSettings {
@@ -104,7 +105,7 @@ pub async fn run(
     let status = Arc::new(HaStatus::new());
     probe.set_ha(status.clone());
     let mut ha = Ha {
-        url,
+        target,
         me,
         lease,
         leadership: Leadership::new(lease),
@@ -112,7 +113,7 @@ pub async fn run(
         status,
         leader: watch::channel(None).0,
     };
-    tracing::info!(name = %ha.me.name, advertise = %ha.me.address, store = %redact_url(&ha.url),
+    tracing::info!(name = %ha.me.name, advertise = %ha.me.address, store = %redact_url(&ha.target.url),
         ttl_ms = settings.lease_ttl_ms, renew_ms = settings.lease_renew_ms, "coordinator of several starting as a standby");
     crate::health::notify_ready();
     let terminated = crate::signals::wait_for_termination();
@@ -134,7 +135,7 @@ pub async fn run(
 
 /// The lease loop's state.
 struct Ha {
-    url: String,
+    target: DbTarget,
     me: Candidate,
     lease: LeaseSettings,
     leadership: Leadership,
@@ -160,7 +161,7 @@ impl Ha {
     /// Makes the lease's connection if there is none (or it broke).
     async fn connect(&mut self) -> Result<(), LeaseError> {
         if self.db.as_ref().is_none_or(Client::is_closed) {
-            let mut c = lease_db::connect(&self.url, self.within()).await?;
+            let mut c = lease_db::connect(&self.target, self.within()).await?;
             lease_db::ensure_schema(&mut c, self.within()).await?;
             self.db = Some(c);
         }
@@ -271,7 +272,7 @@ impl Ha {
         // state load; past it, this leadership is over anyway.
         let started = match self.deadline() {
             Some(until) => tokio::time::timeout_at(until, async {
-                let store = Store::open_postgres(&self.url, self.within() * 5, Some(fence))
+                let store = Store::open_postgres(&self.target, self.within() * 5, Some(fence))
                     .await
                     .map_err(|e| Failure::unavailable(e.to_string()))?;
                 let leading = Leading {

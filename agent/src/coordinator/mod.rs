@@ -2,6 +2,7 @@
 //! and the event stream, behind one QUIC endpoint.
 
 pub mod cmd;
+pub mod database;
 pub mod driver;
 pub mod fleet;
 mod ha;
@@ -112,6 +113,9 @@ pub struct CoordinatorSettings {
     /// How often the leader renews its lease (and a standby tries to take
     /// it), ms.
     pub lease_renew_ms: u64,
+    /// CA certificates (PEM) that signed PostgreSQL's certificate, for
+    /// `sslmode=require` (default: the system's roots).
+    pub store_ca: Option<PathBuf>,
 }
 
 impl Default for CoordinatorSettings {
@@ -152,6 +156,7 @@ impl Default for CoordinatorSettings {
             advertise: None,
             lease_ttl_ms: 3000,
             lease_renew_ms: 1000,
+            store_ca: None,
         }
     }
 }
@@ -274,6 +279,9 @@ pub struct CoordinatorArgs {
     /// Leader lease renewal period, ms.
     #[arg(long, env = "RECFLEET_LEASE_RENEW_MS")]
     pub lease_renew_ms: Option<u64>,
+    /// CA certificates (PEM) of PostgreSQL's server certificate.
+    #[arg(long, env = "RECFLEET_STORE_CA")]
+    pub store_ca: Option<PathBuf>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -305,6 +313,7 @@ impl CoordinatorArgs {
         o.set("advertise", self.advertise.clone());
         o.set("lease_ttl_ms", self.lease_ttl_ms);
         o.set("lease_renew_ms", self.lease_renew_ms);
+        o.set("store_ca", self.store_ca.clone());
         settings::load(self.config.as_deref(), o)
     }
 }
@@ -415,7 +424,11 @@ pub async fn main(args: CoordinatorArgs) -> Result<(), Failure> {
                 store::redact_url(&url)
             )));
         }
-        return ha::run(settings, url, probe).await;
+        let target = database::DbTarget {
+            url,
+            ca: settings.store_ca.clone(),
+        };
+        return ha::run(settings, target, probe).await;
     }
     // The store may be briefly unavailable (a volume not mounted yet): keep
     // trying, and say why in /readyz meanwhile.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio_postgres::{Client, GenericClient};
 
 use super::{LeaseRow, Term};
+use crate::coordinator::database::{self, ConnectError, DbTarget};
 
 /// Tables of the lease and of the coordinators' heartbeats. Idempotent, run
 /// under an advisory lock so that coordinators starting together do not
@@ -55,6 +56,9 @@ pub enum LeaseError {
     /// The lease is held by another term: this coordinator was deposed.
     #[error("lease: deposed (the lease has another holder or term)")]
     Deposed,
+    /// No connection could be made.
+    #[error("lease: {0}")]
+    Connect(#[from] ConnectError),
 }
 
 /// Who this coordinator is, in the lease.
@@ -109,22 +113,9 @@ async fn timed<T>(
         .map_err(LeaseError::Db)
 }
 
-/// Connects to `url` (a libpq-style URL) without TLS; the connection runs
-/// on a task of its own and ends when the client is dropped.
-pub async fn connect(url: &str, within: Duration) -> Result<Client, LeaseError> {
-    let mut config: tokio_postgres::Config = url.parse()?;
-    config
-        .connect_timeout(within)
-        .keepalives(true)
-        .keepalives_idle(Duration::from_secs(5))
-        .application_name("recfleet-coordinator");
-    let (client, connection) = timed(within, config.connect(tokio_postgres::NoTls)).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "database connection ended");
-        }
-    });
-    Ok(client)
+/// Connects to the database (see [`crate::coordinator::database`]).
+pub async fn connect(target: &DbTarget, within: Duration) -> Result<Client, LeaseError> {
+    Ok(database::connect(target, within).await?)
 }
 
 /// Creates the lease tables if they are missing.

@@ -19,6 +19,8 @@ use recfleet_protocol::{ChunkReport, Epoch, RecordingId, RecordingState, WorkerN
 
 use db::{values, Db, DbError, Row, Value};
 
+use super::database::DbTarget;
+
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -80,7 +82,7 @@ pub struct Store {
 enum Location {
     Sqlite(std::path::PathBuf),
     Postgres {
-        url: String,
+        target: DbTarget,
         within: Duration,
         fence: Option<pg::Fence>,
     },
@@ -139,17 +141,17 @@ impl Store {
         Ok(store)
     }
 
-    /// Connects to the PostgreSQL store at `url` and migrates it (under an
+    /// Connects to the PostgreSQL store at `target` and migrates it (under an
     /// advisory lock: coordinators starting together migrate once). With
     /// `fence`, every write transaction checks that the lease is still
     /// that holder's and term. Statements are answered `within`.
     pub async fn open_postgres(
-        url: &str,
+        target: &DbTarget,
         within: Duration,
         fence: Option<pg::Fence>,
     ) -> Result<Store, StoreError> {
-        let path = redact_url(url);
-        let conn = pg::PgConn::connect(url, within, fence.clone())
+        let path = redact_url(&target.url);
+        let conn = pg::PgConn::connect(target, within, fence.clone())
             .await
             .map_err(|source| StoreError::Db {
                 path: path.clone(),
@@ -159,7 +161,7 @@ impl Store {
             db: Db::Postgres(conn),
             path,
             location: Location::Postgres {
-                url: url.to_string(),
+                target: target.clone(),
                 within,
                 fence,
             },
@@ -182,12 +184,14 @@ impl Store {
                     .map_err(|e| self.err(e))?;
                 Ok(Db::Sqlite(conn))
             }
-            Location::Postgres { url, within, fence } => {
-                pg::PgConn::connect(url, *within, fence.clone())
-                    .await
-                    .map(Db::Postgres)
-                    .map_err(|e| self.err(e))
-            }
+            Location::Postgres {
+                target,
+                within,
+                fence,
+            } => pg::PgConn::connect(target, *within, fence.clone())
+                .await
+                .map(Db::Postgres)
+                .map_err(|e| self.err(e)),
         }
     }
 

@@ -12,6 +12,7 @@ use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::{Client, Statement};
 
 use super::db::{DbError, Row, Value};
+use crate::coordinator::database::{self, ConnectError, DbTarget};
 use crate::coordinator::lease::{pg::FENCE, Term};
 
 /// The lease a connection's writes are fenced by.
@@ -37,16 +38,16 @@ pub struct PgConn {
 impl PgConn {
     /// Connects (from async code) with statements answered `within`.
     pub async fn connect(
-        url: &str,
+        target: &DbTarget,
         within: Duration,
         fence: Option<Fence>,
     ) -> Result<PgConn, DbError> {
-        let client = crate::coordinator::lease::pg::connect(url, within)
+        let client = database::connect(target, within)
             .await
             .map_err(|e| match e {
-                crate::coordinator::lease::pg::LeaseError::Db(e) => DbError::Postgres(e),
-                crate::coordinator::lease::pg::LeaseError::Timeout(d) => DbError::Timeout(d),
-                crate::coordinator::lease::pg::LeaseError::Deposed => DbError::Deposed,
+                ConnectError::Db(e) => DbError::Postgres(e),
+                ConnectError::Timeout(d) => DbError::Timeout(d),
+                e @ ConnectError::Ca { .. } => DbError::Decode(e.to_string()),
             })?;
         Ok(PgConn {
             handle: tokio::runtime::Handle::current(),

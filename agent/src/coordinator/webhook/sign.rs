@@ -8,7 +8,7 @@
 //! The timestamp is signed too, so that a captured request cannot be
 //! replayed later than the receiver's tolerance. Pure: the time is passed in.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -37,8 +37,8 @@ pub enum VerifyError {
 fn mac(secret: &[u8], t: u64, body: &[u8]) -> HmacSha256 {
     // HMAC takes keys of any length, so this never falls back; the daemon
     // stays free of panics all the same.
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(secret)
-        .unwrap_or_else(|_| <HmacSha256 as Mac>::new(&Default::default()));
+    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(secret)
+        .unwrap_or_else(|_| <HmacSha256 as KeyInit>::new(&Default::default()));
     mac.update(t.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
