@@ -24,6 +24,8 @@ pub struct PgServer {
     pub addr: SocketAddr,
     /// The user and group to run as (None: the current ones).
     owner: Option<(u32, u32)>,
+    /// Serves TLS with the certificate and key in the server's folder.
+    tls: bool,
     child: Option<Child>,
 }
 
@@ -50,6 +52,17 @@ pub fn pg_bin() -> PathBuf {
 impl PgServer {
     /// Creates a database cluster and starts the server on it.
     pub async fn start() -> anyhow::Result<PgServer> {
+        Self::start_with(None).await
+    }
+
+    /// Like [`Self::start`], serving TLS (`ssl=on`) with the PEM
+    /// certificate and key `tls` (e.g. the test PKI's coordinator
+    /// certificate: its names are localhost and 127.0.0.1).
+    pub async fn start_tls(cert: &Path, key: &Path) -> anyhow::Result<PgServer> {
+        Self::start_with(Some((cert, key))).await
+    }
+
+    async fn start_with(tls: Option<(&Path, &Path)>) -> anyhow::Result<PgServer> {
         let dir = tempfile::tempdir()?;
         let owner = if nix::unistd::geteuid().is_root() {
             let user = nix::unistd::User::from_name("postgres")?
@@ -59,11 +72,23 @@ impl PgServer {
         } else {
             None
         };
+        if let Some((cert, key)) = tls {
+            // PostgreSQL wants its key owned by itself and private.
+            for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+                let to = dir.path().join(to);
+                std::fs::copy(from, &to)?;
+                std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+                if let Some((uid, gid)) = owner {
+                    nix::unistd::chown(&to, Some(uid.into()), Some(gid.into()))?;
+                }
+            }
+        }
         let mut s = PgServer {
             bin: pg_bin(),
             addr: free_tcp()?,
             dir,
             owner,
+            tls: tls.is_some(),
             child: None,
         };
         let out = s
@@ -140,6 +165,24 @@ impl PgServer {
             // Tests need no durability across a power cut; the benchmark
             // says what it runs with.
             .args(["-c", "fsync=off", "-c", "max_connections=200"])
+            .args(if self.tls {
+                vec![
+                    "-c".to_string(),
+                    "ssl=on".into(),
+                    "-c".into(),
+                    format!(
+                        "ssl_cert_file={}",
+                        self.dir.path().join("server.crt").display()
+                    ),
+                    "-c".into(),
+                    format!(
+                        "ssl_key_file={}",
+                        self.dir.path().join("server.key").display()
+                    ),
+                ]
+            } else {
+                Vec::new()
+            })
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .kill_on_drop(true)

@@ -121,6 +121,13 @@ async fn browser_kill_9_of_the_leader_a_standby_leads_the_recording_has_no_gap_a
     let (code, why) = readyz(&fleet, &standby);
     assert_eq!(code, 503, "{why}");
     assert!(why.contains("standby"), "{why}");
+    for (name, leads) in [(&first, 1), (&standby, 0)] {
+        let (_, metrics) = http_get(fleet.coordinator_http_of(name).unwrap(), "/metrics").unwrap();
+        assert!(
+            metrics.contains(&format!("recfleet_coordinator_leader {leads}")),
+            "{name}: {metrics}"
+        );
+    }
     let w1_pid = fleet.worker_pid("w1").unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -145,6 +152,22 @@ async fn browser_kill_9_of_the_leader_a_standby_leads_the_recording_has_no_gap_a
         answered.as_millis()
     );
     assert!(answered < Duration::from_secs(15), "{answered:?}");
+    match fleet
+        .request(ConsoleRequest::ListCoordinators)
+        .await
+        .unwrap()
+    {
+        ConsoleResponse::Coordinators(list) => {
+            let leaders: Vec<_> = list.iter().filter(|c| c.role == "leader").collect();
+            assert_eq!(leaders.len(), 1, "{list:?}");
+            assert_eq!(leaders[0].name, standby, "{list:?}");
+            assert!(leaders[0].term >= 2, "{list:?}");
+            assert!(leaders[0].lease_expires_in_ms.is_some_and(|e| e > 0));
+            let dead = list.iter().find(|c| c.name == first).unwrap();
+            assert_eq!(dead.role, "standby", "{list:?}");
+        }
+        other => panic!("{other:?}"),
+    }
     let d = fleet.show(&id).await.unwrap();
     assert_eq!(d.info.state, RecordingState::Recording, "{:?}", d.info);
     assert_eq!(d.info.worker, Some(w("w1")));

@@ -206,3 +206,41 @@ async fn a_takeover_waits_for_a_write_already_past_the_fence() {
         .get(0);
     assert_eq!(n, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_postgres_is_used_and_checked_against_the_given_ca() {
+    let pki = recfleet_testkit::pki::Pki::new(&tempfile::tempdir().unwrap().keep()).unwrap();
+    let db = PgServer::start_tls(
+        &pki.dir().join("coordinator.pem"),
+        &pki.dir().join("coordinator-key.pem"),
+    )
+    .await
+    .unwrap();
+    let url = format!(
+        "postgres://postgres@localhost:{}/postgres?sslmode=require",
+        db.addr.port()
+    );
+    let trusted = DbTarget {
+        url: url.clone(),
+        ca: Some(pki.dir().join("ca.pem")),
+    };
+    let c = pg::connect(&trusted, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let ssl: bool = c
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl, "the connection is not encrypted");
+    // The system's roots do not know the test CA: refused, and said why.
+    let untrusted = DbTarget { url, ca: None };
+    let e = pg::connect(&untrusted, Duration::from_secs(10))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("certificate") || e.contains("Unknown"), "{e}");
+}

@@ -27,8 +27,10 @@ const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// Why a connection could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    /// The database refused, or the URL is wrong.
-    #[error("{0}")]
+    /// The database refused, or the URL is wrong (with its causes: "error
+    /// performing TLS handshake" alone does not say the certificate's
+    /// issuer is unknown).
+    #[error("{}", with_causes(.0))]
     Db(#[from] tokio_postgres::Error),
     /// Nothing answered in time.
     #[error("the database did not answer within {0:?}")]
@@ -41,6 +43,21 @@ pub enum ConnectError {
         /// Why.
         reason: String,
     },
+}
+
+/// An error and its sources, `outer: inner: innermost`.
+pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
 }
 
 fn roots(ca: Option<&Path>) -> Result<rustls::RootCertStore, ConnectError> {

@@ -22,6 +22,8 @@ pub enum ToConn {
     },
     /// Fetch a recording's detail.
     Show(RecordingId),
+    /// Fetch the coordinators.
+    Coordinators,
 }
 
 /// Runs until `cmds` closes (the TUI quit).
@@ -42,10 +44,13 @@ pub async fn run(
                 let ev = match update {
                     // The subscription's task is gone (it only ends with `sub`).
                     None => return,
-                    Some(Update::Connected { identity, .. }) => {
+                    // The address of the coordinator that answered (of
+                    // several, the leader): the status bar shows it, and a
+                    // failover shows as a new address.
+                    Some(Update::Connected { identity, addr: at }) => {
                         connected = true;
                         ConnEvent::Connected {
-                            addr: addr.clone(),
+                            addr: at.to_string(),
                             role: identity.role,
                             name: identity.name,
                         }
@@ -112,6 +117,11 @@ async fn carry_out(client: &Client, cmd: ToConn, events: UnboundedSender<ConnEve
         ToConn::Show(id) => {
             if let Ok(d) = client.show(id).await {
                 let _ = events.send(ConnEvent::Detail(Box::new(d)));
+            }
+        }
+        ToConn::Coordinators => {
+            if let Ok(list) = client.coordinators().await {
+                let _ = events.send(ConnEvent::Coordinators(list));
             }
         }
     }

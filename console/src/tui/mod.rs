@@ -157,7 +157,12 @@ where
                     }
                 },
             },
-            _ = tick.tick() => app.on_conn(ConnEvent::Tick(now_ms())),
+            _ = tick.tick() => {
+                app.on_conn(ConnEvent::Tick(now_ms()));
+                if app.ui.view == ui::View::Coordinators {
+                    let _ = cmds.send(ToConn::Coordinators);
+                }
+            }
         }
     }
 }

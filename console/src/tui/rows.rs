@@ -1,11 +1,11 @@
 //! The rows a view shows: the state, filtered and sorted as the UI says.
 //! Pure functions of (state, ui), shared by drawing and key handling.
 
-use recfleet_protocol::{RecordingInfo, WorkerInfo, WorkerState};
+use recfleet_protocol::{CoordinatorInfo, RecordingInfo, WorkerInfo, WorkerState};
 
 use super::state::{LogLine, State};
 use super::ui::{Filter, SortKey, Ui, View, ViewState};
-use crate::cells::{recording_cells, worker_cells};
+use crate::cells::{coordinator_cells, recording_cells, worker_cells};
 
 fn worker_state_rank(s: WorkerState) -> u8 {
     match s {
@@ -79,12 +79,22 @@ pub fn events<'a>(state: &'a State, vs: &ViewState, filter: &Filter) -> Vec<&'a 
     rows
 }
 
+/// Coordinators shown, by name (as the leader lists them).
+pub fn coordinators<'a>(state: &'a State, filter: &Filter) -> Vec<&'a CoordinatorInfo> {
+    state
+        .coordinators
+        .iter()
+        .filter(|c| filter.keeps(&coordinator_cells(c).join(" ")))
+        .collect()
+}
+
 /// How many rows the current view shows.
 pub fn count(state: &State, ui: &Ui) -> usize {
     match ui.view {
         View::Workers => workers(state, ui.current(), &ui.filter).len(),
         View::Recordings => recordings(state, ui.current(), &ui.filter).len(),
         View::Events => events(state, ui.current(), &ui.filter).len(),
+        View::Coordinators => coordinators(state, &ui.filter).len(),
     }
 }
 

@@ -97,6 +97,8 @@ pub enum ConnEvent {
     },
     /// A recording's detail (answer to `ShowRecording`).
     Detail(Box<RecordingDetail>),
+    /// The coordinators (answer to `ListCoordinators`).
+    Coordinators(Vec<recfleet_protocol::CoordinatorInfo>),
 }
 
 /// Where a drain stands, from its last progress event.
@@ -158,6 +160,9 @@ pub struct State {
     pub recordings: BTreeMap<RecordingId, RecordingInfo>,
     /// Details fetched for the detail pane.
     pub details: BTreeMap<RecordingId, RecordingDetail>,
+    /// The coordinators, as last fetched (the coordinators view asks every
+    /// second while it is shown).
+    pub coordinators: Vec<recfleet_protocol::CoordinatorInfo>,
     /// Drain progress by worker.
     pub drains: BTreeMap<WorkerName, DrainStatus>,
     /// The event log, oldest first.
@@ -181,6 +186,7 @@ impl State {
             workers: BTreeMap::new(),
             recordings: BTreeMap::new(),
             details: BTreeMap::new(),
+            coordinators: Vec::new(),
             drains: BTreeMap::new(),
             events: VecDeque::new(),
             last_seq: None,
@@ -244,6 +250,7 @@ impl State {
             ConnEvent::Detail(d) => {
                 self.details.insert(d.info.id.clone(), *d);
             }
+            ConnEvent::Coordinators(list) => self.coordinators = list,
         }
     }
 

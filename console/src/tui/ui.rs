@@ -12,6 +12,8 @@ pub enum View {
     Recordings,
     /// The live event log.
     Events,
+    /// The coordinators: which leads, its term and lease.
+    Coordinators,
 }
 
 impl View {
@@ -21,6 +23,7 @@ impl View {
             View::Workers => "workers",
             View::Recordings => "recordings",
             View::Events => "events",
+            View::Coordinators => "coordinators",
         }
     }
 
@@ -30,6 +33,7 @@ impl View {
             "workers" | "worker" | "wo" | "w" | "nodes" | "no" => Some(View::Workers),
             "recordings" | "recording" | "rec" | "r" | "jobs" => Some(View::Recordings),
             "events" | "event" | "ev" | "e" => Some(View::Events),
+            "coordinators" | "coordinator" | "coord" | "co" | "c" => Some(View::Coordinators),
             _ => None,
         }
     }
@@ -39,6 +43,7 @@ impl View {
             View::Workers => 0,
             View::Recordings => 1,
             View::Events => 2,
+            View::Coordinators => 3,
         }
     }
 
@@ -47,7 +52,8 @@ impl View {
         match self {
             View::Workers => View::Recordings,
             View::Recordings => View::Events,
-            View::Events => View::Workers,
+            View::Events => View::Coordinators,
+            View::Coordinators => View::Workers,
         }
     }
 }
@@ -159,7 +165,7 @@ pub struct Ui {
     /// Views visited before (`esc` goes back).
     pub history: Vec<View>,
     /// Selection and sort per view.
-    pub views: [ViewState; 3],
+    pub views: [ViewState; 4],
     /// The filter of the current view.
     pub filter: Filter,
     /// The detail pane is open.
@@ -182,7 +188,12 @@ impl Default for Ui {
         Ui {
             view: View::Workers,
             history: Vec::new(),
-            views: [ViewState::default(), ViewState::default(), events],
+            views: [
+                ViewState::default(),
+                ViewState::default(),
+                events,
+                ViewState::default(),
+            ],
             filter: Filter::default(),
             detail: false,
             mode: Mode::Normal,

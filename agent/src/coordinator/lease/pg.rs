@@ -48,7 +48,7 @@ pub const FENCE: &str = "SELECT 1 FROM recfleet_lease
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
     /// The database refused or is unreachable.
-    #[error("lease: {0}")]
+    #[error("lease: {}", database::with_causes(.0))]
     Db(#[from] tokio_postgres::Error),
     /// The database did not answer in time.
     #[error("lease: the database did not answer within {0:?}")]

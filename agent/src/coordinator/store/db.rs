@@ -120,7 +120,7 @@ pub enum DbError {
     #[error("{0}")]
     Sqlite(#[from] rusqlite::Error),
     /// PostgreSQL said no, or the connection is gone.
-    #[error("{0}")]
+    #[error("{}", crate::coordinator::database::with_causes(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// PostgreSQL did not answer in time.
     #[error("the database did not answer within {0:?}")]
@@ -140,7 +140,7 @@ pub enum Db {
     /// An embedded SQLite file.
     Sqlite(rusqlite::Connection),
     /// A PostgreSQL connection.
-    Postgres(PgConn),
+    Postgres(Box<PgConn>),
 }
 
 impl Db {
@@ -195,6 +195,18 @@ impl Db {
         match self {
             Db::Sqlite(c) => Ok(c.execute_batch(sql)?),
             Db::Postgres(p) => p.batch(sql),
+        }
+    }
+
+    /// Transaction control (savepoints) that may wait for the next
+    /// statement: on PostgreSQL it goes out in that statement's round trip.
+    pub fn control(&self, sql: &'static str) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(c) => Ok(c.execute_batch(sql)?),
+            Db::Postgres(p) => {
+                p.control(sql);
+                Ok(())
+            }
         }
     }
 

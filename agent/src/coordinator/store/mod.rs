@@ -158,7 +158,7 @@ impl Store {
                 source,
             })?;
         let store = Store {
-            db: Db::Postgres(conn),
+            db: Db::Postgres(Box::new(conn)),
             path,
             location: Location::Postgres {
                 target: target.clone(),
@@ -190,7 +190,7 @@ impl Store {
                 fence,
             } => pg::PgConn::connect(target, *within, fence.clone())
                 .await
-                .map(Db::Postgres)
+                .map(|c| Db::Postgres(Box::new(c)))
                 .map_err(|e| self.err(e)),
         }
     }
@@ -485,12 +485,12 @@ impl Store {
     }
     /// Marks the start of one input's writes inside the transaction.
     pub fn savepoint(&self) -> Result<(), StoreError> {
-        self.db.batch("SAVEPOINT input").map_err(|e| self.err(e))
+        self.db.control("SAVEPOINT input").map_err(|e| self.err(e))
     }
     /// Keeps one input's writes.
     pub fn release(&self) -> Result<(), StoreError> {
         self.db
-            .batch("RELEASE SAVEPOINT input")
+            .control("RELEASE SAVEPOINT input")
             .map_err(|e| self.err(e))
     }
     /// Undoes one input's writes, keeping the transaction.

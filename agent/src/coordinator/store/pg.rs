@@ -33,6 +33,9 @@ pub struct PgConn {
     within: Duration,
     fence: Option<Fence>,
     in_tx: Cell<bool>,
+    /// Transaction control not sent yet (savepoints): it goes out in the
+    /// same round trip as the next statement, pipelined ahead of it.
+    pending: RefCell<Vec<&'static str>>,
 }
 
 impl PgConn {
@@ -56,6 +59,7 @@ impl PgConn {
             within,
             fence,
             in_tx: Cell::new(false),
+            pending: RefCell::new(Vec::new()),
         })
     }
 
@@ -79,6 +83,32 @@ impl PgConn {
         }
     }
 
+    /// Waits for `f` with the pending control statements sent ahead of it
+    /// on the same connection (PostgreSQL runs them in order; one round
+    /// trip for all). An error of the control statements is the error.
+    fn run_after_pending<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, DbError> {
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        if pending.is_empty() {
+            return self.run(f);
+        }
+        let control = pending.join("; ");
+        let client = &self.client;
+        self.run(async move {
+            // join polls the control batch first: it is queued first.
+            let (c, r) = futures_util::future::join(client.batch_execute(&control), f).await;
+            c?;
+            r
+        })
+    }
+
+    /// Queues transaction control to go out with the next statement.
+    pub fn control(&self, sql: &'static str) {
+        self.pending.borrow_mut().push(sql);
+    }
+
     fn statement(&self, sql: &str) -> Result<Statement, DbError> {
         if let Some(st) = self.statements.borrow().get(sql) {
             return Ok(st.clone());
@@ -94,42 +124,49 @@ impl PgConn {
     pub fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
         let st = self.statement(sql)?;
         let p: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as _).collect();
-        self.run(self.client.execute(&st, &p))
+        self.run_after_pending(self.client.execute(&st, &p))
     }
 
     /// See [`super::db::Db::query`].
     pub fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
         let st = self.statement(sql)?;
         let p: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as _).collect();
-        let rows = self.run(self.client.query(&st, &p))?;
+        let rows = self.run_after_pending(self.client.query(&st, &p))?;
         rows.iter().map(row).collect()
     }
 
     /// See [`super::db::Db::batch`].
     pub fn batch(&self, sql: &str) -> Result<(), DbError> {
-        self.run(self.client.batch_execute(sql))
+        self.run_after_pending(self.client.batch_execute(sql))
     }
 
     /// Begins a transaction and checks the fence in it.
     pub fn begin(&self) -> Result<(), DbError> {
-        self.batch("BEGIN")?;
         self.in_tx.set(true);
-        if let Some(f) = &self.fence {
-            let term = f.term.0 as i64;
-            let held = self.run(self.client.query(FENCE, &[&f.holder, &term]));
-            match held {
-                Ok(rows) if !rows.is_empty() => {}
-                Ok(_) => {
-                    let _ = self.rollback();
-                    return Err(DbError::Deposed);
-                }
-                Err(e) => {
-                    let _ = self.rollback();
-                    return Err(e);
-                }
+        let Some(f) = &self.fence else {
+            return self.batch("BEGIN");
+        };
+        let fence = match self.statement(FENCE) {
+            Ok(st) => st,
+            Err(e) => {
+                self.in_tx.set(false);
+                return Err(e);
+            }
+        };
+        // BEGIN and the fence in one round trip.
+        self.control("BEGIN");
+        let term = f.term.0 as i64;
+        match self.run_after_pending(self.client.query(&fence, &[&f.holder, &term])) {
+            Ok(rows) if !rows.is_empty() => Ok(()),
+            Ok(_) => {
+                let _ = self.rollback();
+                Err(DbError::Deposed)
+            }
+            Err(e) => {
+                let _ = self.rollback();
+                Err(e)
             }
         }
-        Ok(())
     }
 
     /// Whether a transaction is open.
@@ -147,7 +184,8 @@ impl PgConn {
     /// Rolls back.
     pub fn rollback(&self) -> Result<(), DbError> {
         self.in_tx.set(false);
-        self.batch("ROLLBACK")
+        self.pending.borrow_mut().clear();
+        self.run(self.client.batch_execute("ROLLBACK"))
     }
 }
 

@@ -116,7 +116,7 @@ fn key_hints(app: &App) -> String {
         (Some(r), _) => format!("  │ {}", readonly_reason(r)),
         (None, View::Workers) => "  d drain  u undrain  n new".to_string(),
         (None, View::Recordings) => "  x stop  r reassign  n new".to_string(),
-        (None, View::Events) => "  n new".to_string(),
+        (None, View::Events | View::Coordinators) => "  n new".to_string(),
     };
     format!("? help  : view  / filter  enter detail  q quit{actions}")
 }

@@ -16,8 +16,8 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
         "navigation",
         &[
             (
-                ":workers :recordings :events",
-                "switch view (also :wo :rec :ev)",
+                ":workers :recordings :events :coord",
+                "switch view (also :wo :rec :ev :co)",
             ),
             ("tab", "next view"),
             ("j k ↑ ↓ pgup pgdn g G", "move the selection"),

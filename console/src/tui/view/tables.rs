@@ -1,4 +1,4 @@
-//! The workers, recordings and events tables.
+//! The workers, recordings, events and coordinators tables.
 
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -87,6 +87,22 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
                     .map(|r| cells::recording_cells(r, state.now))
                     .collect(),
                 rs.iter().map(|r| recording_color(r.state)).collect(),
+            )
+        }
+        View::Coordinators => {
+            let cs = rows::coordinators(state, &app.ui.filter);
+            (
+                &cells::COORDINATOR_COLUMNS,
+                cs.iter().map(|c| cells::coordinator_cells(c)).collect(),
+                cs.iter()
+                    .map(|c| {
+                        if c.role == "leader" {
+                            Color::Green
+                        } else {
+                            Color::Reset
+                        }
+                    })
+                    .collect(),
             )
         }
         View::Events => {
