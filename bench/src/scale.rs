@@ -90,6 +90,15 @@ fn subscribe(conn: quinn::Connection, seen: Arc<Mutex<Seen>>) -> tokio::task::Jo
                     }
                 }
                 SubscriptionFrame::Lagged { .. } => s.lagged += 1,
+                // Workers whose hello the coordinator handled in the turn
+                // that took the subscription come in the snapshot, not as
+                // events (more often the slower the store).
+                SubscriptionFrame::Snapshot { workers, .. }
+                | SubscriptionFrame::SnapshotMore { workers, .. } => {
+                    for w in workers {
+                        s.worker_up.insert(w.name.to_string());
+                    }
+                }
                 _ => {}
             }
         }
