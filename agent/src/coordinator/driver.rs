@@ -525,13 +525,19 @@ impl Driver {
                 _ => Ok(()),
             };
             if let Err(e) = r {
-                if let Err(e2) = self.store.rollback_to() {
-                    tracing::warn!(error = %e2, "cannot roll back to the savepoint");
-                }
+                self.undo_input();
                 return Err(e);
             }
         }
-        self.store.release()
+        // On PostgreSQL the input's writes go out here, in one round trip,
+        // and a failed one shows here.
+        self.store.release().inspect_err(|_| self.undo_input())
+    }
+
+    fn undo_input(&self) {
+        if let Err(e) = self.store.rollback_to() {
+            tracing::warn!(error = %e, "cannot roll back to the savepoint");
+        }
     }
 
     /// Memory goes back to what the store holds for every recording the

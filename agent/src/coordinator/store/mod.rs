@@ -8,6 +8,7 @@
 pub mod db;
 mod migrations;
 pub mod pg;
+pub mod value;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -489,8 +490,11 @@ impl Store {
     }
     /// Keeps one input's writes.
     pub fn release(&self) -> Result<(), StoreError> {
+        // On PostgreSQL the input's writes go out now, pipelined in one
+        // round trip, so that a failed one is this input's.
         self.db
             .control("RELEASE SAVEPOINT input")
+            .and_then(|()| self.db.flush())
             .map_err(|e| self.err(e))
     }
     /// Undoes one input's writes, keeping the transaction.

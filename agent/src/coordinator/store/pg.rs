@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::{Client, Statement};
 
-use super::db::{DbError, Row, Value};
+use super::value::{DbError, Row, Value};
 use crate::coordinator::database::{self, ConnectError, DbTarget};
 use crate::coordinator::lease::{pg::FENCE, Term};
 
@@ -33,9 +33,18 @@ pub struct PgConn {
     within: Duration,
     fence: Option<Fence>,
     in_tx: Cell<bool>,
-    /// Transaction control not sent yet (savepoints): it goes out in the
-    /// same round trip as the next statement, pipelined ahead of it.
-    pending: RefCell<Vec<&'static str>>,
+    /// What a transaction has to send and has not yet: savepoints, and the
+    /// writes between them. All go out pipelined in one round trip when
+    /// the transaction next needs an answer (a query, the release of a
+    /// savepoint, the commit); a write's error shows then.
+    pending: RefCell<Vec<Pending>>,
+}
+
+/// A statement of a transaction not sent yet.
+#[derive(Debug)]
+enum Pending {
+    Control(&'static str),
+    Write(Statement, Vec<Value>),
 }
 
 impl PgConn {
@@ -94,19 +103,44 @@ impl PgConn {
         if pending.is_empty() {
             return self.run(f);
         }
-        let control = pending.join("; ");
         let client = &self.client;
         self.run(async move {
-            // join polls the control batch first: it is queued first.
-            let (c, r) = futures_util::future::join(client.batch_execute(&control), f).await;
-            c?;
+            type Sent<'a> = std::pin::Pin<
+                Box<
+                    dyn std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'a,
+                >,
+            >;
+            // Polled in order, so sent in order, before `f`.
+            let sent: Vec<Sent<'_>> = pending
+                .iter()
+                .map(|p| -> Sent<'_> {
+                    match p {
+                        Pending::Control(sql) => Box::pin(client.batch_execute(sql)),
+                        Pending::Write(st, params) => Box::pin(async move {
+                            let p: Vec<&(dyn ToSql + Sync)> =
+                                params.iter().map(|v| v as _).collect();
+                            client.execute(st, &p).await.map(|_| ())
+                        }),
+                    }
+                })
+                .collect();
+            let (before, r) =
+                futures_util::future::join(futures_util::future::join_all(sent), f).await;
+            // The first failure is the cause; what follows it failed
+            // because the transaction was aborted.
+            before.into_iter().collect::<Result<Vec<()>, _>>()?;
             r
         })
     }
 
+    /// Sends what is queued and waits for it: a write's error shows here.
+    pub fn flush(&self) -> Result<(), DbError> {
+        self.run_after_pending(async { Ok(()) })
+    }
+
     /// Queues transaction control to go out with the next statement.
     pub fn control(&self, sql: &'static str) {
-        self.pending.borrow_mut().push(sql);
+        self.pending.borrow_mut().push(Pending::Control(sql));
     }
 
     fn statement(&self, sql: &str) -> Result<Statement, DbError> {
@@ -121,8 +155,16 @@ impl PgConn {
     }
 
     /// See [`super::db::Db::execute`].
+    /// Inside a transaction the write is queued (see `pending`) and 1 is
+    /// returned for the rows it changes; outside one it runs at once.
     pub fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
         let st = self.statement(sql)?;
+        if self.in_tx.get() {
+            self.pending
+                .borrow_mut()
+                .push(Pending::Write(st, params.to_vec()));
+            return Ok(1);
+        }
         let p: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as _).collect();
         self.run_after_pending(self.client.execute(&st, &p))
     }
