@@ -16,9 +16,10 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
         "navigation",
         &[
             (
-                ":workers :recordings :events :coord",
-                "switch view (also :wo :rec :ev :co)",
+                ":workers :recordings :events",
+                "switch view (also :wo :rec :ev)",
             ),
+            (":coordinators  :co", "the coordinators: which leads"),
             ("tab", "next view"),
             ("j k ↑ ↓ pgup pgdn g G", "move the selection"),
             (
