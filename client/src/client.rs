@@ -218,6 +218,16 @@ impl Client {
                     }
                     self.redirect(leader.as_deref());
                 }
+                // No answer in time from one of several coordinators: it
+                // may be gone (a dead peer shows only after the idle
+                // timeout). The next request connects afresh, to whichever
+                // answers. With one coordinator there is nowhere else to go.
+                Err(e @ ClientError::NoAnswer { .. })
+                    if connect::addresses(&self.coordinator).len() > 1 =>
+                {
+                    self.redirect(None);
+                    return Err(e);
+                }
                 other => return other,
             }
         }
