@@ -120,14 +120,17 @@ pub async fn run(
     tokio::pin!(terminated);
     loop {
         probe.set(Err(ha.standby_reason()));
-        let Some((term, sent)) = ha
+        let Some((term, sent, endpoint)) = ha
             .standby(&settings, &tls, transport, &probe, &mut terminated)
             .await?
         else {
             return Ok(());
         };
         ha.leadership.acquired(term, sent.into_std());
-        if !ha.lead(&settings, term, &probe, &mut terminated).await {
+        if !ha
+            .lead(&settings, term, endpoint, &probe, &mut terminated)
+            .await
+        {
             return Ok(());
         }
     }
@@ -175,8 +178,9 @@ impl Ha {
         }
     }
 
-    /// Serves as a standby until this coordinator takes the lease: its term
-    /// and when the request left. `None`: told to stop.
+    /// Serves as a standby until this coordinator takes the lease: its term,
+    /// when the request left, and the endpoint to lead on. `None`: told to
+    /// stop.
     async fn standby(
         &mut self,
         settings: &CoordinatorSettings,
@@ -184,7 +188,7 @@ impl Ha {
         transport: TransportSettings,
         probe: &CoordinatorProbe,
         terminated: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
-    ) -> Result<Option<(Term, Instant)>, Failure> {
+    ) -> Result<Option<(Term, Instant, quinn::Endpoint)>, Failure> {
         self.status.leader.set(0);
         let endpoint = super::bind(settings.listen, tls, transport).await?;
         let stop = CancellationToken::new();
@@ -244,9 +248,13 @@ impl Ha {
         };
         stop.cancel();
         let _ = serving.await;
-        endpoint.close(0u32.into(), b"role change");
-        drop(endpoint);
-        Ok(taken)
+        match taken {
+            Some((term, sent)) => Ok(Some((term, sent, endpoint))),
+            None => {
+                endpoint.close(0u32.into(), b"shutting down");
+                Ok(None)
+            }
+        }
     }
 
     /// Leads `term` until deposed, out of time or told to stop. False:
@@ -255,6 +263,7 @@ impl Ha {
         &mut self,
         settings: &CoordinatorSettings,
         term: Term,
+        endpoint: quinn::Endpoint,
         probe: &CoordinatorProbe,
         terminated: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
     ) -> bool {
@@ -278,6 +287,7 @@ impl Ha {
                 let leading = Leading {
                     term,
                     deposed: deposed.clone(),
+                    endpoint: Some(endpoint.clone()),
                 };
                 start(settings.clone(), store, shutdown.clone(), Some(leading)).await
             })

@@ -512,6 +512,9 @@ pub struct Leading {
     pub term: lease::Term,
     /// Cancelled by the driver when a write finds another term leading.
     pub deposed: CancellationToken,
+    /// The endpoint the standby served on: the leader goes on with it
+    /// (binding the port again would wait for the old socket to close).
+    pub endpoint: Option<quinn::Endpoint>,
 }
 
 /// Binds the endpoint and starts serving with an open store; `leading`:
@@ -583,7 +586,10 @@ pub async fn start(
         keep_alive: Duration::from_millis(settings.keep_alive_ms),
         idle_timeout: Duration::from_millis(settings.idle_timeout_ms),
     };
-    let endpoint = bind(settings.listen, &tls, transport).await?;
+    let endpoint = match leading.as_ref().and_then(|l| l.endpoint.clone()) {
+        Some(e) => e,
+        None => bind(settings.listen, &tls, transport).await?,
+    };
     let addr = endpoint
         .local_addr()
         .map_err(|e| Failure::other(e.into()))?;
