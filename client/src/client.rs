@@ -61,8 +61,9 @@ pub struct Client {
     live: Arc<Mutex<Option<Connected>>>,
     /// Held while connecting, so that concurrent requests make one connection.
     connecting: Arc<tokio::sync::Mutex<()>>,
-    /// Where a standby said the leader is: tried first at the next connect.
-    leader_hint: Arc<Mutex<Option<String>>>,
+    /// Where a standby said the leader is (tried first at the next
+    /// connect), or which standby knew none (tried last).
+    redirect: Arc<Mutex<connect::Redirect>>,
 }
 
 /// How many times a request goes to another coordinator after a standby
@@ -90,7 +91,7 @@ impl Client {
             request_timeout: REQUEST_TIMEOUT,
             live: Arc::new(Mutex::new(None)),
             connecting: Arc::new(tokio::sync::Mutex::new(())),
-            leader_hint: Arc::new(Mutex::new(None)),
+            redirect: Arc::new(Mutex::new(connect::Redirect::default())),
         }
     }
 
@@ -144,14 +145,12 @@ impl Client {
         if let Some(c) = self.current() {
             return Ok(c);
         }
-        let hint = self
-            .leader_hint
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let redirect = std::mem::take(
+            &mut *self.redirect.lock().unwrap_or_else(PoisonError::into_inner),
+        );
         let c = connect::connect_any(
             &self.endpoint,
-            hint.as_deref(),
+            &redirect,
             &connect::addresses(&self.coordinator),
             &self.server_name,
             self.connect_timeout,
@@ -164,18 +163,18 @@ impl Client {
     /// Forgets the connection to a standby and remembers where it said the
     /// leader is.
     pub(crate) fn redirect(&self, leader: Option<&str>) {
-        if let Some(c) = self
+        let left = self
             .live
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
+            .take();
+        if let Some(c) = &left {
             c.connection.close(0u32.into(), b"not the leader");
         }
-        *self
-            .leader_hint
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = leader.map(str::to_string);
+        *self.redirect.lock().unwrap_or_else(PoisonError::into_inner) = connect::Redirect {
+            leader: leader.map(str::to_string),
+            avoid: left.map(|c| c.addr).filter(|_| leader.is_none()),
+        };
     }
 
     /// Closes the connection cleanly (a later request connects again).

@@ -63,18 +63,30 @@ pub fn addresses(given: &str) -> Vec<String> {
         .collect()
 }
 
-/// Connects to one of several coordinators: to `hint` (where a standby said
-/// the leader is) if it answers, else to whichever of `all` answers first,
-/// all tried at once, so that a dead one costs no more than its handshake's
-/// timeout running beside the others. A name that resolves to several
-/// addresses stands for all of them. The error is the first address's.
+/// Where to look for the leader among several coordinators.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Redirect {
+    /// Where a standby said the leader is: tried first.
+    pub leader: Option<String>,
+    /// A standby that knew no leader: tried last, so that another is found
+    /// (it would answer first again on a fast link).
+    pub avoid: Option<SocketAddr>,
+}
+
+/// Connects to one of several coordinators: to the leader a standby named
+/// if it answers, else to whichever of `all` answers first, all tried at
+/// once, so that a dead one costs no more than its handshake's timeout
+/// running beside the others; a standby that knew no leader only if no
+/// other answers. A name that resolves to several addresses stands for all
+/// of them. The error is the first address's.
 pub async fn connect_any(
     endpoint: &Endpoint,
-    hint: Option<&str>,
+    redirect: &Redirect,
     all: &[String],
     server_name: &str,
     timeout: Duration,
 ) -> Result<Connected, ClientError> {
+    let hint = redirect.leader.as_deref();
     if let Some(h) = hint {
         // Briefly: a standby names the leader until its lease runs out, and
         // that leader may be the one that just died.
@@ -103,6 +115,11 @@ pub async fn connect_any(
     }
     if let [(given, _)] = targets.as_slice() {
         return connect(endpoint, given, server_name, timeout).await;
+    }
+    if let Some(avoid) = redirect.avoid {
+        if targets.iter().any(|(_, a)| *a != avoid) {
+            targets.retain(|(_, a)| *a != avoid);
+        }
     }
     // A JoinSet: the attempts still under way are aborted when it drops.
     let mut attempts = tokio::task::JoinSet::new();

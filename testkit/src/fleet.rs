@@ -716,19 +716,21 @@ impl TestFleet {
     /// Sends one request as the operator (connecting, and reconnecting after
     /// a coordinator restart, as needed).
     pub async fn request(&mut self, req: ConsoleRequest) -> anyhow::Result<ConsoleResponse> {
-        let mut leader: Option<String> = None;
+        let mut redirect = recfleet_client::connect::Redirect::default();
+        let mut at = None;
         for _ in 0..50 {
             if self.operator.is_none() {
-                self.operator = recfleet_client::connect::connect_any(
+                let connected = recfleet_client::connect::connect_any(
                     &self.endpoint,
-                    leader.take().as_deref(),
+                    &std::mem::take(&mut redirect),
                     &recfleet_client::connect::addresses(&self.coordinator_list()),
                     "localhost",
                     Duration::from_secs(2),
                 )
                 .await
-                .ok()
-                .map(|c| c.connection);
+                .ok();
+                at = connected.as_ref().map(|c| c.addr);
+                self.operator = connected.map(|c| c.connection);
             }
             if let Some(conn) = &self.operator {
                 match recfleet_client::request_on(conn, req.clone(), Duration::from_secs(10)).await
@@ -739,7 +741,10 @@ impl TestFleet {
                     Err(recfleet_client::ClientError::Wire(e))
                         if e.code == recfleet_protocol::ErrorCode::NotLeader =>
                     {
-                        leader = e.leader().map(str::to_string);
+                        redirect = recfleet_client::connect::Redirect {
+                            leader: e.leader().map(str::to_string),
+                            avoid: at.filter(|_| e.leader().is_none()),
+                        };
                         self.operator = None;
                     }
                     // An error answer is the test's to look at.

@@ -268,6 +268,9 @@ impl Ha {
         terminated: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
     ) -> bool {
         tracing::info!(term = term.0, "leading");
+        if let Some(db) = &self.db {
+            let _ = lease_db::heartbeat(db, &self.me, "leader", term, self.within()).await;
+        }
         self.status.leader.set(1);
         self.status.term.set(term.0 as i64);
         self.leader.send_replace(Some(self.me.address.clone()));
@@ -373,14 +376,19 @@ impl Ha {
     }
 
     async fn renew(&mut self, term: Term) -> Result<(), LeaseError> {
-        let (ttl, me) = (self.lease.ttl, self.me.clone());
-        // A renewal answered after the deadline is of no use.
+        // A renewal answered after the deadline is of no use: the whole
+        // attempt, connecting again included, ends by then.
         let within = self
             .deadline()
-            .map_or(Duration::ZERO, |d| {
-                d.saturating_duration_since(Instant::now())
-            })
+            .map_or(Duration::ZERO, |d| d.saturating_duration_since(Instant::now()))
             .min(self.within());
+        tokio::time::timeout(within, self.try_renew(term, within))
+            .await
+            .unwrap_or(Err(LeaseError::Timeout(within)))
+    }
+
+    async fn try_renew(&mut self, term: Term, within: Duration) -> Result<(), LeaseError> {
+        let (ttl, me) = (self.lease.ttl, self.me.clone());
         let sent = std::time::Instant::now();
         self.connect().await?;
         let db = self.db.as_ref().expect("connected");

@@ -68,8 +68,9 @@ struct Link {
     pending: VecDeque<WorkerMessage>,
     draining: bool,
     usage: UsageMeter,
-    /// Where a standby said the leader is: tried first.
-    leader_hint: Option<String>,
+    /// Where a standby said the leader is (tried first), or which standby
+    /// knew none (tried last).
+    redirect: recfleet_client::connect::Redirect,
     /// The highest leader term seen: a coordinator of a lower one was
     /// deposed and is not followed.
     term: u64,
@@ -110,7 +111,7 @@ pub async fn run(
         pending: VecDeque::new(),
         draining: false,
         usage: UsageMeter::default(),
-        leader_hint: None,
+        redirect: Default::default(),
         term: 0,
         connected_to: String::new(),
     };
@@ -140,14 +141,16 @@ pub async fn run(
         let delay = match end {
             SessionEnd::Shutdown => break,
             SessionEnd::NotLeader(why) => {
-                // To the leader at once when a standby named it; a moment
-                // later when none is known (a takeover under way).
-                let d = if link.leader_hint.is_some() {
+                // A coordinator answered: no backoff builds up. To the
+                // leader at once when a standby named it; a moment later
+                // when none is known (a takeover under way).
+                attempt = 0;
+                let d = if link.redirect.leader.is_some() {
                     Duration::ZERO
                 } else {
                     Duration::from_millis(300)
                 };
-                tracing::info!(coordinators = ?link.config.coordinators, leader = ?link.leader_hint, %why, "not the leader; going to the leader");
+                tracing::info!(coordinators = ?link.config.coordinators, leader = ?link.redirect.leader, %why, "not the leader; going to the leader");
                 d
             }
             SessionEnd::Lost(why) => {
@@ -254,10 +257,10 @@ impl Link {
         &mut self,
         endpoint: &Endpoint,
     ) -> Result<(Connection, SendStream, Inbox, Duration), ConnectError> {
-        let hint = self.leader_hint.take();
+        let redirect = std::mem::take(&mut self.redirect);
         let connected = recfleet_client::connect::connect_any(
             endpoint,
-            hint.as_deref(),
+            &redirect,
             &self.config.coordinators,
             &self.config.server_name,
             Duration::from_secs(5),
@@ -278,6 +281,7 @@ impl Link {
                         VarInt::from_u32(close::NORMAL),
                         b"deposed: a newer term leads",
                     );
+                    self.redirect.avoid = Some(at);
                     return Err(ConnectError::NotLeader(format!(
                         "{at} leads term {term}, but term {} was seen: it was deposed",
                         self.term
@@ -291,7 +295,10 @@ impl Link {
             Some(CoordinatorMessage::Refused(e))
                 if e.code == recfleet_protocol::ErrorCode::NotLeader =>
             {
-                self.leader_hint = e.leader().map(str::to_string);
+                self.redirect = recfleet_client::connect::Redirect {
+                    leader: e.leader().map(str::to_string),
+                    avoid: e.leader().is_none().then_some(at),
+                };
                 return Err(ConnectError::NotLeader(format!("{at}: {}", e.message)));
             }
             Some(CoordinatorMessage::Refused(e)) => {

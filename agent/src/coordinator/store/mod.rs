@@ -716,7 +716,8 @@ impl Store {
         let rows = self
             .db
             .query(
-                "SELECT c.name, c.address, c.term,
+                "SELECT c.name, c.address,
+                        CASE WHEN l.holder = c.holder THEN l.term ELSE c.term END,
                         CAST(extract(epoch FROM (now() - c.seen_at)) * 1000 AS BIGINT),
                         CASE WHEN l.holder = c.holder
                              THEN CAST(extract(epoch FROM (l.expires_at - now())) * 1000 AS BIGINT) END
