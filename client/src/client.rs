@@ -145,9 +145,8 @@ impl Client {
         if let Some(c) = self.current() {
             return Ok(c);
         }
-        let redirect = std::mem::take(
-            &mut *self.redirect.lock().unwrap_or_else(PoisonError::into_inner),
-        );
+        let redirect =
+            std::mem::take(&mut *self.redirect.lock().unwrap_or_else(PoisonError::into_inner));
         let c = connect::connect_any(
             &self.endpoint,
             &redirect,

@@ -380,7 +380,9 @@ impl Ha {
         // attempt, connecting again included, ends by then.
         let within = self
             .deadline()
-            .map_or(Duration::ZERO, |d| d.saturating_duration_since(Instant::now()))
+            .map_or(Duration::ZERO, |d| {
+                d.saturating_duration_since(Instant::now())
+            })
             .min(self.within());
         tokio::time::timeout(within, self.try_renew(term, within))
             .await
