@@ -57,6 +57,9 @@ KNOWN_ENV = {
     # Issue 12: recordings in object storage.
     "RECFLEET_OUTPUT", "RECFLEET_STITCH", "RECFLEET_UPLOAD_BUFFER_BYTES",
     "RECFLEET_ALLOWED_OUTPUTS", "RECFLEET_UPLOAD_RETRY_SECS",
+    # Issue 13: several coordinators on PostgreSQL.
+    "RECFLEET_STORE", "RECFLEET_STORE_CA", "RECFLEET_NAME", "RECFLEET_ADVERTISE",
+    "RECFLEET_LEASE_TTL_MS", "RECFLEET_LEASE_RENEW_MS",
     # Not the daemon's: the systemd unit's word list for flags without a
     # variable, the console's context file, Kubernetes' service link.
     "RECFLEET_WORKER_ARGS", "RECFLEET_CONTEXT", "RECFLEET_COORDINATOR_SERVICE_HOST",
@@ -225,8 +228,11 @@ def check_pod(where: str, wname: str, wl: dict, tmpl: dict, objs: dict, secrets:
         mport = ports.get("metrics")
         if not maddr or mport is None or not maddr.endswith(f":{mport['containerPort']}"):
             fail(cw, f"RECFLEET_METRICS_ADDR={maddr!r} does not open the metrics port")
+        # Coordinators of several (RECFLEET_STORE): a standby's /readyz is
+        # 503 by design, so readiness is /healthz there (overlays/ha says why).
+        ready = "/healthz" if "RECFLEET_STORE" in env else "/readyz"
         for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"),
-                            ("readinessProbe", "/readyz")):
+                            ("readinessProbe", ready)):
             hg = c.get(probe, {}).get("httpGet", {})
             if hg.get("path") != path or hg.get("port") != "metrics":
                 fail(cw, f"{probe} should GET {path} on port metrics, has {hg}")
@@ -299,12 +305,19 @@ def check_worker(cw: str, spec: dict, c: dict, env: dict, vols: dict, objs: dict
     coord = env.get("RECFLEET_COORDINATOR", "")
     svc = [s for (k, s) in objs if k == "Service" and objs[(k, s)]["spec"].get("clusterIP") != "None"
            and objs[(k, s)]["spec"]["selector"].get("app.kubernetes.io/component") == "coordinator"]
-    want = [f"$({s.upper().replace('-', '_')}_SERVICE_HOST):7800" for s in svc]
-    if coord not in want:
-        fail(cw, f"RECFLEET_COORDINATOR={coord!r}, want one of {want} (an IP:port from the service link)")
-    elif not spec.get("enableServiceLinks", True):
-        fail(cw, "RECFLEET_COORDINATOR needs service links, but enableServiceLinks is false")
     ns = wl["metadata"]["namespace"]
+    # Several coordinators: the headless Service's name, which resolves to
+    # every coordinator pod (ready or not).
+    headless = [s for (k, s) in objs if k == "Service" and objs[(k, s)]["spec"].get("clusterIP") == "None"
+                and objs[(k, s)]["spec"]["selector"].get("app.kubernetes.io/component") == "coordinator"
+                and objs[(k, s)]["spec"].get("publishNotReadyAddresses")]
+    links = [f"$({s.upper().replace('-', '_')}_SERVICE_HOST):7800" for s in svc]
+    want = links + [f"{s}.{ns}.svc:7800" for s in headless]
+    if coord not in want:
+        fail(cw, f"RECFLEET_COORDINATOR={coord!r}, want one of {want} (an IP:port from the service link, "
+                 "or the headless Service of several coordinators)")
+    elif coord in links and not spec.get("enableServiceLinks", True):
+        fail(cw, "RECFLEET_COORDINATOR needs service links, but enableServiceLinks is false")
     names = {f"{s}{suffix}" for s in svc for suffix in ("", f".{ns}", f".{ns}.svc", f".{ns}.svc.cluster.local")}
     if env.get("RECFLEET_SERVER_NAME") not in names:
         fail(cw, f"RECFLEET_SERVER_NAME={env.get('RECFLEET_SERVER_NAME')!r} is not a name make-secrets.sh issues")

@@ -194,3 +194,41 @@ async fn a_fenced_store_writes_nothing_once_another_coordinator_leads() {
         .unwrap();
     assert_eq!(rows, ["before"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_outbox_works_on_postgres_from_a_blocking_thread() {
+    use recfleet_agent::coordinator::webhook::event::{WebhookEvent, WebhookKind};
+    use recfleet_agent::coordinator::webhook::outbox;
+    let db = PgServer::start().await.unwrap();
+    let s = Store::open_postgres(&target(&db), WITHIN, None)
+        .await
+        .unwrap();
+    let event = WebhookEvent {
+        id: "r1-1".into(),
+        kind: WebhookKind::Started,
+        recording: RecordingId::new("r1").unwrap(),
+        at: 100,
+        reason: None,
+        output: None,
+    };
+    let urls = vec!["http://a/".to_string(), "http://b/".to_string()];
+    outbox::insert(s.db(), &event, &urls).unwrap();
+    outbox::insert(s.db(), &event, &urls).unwrap();
+    // The sender's own connection, used from the blocking pool as the
+    // sender uses it.
+    let sender = s.open_another(Duration::from_secs(5)).await.unwrap();
+    let (due, again, pending) = tokio::task::spawn_blocking(move || {
+        let due = outbox::claim_due(&sender, 100, 1000, 10).unwrap();
+        let again = outbox::claim_due(&sender, 500, 1000, 10).unwrap();
+        outbox::delivered(&sender, &due[0], 200).unwrap();
+        (due, again, outbox::pending(&sender).unwrap())
+    })
+    .await
+    .unwrap();
+    assert_eq!(due.len(), 2, "one row per event and url");
+    assert!(again.is_empty(), "claimed rows are leased");
+    assert_eq!(pending, 1);
+    let shown = outbox::for_recording(s.db(), &RecordingId::new("r1").unwrap()).unwrap();
+    assert_eq!(shown.len(), 2);
+    assert_eq!(shown[0].delivered_at, Some(200));
+}
