@@ -62,7 +62,7 @@ pub struct Client {
     /// Held while connecting, so that concurrent requests make one connection.
     connecting: Arc<tokio::sync::Mutex<()>>,
     /// Where a standby said the leader is (tried first at the next
-    /// connect), or which standby knew none (tried last).
+    /// connect), or which standby knew none (left out of it).
     redirect: Arc<Mutex<connect::Redirect>>,
 }
 

@@ -68,16 +68,17 @@ pub fn addresses(given: &str) -> Vec<String> {
 pub struct Redirect {
     /// Where a standby said the leader is: tried first.
     pub leader: Option<String>,
-    /// A standby that knew no leader: tried last, so that another is found
-    /// (it would answer first again on a fast link).
+    /// A standby that knew no leader: left out of the next try (when there
+    /// are others), so that another is found; on a fast link it would
+    /// answer first again.
     pub avoid: Option<SocketAddr>,
 }
 
 /// Connects to one of several coordinators: to the leader a standby named
 /// if it answers, else to whichever of `all` answers first, all tried at
 /// once, so that a dead one costs no more than its handshake's timeout
-/// running beside the others; a standby that knew no leader only if no
-/// other answers. A name that resolves to several addresses stands for all
+/// running beside the others; not to a standby that just knew no leader
+/// (the try after next includes it again). A name that resolves to several addresses stands for all
 /// of them. The error is the first address's.
 pub async fn connect_any(
     endpoint: &Endpoint,

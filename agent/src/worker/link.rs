@@ -69,13 +69,11 @@ struct Link {
     draining: bool,
     usage: UsageMeter,
     /// Where a standby said the leader is (tried first), or which standby
-    /// knew none (tried last).
+    /// knew none (left out of the next try).
     redirect: recfleet_client::connect::Redirect,
     /// The highest leader term seen: a coordinator of a lower one was
     /// deposed and is not followed.
     term: u64,
-    /// The coordinator of the current session, for logs.
-    connected_to: String,
 }
 
 /// Why connecting did not give a session.
@@ -113,7 +111,6 @@ pub async fn run(
         usage: UsageMeter::default(),
         redirect: Default::default(),
         term: 0,
-        connected_to: String::new(),
     };
     let mut attempt = 0u32;
     loop {
@@ -266,7 +263,12 @@ impl Link {
             Duration::from_secs(5),
         )
         .await
-        .map_err(|e| TransportError::ConnectionLost(e.to_string()))?;
+        .map_err(|e| match e {
+            // A refused handshake (certificate, version) keeps its kind:
+            // retried slowly, not as a lost connection.
+            recfleet_client::ClientError::Transport(t) => t,
+            other => TransportError::ConnectionLost(other.to_string()),
+        })?;
         let (conn, at) = (connected.connection, connected.addr);
         let (mut send, mut recv) = conn.open_bi().await.map_err(TransportError::from)?;
         quic::write_frame(&mut send, &OpenStream::Worker(self.hello())).await?;
@@ -288,7 +290,6 @@ impl Link {
                     )));
                 }
                 self.term = term;
-                self.connected_to = at.to_string();
                 tracing::info!(coordinator = %at, %version, term, running = self.engine.len(), "connected to the coordinator");
                 Duration::from_millis(u64::from(telemetry_interval_ms.max(100)))
             }
