@@ -148,7 +148,29 @@ async fn browser_drain_with_migrate_moves_both_recordings_without_a_gap() {
             "{id}: a planned move left a gap: {:?}",
             m.gaps
         );
-        assert_eq!(m.segments.len(), 2, "{:#?}", m.segments);
+        // w1's segment ended by the move, then w2's. On two cores the
+        // drain runs four browsers at once, and a page on w2 that stops
+        // answering for 10 s is restarted into another part (supervision
+        // at work, not the move's doing): more parts are allowed there, as
+        // long as there is no gap.
+        assert_eq!(m.segments[0].worker, w("w1"), "{:#?}", m.segments);
+        assert_eq!(
+            m.segments[0].end_reason,
+            Some(recfleet_protocol::SegmentEndReason::Reassigned),
+            "{:#?}",
+            m.segments
+        );
+        assert!(
+            m.segments.len() >= 2 && m.segments[1..].iter().all(|s| s.worker == w("w2")),
+            "{:#?}",
+            m.segments
+        );
+        if m.segments.len() > 2 {
+            println!(
+                "{id}: w2 restarted its slot under load ({} parts)",
+                m.segments.len() - 1
+            );
+        }
         let overlap: u64 = m.overlaps.iter().map(|o| o.duration_ms).sum();
         println!(
             "{id}: overlap {overlap} ms, captured {} ms",
