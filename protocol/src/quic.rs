@@ -286,9 +286,12 @@ pub async fn write_frame<T: Serialize>(
     msg: &T,
 ) -> Result<(), TransportError> {
     let bytes = frame::encode(msg)?;
-    send.write_all(&bytes)
-        .await
-        .map_err(|e| TransportError::ConnectionLost(e.to_string()))
+    send.write_all(&bytes).await.map_err(|e| match e {
+        // Why the connection went (a TLS refusal that arrived while this
+        // frame was being written), not just that it did.
+        quinn::WriteError::ConnectionLost(c) => c.into(),
+        other => TransportError::ConnectionLost(other.to_string()),
+    })
 }
 
 /// Reads one frame; `Ok(None)` when the peer finished the stream cleanly
