@@ -5,3 +5,4 @@
 pub mod console;
 pub mod hooks;
 pub mod media;
+pub mod recordings;

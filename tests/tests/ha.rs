@@ -15,6 +15,7 @@ use recfleet_testkit::http::http_get;
 use recfleet_testkit::postgres::PgServer;
 use recfleet_testkit::tcp_cut::CutProxy;
 use recfleet_testkit::TestFleet;
+use recfleet_tests::recordings::stop_and_complete;
 
 fn spec(id: &str, url: String) -> RecordingSpec {
     let mut s = RecordingSpec::new(RecordingId::new(id).unwrap(), url);
@@ -93,19 +94,6 @@ async fn leader(fleet: &TestFleet, secs: u64) -> String {
 
 fn readyz(fleet: &TestFleet, name: &str) -> (u16, String) {
     http_get(fleet.coordinator_http_of(name).unwrap(), "/readyz").unwrap_or((0, String::new()))
-}
-
-async fn stop_and_complete(fleet: &mut TestFleet, id: &RecordingId) -> recfleet_protocol::Manifest {
-    fleet
-        .request(ConsoleRequest::StopRecording { id: id.clone() })
-        .await
-        .unwrap();
-    let d = fleet
-        .wait_for(id, 90, |d| d.info.state.is_terminal())
-        .await
-        .unwrap();
-    assert_eq!(d.info.state, RecordingState::Completed, "{:?}", d.info);
-    d.manifest
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

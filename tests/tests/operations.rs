@@ -13,6 +13,7 @@ use recfleet_protocol::{
     SubscriptionFrame, WorkerName,
 };
 use recfleet_testkit::{procs, TestFleet};
+use recfleet_tests::recordings::stop_and_complete;
 
 fn spec(id: &str, url: String) -> RecordingSpec {
     let mut s = RecordingSpec::new(RecordingId::new(id).unwrap(), url);
@@ -38,24 +39,6 @@ async fn start(fleet: &mut TestFleet, s: RecordingSpec) {
 
 fn w(name: &str) -> WorkerName {
     WorkerName::new(name).unwrap()
-}
-
-async fn stop_and_finish(fleet: &mut TestFleet, id: &RecordingId) -> recfleet_protocol::Manifest {
-    fleet
-        .request(ConsoleRequest::StopRecording { id: id.clone() })
-        .await
-        .unwrap();
-    let d = fleet
-        .wait_for(id, 60, |d| d.info.state.is_terminal())
-        .await
-        .unwrap();
-    assert_eq!(
-        d.info.state,
-        RecordingState::Completed,
-        "{id}: {:?}",
-        d.info
-    );
-    d.manifest
 }
 
 /// Starts recordings while only w1 is up, so that they all run on w1.
@@ -142,7 +125,7 @@ async fn browser_drain_with_migrate_moves_both_recordings_without_a_gap() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     for id in &ids {
-        let m = stop_and_finish(&mut fleet, id).await;
+        let m = stop_and_complete(&mut fleet, id).await;
         assert!(
             m.gaps.is_empty(),
             "{id}: a planned move left a gap: {:?}",
@@ -216,7 +199,7 @@ async fn browser_reassign_moves_one_recording_and_refuses_a_full_target() {
         }
     }
     for f in &fillers {
-        stop_and_finish(&mut fleet, f).await;
+        stop_and_complete(&mut fleet, f).await;
     }
     let before = fleet.show(&id).await.unwrap();
     match fleet
@@ -236,7 +219,7 @@ async fn browser_reassign_moves_one_recording_and_refuses_a_full_target() {
         .unwrap();
     assert!(after.info.epoch > before.info.epoch);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let m = stop_and_finish(&mut fleet, &id).await;
+    let m = stop_and_complete(&mut fleet, &id).await;
     assert!(m.gaps.is_empty(), "{:?}", m.gaps);
     let overlap: u64 = m.overlaps.iter().map(|o| o.duration_ms).sum();
     println!(
@@ -286,7 +269,7 @@ async fn browser_kill_9_of_a_worker_fails_over_to_another() {
         d.info.epoch
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let m = stop_and_finish(&mut fleet, &id).await;
+    let m = stop_and_complete(&mut fleet, &id).await;
     assert_eq!(m.gaps.len(), 1, "{m:#?}");
     let gap = m.gaps[0].duration_ms;
     println!("failover gap in the manifest: {gap} ms");
@@ -325,6 +308,6 @@ async fn browser_sigterm_to_a_worker_moves_its_recording_and_it_exits_0() {
         );
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let m = stop_and_finish(&mut fleet, &id).await;
+    let m = stop_and_complete(&mut fleet, &id).await;
     assert!(m.gaps.is_empty(), "{:?}", m.gaps);
 }

@@ -17,6 +17,7 @@ use recfleet_protocol::{
 use recfleet_testkit::{FleetOptions, S3Server, TestFleet};
 use recfleet_tests::hooks::receiver;
 use recfleet_tests::media;
+use recfleet_tests::recordings::stop_and_complete;
 
 const BUCKET: &str = "recordings";
 const PREFIX: &str = "classes";
@@ -121,19 +122,6 @@ fn stored_outputs(s3: &S3Server, id: &RecordingId, dir: &Path) -> (Manifest, Pat
         format!("s3://{BUCKET}/{PREFIX}/{id}/recording.mp4")
     );
     (manifest, mp4)
-}
-
-/// Stops a recording and waits until it has completed (outputs stored).
-async fn stop_and_complete(fleet: &mut TestFleet, id: &RecordingId) {
-    fleet
-        .request(ConsoleRequest::StopRecording { id: id.clone() })
-        .await
-        .unwrap();
-    let d = fleet
-        .wait_for(id, 90, |d| d.info.state.is_terminal())
-        .await
-        .unwrap();
-    assert_eq!(d.info.state, RecordingState::Completed, "{:?}", d.info);
 }
 
 /// Wall-clock span from the first captured frame to the last.

@@ -1,0 +1,24 @@
+//! Steps of a recording's life that many cross-process tests take.
+
+use recfleet_protocol::{ConsoleRequest, Manifest, RecordingId, RecordingState};
+use recfleet_testkit::TestFleet;
+
+/// Stops a recording, waits (up to 90 s) until it has ended, asserts that
+/// it completed, and returns its manifest.
+pub async fn stop_and_complete(fleet: &mut TestFleet, id: &RecordingId) -> Manifest {
+    fleet
+        .request(ConsoleRequest::StopRecording { id: id.clone() })
+        .await
+        .unwrap();
+    let d = fleet
+        .wait_for(id, 90, |d| d.info.state.is_terminal())
+        .await
+        .unwrap();
+    assert_eq!(
+        d.info.state,
+        RecordingState::Completed,
+        "{id}: {:?}",
+        d.info
+    );
+    d.manifest
+}
