@@ -18,6 +18,9 @@ use tokio::process::{Child, Command};
 use crate::demo::DemoServer;
 use crate::exit::Failure;
 
+/// The name of the local fleet's context in the console's context file.
+pub const DEV_CONTEXT: &str = "dev";
+
 /// Options of `dev`.
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
@@ -34,7 +37,8 @@ pub struct DevArgs {
     /// manifest path, and stop the fleet.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub record_demo: Option<Duration>,
-    /// Where to write the console context (default
+    /// The console context file to add (or update) the context `dev` in,
+    /// made current; other contexts in it are kept (default
     /// $XDG_CONFIG_HOME/recfleet/context.toml or ~/.config/recfleet/context.toml).
     #[arg(long)]
     pub context: Option<PathBuf>,
@@ -126,6 +130,15 @@ fn operator_context(addr: SocketAddr, tls: &Path) -> recfleet_client::Context {
         cert: abs(tls.join("operator-dev.pem")),
         key: abs(tls.join("operator-dev-key.pem")),
     }
+}
+
+/// Adds (or updates) the `dev` context in the console's context file and
+/// makes it current; every other context in the file stays as it was.
+fn write_context(
+    path: &Path,
+    ctx: &recfleet_client::Context,
+) -> Result<(), recfleet_client::context::ContextError> {
+    recfleet_client::context::ContextFile::save_current(path, DEV_CONTEXT, ctx)
 }
 
 /// Runs the local fleet.
@@ -227,9 +240,11 @@ async fn drive(
             .clone()
             .or_else(|| recfleet_client::Context::default_path().ok());
         if let Some(path) = path {
-            ctx.write(&path)?;
+            // Only the `dev` context is added or updated (and made
+            // current): any other context in the file stays as it was.
+            write_context(&path, &ctx)?;
             eprintln!(
-                "console context written to {} (run `recfleet`)",
+                "console context \"{DEV_CONTEXT}\" written to {} and made current (run `recfleet`)",
                 path.display()
             );
         }
@@ -324,5 +339,33 @@ async fn wait_for_fleet(client: &Client, workers: u32) -> anyhow::Result<()> {
             anyhow::bail!("not every worker connected within 30 s");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use recfleet_client::context::ContextFile;
+
+    #[test]
+    fn the_dev_context_is_added_beside_prod_which_stays_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("recfleet/context.toml");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(
+            &path,
+            "current = \"prod\"\n[contexts.prod]\ncoordinator = \"coord.example:7800\"\n\
+             server_name = \"coordinator.example\"\nca = \"prod/ca.pem\"\n\
+             cert = \"prod/alice.pem\"\nkey = \"prod/alice-key.pem\"\n",
+        )
+        .unwrap();
+        let prod = ContextFile::load(&path).unwrap().contexts["prod"].clone();
+        let ctx = operator_context(([127, 0, 0, 1], 7800).into(), dir.path());
+        write_context(&path, &ctx).unwrap();
+        let after = ContextFile::load(&path).unwrap();
+        assert_eq!(after.contexts["prod"], prod);
+        assert_eq!(after.names(), ["dev", "prod"]);
+        assert_eq!(after.current.as_deref(), Some(DEV_CONTEXT));
+        assert_eq!(recfleet_client::Context::load(&path).unwrap(), ctx);
     }
 }

@@ -11,6 +11,10 @@
 //! key = "/abs/path/operator-dev-key.pem"
 //! ```
 //!
+//! A file may hold several named contexts and say which is current
+//! ([`file`], [`ContextFile`]); the file above, of one context, reads as a
+//! context named `default`.
+//!
 //! Every field can be overridden: flags beat environment variables, which
 //! beat the file ([`Overrides`], [`resolve`]). Relative paths in a file are
 //! taken relative to the file's directory.
@@ -19,11 +23,18 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod file;
+
+pub use file::{ContextFile, Entry, LEGACY_NAME};
+
 /// The server name used when none is given.
 pub const DEFAULT_SERVER_NAME: &str = "localhost";
 
 /// Environment variable naming the context file.
 pub const ENV_CONTEXT: &str = "RECFLEET_CONTEXT";
+
+/// Environment variable naming the context to use in the file.
+pub const ENV_CONTEXT_NAME: &str = "RECFLEET_CONTEXT_NAME";
 
 /// A complete context: everything needed to connect.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,13 +94,37 @@ pub enum ContextError {
         /// Which file was looked at, or why none.
         file: String,
     },
+    /// The file has no context of this name.
+    #[error("no context named \"{name}\" in {file} (it has: {})", if .known.is_empty() { "none".to_string() } else { .known.join(", ") })]
+    UnknownName {
+        /// The name asked for.
+        name: String,
+        /// Which file was looked at.
+        file: String,
+        /// The names it has.
+        known: Vec<String>,
+    },
+    /// The file has no context at all (or is absent).
+    #[error("no context in {file}")]
+    NoContexts {
+        /// Which file was looked at.
+        file: String,
+    },
+    /// The file has several contexts and none is current.
+    #[error("no current context in {file}, which has several ({})", .known.join(", "))]
+    NoCurrent {
+        /// Which file was looked at.
+        file: String,
+        /// The names it has.
+        known: Vec<String>,
+    },
     /// No default path could be found (neither `XDG_CONFIG_HOME` nor `HOME`).
     #[error("cannot find a config directory: set XDG_CONFIG_HOME or HOME, or pass --context")]
     NoConfigDir,
 }
 
-/// A context file as read: every field may be missing.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// A context as read from a file: every field may be missing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct PartialContext {
     coordinator: Option<String>,
     server_name: Option<String>,
@@ -99,26 +134,23 @@ struct PartialContext {
 }
 
 impl Context {
-    /// Reads a complete context from `path`. Relative paths in the file are
-    /// resolved against the file's directory.
+    /// Reads the current context of the file at `path` (its only one, in a
+    /// file of one). Relative paths in the file are resolved against the
+    /// file's directory.
     pub fn load(path: &Path) -> Result<Context, ContextError> {
-        let partial = read_partial(path)?;
+        let partial = read_partial(path, None)?;
         let file = path.display().to_string();
         complete(partial, file)
     }
 
-    /// Writes the context to `path` as TOML, creating the parent directory
-    /// (mode 0700 is not forced: the file holds paths, not secrets). An
-    /// existing file is replaced. Used by `recfleet-agent dev`.
+    /// Writes a file of this one context to `path` (fields at the top, the
+    /// first shape), replacing the whole file, atomically and with mode
+    /// 0600, creating the parent directory. For a file of its own (tests,
+    /// benchmarks); to add a context to a file that may hold others, use
+    /// [`ContextFile::save_current`].
     pub fn write(&self, path: &Path) -> Result<(), ContextError> {
         let text = self.to_toml()?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| ContextError::Write {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        }
-        std::fs::write(path, text).map_err(|source| ContextError::Write {
+        file::write_atomic(path, text.as_bytes()).map_err(|source| ContextError::Write {
             path: path.to_path_buf(),
             source,
         })
@@ -152,25 +184,15 @@ fn default_path_from(xdg: Option<PathBuf>, home: Option<PathBuf>) -> Result<Path
     Ok(base.join("recfleet").join("context.toml"))
 }
 
-fn read_partial(path: &Path) -> Result<PartialContext, ContextError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ContextError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut partial: PartialContext = toml::from_str(&text).map_err(|e| ContextError::Parse {
-        path: path.to_path_buf(),
-        message: e.message().to_string(),
-    })?;
+/// The context `name` (else the current one) of the file at `path`, with
+/// relative paths resolved against the file's directory.
+fn read_partial(path: &Path, name: Option<&str>) -> Result<PartialContext, ContextError> {
+    let file = ContextFile::load(path)?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    for p in [&mut partial.ca, &mut partial.cert, &mut partial.key]
-        .into_iter()
-        .flatten()
-    {
-        if p.is_relative() {
-            *p = dir.join(&*p);
-        }
-    }
-    Ok(partial)
+    Ok(file
+        .pick(name, path)?
+        .map(|e| e.partial(dir))
+        .unwrap_or_default())
 }
 
 fn complete(p: PartialContext, file: String) -> Result<Context, ContextError> {
@@ -203,8 +225,11 @@ fn complete(p: PartialContext, file: String) -> Result<Context, ContextError> {
 /// a flag wins over its variable). `None` falls back to the file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Overrides {
-    /// `--context` / `RECFLEET_CONTEXT`.
+    /// `--context` / `RECFLEET_CONTEXT`: the file.
     pub context: Option<PathBuf>,
+    /// `--context-name` / `RECFLEET_CONTEXT_NAME`: which context of the
+    /// file [default: its current one].
+    pub context_name: Option<String>,
     /// `--coordinator` / `RECFLEET_COORDINATOR`.
     pub coordinator: Option<String>,
     /// `--server-name` / `RECFLEET_SERVER_NAME`.
@@ -217,18 +242,39 @@ pub struct Overrides {
     pub key: Option<PathBuf>,
 }
 
+/// The context file: `--context` if given, else the default path.
+pub fn file_path(o: &Overrides) -> Result<PathBuf, ContextError> {
+    match &o.context {
+        Some(path) => Ok(path.clone()),
+        None => Context::default_path(),
+    }
+}
+
 /// Combines overrides with the context file. The file is optional when the
-/// overrides give every field; a file named explicitly must exist.
+/// overrides give every field; a file named explicitly must exist, and so
+/// must a context named explicitly.
 pub fn resolve(o: &Overrides) -> Result<Context, ContextError> {
+    let name = o.context_name.as_deref();
+    let absent = |label: String| match name {
+        Some(n) => Err(ContextError::UnknownName {
+            name: n.to_string(),
+            file: label,
+            known: Vec::new(),
+        }),
+        None => Ok(PartialContext::default()),
+    };
     let (file, label) = match &o.context {
-        Some(path) => (read_partial(path)?, path.display().to_string()),
+        Some(path) => (read_partial(path, name)?, path.display().to_string()),
         None => match Context::default_path() {
-            Ok(path) if path.exists() => (read_partial(&path)?, path.display().to_string()),
-            Ok(path) => (
-                PartialContext::default(),
-                format!("{} (absent)", path.display()),
+            Ok(path) if path.exists() => (read_partial(&path, name)?, path.display().to_string()),
+            Ok(path) => {
+                let label = format!("{} (absent)", path.display());
+                (absent(label.clone())?, label)
+            }
+            Err(_) => (
+                absent("no context file".to_string())?,
+                "no context file".to_string(),
             ),
-            Err(_) => (PartialContext::default(), "no context file".to_string()),
         },
     };
     let merged = PartialContext {
@@ -295,6 +341,32 @@ mod tests {
         let c = resolve(&o).unwrap();
         assert_eq!(c.coordinator, "flag:2");
         assert_eq!(c.ca, PathBuf::from("/ca.pem"));
+    }
+
+    #[test]
+    fn a_context_name_picks_one_of_several() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("context.toml");
+        let mut f = ContextFile::default();
+        f.set("a", &sample());
+        let mut b = sample();
+        b.coordinator = "b:1".into();
+        f.set("b", &b);
+        f.current = Some("a".into());
+        f.write(&path).unwrap();
+        let mut o = Overrides {
+            context: Some(path.clone()),
+            ..Default::default()
+        };
+        assert_eq!(resolve(&o).unwrap().coordinator, "127.0.0.1:7800");
+        o.context_name = Some("b".into());
+        assert_eq!(resolve(&o).unwrap().coordinator, "b:1");
+        o.context_name = Some("c".into());
+        assert!(matches!(
+            resolve(&o),
+            Err(ContextError::UnknownName { known, .. }) if known == ["a", "b"]
+        ));
+        assert_eq!(Context::load(&path).unwrap(), sample());
     }
 
     #[test]
