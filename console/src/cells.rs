@@ -36,6 +36,43 @@ pub const WORKER_COLUMNS: [&str; 10] = [
     "NAME", "STATE", "SLOTS", "CPU", "MEM", "RTT", "VERSION", "UPTIME", "UPLOADS", "LABELS",
 ];
 
+/// The column titles of `recfleet workers -o wide`: the table's, with the
+/// address, when it was last heard of and its recordings before the labels.
+pub const WORKER_WIDE_COLUMNS: [&str; 13] = [
+    "NAME",
+    "STATE",
+    "SLOTS",
+    "CPU",
+    "MEM",
+    "RTT",
+    "VERSION",
+    "UPTIME",
+    "UPLOADS",
+    "ADDRESS",
+    "SEEN",
+    "RECORDINGS",
+    "LABELS",
+];
+
+/// The cells of a worker row of `-o wide`.
+pub fn worker_wide_cells(w: &WorkerInfo, now: u64) -> Vec<String> {
+    let mut cells = worker_cells(w, now);
+    let labels = cells.pop().unwrap_or_default();
+    cells.push(w.address.clone());
+    cells.push(format!("{} ago", format::age(now, w.last_seen)));
+    cells.push(if w.recordings.is_empty() {
+        "-".to_string()
+    } else {
+        w.recordings
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    cells.push(labels);
+    cells
+}
+
 /// Columns of `recfleet coordinators`.
 pub const COORDINATOR_COLUMNS: [&str; 6] = ["NAME", "ADDRESS", "ROLE", "TERM", "LEASE", "SEEN"];
 
@@ -88,3 +125,22 @@ pub fn recording_cells(r: &RecordingInfo, now: u64) -> Vec<String> {
 pub const RECORDING_COLUMNS: [&str; 10] = [
     "ID", "STATE", "WORKER", "STARTED", "DURATION", "SIZE", "FPS", "RESTARTS", "SEGS", "LAG",
 ];
+
+/// The column titles of `recfleet recordings -o wide`: the table's, then
+/// the placement's epoch, the age (since it was requested), when it ended,
+/// the page and why it failed.
+pub const RECORDING_WIDE_COLUMNS: [&str; 15] = [
+    "ID", "STATE", "WORKER", "STARTED", "DURATION", "SIZE", "FPS", "RESTARTS", "SEGS", "LAG",
+    "EPOCH", "AGE", "ENDED", "URL", "REASON",
+];
+
+/// The cells of a recording row of `-o wide`.
+pub fn recording_wide_cells(r: &RecordingInfo, now: u64) -> Vec<String> {
+    let mut cells = recording_cells(r, now);
+    cells.push(r.epoch.to_string());
+    cells.push(format::age(now, r.created_at));
+    cells.push(r.ended_at.map_or("-".to_string(), format::clock));
+    cells.push(r.url.clone());
+    cells.push(r.reason.clone().unwrap_or_else(|| "-".to_string()));
+    cells
+}

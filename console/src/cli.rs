@@ -48,6 +48,16 @@ pub struct ConnArgs {
         value_name = "FILE"
     )]
     pub context: Option<PathBuf>,
+    /// Which context of the file, for this command [default: the current
+    /// one, see `recfleet context use`].
+    #[arg(
+        long,
+        global = true,
+        hide_env_values = true,
+        env = "RECFLEET_CONTEXT_NAME",
+        value_name = "NAME"
+    )]
+    pub context_name: Option<String>,
     /// Coordinator address.
     #[arg(
         long,
@@ -100,6 +110,7 @@ impl ConnArgs {
     pub fn overrides(&self) -> Overrides {
         Overrides {
             context: self.context.clone(),
+            context_name: self.context_name.clone(),
             coordinator: self.coordinator.clone(),
             server_name: self.server_name.clone(),
             ca: self.ca.clone(),
@@ -114,8 +125,20 @@ impl ConnArgs {
 pub enum Output {
     /// Aligned columns for people.
     Table,
+    /// The table with more columns (workers, recordings).
+    Wide,
     /// Stable JSON for programs (JSON lines for `watch`).
     Json,
+    /// The JSON output's structure as YAML (`---` before each document).
+    Yaml,
+}
+
+impl Output {
+    /// Whether this is a format for programs (JSON or YAML) rather than
+    /// text for people.
+    pub fn structured(self) -> bool {
+        matches!(self, Output::Json | Output::Yaml)
+    }
 }
 
 /// The commands.
@@ -144,8 +167,13 @@ pub enum Command {
         #[arg(long, value_parser = parse_worker)]
         to: Option<WorkerName>,
     },
-    /// List workers.
-    Workers,
+    /// List workers (by name, or --sort-by).
+    Workers {
+        /// Sort by this column of the table or of `-o wide` (e.g. cpu, mem,
+        /// uptime; case-insensitive).
+        #[arg(long, value_parser = parse_worker_column, value_name = "COLUMN")]
+        sort_by: Option<&'static str>,
+    },
     /// List the coordinators: which leads, its term and lease, and when
     /// each was last heard of.
     Coordinators,
@@ -164,11 +192,76 @@ pub enum Command {
         /// Start after the page that printed this token.
         #[arg(long = "continue", value_name = "TOKEN")]
         after: Option<String>,
+        /// Sort by this column of the table or of `-o wide` (e.g. size, age,
+        /// state; case-insensitive) [default: oldest first].
+        #[arg(long, value_parser = parse_recording_column, value_name = "COLUMN")]
+        sort_by: Option<&'static str>,
+        /// Show finished recordings (completed, failed, cancelled) that
+        /// ended this long ago at most.
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "1h", conflicts_with = "all")]
+        finished_within: Duration,
+        /// Show every recording, however long ago it finished.
+        #[arg(long, short = 'A')]
+        all: bool,
     },
     /// Print events as they happen, one line each (JSON lines with -o json).
-    Watch,
+    Watch(WatchArgs),
     /// Who the coordinator sees: role and name of this certificate.
     Whoami,
+    /// List, show or pick the contexts of the context file.
+    #[command(subcommand)]
+    Context(ContextCommand),
+    /// Print a shell completion script (e.g. `recfleet completion bash >
+    /// /etc/bash_completion.d/recfleet`).
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `recfleet man | man -l -`.
+    Man,
+}
+
+/// `context ...`: the named contexts of the context file (no connection).
+#[derive(Debug, Subcommand)]
+pub enum ContextCommand {
+    /// List the contexts: name, coordinator, server name, which is current.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Make NAME the current context (writes the file).
+    Use {
+        /// A context of the file.
+        name: String,
+    },
+    /// Print the name of the current context.
+    Current,
+}
+
+/// `watch ...`: which events to print (all by default).
+#[derive(Debug, Clone, Args, Default)]
+pub struct WatchArgs {
+    /// Only events about these recordings (repeatable, or a comma list).
+    #[arg(long = "recording", value_name = "ID", value_delimiter = ',', value_parser = parse_recording)]
+    pub recordings: Vec<RecordingId>,
+    /// Only events about these workers (repeatable, or a comma list).
+    #[arg(long = "worker", value_name = "NAME", value_delimiter = ',', value_parser = parse_worker)]
+    pub workers: Vec<WorkerName>,
+    /// Only events of these types, as in the JSON `type` (repeatable, or a
+    /// comma list): worker_up, worker_changed, worker_left, worker_lost,
+    /// recording_changed, drain_progress, notice.
+    #[arg(long = "type", value_name = "TYPE", value_delimiter = ',', value_parser = crate::event_filter::parse_type)]
+    pub types: Vec<String>,
+}
+
+impl WatchArgs {
+    /// As an event filter.
+    pub fn filter(&self) -> crate::event_filter::EventFilter {
+        crate::event_filter::EventFilter {
+            recordings: self.recordings.clone(),
+            workers: self.workers.clone(),
+            types: self.types.clone(),
+        }
+    }
 }
 
 /// `record ...`
@@ -262,6 +355,16 @@ impl From<ModeArg> for DrainMode {
             ModeArg::Migrate => DrainMode::Migrate,
         }
     }
+}
+
+/// Parses a `workers --sort-by` column.
+pub fn parse_worker_column(s: &str) -> Result<&'static str, String> {
+    crate::sort::parse_column(s, crate::sort::WORKER_SORT_COLUMNS)
+}
+
+/// Parses a `recordings --sort-by` column.
+pub fn parse_recording_column(s: &str) -> Result<&'static str, String> {
+    crate::sort::parse_column(s, crate::sort::RECORDING_SORT_COLUMNS)
 }
 
 /// Parses a worker name.

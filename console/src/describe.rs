@@ -5,6 +5,17 @@ use recfleet_protocol::{DrainMode, Event, EventKind, RecordingInfo, WorkerInfo};
 
 use crate::format;
 
+/// Every event kind's name, as [`kind_name`] gives it.
+pub const KIND_NAMES: [&str; 7] = [
+    "worker_up",
+    "worker_changed",
+    "worker_left",
+    "worker_lost",
+    "recording_changed",
+    "drain_progress",
+    "notice",
+];
+
 /// The snake_case name of an event kind (as in JSON output).
 pub fn kind_name(kind: &EventKind) -> &'static str {
     match kind {

@@ -137,6 +137,11 @@ impl ConsoleError {
     /// The exit code of this failure.
     pub fn exit(&self) -> Exit {
         match self {
+            // A context named that is not there is not found, like a
+            // worker or recording named that is not there.
+            ConsoleError::Context(
+                ContextError::UnknownName { .. } | ContextError::NoContexts { .. },
+            ) => Exit::NotFound,
             ConsoleError::Context(_) | ConsoleError::Certs(_) => Exit::Config,
             ConsoleError::Address { .. }
             | ConsoleError::Unreachable { .. }
@@ -191,6 +196,17 @@ impl ConsoleError {
             | ConsoleError::Context(ContextError::Read { .. }) => {
                 "run `recfleet-agent dev` to write a context for a local fleet, or pass \
                  --coordinator, --ca, --cert and --key (or RECFLEET_* variables)"
+            }
+            ConsoleError::Context(ContextError::UnknownName { .. }) => {
+                "`recfleet context list` shows the contexts of the file; `recfleet-agent dev` \
+                 writes one named dev"
+            }
+            ConsoleError::Context(ContextError::NoContexts { .. }) => {
+                "run `recfleet-agent dev` to write a context for a local fleet, or write the file \
+                 (docs/console.md)"
+            }
+            ConsoleError::Context(ContextError::NoCurrent { .. }) => {
+                "pick one with `recfleet context use NAME`, or pass --context-name NAME"
             }
             ConsoleError::Context(_) => "fix the context file, or pass --context FILE",
             ConsoleError::Certs(_) => "check the --ca, --cert and --key paths of the context",

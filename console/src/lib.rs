@@ -11,8 +11,12 @@ pub mod cli;
 pub mod commands;
 pub mod describe;
 pub mod error;
+pub mod event_filter;
+pub mod finished;
 pub mod format;
+pub mod sort;
 pub mod tui;
+pub mod yaml;
 
 /// The context files, from the client crate (where the console's context
 /// module moved); `recfleet_console::context` keeps working.

@@ -96,6 +96,7 @@ fn drain_recordings_and_reassign_parse() {
         states,
         limit,
         after,
+        ..
     }) = cli.command
     else {
         panic!()

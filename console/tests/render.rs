@@ -66,7 +66,7 @@ fn filtered_recordings_with_the_filter_prompt_open() {
 fn help() {
     let mut a = app("operator", false);
     keys(&mut a, "?");
-    insta::assert_snapshot!("help", render(&a, W, 28));
+    insta::assert_snapshot!("help", render(&a, W, 32));
 }
 
 #[test]

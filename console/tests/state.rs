@@ -9,7 +9,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use recfleet_console::tui::conn::ToConn;
 use recfleet_console::tui::state::{ConnEvent, ConnStatus, Readonly, State};
-use recfleet_console::tui::ui::{Filter, SortKey, ViewState};
+use recfleet_console::tui::ui::{Filter, ViewState};
 use recfleet_console::tui::{rows, run_loop, Input};
 use recfleet_protocol::{
     ConsoleRequest, DrainMode, EventKind, RecordingState, SubscriptionFrame, WorkerName,
@@ -200,7 +200,7 @@ fn the_event_log_is_bounded() {
 fn filters_and_sorts_select_rows() {
     let a = app("operator", false);
     let by_state = ViewState {
-        sort: SortKey::State,
+        sort: "STATE",
         ..ViewState::default()
     };
     let names = |f: &str, vs: &ViewState| -> Vec<String> {
@@ -225,10 +225,11 @@ fn filters_and_sorts_select_rows() {
     let recs: Vec<String> = rows::recordings(
         &a.state,
         &ViewState {
-            sort: SortKey::Age,
+            sort: "AGE",
             ..ViewState::default()
         },
         &Filter::default(),
+        false,
     )
     .iter()
     .map(|r| r.id.to_string())

@@ -89,13 +89,13 @@ pub(super) async fn drain(s: &Session, args: DrainArgs) -> Result<(), ConsoleErr
                 complete,
             } if *worker == args.worker => {
                 match s.output {
-                    Output::Json => s.json(&serde_json::json!({
+                    Output::Json | Output::Yaml => s.json(&serde_json::json!({
                         "worker": worker,
                         "remaining": remaining,
                         "message": message,
                         "complete": complete,
                     }))?,
-                    Output::Table => s.text(&describe::event_text(&kind))?,
+                    Output::Table | Output::Wide => s.text(&describe::event_text(&kind))?,
                 }
                 if *complete {
                     return Ok(());
@@ -106,13 +106,13 @@ pub(super) async fn drain(s: &Session, args: DrainArgs) -> Result<(), ConsoleErr
             {
                 let text = describe::event_text(&kind);
                 return match s.output {
-                    Output::Json => s.json(&serde_json::json!({
+                    Output::Json | Output::Yaml => s.json(&serde_json::json!({
                         "worker": name,
                         "remaining": [],
                         "message": text,
                         "complete": true,
                     })),
-                    Output::Table => s.text(&text),
+                    Output::Table | Output::Wide => s.text(&text),
                 };
             }
             _ => {}

@@ -1,5 +1,7 @@
 //! `workers`, `recordings`, `whoami`.
 
+use std::time::Duration;
+
 use recfleet_client::Identity;
 use recfleet_protocol::{now_ms, RecordingInfo, RecordingState, WorkerInfo};
 
@@ -7,10 +9,17 @@ use super::Session;
 use crate::cells;
 use crate::cli::Output;
 use crate::error::ConsoleError;
-use crate::format;
+use crate::{finished, format, sort};
 
-/// The text of `recfleet workers`.
-pub fn workers_table(workers: &[WorkerInfo], now: u64) -> String {
+/// The text of `recfleet workers` (`wide`: of `-o wide`).
+pub fn workers_table(workers: &[WorkerInfo], now: u64, wide: bool) -> String {
+    if wide {
+        let rows: Vec<Vec<String>> = workers
+            .iter()
+            .map(|w| cells::worker_wide_cells(w, now))
+            .collect();
+        return format::table(&cells::WORKER_WIDE_COLUMNS, &rows);
+    }
     let rows: Vec<Vec<String>> = workers
         .iter()
         .map(|w| cells::worker_cells(w, now))
@@ -18,13 +27,59 @@ pub fn workers_table(workers: &[WorkerInfo], now: u64) -> String {
     format::table(&cells::WORKER_COLUMNS, &rows)
 }
 
-/// The text of `recfleet recordings`.
-pub fn recordings_table(recordings: &[RecordingInfo], now: u64) -> String {
+/// The text of `recfleet recordings` (`wide`: of `-o wide`).
+pub fn recordings_table(recordings: &[RecordingInfo], now: u64, wide: bool) -> String {
+    if wide {
+        let rows: Vec<Vec<String>> = recordings
+            .iter()
+            .map(|r| cells::recording_wide_cells(r, now))
+            .collect();
+        return format::table(&cells::RECORDING_WIDE_COLUMNS, &rows);
+    }
     let rows: Vec<Vec<String>> = recordings
         .iter()
         .map(|r| cells::recording_cells(r, now))
         .collect();
     format::table(&cells::RECORDING_COLUMNS, &rows)
+}
+
+/// How `recordings` shows what it got: the order, and which finished
+/// recordings it hides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordingsView {
+    /// `--sort-by`: a column of [`sort::RECORDING_SORT_COLUMNS`]; oldest
+    /// first when none.
+    pub sort_by: Option<&'static str>,
+    /// Hide recordings that finished longer ago than this; `None`
+    /// (`--all`): hide nothing.
+    pub finished_within: Option<Duration>,
+}
+
+impl RecordingsView {
+    /// Sorts and filters `rs` at `now`; returns how many were hidden.
+    pub fn apply(&self, rs: &mut Vec<RecordingInfo>, now: u64) -> usize {
+        let before = rs.len();
+        if let Some(window) = self.finished_within {
+            rs.retain(|r| !finished::is_hidden(r, now, window));
+        }
+        match self.sort_by {
+            Some(col) => rs.sort_by(|a, b| sort::compare_recordings(col, a, b, now)),
+            None => sort_oldest_first(rs),
+        }
+        before - rs.len()
+    }
+}
+
+/// The line that says finished recordings were hidden (on stderr, for
+/// tables only: JSON and YAML stay a plain list).
+pub fn hidden_note(hidden: usize, window: Option<Duration>) -> Option<String> {
+    let window = window?;
+    (hidden > 0).then(|| {
+        format!(
+            "# {hidden} finished recording(s) hidden (ended over {} ago); --all shows them",
+            humantime::format_duration(window)
+        )
+    })
 }
 
 /// The text of `recfleet coordinators`.
@@ -35,18 +90,24 @@ pub fn coordinators_table(list: &[recfleet_protocol::CoordinatorInfo]) -> String
 
 pub(super) async fn coordinators(s: &Session) -> Result<(), ConsoleError> {
     let list = s.client.coordinators().await?;
-    match s.output {
-        Output::Json => s.json(&list),
-        Output::Table => s.text(&coordinators_table(&list)),
+    if s.output.structured() {
+        s.json(&list)
+    } else {
+        s.text(&coordinators_table(&list))
     }
 }
 
-pub(super) async fn workers(s: &Session) -> Result<(), ConsoleError> {
+pub(super) async fn workers(
+    s: &Session,
+    sort_by: Option<&'static str>,
+) -> Result<(), ConsoleError> {
     let mut ws = s.client.workers().await?;
-    ws.sort_by(|a, b| a.name.cmp(&b.name));
-    match s.output {
-        Output::Json => s.json(&ws),
-        Output::Table => s.text(&workers_table(&ws, now_ms())),
+    let col = sort_by.unwrap_or("NAME");
+    ws.sort_by(|a, b| sort::compare_workers(col, a, b));
+    if s.output.structured() {
+        s.json(&ws)
+    } else {
+        s.text(&workers_table(&ws, now_ms(), s.output == Output::Wide))
     }
 }
 
@@ -57,15 +118,21 @@ pub(super) async fn recordings(
     states: Vec<RecordingState>,
     limit: Option<u32>,
     after: Option<String>,
+    view: RecordingsView,
 ) -> Result<(), ConsoleError> {
+    let wide = s.output == Output::Wide;
+    let now = now_ms();
     if let Some(limit) = limit {
         let page = s.client.recordings_page(&states, limit, after).await?;
         let (mut rs, next) = (page.items, page.next);
-        sort_oldest_first(&mut rs);
+        let hidden = view.apply(&mut rs, now);
         return match s.output {
-            Output::Json => s.json(&serde_json::json!({ "recordings": rs, "next": next })),
-            Output::Table => {
-                let mut text = recordings_table(&rs, now_ms());
+            Output::Json | Output::Yaml => {
+                s.json(&serde_json::json!({ "recordings": rs, "next": next }))
+            }
+            Output::Table | Output::Wide => {
+                note(hidden_note(hidden, view.finished_within));
+                let mut text = recordings_table(&rs, now, wide);
                 if let Some(token) = &next {
                     let argv: Vec<String> = std::env::args_os()
                         .map(|a| a.to_string_lossy().into_owned())
@@ -82,10 +149,19 @@ pub(super) async fn recordings(
     // Pages of the most the coordinator gives, until the last; a page
     // token that comes back is an error, not an endless loop.
     let mut rs = s.client.recordings_from(&states, after).await?;
-    sort_oldest_first(&mut rs);
-    match s.output {
-        Output::Json => s.json(&rs),
-        Output::Table => s.text(&recordings_table(&rs, now_ms())),
+    let hidden = view.apply(&mut rs, now);
+    if s.output.structured() {
+        s.json(&rs)
+    } else {
+        note(hidden_note(hidden, view.finished_within));
+        s.text(&recordings_table(&rs, now, wide))
+    }
+}
+
+/// A line for the person on stderr, if any.
+fn note(line: Option<String>) {
+    if let Some(line) = line {
+        eprintln!("{line}");
     }
 }
 
@@ -137,16 +213,17 @@ pub(super) async fn whoami(s: &Session) -> Result<(), ConsoleError> {
         name,
         coordinator_version,
     } = s.client.whoami().await?;
-    match s.output {
-        Output::Json => s.json(&serde_json::json!({
+    if s.output.structured() {
+        s.json(&serde_json::json!({
             "role": role,
             "name": name,
             "coordinator": s.addr.to_string(),
             "coordinator_version": coordinator_version,
-        })),
-        Output::Table => s.text(&format!(
+        }))
+    } else {
+        s.text(&format!(
             "{role}/{name} at {} (coordinator {coordinator_version})",
             s.addr
-        )),
+        ))
     }
 }

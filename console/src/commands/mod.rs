@@ -2,7 +2,9 @@
 //! request and printing the answer as a table or as stable JSON
 //! (docs/console.md lists every shape).
 
+pub mod contexts;
 mod drain;
+pub mod generate;
 mod list;
 mod record;
 mod watch;
@@ -28,43 +30,72 @@ pub struct Session {
     pub client: Client,
     /// The address the client connected to.
     pub addr: SocketAddr,
-    /// Table or JSON.
+    /// Table, wide table, JSON or YAML.
     pub output: Output,
 }
 
 impl Session {
-    /// Prints a value as one JSON document (one line).
+    /// Prints a value as one document: a JSON line, or a YAML document
+    /// with `-o yaml`.
     pub fn json<T: Serialize>(&self, value: &T) -> Result<(), ConsoleError> {
-        let line = serde_json::to_string(value)
-            .map_err(|e| ConsoleError::Unexpected(format!("cannot encode JSON: {e}")))?;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{line}")?;
-        out.flush()?;
-        Ok(())
+        print_doc(self.output, value)
     }
 
     /// Prints text as is.
     pub fn text(&self, text: &str) -> Result<(), ConsoleError> {
-        let mut out = std::io::stdout().lock();
-        out.write_all(text.as_bytes())?;
-        if !text.ends_with('\n') {
-            out.write_all(b"\n")?;
-        }
-        out.flush()?;
-        Ok(())
+        print_text(text)
     }
 
     /// Prints `{"accepted": true, "message": ...}` or the message.
     pub fn accepted(&self, message: &str) -> Result<(), ConsoleError> {
-        match self.output {
-            Output::Json => self.json(&serde_json::json!({ "accepted": true, "message": message })),
-            Output::Table => self.text(message),
+        if self.output.structured() {
+            self.json(&serde_json::json!({ "accepted": true, "message": message }))
+        } else {
+            self.text(message)
         }
     }
 }
 
+/// The text of one document: a JSON line, or with `-o yaml` a YAML
+/// document (`---` first).
+pub fn doc_text<T: Serialize>(output: Output, value: &T) -> Result<String, ConsoleError> {
+    let encode = |e: serde_json::Error| ConsoleError::Unexpected(format!("cannot encode: {e}"));
+    if output == Output::Yaml {
+        let v = serde_json::to_value(value).map_err(encode)?;
+        Ok(crate::yaml::document(&v))
+    } else {
+        Ok(format!(
+            "{}\n",
+            serde_json::to_string(value).map_err(encode)?
+        ))
+    }
+}
+
+/// Prints one document on stdout ([`doc_text`]).
+pub fn print_doc<T: Serialize>(output: Output, value: &T) -> Result<(), ConsoleError> {
+    print_text(&doc_text(output, value)?)
+}
+
+/// Prints text on stdout, with a newline at the end.
+pub fn print_text(text: &str) -> Result<(), ConsoleError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    if !text.ends_with('\n') {
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
 /// Runs a command to completion.
 pub async fn run(command: Command, conn: &ConnArgs, output: Output) -> Result<(), ConsoleError> {
+    // Commands on this machine only: no context needed, no connection.
+    match command {
+        Command::Context(c) => return contexts::run(c, conn, output),
+        Command::Completion { shell } => return generate::completion(shell),
+        Command::Man => return generate::man(),
+        _ => {}
+    }
     // Refuse an unconfirmable drain before connecting: a script without
     // --yes learns it at once, whatever the coordinator's state.
     if let Command::Drain(args) = &command {
@@ -100,15 +131,26 @@ async fn dispatch(command: Command, s: &Session) -> Result<(), ConsoleError> {
             keep_ineligible,
         } => drain::undrain(s, worker, keep_ineligible).await,
         Command::Reassign { id, to } => drain::reassign(s, id, to).await,
-        Command::Workers => list::workers(s).await,
+        Command::Workers { sort_by } => list::workers(s, sort_by).await,
         Command::Coordinators => list::coordinators(s).await,
         Command::Recordings {
             states,
             limit,
             after,
-        } => list::recordings(s, states, limit, after).await,
-        Command::Watch => watch::watch(s).await,
+            sort_by,
+            finished_within,
+            all,
+        } => {
+            let view = list::RecordingsView {
+                sort_by,
+                finished_within: (!all).then_some(finished_within),
+            };
+            list::recordings(s, states, limit, after, view).await
+        }
+        Command::Watch(args) => watch::watch(s, &args.filter()).await,
         Command::Whoami => list::whoami(s).await,
+        // Handled by `run` before connecting.
+        Command::Context(_) | Command::Completion { .. } | Command::Man => Ok(()),
     }
 }
 
@@ -117,8 +159,8 @@ pub fn unexpected(what: &str, got: &ConsoleResponse) -> ConsoleError {
     ClientError::unexpected(what, got).into()
 }
 
-/// Prints an error for a person on stderr (and as JSON on stdout with
-/// `-o json`), and returns its exit code.
+/// Prints an error for a person on stderr (and as JSON or YAML on stdout
+/// with `-o json` or `-o yaml`), and returns its exit code.
 pub fn report_error(err: &ConsoleError, output: Output) -> u8 {
     let exit = err.exit();
     let mut stderr = std::io::stderr().lock();
@@ -129,7 +171,7 @@ pub fn report_error(err: &ConsoleError, output: Output) -> u8 {
     if let Some(h) = err.hint() {
         let _ = writeln!(stderr, "hint: {h}");
     }
-    if output == Output::Json {
+    if output.structured() {
         let doc = serde_json::json!({
             "error": {
                 "kind": err.kind(),
@@ -139,7 +181,7 @@ pub fn report_error(err: &ConsoleError, output: Output) -> u8 {
                 "hint": err.hint(),
             }
         });
-        println!("{doc}");
+        let _ = print_doc(output, &doc);
     }
     exit.code()
 }

@@ -49,28 +49,28 @@ pub(super) async fn start(s: &Session, args: StartArgs) -> Result<(), ConsoleErr
     let Started { recording, created } = s.client.start(spec).await?;
     if !args.wait {
         return match s.output {
-            Output::Json => {
+            Output::Json | Output::Yaml => {
                 s.json(&serde_json::json!({ "created": created, "recording": recording }))
             }
-            Output::Table => s.text(&format!(
+            Output::Table | Output::Wide => s.text(&format!(
                 "recording {id} {} ({})",
                 if created { "started" } else { "already exists" },
                 recording.state
             )),
         };
     }
-    if s.output == Output::Table {
+    if !s.output.structured() {
         eprintln!("recording {id}: {}", recording.state);
     }
     let detail = wait_until_terminal(s, &id, recording.state).await?;
     match s.output {
-        Output::Json => s.json(&serde_json::json!({
+        Output::Json | Output::Yaml => s.json(&serde_json::json!({
             "created": created,
             "recording": detail.info,
             "manifest": detail.manifest,
             "output_dir": detail.spec.output_dir(),
         }))?,
-        Output::Table => s.text(&final_summary(&detail))?,
+        Output::Table | Output::Wide => s.text(&final_summary(&detail))?,
     }
     match detail.info.state {
         RecordingState::Completed => Ok(()),
@@ -93,7 +93,7 @@ async fn wait_until_terminal(
         let detail = show_detail(s, id).await?;
         if detail.info.state != last {
             last = detail.info.state;
-            if s.output == Output::Table {
+            if !s.output.structured() {
                 eprintln!("recording {id}: {last}");
             }
         }
@@ -197,7 +197,7 @@ pub(super) async fn show(s: &Session, id: RecordingId) -> Result<(), ConsoleErro
     // predates them (or cannot read them now) still shows the recording.
     let webhooks = s.client.webhooks(id).await.ok();
     match s.output {
-        Output::Json => {
+        Output::Json | Output::Yaml => {
             let mut value = serde_json::to_value(&detail)
                 .map_err(|e| ConsoleError::Unexpected(format!("cannot encode JSON: {e}")))?;
             if let (Some(obj), Some(w)) = (value.as_object_mut(), &webhooks) {
@@ -207,7 +207,7 @@ pub(super) async fn show(s: &Session, id: RecordingId) -> Result<(), ConsoleErro
             }
             s.json(&value)
         }
-        Output::Table => {
+        Output::Table | Output::Wide => {
             let mut text = final_summary(&detail);
             if let Some(w) = webhooks.filter(|w| !w.is_empty()) {
                 text.push_str(&webhook_lines(&w));

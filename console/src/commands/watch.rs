@@ -7,12 +7,16 @@ use super::Session;
 use crate::cli::Output;
 use crate::describe;
 use crate::error::ConsoleError;
+use crate::event_filter::EventFilter;
 
 /// Prints events until interrupted. A subscription that is cut (the
 /// coordinator restarts, or cuts a watcher that stopped reading, e.g. one
 /// suspended with Ctrl-Z) is taken up again with backoff and starts over
 /// from a fresh snapshot: the output says so in a line.
-pub(super) async fn watch(s: &Session) -> Result<(), ConsoleError> {
+///
+/// Events that `filter` does not keep are not printed; snapshot, lag and
+/// disconnection lines always are.
+pub(super) async fn watch(s: &Session, filter: &EventFilter) -> Result<(), ConsoleError> {
     // Connect first, so that a wrong address or certificate fails at once
     // with its own message and exit code.
     s.client.whoami().await?;
@@ -28,7 +32,7 @@ pub(super) async fn watch(s: &Session) -> Result<(), ConsoleError> {
             }
             Some(Update::Connected { .. }) => continue,
             Some(Update::Disconnected { error, retry_in }) => {
-                if s.output == Output::Table {
+                if !s.output.structured() {
                     s.text(&format!(
                         "# disconnected: {error}; subscribing again in {} ms",
                         retry_in.as_millis()
@@ -49,7 +53,7 @@ pub(super) async fn watch(s: &Session) -> Result<(), ConsoleError> {
                 recordings,
             } => {
                 snapshot_seq = seq;
-                if s.output == Output::Table {
+                if !s.output.structured() {
                     s.text(&format!(
                         "# snapshot at #{seq}: {} workers, {} recordings",
                         workers.len(),
@@ -67,7 +71,7 @@ pub(super) async fn watch(s: &Session) -> Result<(), ConsoleError> {
                 workers,
                 recordings,
             } => {
-                if s.output == Output::Table {
+                if !s.output.structured() {
                     s.text(&format!(
                         "# snapshot at #{snapshot_seq}, continued: {} more workers, {} more recordings",
                         workers.len(),
@@ -79,9 +83,10 @@ pub(super) async fn watch(s: &Session) -> Result<(), ConsoleError> {
                     }))?;
                 }
             }
+            SubscriptionFrame::Event(e) if !filter.keeps(&e.kind) => {}
             SubscriptionFrame::Event(e) => match s.output {
-                Output::Table => s.text(&describe::event_line(&e))?,
-                Output::Json => s.json(&serde_json::json!({
+                Output::Table | Output::Wide => s.text(&describe::event_line(&e))?,
+                Output::Json | Output::Yaml => s.json(&serde_json::json!({
                     "seq": e.seq,
                     "at": e.at,
                     "type": describe::kind_name(&e.kind),
@@ -89,10 +94,12 @@ pub(super) async fn watch(s: &Session) -> Result<(), ConsoleError> {
                 }))?,
             },
             SubscriptionFrame::Lagged { missed } => match s.output {
-                Output::Table => s.text(&format!(
+                Output::Table | Output::Wide => s.text(&format!(
                     "# fell behind: {missed} events missed; a fresh snapshot follows"
                 ))?,
-                Output::Json => s.json(&serde_json::json!({ "lagged": { "missed": missed } }))?,
+                Output::Json | Output::Yaml => {
+                    s.json(&serde_json::json!({ "lagged": { "missed": missed } }))?
+                }
             },
             SubscriptionFrame::Refused(e) => return Err(ConsoleError::Wire(e)),
         }

@@ -105,9 +105,15 @@ impl App {
             KeyCode::PageUp => self.select(sel.saturating_sub(10), rows),
             KeyCode::Home | KeyCode::Char('g') => self.select(0, rows),
             KeyCode::End | KeyCode::Char('G') => self.select(rows.saturating_sub(1), rows),
-            KeyCode::Char('N') => self.ui.sort_by(SortKey::Name),
-            KeyCode::Char('S') => self.ui.sort_by(SortKey::State),
-            KeyCode::Char('A') => self.ui.sort_by(SortKey::Age),
+            KeyCode::Char('N') => self.sort_by(SortKey::Name),
+            KeyCode::Char('S') => self.sort_by(SortKey::State),
+            KeyCode::Char('A') => self.sort_by(SortKey::Age),
+            KeyCode::Char(c @ ('>' | '<')) if !self.ui.cycle_sort(c == '>') => self.no_sort(),
+            KeyCode::Char('R') => self.ui.reverse_sort(),
+            KeyCode::Char('a') if self.ui.view == View::Recordings => {
+                self.ui.all_recordings = !self.ui.all_recordings;
+                self.ui.current_mut().selected = 0;
+            }
             KeyCode::Enter => {
                 self.ui.detail = true;
                 if let Some(r) = rows::selected_recording(&self.state, &self.ui) {
@@ -118,6 +124,19 @@ impl App {
             _ => {}
         }
         None
+    }
+
+    fn sort_by(&mut self, key: SortKey) {
+        if !self.ui.sort_by(key) {
+            self.no_sort();
+        }
+    }
+
+    fn no_sort(&mut self) {
+        self.hint = Some(format!(
+            "the {} view keeps the coordinator's order",
+            self.ui.view.name()
+        ));
     }
 
     fn select(&mut self, index: usize, rows: usize) {

@@ -1,21 +1,12 @@
 //! The rows a view shows: the state, filtered and sorted as the UI says.
 //! Pure functions of (state, ui), shared by drawing and key handling.
 
-use recfleet_protocol::{CoordinatorInfo, RecordingInfo, WorkerInfo, WorkerState};
+use recfleet_protocol::{CoordinatorInfo, RecordingInfo, WorkerInfo};
 
 use super::state::{LogLine, State};
-use super::ui::{Filter, SortKey, Ui, View, ViewState};
+use super::ui::{Filter, Ui, View, ViewState};
 use crate::cells::{coordinator_cells, recording_cells, worker_cells};
-
-fn worker_state_rank(s: WorkerState) -> u8 {
-    match s {
-        WorkerState::Ready => 0,
-        WorkerState::Draining => 1,
-        WorkerState::Ineligible => 2,
-        WorkerState::Lost => 3,
-        WorkerState::Gone => 4,
-    }
-}
+use crate::{finished, sort};
 
 /// Workers shown, in order.
 pub fn workers<'a>(state: &'a State, vs: &ViewState, filter: &Filter) -> Vec<&'a WorkerInfo> {
@@ -24,45 +15,48 @@ pub fn workers<'a>(state: &'a State, vs: &ViewState, filter: &Filter) -> Vec<&'a
         .values()
         .filter(|w| filter.keeps(&worker_cells(w, state.now).join(" ")))
         .collect();
-    match vs.sort {
-        SortKey::Name => rows.sort_by(|a, b| a.name.cmp(&b.name)),
-        SortKey::State => rows.sort_by(|a, b| {
-            worker_state_rank(a.state)
-                .cmp(&worker_state_rank(b.state))
-                .then(a.name.cmp(&b.name))
-        }),
-        // Newest first.
-        SortKey::Age => rows.sort_by(|a, b| {
-            b.connected_at
-                .cmp(&a.connected_at)
-                .then(a.name.cmp(&b.name))
-        }),
-    }
+    rows.sort_by(|a, b| sort::compare_workers(vs.sort, a, b));
     if vs.reverse {
         rows.reverse();
     }
     rows
 }
 
-/// Recordings shown, in order.
-pub fn recordings<'a>(state: &'a State, vs: &ViewState, filter: &Filter) -> Vec<&'a RecordingInfo> {
+/// Recordings shown, in order: finished ones only while they ended within
+/// [`finished::DEFAULT_WINDOW`], unless `all`.
+pub fn recordings<'a>(
+    state: &'a State,
+    vs: &ViewState,
+    filter: &Filter,
+    all: bool,
+) -> Vec<&'a RecordingInfo> {
     let mut rows: Vec<&RecordingInfo> = state
         .recordings
         .values()
+        .filter(|r| all || !finished::is_hidden(r, state.now, finished::DEFAULT_WINDOW))
         .filter(|r| filter.keeps(&recording_cells(r, state.now).join(" ")))
         .collect();
-    match vs.sort {
-        SortKey::Name => rows.sort_by(|a, b| a.id.cmp(&b.id)),
-        SortKey::State => rows.sort_by(|a, b| a.state.cmp(&b.state).then(a.id.cmp(&b.id))),
-        SortKey::Age => rows.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id))),
-    }
+    rows.sort_by(|a, b| sort::compare_recordings(vs.sort, a, b, state.now));
     if vs.reverse {
         rows.reverse();
     }
     rows
 }
 
-/// Event log lines shown: by age, oldest first (reversed by default: newest first).
+/// How many finished recordings the recordings view hides (0 with `all`).
+pub fn hidden_recordings(state: &State, all: bool) -> usize {
+    if all {
+        return 0;
+    }
+    state
+        .recordings
+        .values()
+        .filter(|r| finished::is_hidden(r, state.now, finished::DEFAULT_WINDOW))
+        .count()
+}
+
+/// Event log lines shown: oldest first by TIME (the log's order; the
+/// default is reversed: newest first), or by another column.
 pub fn events<'a>(state: &'a State, vs: &ViewState, filter: &Filter) -> Vec<&'a LogLine> {
     let mut rows: Vec<&LogLine> = state
         .events
@@ -70,8 +64,10 @@ pub fn events<'a>(state: &'a State, vs: &ViewState, filter: &Filter) -> Vec<&'a 
         .filter(|l| filter.keeps(&format!("{} {}", l.kind, l.text)))
         .collect();
     match vs.sort {
-        SortKey::Age => {}
-        SortKey::Name | SortKey::State => rows.sort_by(|a, b| a.kind.cmp(b.kind)),
+        "SEQ" => rows.sort_by_key(|l| l.seq),
+        "KIND" => rows.sort_by(|a, b| a.kind.cmp(b.kind)),
+        "WHAT" => rows.sort_by(|a, b| a.text.cmp(&b.text)),
+        _ => {}
     }
     if vs.reverse {
         rows.reverse();
@@ -92,7 +88,7 @@ pub fn coordinators<'a>(state: &'a State, filter: &Filter) -> Vec<&'a Coordinato
 pub fn count(state: &State, ui: &Ui) -> usize {
     match ui.view {
         View::Workers => workers(state, ui.current(), &ui.filter).len(),
-        View::Recordings => recordings(state, ui.current(), &ui.filter).len(),
+        View::Recordings => recordings(state, ui.current(), &ui.filter, ui.all_recordings).len(),
         View::Events => events(state, ui.current(), &ui.filter).len(),
         View::Coordinators => coordinators(state, &ui.filter).len(),
     }
@@ -120,7 +116,7 @@ pub fn selected_worker<'a>(state: &'a State, ui: &Ui) -> Option<&'a WorkerInfo> 
 pub fn selected_recording<'a>(state: &'a State, ui: &Ui) -> Option<&'a RecordingInfo> {
     (ui.view == View::Recordings)
         .then(|| {
-            recordings(state, ui.current(), &ui.filter)
+            recordings(state, ui.current(), &ui.filter, ui.all_recordings)
                 .get(selected(state, ui))
                 .copied()
         })

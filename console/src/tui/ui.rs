@@ -58,24 +58,44 @@ impl View {
     }
 }
 
-/// Sort columns (shift+N, shift+S, shift+A).
+/// The column titles of the events view.
+pub const EVENT_COLUMNS: [&str; 4] = ["TIME", "SEQ", "KIND", "WHAT"];
+
+/// The quick sorts of shift+N, shift+S and shift+A.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SortKey {
     /// Name or id.
     Name,
     /// State, in lifecycle order.
     State,
-    /// Age: newest first.
+    /// Age: youngest first.
     Age,
 }
 
-impl SortKey {
-    /// The label on the table title.
-    pub fn name(self) -> &'static str {
+impl View {
+    /// The columns `>` and `<` go through, in table order (none: the view
+    /// keeps the coordinator's order).
+    pub fn sort_columns(self) -> &'static [&'static str] {
         match self {
-            SortKey::Name => "name",
-            SortKey::State => "state",
-            SortKey::Age => "age",
+            View::Workers => &crate::cells::WORKER_COLUMNS,
+            View::Recordings => &crate::cells::RECORDING_COLUMNS,
+            View::Events => &EVENT_COLUMNS,
+            View::Coordinators => &[],
+        }
+    }
+
+    /// The column a quick sort key sorts this view by (AGE, of recordings,
+    /// is not a column of the view: their age since requested).
+    pub fn quick_column(self, key: SortKey) -> Option<&'static str> {
+        match (self, key) {
+            (View::Coordinators, _) => None,
+            (View::Workers, SortKey::Name) => Some("NAME"),
+            (View::Recordings, SortKey::Name) => Some("ID"),
+            (View::Events, SortKey::Name | SortKey::State) => Some("KIND"),
+            (_, SortKey::State) => Some("STATE"),
+            (View::Workers, SortKey::Age) => Some("UPTIME"),
+            (View::Recordings, SortKey::Age) => Some("AGE"),
+            (View::Events, SortKey::Age) => Some("TIME"),
         }
     }
 }
@@ -141,17 +161,25 @@ pub enum Mode {
 pub struct ViewState {
     /// Selected row.
     pub selected: usize,
-    /// Sort column.
-    pub sort: SortKey,
+    /// Sort column, as in the header (see [`crate::sort`]).
+    pub sort: &'static str,
     /// Reverse order.
     pub reverse: bool,
 }
 
 impl Default for ViewState {
+    /// By NAME (for recordings, an unknown column: by id), ascending.
     fn default() -> Self {
+        ViewState::sorted_by("NAME")
+    }
+}
+
+impl ViewState {
+    /// Sorted by `sort`, ascending, the first row selected.
+    pub fn sorted_by(sort: &'static str) -> ViewState {
         ViewState {
             selected: 0,
-            sort: SortKey::Name,
+            sort,
             reverse: false,
         }
     }
@@ -174,6 +202,9 @@ pub struct Ui {
     pub mode: Mode,
     /// Set by `q`.
     pub quit: bool,
+    /// The recordings view shows every finished recording (`a`), not only
+    /// those that ended within [`crate::finished::DEFAULT_WINDOW`].
+    pub all_recordings: bool,
 }
 
 impl Default for Ui {
@@ -181,23 +212,23 @@ impl Default for Ui {
         // The log shows the newest line first, so that new events stay in
         // sight with the selection at the top.
         let events = ViewState {
-            sort: SortKey::Age,
             reverse: true,
-            ..ViewState::default()
+            ..ViewState::sorted_by("TIME")
         };
         Ui {
             view: View::Workers,
             history: Vec::new(),
             views: [
-                ViewState::default(),
-                ViewState::default(),
+                ViewState::sorted_by("NAME"),
+                ViewState::sorted_by("ID"),
                 events,
-                ViewState::default(),
+                ViewState::sorted_by("NAME"),
             ],
             filter: Filter::default(),
             detail: false,
             mode: Mode::Normal,
             quit: false,
+            all_recordings: false,
         }
     }
 }
@@ -223,15 +254,46 @@ impl Ui {
         }
     }
 
-    /// Sorts by `key`; the same key again reverses.
-    pub fn sort_by(&mut self, key: SortKey) {
+    /// Sorts by `key`'s column; the same key again reverses. Whether the
+    /// view sorts at all.
+    pub fn sort_by(&mut self, key: SortKey) -> bool {
+        let Some(column) = self.view.quick_column(key) else {
+            return false;
+        };
         let v = self.current_mut();
-        if v.sort == key {
+        if v.sort == column {
             v.reverse = !v.reverse;
         } else {
-            v.sort = key;
+            v.sort = column;
             v.reverse = false;
         }
+        true
+    }
+
+    /// Sorts by the next column of the view (`>`), or the previous (`<`),
+    /// ascending, round the end; whether the view sorts at all.
+    pub fn cycle_sort(&mut self, forward: bool) -> bool {
+        let columns = self.view.sort_columns();
+        if columns.is_empty() {
+            return false;
+        }
+        let v = self.current_mut();
+        let n = columns.len();
+        let next = match columns.iter().position(|c| *c == v.sort) {
+            Some(i) if forward => (i + 1) % n,
+            Some(i) => (i + n - 1) % n,
+            None if forward => 0,
+            None => n - 1,
+        };
+        v.sort = columns[next];
+        v.reverse = false;
+        true
+    }
+
+    /// Reverses the order of the view (`R`).
+    pub fn reverse_sort(&mut self) {
+        let v = self.current_mut();
+        v.reverse = !v.reverse;
     }
 }
 
@@ -264,9 +326,34 @@ mod tests {
     fn sorting_twice_reverses() {
         let mut ui = Ui::default();
         ui.sort_by(SortKey::State);
-        assert_eq!(ui.current().sort, SortKey::State);
+        assert_eq!(ui.current().sort, "STATE");
         assert!(!ui.current().reverse);
         ui.sort_by(SortKey::State);
         assert!(ui.current().reverse);
+    }
+
+    #[test]
+    fn cycling_goes_through_the_columns_and_round() {
+        let mut ui = Ui::default();
+        assert!(ui.cycle_sort(true));
+        assert_eq!(ui.current().sort, "STATE");
+        ui.reverse_sort();
+        assert!(ui.current().reverse);
+        assert!(ui.cycle_sort(false));
+        assert_eq!(ui.current().sort, "NAME");
+        assert!(!ui.current().reverse, "a new column sorts ascending");
+        ui.cycle_sort(false);
+        assert_eq!(ui.current().sort, "LABELS");
+        ui.cycle_sort(true);
+        assert_eq!(ui.current().sort, "NAME");
+        // Recordings: A sorts by age, which `>` leaves for the first column.
+        ui.switch(View::Recordings);
+        ui.sort_by(SortKey::Age);
+        assert_eq!(ui.current().sort, "AGE");
+        ui.cycle_sort(true);
+        assert_eq!(ui.current().sort, "ID");
+        ui.switch(View::Coordinators);
+        assert!(!ui.cycle_sort(true));
+        assert!(!ui.sort_by(SortKey::Name));
     }
 }

@@ -32,7 +32,7 @@ fn recording_color(s: RecordingState) -> Color {
 }
 
 /// Column widths from the content; the last column takes what is left.
-fn widths(headers: &[&str], rows: &[Vec<String>]) -> Vec<Constraint> {
+fn widths(headers: &[String], rows: &[Vec<String>]) -> Vec<Constraint> {
     let n = headers.len();
     (0..n)
         .map(|i| {
@@ -43,7 +43,7 @@ fn widths(headers: &[&str], rows: &[Vec<String>]) -> Vec<Constraint> {
                 .iter()
                 .filter_map(|r| r.get(i))
                 .map(|c| c.chars().count())
-                .chain(std::iter::once(headers[i].len()))
+                .chain(std::iter::once(headers[i].chars().count()))
                 .max()
                 .unwrap_or(0);
             Constraint::Length(u16::try_from(w).unwrap_or(u16::MAX))
@@ -51,18 +51,51 @@ fn widths(headers: &[&str], rows: &[Vec<String>]) -> Vec<Constraint> {
         .collect()
 }
 
+fn arrow(reverse: bool) -> &'static str {
+    if reverse {
+        "↓"
+    } else {
+        "↑"
+    }
+}
+
 fn title(app: &App, count: usize) -> String {
     let vs = app.ui.current();
-    let arrow = if vs.reverse { "↓" } else { "↑" };
-    let mut t = format!(
-        " {} ({count}) sort:{}{arrow} ",
-        app.ui.view.name(),
-        vs.sort.name()
-    );
+    let mut t = format!(" {} ({count}) ", app.ui.view.name());
+    if app.ui.view != View::Coordinators {
+        t.push_str(&format!(
+            "sort:{}{} ",
+            vs.sort.to_lowercase(),
+            arrow(vs.reverse)
+        ));
+    }
     if !app.ui.filter.is_empty() {
         t.push_str(&format!("{} ", app.ui.filter.label()));
     }
+    if app.ui.view == View::Recordings {
+        let hidden = rows::hidden_recordings(&app.state, app.ui.all_recordings);
+        if hidden > 0 {
+            t.push_str(&format!("+{hidden} finished over 1h ago (a: show) "));
+        } else if app.ui.all_recordings {
+            t.push_str("all (a: recent only) ");
+        }
+    }
     t
+}
+
+/// The header cells, the sort column marked with its direction as k9s does.
+fn header_cells(headers: &[&str], app: &App) -> Vec<String> {
+    let vs = app.ui.current();
+    headers
+        .iter()
+        .map(|h| {
+            if app.ui.view != View::Coordinators && *h == vs.sort {
+                format!("{h}{}", arrow(vs.reverse))
+            } else {
+                h.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Draws the current view's table.
@@ -80,7 +113,12 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
             )
         }
         View::Recordings => {
-            let rs = rows::recordings(state, app.ui.current(), &app.ui.filter);
+            let rs = rows::recordings(
+                state,
+                app.ui.current(),
+                &app.ui.filter,
+                app.ui.all_recordings,
+            );
             (
                 &cells::RECORDING_COLUMNS,
                 rs.iter()
@@ -108,7 +146,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
         View::Events => {
             let ls = rows::events(state, app.ui.current(), &app.ui.filter);
             (
-                &["TIME", "SEQ", "KIND", "WHAT"],
+                &crate::tui::ui::EVENT_COLUMNS,
                 ls.iter()
                     .map(|l| {
                         vec![
@@ -123,7 +161,8 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
             )
         }
     };
-    let constraints = widths(headers, &cells);
+    let headers = header_cells(headers, app);
+    let constraints = widths(&headers, &cells);
     let count = cells.len();
     let state_col = usize::from(app.ui.view != View::Events);
     let table_rows = cells.into_iter().zip(colors).map(|(row, color)| {
@@ -135,7 +174,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
             }
         }))
     });
-    let header = Row::new(headers.iter().copied()).style(Style::new().add_modifier(Modifier::BOLD));
+    let header = Row::new(headers).style(Style::new().add_modifier(Modifier::BOLD));
     let table = Table::new(table_rows, constraints)
         .header(header)
         .block(Block::new().borders(Borders::ALL).title(title(app, count)))
