@@ -9,6 +9,7 @@ use common::{app, render, NOW};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use recfleet_console::tui::app::App;
 use recfleet_console::tui::state::ConnEvent;
+use recfleet_protocol::{EventKind, RecordingState};
 
 const W: u16 = 120;
 const H: u16 = 20;
@@ -141,4 +142,48 @@ fn reconnecting_counts_down_to_now() {
         screen.contains("reconnecting now (connection lost)"),
         "{screen}"
     );
+}
+
+#[test]
+fn sort_keys_cycle_the_column_and_mark_it_in_the_header() {
+    let mut a = app("operator", false);
+    keys(&mut a, ">");
+    let screen = render(&a, W, H);
+    assert!(screen.contains("workers (3) sort:state↑"), "{screen}");
+    assert!(screen.contains("│NAME     STATE↑ "), "{screen}");
+    keys(&mut a, "R");
+    let screen = render(&a, W, H);
+    assert!(screen.contains("sort:state↓"), "{screen}");
+    let rows: Vec<&str> = screen
+        .lines()
+        .filter(|l| l.starts_with("│w"))
+        .map(|l| l.split_whitespace().next().unwrap_or_default())
+        .collect();
+    assert_eq!(rows, ["│w3-lost", "│w2", "│w1"], "{screen}");
+    keys(&mut a, "<<");
+    let screen = render(&a, W, H);
+    assert!(screen.contains("sort:labels↑"), "{screen}");
+}
+
+#[test]
+fn finished_recordings_over_an_hour_ago_are_hidden_until_a() {
+    let mut a = app("operator", false);
+    let mut old = common::recording("old-1", RecordingState::Completed, Some("w1"), 9000);
+    old.ended_at = Some(NOW - 2 * 3_600_000);
+    a.on_conn(common::event(14, EventKind::RecordingChanged(old)));
+    keys(&mut a, ":rec");
+    key(&mut a, KeyCode::Enter);
+    let screen = render(&a, W, H);
+    assert!(
+        screen.contains("recordings (5) sort:id↑ +1 finished over 1h ago (a: show)"),
+        "{screen}"
+    );
+    assert!(!screen.contains("old-1"), "{screen}");
+    keys(&mut a, "a");
+    let screen = render(&a, W, H);
+    assert!(
+        screen.contains("recordings (6) sort:id↑ all (a: recent only)"),
+        "{screen}"
+    );
+    assert!(screen.contains("old-1"), "{screen}");
 }

@@ -5,7 +5,7 @@
 pub mod contexts;
 mod drain;
 pub mod generate;
-mod list;
+pub mod list;
 mod record;
 mod watch;
 
