@@ -249,8 +249,15 @@ impl ContextFile {
 }
 
 /// Writes `bytes` to a temporary file beside `path` (mode 0600), flushes it
-/// to disk and renames it over `path`.
+/// to disk and renames it over `path`. A `path` that is a symbolic link (a
+/// dotfiles checkout, say) is followed: the file it points to is replaced,
+/// the link stays.
 pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path)?,
+        _ => path.to_path_buf(),
+    };
+    let path = target.as_path();
     let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
         Some(d) => d,
         None => Path::new("."),
@@ -407,6 +414,23 @@ mod tests {
                 .as_deref(),
             Some("a:1")
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_linked_file_is_written_through_the_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("dotfiles/context.toml");
+        let link = dir.path().join("context.toml");
+        std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+        std::fs::write(&real, PROD).unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        ContextFile::save_current(&link, "dev", &ctx("d:1")).unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(ContextFile::load(&real).unwrap().names(), ["dev", "prod"]);
     }
 
     #[test]

@@ -75,7 +75,10 @@ fn title(app: &App, count: usize) -> String {
     if app.ui.view == View::Recordings {
         let hidden = rows::hidden_recordings(&app.state, app.ui.all_recordings);
         if hidden > 0 {
-            t.push_str(&format!("+{hidden} finished over 1h ago (a: show) "));
+            t.push_str(&format!(
+                "+{hidden} finished over {} ago (a: show) ",
+                humantime::format_duration(crate::finished::DEFAULT_WINDOW)
+            ));
         } else if app.ui.all_recordings {
             t.push_str("all (a: recent only) ");
         }
