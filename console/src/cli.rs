@@ -179,8 +179,10 @@ pub enum Command {
     Coordinators,
     /// List recordings.
     ///
-    /// Oldest first: every page, printed together, or one page with --limit
-    /// and the command that prints the next.
+    /// Oldest first (or --sort-by): every page, printed together, or one
+    /// page with --limit and the command that prints the next. Recordings
+    /// that finished longer than --finished-within ago (1h) are hidden
+    /// unless --all.
     Recordings {
         /// Only these states (repeatable).
         #[arg(long = "state", value_parser = parse_state, value_name = "STATE")]
