@@ -135,6 +135,11 @@ impl Client {
         live.clone()
     }
 
+    /// How long a request may wait for its answer.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
     /// The connection: the current one, or a new one if there is none or
     /// it was lost.
     pub async fn connection(&self) -> Result<Connected, ClientError> {

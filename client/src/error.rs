@@ -78,6 +78,7 @@ pub fn response_name(r: &ConsoleResponse) -> &'static str {
         ConsoleResponse::RecordingsPage { .. } => "RecordingsPage",
         ConsoleResponse::WebhookDeliveries(_) => "WebhookDeliveries",
         ConsoleResponse::Coordinators(_) => "Coordinators",
+        ConsoleResponse::History(_) => "History",
     }
 }
 

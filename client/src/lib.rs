@@ -23,6 +23,7 @@ pub mod connect;
 pub mod context;
 mod error;
 pub mod pages;
+mod query;
 pub mod subscription;
 
 pub use client::{request_on, Client, Identity, Started, REQUEST_TIMEOUT};
@@ -30,4 +31,5 @@ pub use connect::{Connected, CONNECT_TIMEOUT};
 pub use context::Context;
 pub use error::{response_name, ClientError};
 pub use pages::Page;
+pub use query::QueryStream;
 pub use subscription::{EventStream, Subscription, Update};

@@ -135,6 +135,8 @@ fn recording(n: u32) -> RecordingInfo {
         segments: 0,
         reason: None,
         upload_lag_ms: 0,
+        health: Default::default(),
+        level_db: None,
     }
 }
 
@@ -169,6 +171,7 @@ async fn answer(seen: Arc<Seen>, mut send: SendStream, mut recv: RecvStream) {
             return;
         }
         OpenStream::Request(other) => panic!("unexpected request {other:?}"),
+        OpenStream::Query(q) => panic!("unexpected query {q:?}"),
         OpenStream::Subscribe => {
             let n = seen.subscriptions.fetch_add(1, Ordering::SeqCst) + 1;
             let seq = u64::from(n) * 10;

@@ -6,7 +6,7 @@ use recfleet_protocol::{DrainMode, Event, EventKind, RecordingInfo, WorkerInfo};
 use crate::format;
 
 /// Every event kind's name, as [`kind_name`] gives it.
-pub const KIND_NAMES: [&str; 7] = [
+pub const KIND_NAMES: [&str; 8] = [
     "worker_up",
     "worker_changed",
     "worker_left",
@@ -14,6 +14,7 @@ pub const KIND_NAMES: [&str; 7] = [
     "recording_changed",
     "drain_progress",
     "notice",
+    "health_changed",
 ];
 
 /// The snake_case name of an event kind (as in JSON output).
@@ -26,6 +27,7 @@ pub fn kind_name(kind: &EventKind) -> &'static str {
         EventKind::RecordingChanged(_) => "recording_changed",
         EventKind::DrainProgress { .. } => "drain_progress",
         EventKind::Notice { .. } => "notice",
+        EventKind::HealthChanged { .. } => "health_changed",
     }
 }
 
@@ -94,6 +96,17 @@ pub fn event_text(kind: &EventKind) -> String {
             } else {
                 format!("notice ({}): {message}", about.join(", "))
             }
+        }
+        EventKind::HealthChanged {
+            recording,
+            worker,
+            health,
+        } => {
+            let mut s = format!("recording {recording} on {worker} is {}", health.state);
+            if !health.detail.is_empty() {
+                s.push_str(&format!(": {}", health.detail));
+            }
+            s
         }
     }
 }

@@ -45,6 +45,7 @@ fn recordings_of(kind: &EventKind) -> Vec<&RecordingId> {
         EventKind::Notice { recording, .. } => recording.iter().collect(),
         EventKind::WorkerUp(w) | EventKind::WorkerChanged(w) => w.recordings.iter().collect(),
         EventKind::WorkerLeft { .. } | EventKind::WorkerLost { .. } => Vec::new(),
+        EventKind::HealthChanged { recording, .. } => vec![recording],
     }
 }
 
@@ -56,6 +57,7 @@ fn workers_of(kind: &EventKind) -> Vec<&WorkerName> {
         EventKind::RecordingChanged(r) => r.worker.iter().collect(),
         EventKind::DrainProgress { worker, .. } => vec![worker],
         EventKind::Notice { worker, .. } => worker.iter().collect(),
+        EventKind::HealthChanged { worker, .. } => vec![worker],
     }
 }
 

@@ -118,6 +118,8 @@ mod tests {
             segments: 0,
             reason: None,
             upload_lag_ms: 0,
+            health: Default::default(),
+            level_db: None,
         }
     }
 

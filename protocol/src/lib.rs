@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod frame;
+pub mod health;
 pub mod ids;
 pub mod manifest;
 pub mod messages;
@@ -22,6 +23,7 @@ pub mod quic;
 mod wire_tests;
 
 pub use error::{ErrorCode, WireError};
+pub use health::{Health, HealthPolicy, HealthState};
 pub use ids::{Epoch, IdError, RecordingId, WorkerName};
 pub use manifest::{Chunk, Manifest, ManifestSegment, Outputs, SegmentEndReason, StoredFile};
 pub use messages::*;

@@ -51,6 +51,14 @@ pub enum SegmentEndReason {
     WorkerLost,
     /// The worker shut down.
     WorkerShutdown,
+    /// The capture looked wrong past the health policy's limit (a frozen or
+    /// black picture, a crashed page); the group was restarted.
+    Unhealthy {
+        /// The health state (`frozen`, `black`, `page_crashed`).
+        state: crate::health::HealthState,
+        /// What was seen.
+        what: String,
+    },
 }
 
 impl SegmentEndReason {
@@ -58,7 +66,9 @@ impl SegmentEndReason {
     pub fn is_crash(&self) -> bool {
         matches!(
             self,
-            SegmentEndReason::ChildExited { .. } | SegmentEndReason::Stalled { .. }
+            SegmentEndReason::ChildExited { .. }
+                | SegmentEndReason::Stalled { .. }
+                | SegmentEndReason::Unhealthy { .. }
         )
     }
 
@@ -79,6 +89,7 @@ impl SegmentEndReason {
             SegmentEndReason::Superseded => "superseded by a newer placement".into(),
             SegmentEndReason::WorkerLost => "worker lost".into(),
             SegmentEndReason::WorkerShutdown => "worker shut down".into(),
+            SegmentEndReason::Unhealthy { state, what } => format!("{state}: {what}"),
         }
     }
 }

@@ -123,6 +123,10 @@ pub struct RecordingSpec {
     /// recording). Objects go under `<destination>/<output_dir()>/`.
     #[serde(default)]
     pub destination: Option<String>,
+    /// When the recording counts as silent, frozen or black, and which of
+    /// those restart its slot.
+    #[serde(default)]
+    pub health: crate::health::HealthPolicy,
 }
 
 impl RecordingSpec {
@@ -140,6 +144,7 @@ impl RecordingSpec {
             capture: CaptureMode::Builtin,
             output: None,
             destination: None,
+            health: crate::health::HealthPolicy::default(),
         }
     }
 
@@ -188,6 +193,9 @@ impl RecordingSpec {
                     format!("{t} is not allowed: expected 1 to 86400 seconds"),
                 );
             }
+        }
+        for (field, message) in self.health.problems() {
+            p.add(field, message);
         }
         match &self.stop.page_signal {
             Some(PageSignal::Variable(v)) if !is_js_path(v) => p.add(

@@ -5,15 +5,17 @@
 /// `recfleet/2`: recording specs name their destination, worker telemetry
 /// and infos carry upload lag and buffer (fields added to structs, which
 /// postcard encodes by position: not readable by `recfleet/1`).
-pub const ALPN: &[u8] = b"recfleet/2";
+/// `recfleet/3`: media health in specs, telemetry and infos; worker
+/// queries (thumbnails, logs, processes) on streams of their own.
+pub const ALPN: &[u8] = b"recfleet/3";
 
 /// The version as text.
-pub const VERSION: &str = "recfleet/2";
+pub const VERSION: &str = "recfleet/3";
 
 /// Other `recfleet/N` versions a server accepts at the TLS level only in
 /// order to refuse them with a clear message (close code
 /// [`crate::error::close::VERSION_MISMATCH`]) rather than a bare TLS alert.
-pub const REFUSED_ALPNS: &[&[u8]] = &[b"recfleet/0", b"recfleet/1", b"recfleet/3", b"recfleet/4"];
+pub const REFUSED_ALPNS: &[&[u8]] = &[b"recfleet/0", b"recfleet/1", b"recfleet/2", b"recfleet/4"];
 
 /// The ALPN list a server offers: the real one first.
 pub fn server_alpns() -> Vec<Vec<u8>> {

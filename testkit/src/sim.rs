@@ -134,6 +134,7 @@ pub async fn connect(
                         restarts: 0,
                         last_frame_at: Some(now),
                         upload_lag_ms: 0,
+                        ..Default::default()
                     })
                     .collect();
                 let t = WorkerTelemetry {

@@ -29,6 +29,9 @@ const TURN_MAX: usize = 512;
 const TICK: Duration = Duration::from_millis(250);
 /// Events kept for slow subscribers before they are told they lagged.
 const EVENT_BUFFER: usize = 8192;
+/// Events kept for `describe`: about an hour of a busy fleet. Memory is
+/// bounded by the count (an event is a few hundred bytes).
+const HISTORY_MAX: usize = 10_000;
 
 #[derive(Debug)]
 enum Waiter {
@@ -47,6 +50,8 @@ pub struct Driver {
     next_waiter: ReplyTo,
     sessions: HashMap<u64, (WorkerName, WorkerTx)>,
     events: broadcast::Sender<Event>,
+    /// The latest events, for `describe` (per-object history).
+    history: std::collections::VecDeque<Event>,
     origin: Instant,
     /// Why the store refuses writes, while it does.
     store_error: Option<String>,
@@ -99,6 +104,7 @@ impl Driver {
             next_waiter: 1,
             sessions: HashMap::new(),
             events,
+            history: std::collections::VecDeque::new(),
             origin: Instant::now(),
             store_error: None,
             feedback: Vec::new(),
@@ -338,6 +344,17 @@ impl Driver {
                     ),
                 });
             }
+            ConsoleRequest::History {
+                recording,
+                worker,
+                limit,
+            } => {
+                return Some(ConsoleResponse::History(self.history_of(
+                    recording.as_ref(),
+                    worker.as_ref(),
+                    *limit,
+                )));
+            }
             ConsoleRequest::ListCoordinators => {
                 return Some(match self.store.coordinators() {
                     // SQLite: this coordinator alone, no lease.
@@ -562,9 +579,44 @@ impl Driver {
         let effects = self.fleet.take_effects();
         for e in effects {
             if let Effect::Event(ev) = e {
-                let _ = self.events.send(ev);
+                self.publish(ev);
             }
         }
+    }
+
+    /// Sends an event to subscribers and keeps it in the history.
+    fn publish(&mut self, ev: Event) {
+        if self.history.len() >= HISTORY_MAX {
+            self.history.pop_front();
+        }
+        self.history.push_back(ev.clone());
+        let _ = self.events.send(ev);
+    }
+
+    /// The latest events naming a recording or a worker, oldest first.
+    fn history_of(
+        &self,
+        recording: Option<&RecordingId>,
+        worker: Option<&WorkerName>,
+        limit: u32,
+    ) -> Vec<Event> {
+        let limit = match limit {
+            0 => 100,
+            n => n.min(1000),
+        } as usize;
+        let mut out: Vec<Event> = self
+            .history
+            .iter()
+            .rev()
+            .filter(|e| {
+                recording.is_some_and(|r| e.recording() == Some(r))
+                    || worker.is_some_and(|w| e.names_worker(w))
+            })
+            .take(limit)
+            .cloned()
+            .collect();
+        out.reverse();
+        out
     }
 
     fn store_failed(&mut self, e: &StoreError) {
@@ -672,7 +724,7 @@ impl Driver {
                 }
                 Effect::Event(ev) => {
                     if o.durable {
-                        let _ = self.events.send(ev);
+                        self.publish(ev);
                     }
                 }
                 Effect::WriteManifest {

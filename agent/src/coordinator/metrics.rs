@@ -20,6 +20,8 @@ pub struct CoordinatorMetrics {
     pub workers: Family<Labels, Gauge>,
     /// Recordings by state.
     pub recordings: Family<Labels, Gauge>,
+    /// Running recordings by media health.
+    pub recording_health: Family<Labels, Gauge>,
     /// Recordings waiting for a worker (pending or interrupted).
     pub pending: Gauge,
     /// Capacity units offered by connected, ready workers.
@@ -69,6 +71,7 @@ impl Default for CoordinatorMetrics {
         let m = CoordinatorMetrics {
             workers: Family::default(),
             recordings: Family::default(),
+            recording_health: Family::default(),
             pending: Gauge::default(),
             capacity: Gauge::default(),
             free_capacity: Gauge::default(),
@@ -98,6 +101,11 @@ impl Default for CoordinatorMetrics {
             "recfleet_recordings",
             "Recordings by state",
             m.recordings.clone(),
+        );
+        r.register(
+            "recfleet_recording_health",
+            "Running recordings by media health (ok, silent, frozen, black, wrong_page, unresponsive, page_crashed, unknown)",
+            m.recording_health.clone(),
         );
         r.register(
             "recfleet_recordings_pending",

@@ -8,6 +8,7 @@
 //! is judged silent on its session's own clock, never the driver's.
 
 mod budget;
+mod query;
 mod replies;
 pub mod standby;
 mod subscription;
@@ -113,6 +114,8 @@ struct Shared {
     budget: GlobalBudget,
     /// Turns at the driver, all connections together.
     turns: Arc<Semaphore>,
+    /// Workers' connections, for queries relayed to them.
+    connections: query::WorkerConnections,
 }
 
 /// Accepts connections until `shutdown` fires. `silence`: a worker that
@@ -137,6 +140,7 @@ pub async fn serve(
         limits,
         budget: GlobalBudget::new(limits.reply_budget),
         turns: Arc::new(Semaphore::new(limits.requests.max(1))),
+        connections: query::WorkerConnections::default(),
     });
     loop {
         let incoming = tokio::select! {
@@ -309,6 +313,7 @@ async fn stream(
             }
             subscription(shared, &budget, &turns, send).await;
         }
+        OpenStream::Query(q) => query::relay(shared, &identity, q, send).await,
     }
 }
 

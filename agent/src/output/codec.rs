@@ -7,14 +7,23 @@
 /// starts with one, so each plays on its own and segments start on one.
 pub const CHUNK_SECS: u32 = 2;
 
-/// ffmpeg's video encoder options at `fps`.
+/// The filter every captured and generated picture goes through: square
+/// pixels stated (x11grab leaves the aspect ratio unset and a generated
+/// slate says 1:1, which put different headers in the two).
+pub const VIDEO_FILTER: &str = "setsar=1";
+
+/// ffmpeg's video filter and encoder options at `fps`.
 pub fn video_args(fps: u32) -> Vec<String> {
+    let mut a = vec!["-vf".to_string(), VIDEO_FILTER.to_string()];
+    a.extend(video_encoder_args(fps));
+    a
+}
+
+/// ffmpeg's video encoder options at `fps`, for an output fed by a filter
+/// graph that applies [`VIDEO_FILTER`] itself.
+pub fn video_encoder_args(fps: u32) -> Vec<String> {
     let fps = fps.max(1);
     [
-        // Square pixels stated: x11grab leaves the aspect ratio unset and a
-        // generated slate says 1:1, which put different headers in the two.
-        "-vf",
-        "setsar=1",
         "-c:v",
         "libx264",
         "-preset",

@@ -10,7 +10,7 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 
 pub use super::part::PageStatus;
-use super::part::{PartContext, StartError};
+use super::part::{PageLocation, PartContext, StartError};
 use super::process::{self, SlotProcess};
 use recfleet_protocol::spec::PageSignal;
 
@@ -187,7 +187,40 @@ fn first_line(s: &str) -> &str {
 struct Probe {
     ended: bool,
     participants: Option<i64>,
+    #[serde(default)]
+    href: String,
+    #[serde(default)]
+    error_page: bool,
+    #[serde(default)]
+    console: Vec<String>,
 }
+
+/// Installed by the first probe (and again after a reload): keeps the
+/// page's console messages and uncaught errors in a bounded buffer that
+/// each probe empties into the part's `page.log`. Messages written before
+/// the first probe are not seen.
+const CONSOLE_HOOK: &str = r#"
+    if (!window.__recfleetConsole) {
+        const buf = []; buf.dropped = 0;
+        window.__recfleetConsole = buf;
+        const text = (args) => Array.from(args).map((a) => {
+            if (typeof a === 'string') return a;
+            try { return JSON.stringify(a); } catch (e) { return String(a); }
+        }).join(' ').slice(0, 2000);
+        const push = (level, args) => {
+            if (buf.length < 500) buf.push(level + ': ' + text(args)); else buf.dropped++;
+        };
+        for (const level of ['log', 'info', 'warn', 'error', 'debug']) {
+            const orig = console[level];
+            console[level] = function () { push(level, arguments); return orig.apply(console, arguments); };
+        }
+        window.addEventListener('error', (e) => push('uncaught', [e.message + ' at ' + e.filename + ':' + e.lineno]));
+        window.addEventListener('unhandledrejection', (e) => push('unhandled rejection', [String(e.reason)]));
+    }
+    const buf = window.__recfleetConsole;
+    const console_lines = buf.splice(0);
+    if (buf.dropped) { console_lines.push('recfleet: ' + buf.dropped + ' console messages dropped (more than 500 a second)'); buf.dropped = 0; }
+"#;
 
 /// The script asking the page for its end signal and participant count.
 fn probe_script(signal: Option<&PageSignal>) -> String {
@@ -210,7 +243,8 @@ fn probe_script(signal: Option<&PageSignal>) -> String {
         None => "false".into(),
     };
     format!(
-        "return {{ ended: {ended}, participants: (typeof window.recfleetParticipants === 'number') ? window.recfleetParticipants : null }};"
+        "{CONSOLE_HOOK}\n return {{ ended: {ended}, participants: (typeof window.recfleetParticipants === 'number') ? window.recfleetParticipants : null, \
+         href: String(location.href), error_page: !!document.querySelector('#main-frame-error, body.neterror'), console: console_lines }};"
     )
 }
 
@@ -245,6 +279,11 @@ pub fn spawn_page_watch(
                     Ok(p) => PageStatus::Alive {
                         ended: p.ended,
                         participants: p.participants,
+                        location: PageLocation {
+                            href: p.href,
+                            error_page: p.error_page,
+                        },
+                        console: p.console,
                     },
                     Err(e) => PageStatus::NoAnswer(e.to_string()),
                 },
@@ -259,9 +298,14 @@ pub fn spawn_page_watch(
     (rx, handle)
 }
 
-/// Tells a dead browser from a slow page by ChromeDriver's error text.
+/// Tells a dead browser from a crashed page from a slow page by
+/// ChromeDriver's error text.
 fn classify(error: &str) -> PageStatus {
     let lower = error.to_lowercase();
+    // ChromeDriver: "tab crashed", "session deleted because of page crash".
+    if lower.contains("tab crashed") || lower.contains("page crash") {
+        return PageStatus::Crashed(first_line(error).to_string());
+    }
     let gone = [
         "invalid session id",
         "session deleted",
@@ -270,7 +314,6 @@ fn classify(error: &str) -> PageStatus {
         "no such window",
         "connection refused",
         "target window already closed",
-        "tab crashed",
     ];
     if gone.iter().any(|g| lower.contains(g)) {
         PageStatus::BrowserGone(first_line(error).to_string())
@@ -298,6 +341,26 @@ mod tests {
     }
 
     #[test]
+    fn a_page_on_another_site_or_an_error_page_is_not_the_page_asked_for() {
+        let at = |href: &str, error_page| PageLocation {
+            href: href.into(),
+            error_page,
+        };
+        let asked = "https://class.example/room/1?x=2";
+        assert_eq!(
+            at("https://class.example/room/1/slide/3", false).problem(asked),
+            None
+        );
+        assert!(at("https://evil.example/", false).problem(asked).is_some());
+        assert!(at("http://class.example/room/1", false)
+            .problem(asked)
+            .is_some());
+        assert!(at("https://class.example/room/1", true)
+            .problem(asked)
+            .is_some());
+    }
+
+    #[test]
     fn dead_browsers_are_told_from_slow_pages() {
         assert!(matches!(
             classify("invalid session id: session deleted"),
@@ -310,6 +373,14 @@ mod tests {
         assert!(matches!(
             classify("script timeout"),
             PageStatus::NoAnswer(_)
+        ));
+        assert!(matches!(
+            classify("unknown error: session deleted because of page crash"),
+            PageStatus::Crashed(_)
+        ));
+        assert!(matches!(
+            classify("tab crashed\n  (Session info: chrome=120)"),
+            PageStatus::Crashed(_)
         ));
     }
 }

@@ -3,12 +3,51 @@
 //! two seconds, listed in `local.m3u8` as each closes, so that the worker
 //! uploads them while the recording goes on (see `super::upload`). A killed
 //! ffmpeg loses only the chunk it was writing.
+//!
+//! The same filter graph analyses a small copy of the picture and sound
+//! for media health (`super::health`) and writes a thumbnail every two
+//! seconds. Those files are named relative to ffmpeg's working directory,
+//! the part's directory, so that no path needs escaping inside the graph.
 
 use std::path::Path;
 
 use recfleet_protocol::spec::RecordingSpec;
 
+use super::health::{AUDIO_FILE, SILENCE_DB, THUMBNAIL_FILE, VIDEO_FILE};
 use crate::output::codec;
+
+/// Below this mean frame difference (dB) a picture counts as unchanged:
+/// a static screen grabs identical frames (no difference at all), while a
+/// ticking clock alone stays above it.
+const FREEZE_NOISE_DB: i32 = -70;
+
+/// The filter graph: the encoded picture and sound, their analysis at two
+/// pictures and two sound levels a second, and the thumbnail.
+fn filter_graph(spec: &RecordingSpec) -> String {
+    let policy = &spec.health;
+    let mut g = format!(
+        "[0:v]{vf},split=2[venc][vprobe];\
+         [vprobe]fps=2,scale=320:-2,split=2[vlook][vthumb];\
+         [vlook]freezedetect=n={FREEZE_NOISE_DB}dB:d={frozen},blackdetect=d=0:pix_th=0.10,\
+         metadata=mode=print:file={VIDEO_FILE}:direct=1,nullsink;\
+         [vthumb]fps=0.5[thumb]",
+        vf = codec::VIDEO_FILTER,
+        frozen = policy.frozen_secs,
+    );
+    if spec.audio {
+        // Silence from the first frame until the first sample, so that the
+        // audio track spans the video's and chunks join end to end.
+        g.push_str(&format!(
+            ";[1:a]aresample=async=1:first_pts=0,asplit=2[aenc][aprobe];\
+             [aprobe]asetnsamples=n=24000:p=0,\
+             astats=metadata=1:reset=1:measure_perchannel=none:measure_overall=RMS_level,\
+             silencedetect=n={SILENCE_DB}dB:d={silent},\
+             ametadata=mode=print:file={AUDIO_FILE}:direct=1,anullsink",
+            silent = policy.silent_secs,
+        ));
+    }
+    g
+}
 
 /// The ffmpeg arguments for one part, writing its chunks into `dir`.
 pub fn ffmpeg_args(
@@ -74,14 +113,33 @@ pub fn ffmpeg_args(
             .map(String::from),
         );
     }
-    a.extend(codec::video_args(u32::from(spec.fps)));
+    a.extend(["-filter_complex".to_string(), filter_graph(spec)]);
+    a.extend(["-map", "[venc]"].map(String::from));
+    a.extend(codec::video_encoder_args(u32::from(spec.fps)));
     if spec.audio {
-        // Silence from the first frame until the first sample, so that the
-        // audio track spans the video's and chunks join end to end.
-        a.extend(["-af", "aresample=async=1:first_pts=0"].map(String::from));
+        a.extend(["-map", "[aenc]"].map(String::from));
         a.extend(codec::audio_args());
     }
     a.extend(codec::chunk_output_args(dir, super::upload::LOCAL_PLAYLIST));
+    // The thumbnail: one file, replaced whole (renamed into place) so that
+    // a reader never sees half a picture.
+    a.extend(
+        [
+            "-map",
+            "[thumb]",
+            "-f",
+            "image2",
+            "-update",
+            "1",
+            "-atomic_writing",
+            "1",
+            "-q:v",
+            "6",
+            "-y",
+            THUMBNAIL_FILE,
+        ]
+        .map(String::from),
+    );
     a
 }
 
@@ -203,9 +261,14 @@ mod tests {
         assert!(joined.contains("-f pulse"));
         assert!(joined.contains("-g 60 -bf 0"));
         assert!(joined.contains("-hls_segment_filename /o/seg/c%05d.m4s"));
-        assert!(joined.ends_with("-y /o/seg/local.m3u8"));
+        assert!(joined.contains("-y /o/seg/local.m3u8"));
+        assert!(joined.ends_with("-y thumb.jpg"));
+        assert!(joined.contains("freezedetect=n=-70dB:d=10"));
+        assert!(joined.contains("silencedetect=n=-50dB:d=10"));
         spec.audio = false;
         let args = ffmpeg_args(&spec, ":101", "rec.monitor", Path::new("/o/seg"));
-        assert!(!args.iter().any(|a| a == "pulse" || a == "aac"));
+        assert!(!args
+            .iter()
+            .any(|a| a == "pulse" || a == "aac" || a.contains("[1:a]")));
     }
 }

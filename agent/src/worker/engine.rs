@@ -43,9 +43,26 @@ pub enum EngineError {
 struct SlotEntry {
     epoch: Epoch,
     started_at: u64,
+    /// Runtime directory (`p<N>/` per part: logs, thumbnail, analysis).
+    dir: std::path::PathBuf,
+    /// Tag prefix of its processes.
+    tag: String,
     stop: watch::Sender<Option<SegmentEndReason>>,
     progress: Arc<Mutex<SlotProgress>>,
     task: JoinHandle<()>,
+}
+
+/// A running slot, as queries see it.
+#[derive(Debug, Clone)]
+pub struct SlotView {
+    /// Runtime directory: `p<N>/` per part.
+    pub dir: std::path::PathBuf,
+    /// Tag prefix of its processes.
+    pub tag: String,
+    /// The placement.
+    pub epoch: Epoch,
+    /// Its progress (current part, health, level).
+    pub progress: SlotProgress,
 }
 
 /// The engine. Cheap to share behind an `Arc`.
@@ -173,12 +190,13 @@ impl Engine {
             ..Default::default()
         }));
         let (stop_tx, stop_rx) = watch::channel(None);
+        let dir = self.config.runtime_root.join(format!("s{n}"));
         let slot = Slot {
             config: self.config.clone(),
             spec: Arc::new(spec),
             epoch,
-            tag,
-            dir: self.config.runtime_root.join(format!("s{n}")),
+            tag: tag.clone(),
+            dir: dir.clone(),
             deadline,
             progress: progress.clone(),
             events: self.events.clone(),
@@ -210,6 +228,8 @@ impl Engine {
             SlotEntry {
                 epoch,
                 started_at: recfleet_protocol::now_ms(),
+                dir,
+                tag,
                 stop: stop_tx,
                 progress,
                 task,
@@ -237,6 +257,17 @@ impl Engine {
             .values()
             .map(|e| lock(&e.progress).clone())
             .collect()
+    }
+
+    /// Where a running recording's slot keeps its files, its process tag
+    /// and its progress (for queries: thumbnail, logs, processes).
+    pub fn slot_view(&self, id: &RecordingId) -> Option<SlotView> {
+        lock(&self.slots).get(id).map(|e| SlotView {
+            dir: e.dir.clone(),
+            tag: e.tag.clone(),
+            epoch: e.epoch,
+            progress: lock(&e.progress).clone(),
+        })
     }
 
     /// What runs now, for the hello after a reconnect.

@@ -361,6 +361,16 @@ impl Link {
     ) -> SessionEnd {
         // A new coordinator session must hear about a drain in progress.
         self.drain_announced = false;
+        // The coordinator's queries (thumbnail, logs, processes) come on
+        // streams it opens on this connection; served while it lasts.
+        conn.set_max_concurrent_bi_streams(quinn::VarInt::from_u32(super::queries::CONCURRENT));
+        let queries = shutdown.child_token();
+        tokio::spawn(super::queries::serve(
+            conn.clone(),
+            self.engine.clone(),
+            queries.clone(),
+        ));
+        let _stop_queries = queries.drop_guard();
         if let Err(e) = self.flush(&mut send).await {
             return SessionEnd::Lost(e);
         }

@@ -99,6 +99,27 @@ impl PartContext {
     pub fn log(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.log"))
     }
+
+    /// Appends lines to one of the part's own logs (`worker`, `page`),
+    /// each stamped with the wall clock: `recfleet logs --since` reads it.
+    pub fn append_log(&self, name: &str, lines: &[String]) {
+        use std::io::Write;
+        if lines.is_empty() {
+            return;
+        }
+        let stamp = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+        let mut text = String::new();
+        for l in lines {
+            text.push_str(&format!("{stamp} {l}\n"));
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log(name));
+        if let Ok(mut f) = file {
+            let _ = f.write_all(text.as_bytes());
+        }
+    }
 }
 
 /// What the page watcher saw.
@@ -110,11 +131,46 @@ pub enum PageStatus {
         ended: bool,
         /// The page's participant count, if it exposes one.
         participants: Option<i64>,
+        /// Where the page is now, and whether it is Chromium's error page
+        /// (the page asked for, or another).
+        location: PageLocation,
+        /// Console messages since the last answer (`level: text`).
+        console: Vec<String>,
     },
     /// The page did not answer this time (slow, busy).
     NoAnswer(String),
     /// The browser is gone (killed, crashed, session lost).
     BrowserGone(String),
+    /// The page's renderer crashed ("Aw, Snap!"); the browser is there.
+    Crashed(String),
+}
+
+/// Where the page is, as the page watcher last saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PageLocation {
+    /// `location.href`.
+    pub href: String,
+    /// Chromium shows its network error page.
+    pub error_page: bool,
+}
+
+impl PageLocation {
+    /// Why this is not the page asked for (`asked`), if it is not: another
+    /// site (scheme, host and port), or an error page. Paths may change: a
+    /// class page routes within its own site.
+    pub fn problem(&self, asked: &str) -> Option<String> {
+        if self.error_page {
+            return Some(format!("the browser shows an error page for {}", self.href));
+        }
+        let origin = |u: &str| url::Url::parse(u).ok().map(|u| u.origin());
+        match (origin(asked), origin(&self.href)) {
+            (Some(a), Some(now)) if a != now => Some(format!(
+                "the page went to another site: {} (asked for {})",
+                self.href, asked
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// The live state of a running part, read by the monitor loop.

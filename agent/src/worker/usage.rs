@@ -1,10 +1,10 @@
 //! CPU and memory of the worker and its slot processes, from /proc.
 
 /// Clock ticks per second of /proc's CPU times (USER_HZ, 100 on Linux).
-const TICKS_PER_SEC: u64 = 100;
+pub const TICKS_PER_SEC: u64 = 100;
 
 /// CPU ticks (user + system) and resident bytes of one process.
-fn sample(pid: i32) -> Option<(u64, u64)> {
+pub fn sample(pid: i32) -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 1..];
     let f: Vec<&str> = after.split_whitespace().collect();

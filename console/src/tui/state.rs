@@ -356,6 +356,13 @@ impl State {
                 );
             }
             EventKind::Notice { .. } => {}
+            EventKind::HealthChanged {
+                recording, health, ..
+            } => {
+                if let Some(r) = self.recordings.get_mut(&recording) {
+                    r.health = health;
+                }
+            }
         }
         self.log_at(e.at, Some(e.seq), kind, text);
     }

@@ -68,6 +68,16 @@ pub fn recording(
         segments: u32::from(started.is_some()),
         reason: None,
         upload_lag_ms: 0,
+        health: if state == RecordingState::Recording {
+            recfleet_protocol::Health::new(
+                recfleet_protocol::HealthState::Ok,
+                NOW - age_s * 1000,
+                "",
+            )
+        } else {
+            recfleet_protocol::Health::default()
+        },
+        level_db: (state == RecordingState::Recording).then_some(-18),
     }
 }
 

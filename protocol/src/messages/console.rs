@@ -107,6 +107,16 @@ pub enum ConsoleRequest {
     /// The coordinators of the fleet: who leads, under which term, and
     /// when each was last heard of. Answer: [`ConsoleResponse::Coordinators`].
     ListCoordinators,
+    /// The latest events about one recording or one worker (both: either),
+    /// newest last, at most `limit` (0: 100). Answer: [`ConsoleResponse::History`].
+    History {
+        /// Events naming this recording.
+        recording: Option<RecordingId>,
+        /// Events naming this worker.
+        worker: Option<WorkerName>,
+        /// At most this many.
+        limit: u32,
+    },
 }
 
 /// Recordings in one page when the client does not say.
@@ -179,6 +189,8 @@ pub enum ConsoleResponse {
     WebhookDeliveries(Vec<WebhookDelivery>),
     /// Answer to `ListCoordinators`, by name.
     Coordinators(Vec<CoordinatorInfo>),
+    /// Answer to `History`, oldest first.
+    History(Vec<Event>),
 }
 
 /// Frames on a subscription stream, coordinator -> console.
@@ -267,4 +279,38 @@ pub enum EventKind {
         /// What happened.
         message: String,
     },
+    /// What a recording's capture says of it changed (see [`crate::Health`]).
+    HealthChanged {
+        /// The recording.
+        recording: RecordingId,
+        /// The worker capturing it.
+        worker: WorkerName,
+        /// The new health.
+        health: crate::health::Health,
+    },
+}
+
+impl Event {
+    /// The recording an event is about, if any.
+    pub fn recording(&self) -> Option<&RecordingId> {
+        match &self.kind {
+            EventKind::RecordingChanged(r) => Some(&r.id),
+            EventKind::Notice { recording, .. } => recording.as_ref(),
+            EventKind::HealthChanged { recording, .. } => Some(recording),
+            _ => None,
+        }
+    }
+
+    /// Whether an event is about a worker: the worker itself, its drain,
+    /// or a recording it runs.
+    pub fn names_worker(&self, name: &WorkerName) -> bool {
+        match &self.kind {
+            EventKind::WorkerUp(w) | EventKind::WorkerChanged(w) => &w.name == name,
+            EventKind::WorkerLeft { name: n } | EventKind::WorkerLost { name: n } => n == name,
+            EventKind::RecordingChanged(r) => r.worker.as_ref() == Some(name),
+            EventKind::DrainProgress { worker, .. } => worker == name,
+            EventKind::Notice { worker, .. } => worker.as_ref() == Some(name),
+            EventKind::HealthChanged { worker, .. } => worker == name,
+        }
+    }
 }

@@ -130,6 +130,13 @@ pub struct RecordingInfo {
     /// How far its chunks' upload is behind, ms (0: all stored).
     #[serde(default)]
     pub upload_lag_ms: u64,
+    /// What its capture says of its picture, sound and page (unknown when
+    /// it is not running).
+    #[serde(default)]
+    pub health: crate::health::Health,
+    /// Sound level of the last half second, dBFS.
+    #[serde(default)]
+    pub level_db: Option<i16>,
 }
 
 /// A recording with everything known of it.

@@ -2,16 +2,18 @@
 //! sends an [`OpenStream`] frame first; it names the conversation, and the
 //! frames that follow on that stream are of that conversation's types.
 //!
-//! Wire compatibility within a version (`recfleet/2`): postcard encodes enum variants by
+//! Wire compatibility within a version (`recfleet/3`): postcard encodes enum variants by
 //! index and struct fields by position, so new variants may only be appended
 //! at the end of an enum, and struct fields never change. See docs/protocol.md.
 
 mod console;
 mod info;
+mod query;
 mod worker;
 
 pub use console::*;
 pub use info::*;
+pub use query::*;
 pub use worker::*;
 
 use serde::{Deserialize, Serialize};
@@ -29,6 +31,10 @@ pub enum OpenStream {
     /// A console's event subscription: the coordinator sends a
     /// [`SubscriptionFrame::Snapshot`] and then numbered events.
     Subscribe,
+    /// A question for the worker that runs a recording (its thumbnail, its
+    /// logs, its processes), relayed by the coordinator: the answer is a
+    /// series of [`QueryFrame`]s ending with the stream (operator or viewer).
+    Query(WorkerQuery),
 }
 
 /// Milliseconds since the Unix epoch (UTC), as all wall-clock times on the wire.

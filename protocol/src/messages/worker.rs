@@ -151,6 +151,12 @@ pub struct SlotProgress {
     /// stored, ms (0: everything closed is stored).
     #[serde(default)]
     pub upload_lag_ms: u64,
+    /// What the capture says of the picture, sound and page.
+    #[serde(default)]
+    pub health: crate::health::Health,
+    /// Sound level of the last half second, dBFS (None: no sound measured).
+    #[serde(default)]
+    pub level_db: Option<i16>,
 }
 
 /// One stored object of a segment (its init or a chunk), as the worker

@@ -134,6 +134,8 @@ impl Fleet {
         r.row.worker = Some(worker.clone());
         r.waiting = None;
         r.bytes_live = 0;
+        r.health = recfleet_protocol::Health::default();
+        r.level_db = None;
         let epoch = r.row.epoch;
         let spec = r.row.spec.clone();
         let created_at = r.row.created_at;

@@ -268,6 +268,10 @@ struct Recording {
     upload_lag_ms: u64,
     /// Monotonic time its manifest was last written while it records.
     manifest_written: u64,
+    /// What its capture says (from its worker's telemetry).
+    health: recfleet_protocol::Health,
+    /// Its sound level, dBFS.
+    level_db: Option<i16>,
 }
 
 impl Recording {
@@ -286,6 +290,8 @@ impl Recording {
             ended_mono: None,
             upload_lag_ms: 0,
             manifest_written: 0,
+            health: recfleet_protocol::Health::default(),
+            level_db: None,
         }
     }
 
@@ -496,6 +502,8 @@ impl Fleet {
                     // Live facts the store never held.
                     r.bytes_live = old.bytes_live;
                     r.fps_milli = old.fps_milli;
+                    r.health = old.health.clone();
+                    r.level_db = old.level_db;
                 }
                 self.recordings.insert(id.clone(), r);
             }

@@ -68,6 +68,8 @@ impl Fleet {
             // The driver answers it from the store, where the sender keeps
             // the deliveries; the core holds none.
             ConsoleRequest::ShowWebhooks { .. } => ConsoleResponse::WebhookDeliveries(Vec::new()),
+            // The driver keeps the event history (the core only emits).
+            ConsoleRequest::History { .. } => ConsoleResponse::History(Vec::new()),
             // Answered by the driver from the store.
             ConsoleRequest::ListCoordinators => ConsoleResponse::Coordinators(Vec::new()),
             ConsoleRequest::ShowRecording { id } => match self.detail(&id) {

@@ -56,6 +56,8 @@ pub fn info_of(
         segments,
         reason: row.reason.clone().or_else(|| waiting.map(str::to_string)),
         upload_lag_ms: 0,
+        health: Default::default(),
+        level_db: None,
     }
 }
 
@@ -75,6 +77,8 @@ impl Fleet {
         );
         if r.row.state.holds_capacity() {
             info.upload_lag_ms = r.upload_lag_ms;
+            info.health = r.health.clone();
+            info.level_db = r.level_db;
         }
         info
     }
@@ -189,6 +193,7 @@ impl Fleet {
         m.capacity.set(capacity as i64);
         m.free_capacity.set(free as i64);
         m.recordings.clear();
+        m.recording_health.clear();
         let mut lag_ms = 0u64;
         for r in self.recordings.values() {
             m.recordings
@@ -196,6 +201,9 @@ impl Fleet {
                 .inc();
             if r.row.state.holds_capacity() {
                 lag_ms = lag_ms.max(r.upload_lag_ms);
+                m.recording_health
+                    .get_or_create(&label("health", r.health.state.as_str()))
+                    .inc();
             }
         }
         m.upload_lag.set(lag_ms as f64 / 1000.0);

@@ -230,7 +230,22 @@ impl Fleet {
                             message,
                         });
                     }
+                    let health_changed = self.recordings.get(&id).and_then(|r| {
+                        (slot.health.state != r.health.state
+                            && slot.health.state != recfleet_protocol::HealthState::Unknown)
+                            .then(|| slot.health.clone())
+                    });
+                    if let Some(health) = health_changed {
+                        tracing::info!(recording = %id, worker = %name, health = %health.state, detail = %health.detail, "media health changed");
+                        self.emit(EventKind::HealthChanged {
+                            recording: id.clone(),
+                            worker: name.clone(),
+                            health,
+                        });
+                    }
                     if let Some(r) = self.recordings.get_mut(&id) {
+                        r.health = slot.health;
+                        r.level_db = slot.level_db;
                         r.upload_lag_ms = slot.upload_lag_ms;
                         r.bytes_live = slot.bytes;
                         r.fps_milli = slot.fps_milli;
@@ -526,6 +541,10 @@ impl Fleet {
         let Some(w) = self.workers.get_mut(name) else {
             return;
         };
+        // What a lost worker last said of its load is no longer true.
+        w.info.cpu_millicores = 0;
+        w.info.rss_bytes = 0;
+        w.info.rtt_us = 0;
         w.info.state = if expected {
             WorkerState::Gone
         } else {

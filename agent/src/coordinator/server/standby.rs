@@ -10,7 +10,7 @@ use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use recfleet_protocol::error::close;
 use recfleet_protocol::quic;
 use recfleet_protocol::{
-    ConsoleResponse, CoordinatorMessage, OpenStream, SubscriptionFrame, WireError,
+    ConsoleResponse, CoordinatorMessage, OpenStream, QueryFrame, SubscriptionFrame, WireError,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -93,6 +93,9 @@ async fn refuse(mut send: SendStream, mut recv: RecvStream, answer: Arc<WireErro
         }
         Ok(Ok(Some(OpenStream::Subscribe))) => {
             write_small(&mut send, &SubscriptionFrame::Refused(e), WRITE_TIMEOUT).await
+        }
+        Ok(Ok(Some(OpenStream::Query(_)))) => {
+            write_small(&mut send, &QueryFrame::Error(e), WRITE_TIMEOUT).await
         }
         _ => {
             quic::reject_stream(&mut send, &mut recv);

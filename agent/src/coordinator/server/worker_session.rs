@@ -173,6 +173,7 @@ pub(super) async fn worker_session(
             .await;
         return;
     }
+    shared.connections.insert(&name, &conn);
     let liveness = Arc::new(Liveness::new(Instant::now()));
     let (in_tx, mut inbox) = mpsc::channel(WORKER_INBOX);
     let reader = tokio::spawn(read_worker(recv, name.clone(), liveness.clone(), in_tx));
@@ -220,6 +221,7 @@ pub(super) async fn worker_session(
         }
     };
     reader.abort();
+    shared.connections.remove(&name, &conn);
     tracing::debug!(worker = %name, session, why = %why, "worker session ended");
     let _ = fleet.send(closed(&why)).await;
 }
