@@ -7,6 +7,8 @@ use crate::http::{self, Response};
 
 /// The page itself.
 pub const CLASS_HTML: &str = include_str!("../assets/demo/class.html");
+/// A page that goes wrong on a schedule, for media health: see its header.
+pub const HEALTH_HTML: &str = include_str!("../assets/demo/health.html");
 
 /// A running demo page server.
 #[derive(Debug)]
@@ -21,6 +23,8 @@ impl DemoServer {
         let (addr, task) = http::spawn(addr, |path: String| async move {
             if path == "/" || path == "/class.html" {
                 Response::ok("text/html; charset=utf-8", CLASS_HTML)
+            } else if path == "/health.html" {
+                Response::ok("text/html; charset=utf-8", HEALTH_HTML)
             } else {
                 Response::text(404, "not found\n")
             }
@@ -36,6 +40,11 @@ impl DemoServer {
         } else {
             format!("http://{}/class.html?{query}", self.addr)
         }
+    }
+
+    /// The media health test page's URL (e.g. `silent=10&frozen=10`).
+    pub fn health_url(&self, query: &str) -> String {
+        format!("http://{}/health.html?{query}", self.addr)
     }
 
     /// The address served on.

@@ -208,6 +208,16 @@ pub enum Command {
     },
     /// Print events as they happen, one line each (JSON lines with -o json).
     Watch(WatchArgs),
+    /// Log lines of a recording's processes, from its worker (the page's
+    /// console messages are `--process page`).
+    Logs(LogsArgs),
+    /// Everything about one object: its state, health, processes and its
+    /// own event history.
+    Describe {
+        /// What to describe.
+        #[command(subcommand)]
+        what: DescribeWhat,
+    },
     /// Who the coordinator sees: role and name of this certificate.
     Whoami,
     /// List, show or pick the contexts of the context file.
@@ -283,6 +293,21 @@ pub enum RecordCommand {
         #[arg(value_parser = parse_recording)]
         id: RecordingId,
     },
+    /// Save a running recording's latest picture (a JPEG, 320 pixels wide,
+    /// at most 2 s old).
+    Thumbnail {
+        /// The recording.
+        #[arg(value_parser = parse_recording)]
+        id: RecordingId,
+        /// The file to write (`-` for stdout).
+        #[arg(
+            long = "file",
+            short = 'f',
+            value_name = "FILE.jpg",
+            default_value = "thumbnail.jpg"
+        )]
+        file: PathBuf,
+    },
 }
 
 /// `record start ...`
@@ -316,6 +341,62 @@ pub struct StartArgs {
     /// Wait until the recording ends; print its final state and manifest.
     #[arg(long)]
     pub wait: bool,
+}
+
+/// `logs ...`
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The recording.
+    #[arg(value_parser = parse_recording)]
+    pub id: RecordingId,
+    /// Only this process's log.
+    #[arg(long, short = 'p', value_parser = parse_process, value_name = "PROCESS")]
+    pub process: Option<String>,
+    /// Keep printing lines as they are written, until the recording leaves
+    /// its worker (or Ctrl-C).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only lines written in this last while (e.g. 10m).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub since: Option<Duration>,
+    /// Only the last N lines of what is there.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<u32>,
+}
+
+/// `describe ...`
+#[derive(Debug, Subcommand)]
+pub enum DescribeWhat {
+    /// A recording: state, health, placement, processes, events.
+    Recording {
+        /// The recording.
+        #[arg(value_parser = parse_recording)]
+        id: RecordingId,
+    },
+    /// A worker: state, load, its recordings, events.
+    Worker {
+        /// The worker.
+        #[arg(value_parser = parse_worker)]
+        name: WorkerName,
+    },
+}
+
+/// Parses a process name for `logs --process`.
+pub fn parse_process(s: &str) -> Result<String, String> {
+    let p = s.trim().to_ascii_lowercase();
+    let known: Vec<&str> = recfleet_protocol::LOG_PROCESSES
+        .iter()
+        .copied()
+        .chain(["pulseaudio"])
+        .collect();
+    if known.contains(&p.as_str()) {
+        Ok(p)
+    } else {
+        Err(format!(
+            "\"{s}\" is not a process: expected one of {}",
+            known.join(", ")
+        ))
+    }
 }
 
 /// `drain ...`

@@ -48,6 +48,12 @@ pub struct Seen {
     pub recording_since: HashMap<RecordingId, Instant>,
     /// Why the stream ended, once it has (`Refused` included).
     pub ended: Option<String>,
+    /// `health_changed` events, in order, with when they arrived.
+    pub health: Vec<(
+        std::time::SystemTime,
+        RecordingId,
+        recfleet_protocol::Health,
+    )>,
 }
 
 impl Seen {
@@ -140,6 +146,13 @@ impl Watch {
                             EventKind::RecordingChanged(r) => {
                                 seen.note_recording(&r.id, r.state, now)
                             }
+                            EventKind::HealthChanged {
+                                recording, health, ..
+                            } => seen.health.push((
+                                std::time::SystemTime::now(),
+                                recording.clone(),
+                                health.clone(),
+                            )),
                             _ => {}
                         }
                     }
@@ -150,6 +163,11 @@ impl Watch {
             s.lock().unwrap_or_else(|e| e.into_inner()).ended = Some(why);
         });
         Watch { seen, task }
+    }
+
+    /// Reads what it has seen so far with `f`.
+    pub fn with<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
+        f(&self.seen())
     }
 
     /// What it has seen so far (hold the guard briefly: the reader waits).

@@ -163,6 +163,42 @@ pub fn tagged_pids(tag: &str) -> Vec<i32> {
         .collect()
 }
 
+/// `pids` and every process descending from them (Chromium's renderers
+/// rewrite their environment with their title, so the tag alone misses
+/// them; their parent does not).
+pub fn with_descendants(pids: &[i32]) -> Vec<i32> {
+    let parents: Vec<(i32, i32)> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter_map(|pid| {
+                    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                    let ppid = stat
+                        .rsplit(')')
+                        .next()?
+                        .split_whitespace()
+                        .nth(1)?
+                        .parse()
+                        .ok()?;
+                    Some((pid, ppid))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out: Vec<i32> = pids.to_vec();
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        for (pid, ppid) in &parents {
+            if *ppid == parent && !out.contains(pid) {
+                out.push(*pid);
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
 /// SIGKILLs every process tagged `tag` (see [`tagged_pids`]), a few rounds so
 /// that processes forked meanwhile are caught too. Returns how many were hit.
 pub fn kill_tagged(tag: &str) -> usize {

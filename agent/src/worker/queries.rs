@@ -154,7 +154,7 @@ fn thumbnail(id: &RecordingId, slot: &SlotView) -> Result<Thumbnail, WireError> 
 
 /// The slot's processes, their CPU measured over 200 ms.
 async fn processes(tag: &str) -> Vec<ProcessInfo> {
-    let pids = process::tagged_pids(tag);
+    let pids = process::with_descendants(&process::tagged_pids(tag));
     let before: Vec<_> = pids.iter().map(|p| usage::sample(*p)).collect();
     let t0 = std::time::Instant::now();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -187,10 +187,12 @@ async fn processes(tag: &str) -> Vec<ProcessInfo> {
 
 /// What a process is in the slot, from its command line.
 fn role(pid: i32, comm: &str) -> String {
+    // Chromium's children rewrite their command line as one string with
+    // spaces (their title), others keep NUL-separated arguments.
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
     let kind = cmdline
-        .split(|b| *b == 0)
-        .filter_map(|a| std::str::from_utf8(a).ok())
+        .split_whitespace()
         .find_map(|a| a.strip_prefix("--type="))
         .map(str::to_string);
     let c = comm.to_ascii_lowercase();

@@ -3,9 +3,11 @@
 //! (docs/console.md lists every shape).
 
 pub mod contexts;
+mod describe;
 mod drain;
 pub mod generate;
 pub mod list;
+mod logs;
 mod record;
 mod watch;
 
@@ -125,6 +127,11 @@ async fn dispatch(command: Command, s: &Session) -> Result<(), ConsoleError> {
         Command::Record(RecordCommand::Start(args)) => record::start(s, args).await,
         Command::Record(RecordCommand::Stop { id }) => record::stop(s, id).await,
         Command::Record(RecordCommand::Show { id }) => record::show(s, id).await,
+        Command::Record(RecordCommand::Thumbnail { id, file }) => {
+            record::thumbnail(s, id, &file).await
+        }
+        Command::Logs(args) => logs::logs(s, args).await,
+        Command::Describe { what } => describe::describe(s, what).await,
         Command::Drain(args) => drain::drain(s, args).await,
         Command::Undrain {
             worker,

@@ -231,3 +231,42 @@ pub fn webhook_lines(deliveries: &[WebhookDelivery]) -> String {
     }
     out
 }
+
+/// `record thumbnail ID -f FILE.jpg`.
+pub(super) async fn thumbnail(
+    s: &Session,
+    id: RecordingId,
+    file: &std::path::Path,
+) -> Result<(), ConsoleError> {
+    let t = s.client.thumbnail(id).await?;
+    if file.as_os_str() == "-" {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        out.write_all(&t.jpeg)?;
+        out.flush()?;
+        return Ok(());
+    }
+    std::fs::write(file, &t.jpeg)?;
+    let level = t
+        .level_db
+        .map_or("no sound measured".to_string(), |db| format!("{db} dBFS"));
+    if s.output.structured() {
+        s.json(&serde_json::json!({
+            "recording": t.recording,
+            "file": file.display().to_string(),
+            "bytes": t.jpeg.len(),
+            "taken_at": t.taken_at,
+            "level_db": t.level_db,
+            "health": t.health,
+        }))
+    } else {
+        s.text(&format!(
+            "{}: {} of recording {} taken at {}, sound {level}, health {}",
+            file.display(),
+            format::bytes(t.jpeg.len() as u64),
+            t.recording,
+            format::clock(t.taken_at),
+            t.health.state
+        ))
+    }
+}

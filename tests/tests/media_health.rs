@@ -1,0 +1,255 @@
+//! Media health of a real recording, told from the capture: a page that is
+//! silent, then still, then loses its renderer. And what an operator asks
+//! of a live recording through the console: its encoder's log followed,
+//! its thumbnail, `describe` with its processes and events.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use recfleet_agent::demo::DemoServer;
+use recfleet_protocol::manifest::SegmentEndReason;
+use recfleet_protocol::spec::{RecordingSpec, Viewport};
+use recfleet_protocol::{ConsoleRequest, HealthPolicy, HealthState, RecordingId};
+use recfleet_testkit::procs::{descendants, tagged};
+use recfleet_testkit::TestFleet;
+use recfleet_tests::console::Console;
+use recfleet_tests::recordings::stop_and_complete;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Waits up to `secs` for a `health_changed` event of `state`; returns when
+/// it arrived (wall ms) and the health's `since`.
+async fn wait_health(
+    watch: &recfleet_testkit::watch::Watch,
+    id: &RecordingId,
+    state: HealthState,
+    secs: u64,
+) -> (u64, u64) {
+    let until = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let found = watch.with(|seen| {
+            seen.health
+                .iter()
+                .find(|(_, r, h)| r == id && h.state == state)
+                .map(|(at, _, h)| (ms(*at), h.since))
+        });
+        if let Some(f) = found {
+            return f;
+        }
+        let told: Vec<String> = watch.with(|s| {
+            s.health
+                .iter()
+                .map(|(_, _, h)| h.state.to_string())
+                .collect()
+        });
+        assert!(
+            tokio::time::Instant::now() < until,
+            "no {state} within {secs} s; health told so far: {told:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Pids of the slot's Chromium renderers (they rewrite their environment
+/// with their title, so they are found as descendants of tagged processes).
+fn renderers() -> Vec<i32> {
+    tagged("")
+        .into_iter()
+        .flat_map(|(pid, _)| descendants(pid))
+        .filter(|pid| {
+            // One string with spaces: Chromium's children set their title.
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .split_whitespace()
+                        .any(|a| a == "--type=renderer")
+                })
+                .unwrap_or(false)
+        })
+        .collect::<std::collections::BTreeSet<i32>>()
+        .into_iter()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_silence_then_a_still_picture_then_a_crash_are_told_in_order_and_only_the_crash_restarts(
+) {
+    let page = DemoServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut fleet = TestFleet::start().await.unwrap();
+    fleet.add_worker(1, 1).unwrap();
+    fleet.wait_workers(1, 30).await.unwrap();
+    let watch = fleet.watch("viewer").await.unwrap();
+
+    let id = RecordingId::new("health").unwrap();
+    let mut spec = RecordingSpec::new(id.clone(), page.health_url("silent=10&frozen=10"));
+    spec.viewport = Viewport {
+        width: 640,
+        height: 360,
+    };
+    spec.fps = 10;
+    spec.stop.max_duration_secs = Some(600);
+    spec.health = HealthPolicy {
+        silent_secs: 2,
+        frozen_secs: 2,
+        black_secs: 5,
+        restart_crashed: true,
+        // Still pictures are only reported here: the crash is what restarts.
+        restart_frozen_secs: None,
+        restart_black_secs: None,
+    };
+    fleet
+        .request(ConsoleRequest::StartRecording(spec))
+        .await
+        .unwrap();
+    let d = fleet
+        .wait_for(&id, 60, |d| d.info.started_at.is_some())
+        .await
+        .unwrap();
+    let first_frame = d.info.started_at.unwrap();
+
+    // 1. Silent from its first frame: told within 5 s of it.
+    let (silent_at, _) = wait_health(&watch, &id, HealthState::Silent, 20).await;
+    assert!(
+        silent_at <= first_frame + 5_000,
+        "silent told {} ms after the first frame",
+        silent_at - first_frame
+    );
+
+    // 2. Still from the page's 10th second (its clock starts a little
+    // before the first frame): told within 5 s of that.
+    let (frozen_at, frozen_since) = wait_health(&watch, &id, HealthState::Frozen, 30).await;
+    assert!(
+        frozen_at <= first_frame + 10_000 + 5_000,
+        "frozen told {} ms after the first frame",
+        frozen_at - first_frame
+    );
+    assert!(
+        frozen_since + 3_000 >= first_frame + 10_000 && frozen_since <= first_frame + 11_000,
+        "frozen since {} ms after the first frame, expected about 10 s",
+        frozen_since as i64 - first_frame as i64
+    );
+    // The silence did not restart anything.
+    let d = fleet.show(&id).await.unwrap();
+    assert_eq!(d.info.restarts, 0, "{:?}", d.info);
+    assert_eq!(d.manifest.segments.len(), 1, "{:?}", d.manifest.segments);
+    assert_eq!(d.info.health.state, HealthState::Frozen, "{:?}", d.info);
+
+    // An operator looks at the live recording: the encoder's log followed,
+    // its thumbnail, describe.
+    let console = Console::flags(&fleet, "viewer");
+    let mut follow = console
+        .command(&[
+            "logs",
+            id.as_str(),
+            "--process",
+            "ffmpeg",
+            "--follow",
+            "--tail",
+            "1",
+        ])
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    let mut got = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(15);
+    while got.len() < 4 && tokio::time::Instant::now() < until {
+        match tokio::time::timeout_at(until, lines.next_line()).await {
+            Ok(Ok(Some(l))) => got.push(l),
+            _ => break,
+        }
+    }
+    // The first line is the tail; the others were written while following
+    // (the chunk muxer opens a file every 2 s).
+    assert!(got.len() >= 4, "followed lines: {got:?}");
+    assert!(got.iter().all(|l| l.starts_with("[ffmpeg p0] ")), "{got:?}");
+    assert!(
+        got.iter().skip(1).any(|l| l.contains(".m4s")),
+        "no chunk opened while following: {got:?}"
+    );
+    let _ = follow.kill().await;
+
+    let jpeg = fleet.dir().join("thumb.jpg");
+    let run = console
+        .run(&[
+            "record",
+            "thumbnail",
+            id.as_str(),
+            "-f",
+            jpeg.to_str().unwrap(),
+        ])
+        .await;
+    run.expect_code(0);
+    let bytes = std::fs::read(&jpeg).unwrap();
+    assert!(
+        bytes.len() > 1_000 && bytes.starts_with(&[0xff, 0xd8]),
+        "not a picture: {} bytes",
+        bytes.len()
+    );
+    let run = console.run(&["describe", "recording", id.as_str()]).await;
+    run.expect_code(0);
+    for want in [
+        "Health:",
+        "frozen",
+        "ffmpeg",
+        "chromium (renderer)",
+        "health_changed",
+    ] {
+        assert!(
+            run.stdout.contains(want),
+            "describe lacks {want}:\n{}",
+            run.stdout
+        );
+    }
+
+    // 3. The renderer dies: page_crashed within 5 s, and a new part.
+    let killed = renderers();
+    assert!(!killed.is_empty(), "no renderer found");
+    let kill_at = ms(SystemTime::now());
+    for pid in &killed {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let (crashed_at, _) = wait_health(&watch, &id, HealthState::PageCrashed, 20).await;
+    assert!(
+        crashed_at <= kill_at + 5_000,
+        "page_crashed told {} ms after the kill",
+        crashed_at - kill_at
+    );
+    let d = fleet
+        .wait_for(&id, 60, |d| d.manifest.segments.len() >= 2)
+        .await
+        .unwrap();
+    match &d.manifest.segments[0].end_reason {
+        Some(SegmentEndReason::Unhealthy { state, .. }) => {
+            assert_eq!(*state, HealthState::PageCrashed)
+        }
+        other => panic!("part 0 ended {other:?}"),
+    }
+    assert_eq!(d.manifest.segments[1].part, 1);
+
+    // In order: silent, then frozen, then page_crashed (ok may come between).
+    let order: Vec<HealthState> = watch.with(|s| {
+        s.health
+            .iter()
+            .filter(|(_, r, _)| r == &id)
+            .map(|(_, _, h)| h.state)
+            .filter(|s| *s != HealthState::Ok)
+            .collect()
+    });
+    let pos = |s| order.iter().position(|x| *x == s).unwrap();
+    assert!(
+        pos(HealthState::Silent) < pos(HealthState::Frozen)
+            && pos(HealthState::Frozen) < pos(HealthState::PageCrashed),
+        "{order:?}"
+    );
+
+    stop_and_complete(&mut fleet, &id).await;
+    fleet.shutdown().await;
+}
