@@ -105,6 +105,7 @@ pub fn recording_cells(r: &RecordingInfo, now: u64) -> Vec<String> {
     vec![
         r.id.to_string(),
         r.state.as_str().to_string(),
+        health_cell(r),
         r.worker.as_ref().map_or("-".to_string(), |w| w.to_string()),
         r.started_at.map_or("-".to_string(), format::clock),
         duration,
@@ -121,22 +122,32 @@ pub fn recording_cells(r: &RecordingInfo, now: u64) -> Vec<String> {
     ]
 }
 
+/// A recording's media health for a table: `-` when not measured.
+pub fn health_cell(r: &RecordingInfo) -> String {
+    match r.health.state {
+        recfleet_protocol::HealthState::Unknown => "-".to_string(),
+        s => s.as_str().to_string(),
+    }
+}
+
 /// The column titles of the recordings view.
-pub const RECORDING_COLUMNS: [&str; 10] = [
-    "ID", "STATE", "WORKER", "STARTED", "DURATION", "SIZE", "FPS", "RESTARTS", "SEGS", "LAG",
+pub const RECORDING_COLUMNS: [&str; 11] = [
+    "ID", "STATE", "HEALTH", "WORKER", "STARTED", "DURATION", "SIZE", "FPS", "RESTARTS", "SEGS",
+    "LAG",
 ];
 
 /// The column titles of `recfleet recordings -o wide`: the table's, then
 /// the placement's epoch, the age (since it was requested), when it ended,
 /// the page and why it failed.
-pub const RECORDING_WIDE_COLUMNS: [&str; 15] = [
-    "ID", "STATE", "WORKER", "STARTED", "DURATION", "SIZE", "FPS", "RESTARTS", "SEGS", "LAG",
-    "EPOCH", "AGE", "ENDED", "URL", "REASON",
+pub const RECORDING_WIDE_COLUMNS: [&str; 17] = [
+    "ID", "STATE", "HEALTH", "WORKER", "STARTED", "DURATION", "SIZE", "FPS", "RESTARTS", "SEGS",
+    "LAG", "SOUND", "EPOCH", "AGE", "ENDED", "URL", "REASON",
 ];
 
 /// The cells of a recording row of `-o wide`.
 pub fn recording_wide_cells(r: &RecordingInfo, now: u64) -> Vec<String> {
     let mut cells = recording_cells(r, now);
+    cells.push(r.level_db.map_or("-".to_string(), |db| format!("{db} dB")));
     cells.push(r.epoch.to_string());
     cells.push(format::age(now, r.created_at));
     cells.push(r.ended_at.map_or("-".to_string(), format::clock));

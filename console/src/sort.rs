@@ -78,6 +78,9 @@ pub fn compare_recordings(
 ) -> Ordering {
     let by = match column {
         "STATE" => a.state.cmp(&b.state),
+        // Worst first when reversed: the states are ordered by severity.
+        "HEALTH" => a.health.state.cmp(&b.health.state),
+        "SOUND" => a.level_db.cmp(&b.level_db),
         "WORKER" => a.worker.cmp(&b.worker),
         "STARTED" => a.started_at.cmp(&b.started_at),
         "DURATION" => duration(a, now).cmp(&duration(b, now)),

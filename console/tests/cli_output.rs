@@ -55,11 +55,11 @@ fn wide_tables_add_columns() {
     let t = recordings_table(&[failed], NOW, true);
     let header = t.lines().next().unwrap_or_default();
     assert!(
-        header.ends_with("LAG  EPOCH  AGE    ENDED     URL                       REASON"),
+        header.ends_with("LAG  SOUND  EPOCH  AGE    ENDED     URL                       REASON"),
         "{t}"
     );
     assert!(
-        t.contains("1      1m02s  09:59:30  https://class.example/r1  page unreachable"),
+        t.contains("-      1      1m02s  09:59:30  https://class.example/r1  page unreachable"),
         "{t}"
     );
 }

@@ -187,3 +187,112 @@ fn finished_recordings_over_an_hour_ago_are_hidden_until_a() {
     );
     assert!(screen.contains("old-1"), "{screen}");
 }
+
+/// Left half red, right half blue, a green band at the bottom.
+fn picture() -> recfleet_console::tui::picture::Picture {
+    let (w, h) = (64u32, 36u32);
+    let mut rgb = Vec::new();
+    for y in 0..h {
+        for x in 0..w {
+            rgb.extend_from_slice(match (x < w / 2, y >= h * 3 / 4) {
+                (_, true) => &[0, 200, 0],
+                (true, false) => &[200, 0, 0],
+                (false, false) => &[0, 0, 200],
+            });
+        }
+    }
+    recfleet_console::tui::picture::Picture {
+        width: w,
+        height: h,
+        rgb,
+    }
+}
+
+/// The recordings view with math-101 selected and its detail pane open.
+fn math_detail() -> App {
+    let mut a = app("operator", false);
+    keys(&mut a, ":rec");
+    key(&mut a, KeyCode::Enter);
+    keys(&mut a, "/math");
+    key(&mut a, KeyCode::Enter);
+    key(&mut a, KeyCode::Enter);
+    a
+}
+
+#[test]
+fn recording_detail_shows_its_live_picture_and_sound_meter() {
+    let mut a = math_detail();
+    a.on_conn(ConnEvent::Thumbnail(Box::new(
+        recfleet_console::tui::state::Thumb {
+            id: recfleet_protocol::RecordingId::new("math-101").unwrap(),
+            taken_at: NOW - 1000,
+            picture: Some(picture()),
+            missing: None,
+            level_db: Some(-21),
+        },
+    )));
+    let mut terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(W, 30)).unwrap();
+    terminal
+        .draw(|f| recfleet_console::tui::view::draw(f, &a))
+        .unwrap();
+    insta::assert_snapshot!(
+        "recording_detail_picture",
+        common::screen(terminal.backend())
+    );
+    // The half-blocks carry the picture's colours: red top-left, blue
+    // top-right, green under the bottom-left.
+    let buf = terminal.backend().buffer();
+    let cells: Vec<(u16, u16)> = (0..W)
+        .flat_map(|x| (0..30).map(move |y| (x, y)))
+        .filter(|p| buf[*p].symbol() == "▀")
+        .collect();
+    assert!(cells.len() > 100, "{} half-blocks", cells.len());
+    let (x0, y0) = cells.iter().min().copied().unwrap();
+    let (x1, y1) = cells.iter().max().copied().unwrap();
+    use ratatui::style::Color;
+    assert_eq!(buf[(x0, y0)].fg, Color::Rgb(200, 0, 0));
+    assert_eq!(buf[(x1, y0)].fg, Color::Rgb(0, 0, 200));
+    assert_eq!(buf[(x0, y1)].bg, Color::Rgb(0, 200, 0));
+}
+
+#[test]
+fn recording_detail_says_why_there_is_no_picture() {
+    let mut a = math_detail();
+    a.on_conn(ConnEvent::NoThumbnail {
+        id: recfleet_protocol::RecordingId::new("math-101").unwrap(),
+        reason: "worker w1 is not connected".into(),
+    });
+    let screen = render(&a, W, 30);
+    assert!(
+        screen.contains("no picture: worker w1 is not connected"),
+        "{screen}"
+    );
+}
+
+#[test]
+fn describe_and_logs_pages_open_over_the_view() {
+    let mut a = math_detail();
+    key(&mut a, KeyCode::Esc);
+    keys(&mut a, "d");
+    assert!(render(&a, W, H).contains("describe math-101"));
+    a.on_conn(ConnEvent::Described {
+        id: recfleet_protocol::RecordingId::new("math-101").unwrap(),
+        text: "Recording:  math-101\nHealth:     frozen for 12s\nProcesses:\n  ffmpeg  4242".into(),
+    });
+    insta::assert_snapshot!("describe_page", render(&a, W, 12));
+    key(&mut a, KeyCode::Esc);
+    keys(&mut a, "l");
+    a.on_conn(ConnEvent::Logs {
+        id: recfleet_protocol::RecordingId::new("math-101").unwrap(),
+        lines: (0..30).map(|i| format!("[ffmpeg p0] line {i}")).collect(),
+    });
+    let screen = render(&a, W, 12);
+    // The newest lines at the bottom.
+    assert!(
+        screen.contains("line 29") && !screen.contains("line 5\n"),
+        "{screen}"
+    );
+    insta::assert_snapshot!("logs_page", screen);
+    key(&mut a, KeyCode::Up);
+    assert!(render(&a, W, 12).contains("line 28") && !render(&a, W, 12).contains("line 29"));
+}

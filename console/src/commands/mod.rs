@@ -3,11 +3,11 @@
 //! (docs/console.md lists every shape).
 
 pub mod contexts;
-mod describe;
+pub mod describe;
 mod drain;
 pub mod generate;
 pub mod list;
-mod logs;
+pub mod logs;
 mod record;
 mod watch;
 

@@ -8,7 +8,7 @@ use recfleet_protocol::{ConsoleRequest, RecordingId, WorkerState};
 use super::dialog::{Action, Dialog};
 use super::rows;
 use super::state::{ConnEvent, Readonly, State};
-use super::ui::{Filter, Mode, SortKey, Ui, View};
+use super::ui::{Filter, Mode, Overlay, SortKey, Ui, View};
 
 /// What the main loop should do after a key.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +22,12 @@ pub enum Command {
     },
     /// Fetch a recording's detail for the detail pane.
     Show(RecordingId),
+    /// Fetch what `describe` shows of a recording.
+    Describe(RecordingId),
+    /// Follow a recording's logs (stopping any other).
+    FollowLogs(RecordingId),
+    /// Stop following logs.
+    StopLogs,
     /// Leave the TUI.
     Quit,
 }
@@ -66,6 +72,9 @@ impl App {
             return Some(Command::Quit);
         }
         self.hint = None;
+        if self.ui.overlay.is_some() && self.ui.mode == Mode::Normal {
+            return self.overlay_key(key);
+        }
         match std::mem::replace(&mut self.ui.mode, Mode::Normal) {
             Mode::Normal => self.normal_key(key),
             Mode::Help => {
@@ -120,10 +129,81 @@ impl App {
                     return Some(Command::Show(r.id.clone()));
                 }
             }
+            // Looking needs no operator role: describe and logs first.
+            KeyCode::Char(c @ ('d' | 'l')) if self.ui.view == View::Recordings => {
+                let Some(r) = rows::selected_recording(&self.state, &self.ui) else {
+                    self.hint = Some("no recording selected".into());
+                    return None;
+                };
+                let id = r.id.clone();
+                self.ui.overlay_scroll = 0;
+                if c == 'd' {
+                    self.ui.overlay = Some(Overlay::Describe(id.clone()));
+                    return Some(Command::Describe(id));
+                }
+                self.ui.overlay = Some(Overlay::Logs(id.clone()));
+                self.state.log = crate::tui::state::FollowedLog {
+                    id: Some(id.clone()),
+                    ..Default::default()
+                };
+                return Some(Command::FollowLogs(id));
+            }
             KeyCode::Char(c @ ('d' | 'u' | 'x' | 'r' | 'n')) => self.open_action(c),
             _ => {}
         }
         None
+    }
+
+    /// What to fetch again on the clock: the detail pane's picture of a
+    /// running recording, the describe page.
+    pub fn refreshes(&self) -> Vec<super::conn::ToConn> {
+        use super::conn::ToConn;
+        let mut out = Vec::new();
+        if let Some(Overlay::Describe(id)) = &self.ui.overlay {
+            out.push(ToConn::Describe(id.clone()));
+        }
+        if self.ui.detail && self.ui.overlay.is_none() {
+            if let Some(r) = rows::selected_recording(&self.state, &self.ui) {
+                if r.state.holds_capacity() {
+                    out.push(ToConn::Thumbnail(r.id.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Keys while describe or logs are shown: esc or q closes, arrows and
+    /// page keys scroll.
+    fn overlay_key(&mut self, key: KeyEvent) -> Option<Command> {
+        match key.code {
+            KeyCode::Esc | KeyCode::Char('q') => {
+                let was_logs = matches!(self.ui.overlay, Some(Overlay::Logs(_)));
+                self.ui.overlay = None;
+                self.ui.overlay_scroll = 0;
+                if was_logs {
+                    return Some(Command::StopLogs);
+                }
+            }
+            // Logs scroll back from the newest line, describe down from
+            // its top: ↑ always shows what is above.
+            KeyCode::Up | KeyCode::Char('k') => self.scroll_overlay(-1),
+            KeyCode::Down | KeyCode::Char('j') => self.scroll_overlay(1),
+            KeyCode::PageUp => self.scroll_overlay(-20),
+            KeyCode::PageDown => self.scroll_overlay(20),
+            KeyCode::Home | KeyCode::End | KeyCode::Char('g' | 'G') => self.ui.overlay_scroll = 0,
+            _ => {}
+        }
+        None
+    }
+
+    /// Moves the overlay's text by `down` lines (negative: up).
+    fn scroll_overlay(&mut self, down: i32) {
+        let away = match self.ui.overlay {
+            Some(Overlay::Logs(_)) => -down,
+            _ => down,
+        };
+        let s = self.ui.overlay_scroll as i64 + i64::from(away);
+        self.ui.overlay_scroll = s.max(0) as usize;
     }
 
     fn sort_by(&mut self, key: SortKey) {

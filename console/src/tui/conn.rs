@@ -4,10 +4,13 @@
 //! and carries out actions on the same connection.
 
 use recfleet_client::{Client, Subscription, Update};
-use recfleet_protocol::{now_ms, ConsoleRequest, ConsoleResponse, RecordingId};
+use recfleet_protocol::{
+    now_ms, ConsoleRequest, ConsoleResponse, LogRequest, QueryFrame, RecordingId, WorkerQuery,
+};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
-use super::state::ConnEvent;
+use super::picture::Picture;
+use super::state::{ConnEvent, Thumb};
 use crate::error::{ConsoleError, Exit};
 
 /// What the main loop asks of the connection.
@@ -24,6 +27,14 @@ pub enum ToConn {
     Show(RecordingId),
     /// Fetch the coordinators.
     Coordinators,
+    /// Fetch a recording's picture.
+    Thumbnail(RecordingId),
+    /// Fetch what `describe` shows of a recording.
+    Describe(RecordingId),
+    /// Follow a recording's logs (ending any other).
+    FollowLogs(RecordingId),
+    /// Stop following.
+    StopLogs,
 }
 
 /// Runs until `cmds` closes (the TUI quit).
@@ -38,6 +49,8 @@ pub async fn run(
     // Between a loss and the next subscription, actions fail at once: the
     // person sees the state may be stale, and nothing is sent blindly.
     let mut connected = false;
+    // The one followed log (the logs view shows one at a time).
+    let mut follow: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             update = sub.next() => {
@@ -75,9 +88,24 @@ pub async fn run(
             },
             cmd = cmds.recv() => match cmd {
                 None => {
+                    if let Some(f) = follow.take() {
+                        f.abort();
+                    }
                     drop(sub);
                     client.close();
                     return;
+                }
+                Some(ToConn::StopLogs) => {
+                    if let Some(f) = follow.take() {
+                        f.abort();
+                    }
+                }
+                Some(ToConn::FollowLogs(id)) => {
+                    if let Some(f) = follow.take() {
+                        f.abort();
+                    }
+                    let (client, events) = (client.clone(), events.clone());
+                    follow = Some(tokio::spawn(async move { follow_logs(&client, id, &events).await }));
                 }
                 Some(ToConn::Send { what, .. }) if !connected => {
                     let _ = events.send(ConnEvent::ActionDone {
@@ -85,7 +113,7 @@ pub async fn run(
                         result: Err("not connected to the coordinator; nothing was done".to_string()),
                     });
                 }
-                Some(ToConn::Show(_)) if !connected => {}
+                Some(ToConn::Show(_) | ToConn::Thumbnail(_) | ToConn::Describe(_)) if !connected => {}
                 Some(cmd) => {
                     let client = client.clone();
                     let events = events.clone();
@@ -124,5 +152,103 @@ async fn carry_out(client: &Client, cmd: ToConn, events: UnboundedSender<ConnEve
                 let _ = events.send(ConnEvent::Coordinators(list));
             }
         }
+        ToConn::Thumbnail(id) => {
+            let ev = match client.thumbnail(id.clone()).await {
+                // Decoded here, off the drawing loop.
+                Ok(t) => match Picture::from_jpeg(&t.jpeg) {
+                    Ok(p) => ConnEvent::Thumbnail(Box::new(Thumb {
+                        id,
+                        taken_at: t.taken_at,
+                        picture: Some(p),
+                        missing: None,
+                        level_db: t.level_db,
+                    })),
+                    Err(reason) => ConnEvent::NoThumbnail { id, reason },
+                },
+                Err(e) => ConnEvent::NoThumbnail {
+                    id,
+                    reason: ConsoleError::from(e).to_string(),
+                },
+            };
+            let _ = events.send(ev);
+        }
+        ToConn::Describe(id) => {
+            let text = describe_text(client, id.clone()).await;
+            let _ = events.send(ConnEvent::Described { id, text });
+        }
+        // Handled by the loop.
+        ToConn::FollowLogs(_) | ToConn::StopLogs => {}
+    }
+}
+
+/// The text `recfleet describe recording` prints, or why there is none.
+async fn describe_text(client: &Client, id: RecordingId) -> String {
+    let detail = match client.show(id.clone()).await {
+        Ok(d) => d,
+        Err(e) => return format!("cannot describe {id}: {}", ConsoleError::from(e)),
+    };
+    let processes = if detail.info.state.holds_capacity() {
+        client
+            .processes(id.clone())
+            .await
+            .map_err(|e| ConsoleError::from(e).to_string())
+    } else {
+        Err("not running: no processes".to_string())
+    };
+    let events = client.history(Some(id), None, 30).await.unwrap_or_default();
+    crate::commands::describe::recording_text(&detail, &processes, &events, now_ms())
+}
+
+/// Follows a recording's logs until the stream ends or the task is aborted.
+async fn follow_logs(client: &Client, id: RecordingId, events: &UnboundedSender<ConnEvent>) {
+    let req = LogRequest {
+        recording: id.clone(),
+        process: None,
+        follow: true,
+        since: None,
+        tail: Some(200),
+    };
+    let ended = |reason: String| ConnEvent::LogsEnded {
+        id: id.clone(),
+        reason,
+    };
+    let (mut stream, mut frame) = match client.query(WorkerQuery::Logs(req)).await {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = events.send(ended(ConsoleError::from(e).to_string()));
+            return;
+        }
+    };
+    loop {
+        match frame {
+            Some(QueryFrame::Logs(lines)) => {
+                let lines = lines.iter().map(crate::commands::logs::line_text).collect();
+                if events
+                    .send(ConnEvent::Logs {
+                        id: id.clone(),
+                        lines,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Some(QueryFrame::End { reason }) => {
+                let _ = events.send(ended(reason));
+                return;
+            }
+            None => {
+                let _ = events.send(ended("the stream ended".into()));
+                return;
+            }
+            Some(_) => {}
+        }
+        frame = match stream.next().await {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = events.send(ended(ConsoleError::from(e).to_string()));
+                return;
+            }
+        };
     }
 }

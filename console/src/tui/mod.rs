@@ -5,6 +5,7 @@
 pub mod app;
 pub mod conn;
 pub mod dialog;
+pub mod picture;
 pub mod rows;
 pub mod state;
 pub mod ui;
@@ -128,6 +129,7 @@ where
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut ticks = 0u64;
     loop {
         terminal
             .draw(|f| view::draw(f, &app))
@@ -153,7 +155,17 @@ where
                         let _ = cmds.send(ToConn::Send { what, request });
                     }
                     Some(Command::Show(id)) => {
+                        let _ = cmds.send(ToConn::Thumbnail(id.clone()));
                         let _ = cmds.send(ToConn::Show(id));
+                    }
+                    Some(Command::Describe(id)) => {
+                        let _ = cmds.send(ToConn::Describe(id));
+                    }
+                    Some(Command::FollowLogs(id)) => {
+                        let _ = cmds.send(ToConn::FollowLogs(id));
+                    }
+                    Some(Command::StopLogs) => {
+                        let _ = cmds.send(ToConn::StopLogs);
                     }
                 },
             },
@@ -161,6 +173,14 @@ where
                 app.on_conn(ConnEvent::Tick(now_ms()));
                 if app.ui.view == ui::View::Coordinators {
                     let _ = cmds.send(ToConn::Coordinators);
+                }
+                // Every 2 s: the open detail pane's picture (the worker
+                // writes one every 2 s) and the open describe page.
+                ticks += 1;
+                if ticks % 2 == 0 {
+                    for cmd in app.refreshes() {
+                        let _ = cmds.send(cmd);
+                    }
                 }
             }
         }

@@ -99,7 +99,66 @@ pub enum ConnEvent {
     Detail(Box<RecordingDetail>),
     /// The coordinators (answer to `ListCoordinators`).
     Coordinators(Vec<recfleet_protocol::CoordinatorInfo>),
+    /// A recording's latest picture, decoded.
+    Thumbnail(Box<Thumb>),
+    /// No picture could be had (not running yet, an external capture, ...).
+    NoThumbnail {
+        /// The recording.
+        id: RecordingId,
+        /// Why.
+        reason: String,
+    },
+    /// The text of `describe` for a recording.
+    Described {
+        /// The recording.
+        id: RecordingId,
+        /// The text (or why it could not be had).
+        text: String,
+    },
+    /// Lines of a followed log.
+    Logs {
+        /// The recording.
+        id: RecordingId,
+        /// The lines, as printed by `recfleet logs`.
+        lines: Vec<String>,
+    },
+    /// The followed log ended.
+    LogsEnded {
+        /// The recording.
+        id: RecordingId,
+        /// Why.
+        reason: String,
+    },
 }
+
+/// A recording's picture as the detail pane shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thumb {
+    /// The recording.
+    pub id: RecordingId,
+    /// When the worker took it.
+    pub taken_at: UnixMillis,
+    /// The picture (None: why not, in `missing`).
+    pub picture: Option<super::picture::Picture>,
+    /// Why there is no picture.
+    pub missing: Option<String>,
+    /// The sound level, dBFS.
+    pub level_db: Option<i16>,
+}
+
+/// A followed log, as the logs view shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FollowedLog {
+    /// The recording.
+    pub id: Option<RecordingId>,
+    /// Its latest lines (at most [`LOG_KEEP`]).
+    pub lines: VecDeque<String>,
+    /// Why it ended, once it has.
+    pub ended: Option<String>,
+}
+
+/// Log lines the logs view keeps.
+pub const LOG_KEEP: usize = 2000;
 
 /// Where a drain stands, from its last progress event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,6 +232,12 @@ pub struct State {
     pub resyncing: bool,
     /// The last action's outcome.
     pub flash: Option<Flash>,
+    /// The selected recording's picture, as last fetched.
+    pub thumb: Option<Thumb>,
+    /// The `describe` text, as last fetched.
+    pub described: Option<(RecordingId, String)>,
+    /// The followed log.
+    pub log: FollowedLog,
 }
 
 impl State {
@@ -192,6 +257,9 @@ impl State {
             last_seq: None,
             resyncing: false,
             flash: None,
+            thumb: None,
+            described: None,
+            log: FollowedLog::default(),
         }
     }
 
@@ -251,6 +319,38 @@ impl State {
                 self.details.insert(d.info.id.clone(), *d);
             }
             ConnEvent::Coordinators(list) => self.coordinators = list,
+            ConnEvent::Thumbnail(t) => self.thumb = Some(*t),
+            ConnEvent::NoThumbnail { id, reason } => {
+                // Keep a picture of the same recording: a refresh that
+                // failed once should not blank it.
+                if self
+                    .thumb
+                    .as_ref()
+                    .is_none_or(|t| t.id != id || t.picture.is_none())
+                {
+                    self.thumb = Some(Thumb {
+                        id,
+                        taken_at: 0,
+                        picture: None,
+                        missing: Some(reason),
+                        level_db: None,
+                    });
+                }
+            }
+            ConnEvent::Described { id, text } => self.described = Some((id, text)),
+            ConnEvent::Logs { id, lines } => {
+                if self.log.id.as_ref() == Some(&id) {
+                    self.log.lines.extend(lines);
+                    while self.log.lines.len() > LOG_KEEP {
+                        self.log.lines.pop_front();
+                    }
+                }
+            }
+            ConnEvent::LogsEnded { id, reason } => {
+                if self.log.id.as_ref() == Some(&id) {
+                    self.log.ended = Some(reason);
+                }
+            }
         }
     }
 

@@ -141,6 +141,15 @@ impl Filter {
     }
 }
 
+/// A full-screen page over the views, closed with esc.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Overlay {
+    /// `describe` of a recording (`d`).
+    Describe(recfleet_protocol::RecordingId),
+    /// A recording's logs, followed (`l`).
+    Logs(recfleet_protocol::RecordingId),
+}
+
 /// What has the keyboard.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mode {
@@ -205,6 +214,10 @@ pub struct Ui {
     /// The recordings view shows every finished recording (`a`), not only
     /// those that ended within [`crate::finished::DEFAULT_WINDOW`].
     pub all_recordings: bool,
+    /// The page shown over the views, if any.
+    pub overlay: Option<Overlay>,
+    /// Lines scrolled up from the bottom of the overlay's text.
+    pub overlay_scroll: usize,
 }
 
 impl Default for Ui {
@@ -229,6 +242,8 @@ impl Default for Ui {
             mode: Mode::Normal,
             quit: false,
             all_recordings: false,
+            overlay: None,
+            overlay_scroll: 0,
         }
     }
 }

@@ -113,9 +113,10 @@ pub fn command_line(frame: &mut Frame<'_>, area: Rect, app: &App) {
 fn key_hints(app: &App) -> String {
     use crate::tui::ui::View;
     let actions = match (app.state.readonly(), app.ui.view) {
+        (Some(r), View::Recordings) => format!("  d describe  l logs  │ {}", readonly_reason(r)),
         (Some(r), _) => format!("  │ {}", readonly_reason(r)),
         (None, View::Workers) => "  d drain  u undrain  n new".to_string(),
-        (None, View::Recordings) => "  x stop  r reassign  n new".to_string(),
+        (None, View::Recordings) => "  d describe  l logs  x stop  r reassign  n new".to_string(),
         (None, View::Events | View::Coordinators) => "  n new".to_string(),
     };
     format!("? help  : view  / filter  enter detail  q quit{actions}")

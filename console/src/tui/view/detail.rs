@@ -4,9 +4,13 @@ use ratatui::layout::Rect;
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 use ratatui::Frame;
 
+use recfleet_protocol::RecordingInfo;
+
+use super::picture;
 use crate::format;
 use crate::tui::app::App;
 use crate::tui::rows;
+use crate::tui::state::Thumb;
 
 /// The pane's lines for the current selection.
 pub fn lines(app: &App) -> Vec<String> {
@@ -72,6 +76,19 @@ pub fn lines(app: &App) -> Vec<String> {
                 format::fps(r.fps_milli)
             ),
             format!("restarts  {}   segments {}", r.restarts, r.segments),
+            format!(
+                "health    {}",
+                match r.health.state {
+                    recfleet_protocol::HealthState::Unknown => "not measured".to_string(),
+                    st => {
+                        let mut h = format!("{st} for {}", format::age(s.now, r.health.since));
+                        if !r.health.detail.is_empty() {
+                            h.push_str(&format!(": {}", r.health.detail));
+                        }
+                        h
+                    }
+                }
+            ),
         ];
         if let Some(reason) = &r.reason {
             out.push(format!("error     {reason}"));
@@ -109,13 +126,63 @@ pub fn lines(app: &App) -> Vec<String> {
     vec!["nothing selected".to_string()]
 }
 
-/// Draws the pane.
+/// Draws the pane: for a recording, its picture and sound meter on top.
 pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
-    let text = lines(app).join("\n");
-    let p = Paragraph::new(text).wrap(Wrap { trim: false }).block(
-        Block::new()
-            .borders(Borders::ALL)
-            .title(" detail (esc: close) "),
+    let block = Block::new()
+        .borders(Borders::ALL)
+        .title(" detail (esc: close) ");
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let mut text_area = inner;
+    if let Some(r) = rows::selected_recording(&app.state, &app.ui) {
+        let top = media(frame, inner, app, r);
+        text_area.y += top;
+        text_area.height = text_area.height.saturating_sub(top);
+    }
+    let p = Paragraph::new(lines(app).join("\n")).wrap(Wrap { trim: false });
+    frame.render_widget(p, text_area);
+}
+
+/// The recording's picture (at most half the pane) and its sound meter;
+/// returns the rows used.
+fn media(frame: &mut Frame<'_>, area: Rect, app: &App, r: &RecordingInfo) -> u16 {
+    let thumb = app.state.thumb.as_ref().filter(|t| t.id == r.id);
+    let mut used = 0;
+    match thumb {
+        Some(Thumb {
+            picture: Some(pic), ..
+        }) => {
+            let room = Rect {
+                height: (area.height / 2).max(1),
+                ..area
+            };
+            used += picture::draw(frame, room, pic);
+        }
+        Some(Thumb {
+            missing: Some(why), ..
+        }) => {
+            frame.render_widget(Paragraph::new(format!("no picture: {why}")), line(area, 0));
+            used += 1;
+        }
+        _ if r.state.holds_capacity() => {
+            frame.render_widget(Paragraph::new("picture: loading..."), line(area, 0));
+            used += 1;
+        }
+        _ => return 0,
+    }
+    let level = thumb.and_then(|t| t.level_db).or(r.level_db);
+    frame.render_widget(
+        Paragraph::new(picture::meter_line(level, area.width.saturating_sub(20))),
+        line(area, used),
     );
-    frame.render_widget(p, area);
+    used + 2
+}
+
+/// The one-row rectangle `row` rows down `area` (empty past its end).
+fn line(area: Rect, row: u16) -> Rect {
+    Rect {
+        y: area.y + row.min(area.height),
+        height: u16::from(row < area.height),
+        ..area
+    }
 }

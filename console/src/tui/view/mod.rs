@@ -4,6 +4,8 @@
 
 mod bars;
 mod detail;
+mod overlay;
+mod picture;
 mod popup;
 mod tables;
 
@@ -32,7 +34,9 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
     if banner {
         bars::banner(frame, banner_area, app);
     }
-    if app.ui.detail {
+    if let Some(o) = &app.ui.overlay {
+        overlay::draw(frame, main, app, o);
+    } else if app.ui.detail {
         let [table, pane] =
             Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)])
                 .areas(main);

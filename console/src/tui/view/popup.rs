@@ -24,8 +24,10 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
             ("j k ↑ ↓ pgup pgdn g G", "move the selection"),
             (
                 "enter",
-                "open the detail pane (loads a recording's segments)",
+                "detail pane: a recording's live picture, sound and segments",
             ),
+            ("d", "recordings: describe (health, processes, events)"),
+            ("l", "recordings: follow the logs of every process"),
             ("esc", "close pane / clear filter / previous view / cancel"),
             ("/text  /!text", "filter rows (inverted with !)"),
             ("N S A", "sort by name, state, age (again: reverse)"),
