@@ -312,3 +312,19 @@ pub fn line_with<'a>(screen: &'a str, words: &[&str]) -> Option<&'a str> {
         words.iter().all(|w| tokens.contains(w))
     })
 }
+
+/// The shell command that runs the TUI with a context file and an empty
+/// config home, then prints how it exited and whether the terminal was
+/// left in cooked mode.
+pub fn tui_shell(console: &Console, context: &Path, home: &Path) -> String {
+    format!(
+        "env -u RECFLEET_COORDINATOR -u RECFLEET_CA -u RECFLEET_CERT -u RECFLEET_KEY \
+         XDG_CONFIG_HOME='{home}' RECFLEET_CONTEXT='{ctx}' '{bin}'; \
+         echo EXIT=$?; \
+         if stty -a | grep -q -- '-icanon'; then echo TTY=raw; else echo TTY=cooked; fi; \
+         sleep 600",
+        home = home.display(),
+        ctx = context.display(),
+        bin = console.bin().display(),
+    )
+}

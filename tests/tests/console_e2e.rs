@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use recfleet_agent::demo::DemoServer;
 use recfleet_protocol::{now_ms, ConsoleRequest, RecordingId, RecordingState};
 use recfleet_testkit::{procs, TestFleet};
-use recfleet_tests::console::{line_with, write_context, Console, Run, Tmux};
+use recfleet_tests::console::{line_with, tui_shell, write_context, Console, Run, Tmux};
 use serde_json::Value;
 
 /// A fleet whose coordinator answers (no workers).
@@ -368,18 +368,6 @@ async fn browser_drain_migrate_from_the_command_line_follows_it_to_complete() {
 
 /// `sh -c` text that runs the TUI with `context`, then prints how it ended
 /// and whether the terminal is back in cooked mode.
-fn tui_shell(console: &Console, context: &std::path::Path, home: &std::path::Path) -> String {
-    format!(
-        "env -u RECFLEET_COORDINATOR -u RECFLEET_CA -u RECFLEET_CERT -u RECFLEET_KEY \
-         XDG_CONFIG_HOME='{home}' RECFLEET_CONTEXT='{ctx}' '{bin}'; \
-         echo EXIT=$?; \
-         if stty -a | grep -q -- '-icanon'; then echo TTY=raw; else echo TTY=cooked; fi; \
-         sleep 600",
-        home = home.display(),
-        ctx = context.display(),
-        bin = console.bin().display(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_tui_in_a_terminal_sees_a_recording_and_migrates_it_through_the_dialog() {

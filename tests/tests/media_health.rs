@@ -11,7 +11,7 @@ use recfleet_protocol::spec::{RecordingSpec, Viewport};
 use recfleet_protocol::{ConsoleRequest, HealthPolicy, HealthState, RecordingId};
 use recfleet_testkit::procs::{descendants, tagged};
 use recfleet_testkit::TestFleet;
-use recfleet_tests::console::Console;
+use recfleet_tests::console::{tui_shell, write_context, Console, Tmux};
 use recfleet_tests::recordings::stop_and_complete;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -205,6 +205,46 @@ async fn browser_silence_then_a_still_picture_then_a_crash_are_told_in_order_and
             run.stdout
         );
     }
+
+    // The same in the TUI: the live picture and meter, describe, logs.
+    let ctx = write_context(&fleet, "viewer");
+    let home = fleet.dir().join("console-home");
+    let tmux = Tmux::start(
+        &format!("health{}", fleet.addr.port()),
+        160,
+        44,
+        &tui_shell(&console, &ctx, &home),
+    );
+    tmux.wait_screen("the connection line", 20, |s| s.contains("connected to"))
+        .await;
+    tmux.keys(&[":"]);
+    tmux.type_text("rec");
+    tmux.keys(&["Enter"]);
+    tmux.wait_screen("the recording, frozen", 20, |s| {
+        s.lines()
+            .any(|l| l.contains("health") && l.contains("frozen"))
+    })
+    .await;
+    tmux.keys(&["Enter"]);
+    tmux.wait_screen("the picture and the meter", 20, |s| {
+        s.matches('▀').count() > 100 && s.contains("dBFS")
+    })
+    .await;
+    tmux.keys(&["d"]);
+    tmux.wait_screen("describe with processes", 20, |s| {
+        s.contains("describe health") && s.contains("ffmpeg") && s.contains("health_changed")
+    })
+    .await;
+    tmux.keys(&["Escape"]);
+    tmux.keys(&["l"]);
+    tmux.wait_screen("logs of the processes", 20, |s| {
+        s.contains("logs health") && s.contains("[ffmpeg p0]")
+    })
+    .await;
+    tmux.keys(&["Escape"]);
+    tmux.keys(&["q"]);
+    tmux.wait_screen("the TUI quit cleanly", 10, |s| s.contains("EXIT=0"))
+        .await;
 
     // 3. The renderer dies: page_crashed within 5 s, and a new part.
     let killed = renderers();
