@@ -238,7 +238,7 @@ fn line_time(line: &str) -> Option<u64> {
     }
     let inner = line.strip_prefix('[')?.split(']').next()?;
     let secs: f64 = inner.parse().ok()?;
-    (secs > 1e9).then(|| (secs * 1000.0) as u64)
+    (secs > 1e9).then_some((secs * 1000.0) as u64)
 }
 
 fn cut(mut text: String) -> String {

@@ -177,7 +177,7 @@ where
                 // Every 2 s: the open detail pane's picture (the worker
                 // writes one every 2 s) and the open describe page.
                 ticks += 1;
-                if ticks % 2 == 0 {
+                if ticks.is_multiple_of(2) {
                     for cmd in app.refreshes() {
                         let _ = cmds.send(cmd);
                     }
