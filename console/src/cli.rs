@@ -341,6 +341,37 @@ pub struct StartArgs {
     /// Wait until the recording ends; print its final state and manifest.
     #[arg(long)]
     pub wait: bool,
+    /// Silent after this long below -50 dBFS
+    /// [default: the coordinator's, 10s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", help_heading = "Media health")]
+    pub silent_after: Option<Duration>,
+    /// Frozen after this long without a changed picture [default: the
+    /// coordinator's, 10s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", help_heading = "Media health")]
+    pub frozen_after: Option<Duration>,
+    /// Black after this long of black picture [default: the coordinator's, 5s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", help_heading = "Media health")]
+    pub black_after: Option<Duration>,
+    /// Restart the slot after this long frozen, or `never` [default: the
+    /// coordinator's, 30s].
+    #[arg(long, value_parser = parse_restart_after, value_name = "DURATION|never", help_heading = "Media health")]
+    pub restart_frozen_after: Option<u32>,
+    /// Restart the slot after this long black, or `never` [default: the
+    /// coordinator's, never].
+    #[arg(long, value_parser = parse_restart_after, value_name = "DURATION|never", help_heading = "Media health")]
+    pub restart_black_after: Option<u32>,
+    /// Do not restart the slot when the page crashes (record the crashed
+    /// page and report it).
+    #[arg(long, help_heading = "Media health")]
+    pub no_restart_on_crash: bool,
+}
+
+/// Parses `never` (0: the wire's "never") or a duration in whole seconds.
+pub fn parse_restart_after(s: &str) -> Result<u32, String> {
+    if s.trim().eq_ignore_ascii_case("never") {
+        return Ok(0);
+    }
+    parse_duration(s).map(duration_secs)
 }
 
 /// `logs ...`

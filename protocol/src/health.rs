@@ -136,6 +136,64 @@ impl Default for HealthPolicy {
     }
 }
 
+/// A recording request's health settings: what it leaves out (None) the
+/// coordinator fills with its own defaults when it accepts the recording,
+/// so that a stored spec says what its worker applies.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct HealthRequest {
+    /// See [`HealthPolicy::silent_secs`].
+    pub silent_secs: Option<u32>,
+    /// See [`HealthPolicy::frozen_secs`].
+    pub frozen_secs: Option<u32>,
+    /// See [`HealthPolicy::black_secs`].
+    pub black_secs: Option<u32>,
+    /// See [`HealthPolicy::restart_crashed`].
+    pub restart_crashed: Option<bool>,
+    /// See [`HealthPolicy::restart_frozen_secs`]; `Some(0)`: never.
+    pub restart_frozen_secs: Option<u32>,
+    /// See [`HealthPolicy::restart_black_secs`]; `Some(0)`: never.
+    pub restart_black_secs: Option<u32>,
+}
+
+impl HealthRequest {
+    /// Every field set: what the request says, else `defaults`.
+    pub fn filled(self, defaults: &HealthPolicy) -> HealthRequest {
+        let never = |v: Option<u32>| Some(v.unwrap_or(0));
+        HealthRequest {
+            silent_secs: self.silent_secs.or(Some(defaults.silent_secs)),
+            frozen_secs: self.frozen_secs.or(Some(defaults.frozen_secs)),
+            black_secs: self.black_secs.or(Some(defaults.black_secs)),
+            restart_crashed: self.restart_crashed.or(Some(defaults.restart_crashed)),
+            restart_frozen_secs: self
+                .restart_frozen_secs
+                .or(never(defaults.restart_frozen_secs)),
+            restart_black_secs: self
+                .restart_black_secs
+                .or(never(defaults.restart_black_secs)),
+        }
+    }
+
+    /// The policy to apply: what is set, else the built-in defaults.
+    pub fn resolve(&self) -> HealthPolicy {
+        let d = HealthPolicy::default();
+        let restart = |v: Option<u32>, default: Option<u32>| match v {
+            Some(0) => None,
+            Some(s) => Some(s),
+            None => default,
+        };
+        HealthPolicy {
+            silent_secs: self.silent_secs.unwrap_or(d.silent_secs),
+            frozen_secs: self.frozen_secs.unwrap_or(d.frozen_secs),
+            black_secs: self.black_secs.unwrap_or(d.black_secs),
+            restart_crashed: self.restart_crashed.unwrap_or(d.restart_crashed),
+            restart_frozen_secs: restart(self.restart_frozen_secs, d.restart_frozen_secs),
+            restart_black_secs: restart(self.restart_black_secs, d.restart_black_secs),
+        }
+    }
+}
+
 impl HealthPolicy {
     /// Problems with the values, as `(field, message)`.
     pub fn problems(&self) -> Vec<(&'static str, String)> {
@@ -172,6 +230,29 @@ mod tests {
         assert!(HealthState::PageCrashed > HealthState::Frozen);
         assert!(HealthState::Frozen > HealthState::Silent);
         assert!(!HealthState::Ok.is_bad() && HealthState::Silent.is_bad());
+    }
+
+    #[test]
+    fn a_request_takes_what_it_leaves_out_from_the_coordinator() {
+        let coordinator = HealthPolicy {
+            silent_secs: 30,
+            restart_frozen_secs: None,
+            ..HealthPolicy::default()
+        };
+        let asked = HealthRequest {
+            frozen_secs: Some(4),
+            restart_black_secs: Some(20),
+            ..HealthRequest::default()
+        };
+        let filled = asked.filled(&coordinator);
+        let p = filled.resolve();
+        assert_eq!(p.silent_secs, 30);
+        assert_eq!(p.frozen_secs, 4);
+        assert_eq!(p.restart_frozen_secs, None, "the coordinator's never");
+        assert_eq!(p.restart_black_secs, Some(20));
+        // Filling twice changes nothing (a retried request is the same).
+        assert_eq!(filled.filled(&HealthPolicy::default()), filled);
+        assert_eq!(HealthRequest::default().resolve(), HealthPolicy::default());
     }
 
     #[test]

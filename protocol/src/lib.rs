@@ -23,7 +23,7 @@ pub mod quic;
 mod wire_tests;
 
 pub use error::{ErrorCode, WireError};
-pub use health::{Health, HealthPolicy, HealthState};
+pub use health::{Health, HealthPolicy, HealthRequest, HealthState};
 pub use ids::{Epoch, IdError, RecordingId, WorkerName};
 pub use manifest::{Chunk, Manifest, ManifestSegment, Outputs, SegmentEndReason, StoredFile};
 pub use messages::*;

@@ -124,9 +124,10 @@ pub struct RecordingSpec {
     #[serde(default)]
     pub destination: Option<String>,
     /// When the recording counts as silent, frozen or black, and which of
-    /// those restart its slot.
+    /// those restart its slot (what it leaves out: the coordinator's
+    /// defaults, filled in when it accepts the recording).
     #[serde(default)]
-    pub health: crate::health::HealthPolicy,
+    pub health: crate::health::HealthRequest,
 }
 
 impl RecordingSpec {
@@ -144,7 +145,7 @@ impl RecordingSpec {
             capture: CaptureMode::Builtin,
             output: None,
             destination: None,
-            health: crate::health::HealthPolicy::default(),
+            health: crate::health::HealthRequest::default(),
         }
     }
 
@@ -194,7 +195,7 @@ impl RecordingSpec {
                 );
             }
         }
-        for (field, message) in self.health.problems() {
+        for (field, message) in self.health.resolve().problems() {
             p.add(field, message);
         }
         match &self.stop.page_signal {

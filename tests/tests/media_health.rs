@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use recfleet_agent::demo::DemoServer;
 use recfleet_protocol::manifest::SegmentEndReason;
 use recfleet_protocol::spec::{RecordingSpec, Viewport};
-use recfleet_protocol::{ConsoleRequest, HealthPolicy, HealthState, RecordingId};
+use recfleet_protocol::{ConsoleRequest, HealthRequest, HealthState, RecordingId};
 use recfleet_testkit::procs::{descendants, tagged};
 use recfleet_testkit::TestFleet;
 use recfleet_tests::console::{tui_shell, write_context, Console, Tmux};
@@ -93,14 +93,13 @@ async fn browser_silence_then_a_still_picture_then_a_crash_are_told_in_order_and
     };
     spec.fps = 10;
     spec.stop.max_duration_secs = Some(600);
-    spec.health = HealthPolicy {
-        silent_secs: 2,
-        frozen_secs: 2,
-        black_secs: 5,
-        restart_crashed: true,
-        // Still pictures are only reported here: the crash is what restarts.
-        restart_frozen_secs: None,
-        restart_black_secs: None,
+    spec.health = HealthRequest {
+        silent_secs: Some(2),
+        frozen_secs: Some(2),
+        // Still pictures are only reported here: the crash is what restarts
+        // (the coordinator's default restarts after 30 s).
+        restart_frozen_secs: Some(0),
+        ..HealthRequest::default()
     };
     fleet
         .request(ConsoleRequest::StartRecording(spec))

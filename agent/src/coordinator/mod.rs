@@ -116,6 +116,34 @@ pub struct CoordinatorSettings {
     /// CA certificates (PEM) that signed PostgreSQL's certificate, for
     /// `sslmode=require` (default: the system's roots).
     pub store_ca: Option<PathBuf>,
+    /// Media health defaults for recordings whose request leaves them out:
+    /// silent after this many seconds below -50 dBFS.
+    pub health_silent_secs: u32,
+    /// Frozen after this many seconds without a changed picture.
+    pub health_frozen_secs: u32,
+    /// Black after this many seconds of black picture.
+    pub health_black_secs: u32,
+    /// Restart a slot whose page crashed.
+    pub health_restart_crashed: bool,
+    /// Restart a slot frozen this many seconds (0: never).
+    pub health_restart_frozen_secs: u32,
+    /// Restart a slot black this many seconds (0: never).
+    pub health_restart_black_secs: u32,
+}
+
+impl CoordinatorSettings {
+    /// The media health defaults.
+    pub fn health(&self) -> recfleet_protocol::HealthPolicy {
+        let never = |s: u32| (s > 0).then_some(s);
+        recfleet_protocol::HealthPolicy {
+            silent_secs: self.health_silent_secs,
+            frozen_secs: self.health_frozen_secs,
+            black_secs: self.health_black_secs,
+            restart_crashed: self.health_restart_crashed,
+            restart_frozen_secs: never(self.health_restart_frozen_secs),
+            restart_black_secs: never(self.health_restart_black_secs),
+        }
+    }
 }
 
 impl Default for CoordinatorSettings {
@@ -157,6 +185,12 @@ impl Default for CoordinatorSettings {
             lease_ttl_ms: 3000,
             lease_renew_ms: 1000,
             store_ca: None,
+            health_silent_secs: 10,
+            health_frozen_secs: 10,
+            health_black_secs: 5,
+            health_restart_crashed: true,
+            health_restart_frozen_secs: 30,
+            health_restart_black_secs: 0,
         }
     }
 }
@@ -282,6 +316,25 @@ pub struct CoordinatorArgs {
     /// CA certificates (PEM) of PostgreSQL's server certificate.
     #[arg(long, env = "RECFLEET_STORE_CA")]
     pub store_ca: Option<PathBuf>,
+    /// Media health default: silent after this many seconds (a request may
+    /// say otherwise).
+    #[arg(long, env = "RECFLEET_HEALTH_SILENT_SECS")]
+    pub health_silent_secs: Option<u32>,
+    /// Media health default: frozen after this many seconds.
+    #[arg(long, env = "RECFLEET_HEALTH_FROZEN_SECS")]
+    pub health_frozen_secs: Option<u32>,
+    /// Media health default: black after this many seconds.
+    #[arg(long, env = "RECFLEET_HEALTH_BLACK_SECS")]
+    pub health_black_secs: Option<u32>,
+    /// Restart a slot whose page crashed (true/false).
+    #[arg(long, env = "RECFLEET_HEALTH_RESTART_CRASHED")]
+    pub health_restart_crashed: Option<bool>,
+    /// Restart a slot frozen this many seconds (0: never).
+    #[arg(long, env = "RECFLEET_HEALTH_RESTART_FROZEN_SECS")]
+    pub health_restart_frozen_secs: Option<u32>,
+    /// Restart a slot black this many seconds (0: never).
+    #[arg(long, env = "RECFLEET_HEALTH_RESTART_BLACK_SECS")]
+    pub health_restart_black_secs: Option<u32>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -314,6 +367,15 @@ impl CoordinatorArgs {
         o.set("lease_ttl_ms", self.lease_ttl_ms);
         o.set("lease_renew_ms", self.lease_renew_ms);
         o.set("store_ca", self.store_ca.clone());
+        o.set("health_silent_secs", self.health_silent_secs);
+        o.set("health_frozen_secs", self.health_frozen_secs);
+        o.set("health_black_secs", self.health_black_secs);
+        o.set("health_restart_crashed", self.health_restart_crashed);
+        o.set(
+            "health_restart_frozen_secs",
+            self.health_restart_frozen_secs,
+        );
+        o.set("health_restart_black_secs", self.health_restart_black_secs);
         settings::load(self.config.as_deref(), o)
     }
 }
@@ -561,8 +623,13 @@ pub async fn start(
         forward_deadline: Duration::from_millis(settings.forward_deadline_ms),
         destination: settings.destination(),
         allowed_destinations: settings.allowed_outputs.clone(),
+        health: settings.health(),
         ..Default::default()
     };
+    let health_problems = fleet_settings.health.problems();
+    if let Some((field, message)) = health_problems.first() {
+        return Err(Failure::invalid(format!("{field}: {message}")));
+    }
     // A destination that cannot be opened is a configuration error, said
     // at start rather than at the first recording's end.
     crate::output::destination::Destination::open(&fleet_settings.destination)

@@ -24,7 +24,7 @@ const FREEZE_NOISE_DB: i32 = -70;
 /// The filter graph: the encoded picture and sound, their analysis at two
 /// pictures and two sound levels a second, and the thumbnail.
 fn filter_graph(spec: &RecordingSpec) -> String {
-    let policy = &spec.health;
+    let policy = spec.health.resolve();
     let mut g = format!(
         "[0:v]{vf},split=2[venc][vprobe];\
          [vprobe]fps=2,scale=320:-2,split=2[vlook][vthumb];\

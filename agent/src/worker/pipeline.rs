@@ -315,7 +315,7 @@ async fn monitor(
                 PageStatus::Crashed(why) => {
                     let what = format!("the page crashed: {why}");
                     watch.page(ctx, shared, PageHealth::Crashed { at: now_ms(), what: what.clone() });
-                    if ctx.spec.health.restart_crashed {
+                    if ctx.spec.health.resolve().restart_crashed {
                         return (SegmentEndReason::Unhealthy { state: HealthState::PageCrashed, what }, true);
                     }
                 }
@@ -403,7 +403,7 @@ struct HealthWatch {
 impl HealthWatch {
     fn new(ctx: &PartContext) -> Self {
         HealthWatch {
-            tracker: HealthTracker::new(ctx.spec.health, ctx.spec.audio),
+            tracker: HealthTracker::new(ctx.spec.health.resolve(), ctx.spec.audio),
             analysed: matches!(ctx.spec.capture, CaptureMode::Builtin),
             video: MetadataTail::new(ctx.dir.join(VIDEO_FILE)),
             audio: MetadataTail::new(ctx.dir.join(AUDIO_FILE)),

@@ -215,6 +215,8 @@ pub struct FleetSettings {
     /// `destination`. A request must not send recordings to any bucket the
     /// fleet's credentials happen to reach.
     pub allowed_destinations: Vec<String>,
+    /// Media health defaults for what a request leaves out.
+    pub health: recfleet_protocol::HealthPolicy,
     /// Where webhook events go; empty: no webhook effects at all.
     pub webhook_urls: Vec<String>,
 }
@@ -230,6 +232,7 @@ impl Default for FleetSettings {
             forward_deadline: Duration::from_secs(5),
             destination: "file:///var/lib/recfleet/recordings".into(),
             allowed_destinations: Vec::new(),
+            health: recfleet_protocol::HealthPolicy::default(),
             webhook_urls: Vec::new(),
         }
     }
