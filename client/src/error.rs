@@ -79,6 +79,7 @@ pub fn response_name(r: &ConsoleResponse) -> &'static str {
         ConsoleResponse::WebhookDeliveries(_) => "WebhookDeliveries",
         ConsoleResponse::Coordinators(_) => "Coordinators",
         ConsoleResponse::History(_) => "History",
+        ConsoleResponse::Audit(_) => "Audit",
     }
 }
 

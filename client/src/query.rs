@@ -96,6 +96,20 @@ impl Client {
         }
     }
 
+    /// The latest `limit` entries of the audit trail, oldest first.
+    pub async fn audit(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<recfleet_protocol::AuditEntry>, ClientError> {
+        match self
+            .request(recfleet_protocol::ConsoleRequest::Audit { limit })
+            .await?
+        {
+            recfleet_protocol::ConsoleResponse::Audit(entries) => Ok(entries),
+            other => Err(ClientError::unexpected("audit entries", &other)),
+        }
+    }
+
     /// The latest events about a recording or a worker, oldest first.
     pub async fn history(
         &self,

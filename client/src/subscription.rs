@@ -378,6 +378,7 @@ mod tests {
             kind: EventKind::WorkerLeft {
                 name: WorkerName::new("w1").unwrap(),
             },
+            by: None,
         })
     }
 

@@ -191,6 +191,7 @@ async fn answer(seen: Arc<Seen>, mut send: SendStream, mut recv: RecvStream) {
                     kind: EventKind::WorkerLeft {
                         name: WorkerName::new("w2").unwrap(),
                     },
+                    by: None,
                 }),
             ];
             for f in &frames {

@@ -211,6 +211,13 @@ pub enum Command {
     /// Log lines of a recording's processes, from its worker (the page's
     /// console messages are `--process page`).
     Logs(LogsArgs),
+    /// The audit trail: every action and every refused request, who and
+    /// when (operator certificates only).
+    Audit {
+        /// The latest N entries.
+        #[arg(long, default_value_t = 50, value_parser = parse_limit, value_name = "N")]
+        limit: u32,
+    },
     /// Everything about one object: its state, health, processes and its
     /// own event history.
     Describe {

@@ -114,12 +114,19 @@ pub fn event_text(kind: &EventKind) -> String {
 /// `14:03:27 #42 recording_changed  recording r1 recording on w1 (epoch 1)`
 pub fn event_line(e: &Event) -> String {
     format!(
-        "{} #{} {:<17} {}",
+        "{} #{} {:<17} {}{}",
         format::clock(e.at),
         e.seq,
         kind_name(&e.kind),
-        event_text(&e.kind)
+        event_text(&e.kind),
+        by(e)
     )
+}
+
+/// ` (by operator/alice)` for an event a person caused, else nothing.
+pub fn by(e: &Event) -> String {
+    e.by.as_ref()
+        .map_or(String::new(), |who| format!(" (by {who})"))
 }
 
 /// The effect of a drain, for confirmations.

@@ -186,6 +186,7 @@ fn the_event_log_is_bounded() {
                     worker: None,
                     message: format!("n{seq}"),
                 },
+                by: None,
             },
         )));
     }

@@ -311,6 +311,60 @@ async fn a_viewer_drain_is_refused_by_the_coordinator() {
     assert_eq!(run.expect_code(0).json()[0]["state"], "ready", "{run}");
     let run = op.run(&["recordings", "-o", "json"]).await;
     assert_eq!(run.expect_code(0).json(), serde_json::json!([]), "{run}");
+
+    // Every refusal is in the audit trail, which only operators read (the
+    // viewer's try is refused, and audited too).
+    viewer.run(&["audit"]).await.expect_code(4);
+    let run = op.run(&["audit", "-o", "json"]).await;
+    let trail = run.expect_code(0).json();
+    let refused: Vec<(String, String)> = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "refused")
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap_or_default().to_string(),
+                e["target"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    for what in [
+        "drain a worker",
+        "undrain a worker",
+        "start a recording",
+        "read the audit trail",
+    ] {
+        assert!(
+            refused
+                .iter()
+                .any(|(who, t)| who == "viewer/watcher" && t == what),
+            "{what} not audited: {run}"
+        );
+    }
+
+    // An operator's drain: its events say who acted, and describe shows it.
+    op.run(&["drain", "w1", "--yes", "--detach"])
+        .await
+        .expect_code(0);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let run = op.run(&["describe", "worker", "w1"]).await;
+        let text = run.expect_code(0).stdout.clone();
+        if text.contains("(by operator/") && text.contains("State:      draining") {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let run = op.run(&["audit"]).await;
+    assert!(
+        run.expect_code(0)
+            .stdout
+            .lines()
+            .any(|l| l.contains("operator/") && l.contains("drain") && l.contains("w1")),
+        "{run}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

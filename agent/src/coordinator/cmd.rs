@@ -84,6 +84,13 @@ pub enum Cmd {
         /// The answer.
         reply: oneshot::Sender<ConsoleResponse>,
     },
+    /// A request refused for the asker's role, to audit.
+    Refused {
+        /// Who asked.
+        identity: Identity,
+        /// What was refused.
+        what: String,
+    },
     /// A new event subscriber.
     Subscribe {
         /// The snapshot and the live events after it.

@@ -248,6 +248,7 @@ impl Driver {
                     self.sessions.remove(&session);
                     inputs.push(Input::WorkerClosed { session, name, why });
                 }
+                Cmd::Refused { identity, what } => inputs.push(Input::Refused { identity, what }),
                 Cmd::Request {
                     identity,
                     req,
@@ -338,6 +339,19 @@ impl Driver {
                     .map_err(|e| self.store.db_error(e));
                 return Some(match deliveries {
                     Ok(d) => ConsoleResponse::WebhookDeliveries(d),
+                    Err(e) => error(
+                        ErrorCode::Unavailable,
+                        format!("cannot read the store: {e}"),
+                    ),
+                });
+            }
+            ConsoleRequest::Audit { limit } => {
+                let limit = match *limit {
+                    0 => 100,
+                    n => n.min(1000),
+                };
+                return Some(match self.store.audit_trail(limit) {
+                    Ok(entries) => ConsoleResponse::Audit(entries),
                     Err(e) => error(
                         ErrorCode::Unavailable,
                         format!("cannot read the store: {e}"),

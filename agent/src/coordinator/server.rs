@@ -262,6 +262,11 @@ async fn stream(
         OpenStream::Worker(hello) => {
             if let Err(e) = authorize_worker(&identity, &hello) {
                 tracing::warn!(identity = %identity, error = %e.message, "worker refused");
+                audit_refusal(
+                    shared,
+                    &identity,
+                    &format!("register as worker {}", hello.name),
+                );
                 let refused = CoordinatorMessage::Refused(e);
                 if write_small(&mut send, &refused, reply_timeout)
                     .await
@@ -277,7 +282,10 @@ async fn stream(
             let until = Instant::now() + REQUEST_DEADLINE;
             let refuse = |e| (encode_small(&ConsoleResponse::Error(e)), None);
             let (bytes, held) = match authorize_request(&identity, &req) {
-                Err(e) => refuse(e),
+                Err(e) => {
+                    audit_refusal(shared, &identity, request_name(&req));
+                    refuse(e)
+                }
                 Ok(()) => match take_turn(&turns, until).await {
                     Err(e) => refuse(e),
                     Ok(turn) => {
@@ -302,6 +310,7 @@ async fn stream(
         }
         OpenStream::Subscribe => {
             if !identity.role().can_read_fleet() {
+                audit_refusal(shared, &identity, "watch the fleet");
                 let refused = SubscriptionFrame::Refused(forbidden(&identity, "watch the fleet"));
                 if write_small(&mut send, &refused, reply_timeout)
                     .await
@@ -372,6 +381,33 @@ fn budget_exhausted() -> WireError {
     )
 }
 
+/// Logs a request refused for the asker's role and puts it in the audit
+/// trail. Never waits: when the driver is full the entry is dropped (the
+/// log line stays), so a flood of refused requests cannot hold anything up.
+fn audit_refusal(shared: &Shared, identity: &Identity, what: &str) {
+    tracing::warn!(identity = %identity, what, "refused: the role does not allow it");
+    let cmd = Cmd::Refused {
+        identity: identity.clone(),
+        what: what.to_string(),
+    };
+    if shared.fleet.try_send(cmd).is_err() {
+        tracing::warn!(identity = %identity, what, "refusal not audited: the coordinator is busy");
+    }
+}
+
+/// What a refused request asked, for the audit trail.
+fn request_name(req: &ConsoleRequest) -> &'static str {
+    match req {
+        ConsoleRequest::StartRecording(_) => "start a recording",
+        ConsoleRequest::StopRecording { .. } => "stop a recording",
+        ConsoleRequest::Drain { .. } => "drain a worker",
+        ConsoleRequest::Undrain { .. } => "undrain a worker",
+        ConsoleRequest::Reassign { .. } => "reassign a recording",
+        ConsoleRequest::Audit { .. } => "read the audit trail",
+        _ => "use the console protocol",
+    }
+}
+
 fn forbidden(identity: &Identity, what: &str) -> WireError {
     let hint = match identity.role() {
         Role::Agent => "agent certificates may only speak the worker protocol",
@@ -414,6 +450,9 @@ pub fn authorize_request(identity: &Identity, req: &ConsoleRequest) -> Result<()
     }
     if req.is_action() && !role.can_operate() {
         return Err(forbidden(identity, "change the fleet"));
+    }
+    if req.needs_operator() && !role.can_operate() {
+        return Err(forbidden(identity, "read the audit trail"));
     }
     Ok(())
 }

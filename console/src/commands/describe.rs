@@ -204,10 +204,11 @@ fn events_text(out: &mut String, events: &[Event], now: u64) {
     }
     for e in events {
         out.push_str(&format!(
-            "  {:>6} ago  {:<17} {}\n",
+            "  {:>6} ago  {:<17} {}{}\n",
             format::age(now, e.at),
             words::kind_name(&e.kind),
-            words::event_text(&e.kind)
+            words::event_text(&e.kind),
+            words::by(e)
         ));
     }
 }

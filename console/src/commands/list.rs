@@ -227,3 +227,23 @@ pub(super) async fn whoami(s: &Session) -> Result<(), ConsoleError> {
         ))
     }
 }
+
+/// `recfleet audit`: the latest entries of the audit trail, oldest first.
+pub(super) async fn audit(s: &Session, limit: u32) -> Result<(), ConsoleError> {
+    let entries = s.client.audit(limit).await?;
+    if s.output.structured() {
+        return s.json(&entries);
+    }
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                format::clock(e.at),
+                e.actor.clone(),
+                e.action.clone(),
+                e.target.clone(),
+            ]
+        })
+        .collect();
+    s.text(&format::table(&["TIME", "WHO", "ACTION", "TARGET"], &rows))
+}

@@ -156,6 +156,7 @@ async fn dispatch(command: Command, s: &Session) -> Result<(), ConsoleError> {
         }
         Command::Watch(args) => watch::watch(s, &args.filter()).await,
         Command::Whoami => list::whoami(s).await,
+        Command::Audit { limit } => list::audit(s, limit).await,
         // Handled by `run` before connecting.
         Command::Context(_) | Command::Completion { .. } | Command::Man => Ok(()),
     }

@@ -91,6 +91,7 @@ pub(super) async fn watch(s: &Session, filter: &EventFilter) -> Result<(), Conso
                     "at": e.at,
                     "type": describe::kind_name(&e.kind),
                     "event": e.kind,
+                    "by": e.by,
                 }))?,
             },
             SubscriptionFrame::Lagged { missed } => match s.output {

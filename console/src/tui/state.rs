@@ -429,7 +429,7 @@ impl State {
             return;
         }
         self.last_seq = Some(e.seq);
-        let text = describe::event_text(&e.kind);
+        let text = describe::event_text(&e.kind) + &describe::by(&e);
         let kind = describe::kind_name(&e.kind);
         match e.kind {
             EventKind::WorkerUp(w) | EventKind::WorkerChanged(w) => {

@@ -104,6 +104,7 @@ pub fn event(seq: u64, kind: EventKind) -> ConnEvent {
         seq,
         at: NOW - 1000 * (20 - seq),
         kind,
+        by: None,
     }))
 }
 

@@ -117,6 +117,13 @@ pub enum ConsoleRequest {
         /// At most this many.
         limit: u32,
     },
+    /// The audit trail, newest last: every action and every refused
+    /// request, with who and when (operator role). Answer:
+    /// [`ConsoleResponse::Audit`].
+    Audit {
+        /// At most this many of the latest entries (0: 100, at most 1000).
+        limit: u32,
+    },
 }
 
 /// Recordings in one page when the client does not say.
@@ -136,6 +143,11 @@ impl ConsoleRequest {
                 | ConsoleRequest::Undrain { .. }
                 | ConsoleRequest::Reassign { .. }
         )
+    }
+
+    /// Whether only an operator may ask it, though it changes nothing.
+    pub fn needs_operator(&self) -> bool {
+        self.is_action() || matches!(self, ConsoleRequest::Audit { .. })
     }
 }
 
@@ -191,11 +203,31 @@ pub enum ConsoleResponse {
     Coordinators(Vec<CoordinatorInfo>),
     /// Answer to `History`, oldest first.
     History(Vec<Event>),
+    /// Answer to `Audit`, oldest first.
+    Audit(Vec<AuditEntry>),
+}
+
+/// One entry of the audit trail.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When, wall clock at the coordinator.
+    pub at: UnixMillis,
+    /// Who (`operator/alice`).
+    pub actor: String,
+    /// `start`, `stop`, `drain`, `undrain`, `reassign`, or `refused` for a
+    /// request the actor's role does not allow.
+    pub action: String,
+    /// On what (a recording, a worker), or what was refused.
+    pub target: String,
 }
 
 /// Frames on a subscription stream, coordinator -> console.
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Events are the frames that come by the thousand and each is dropped once
+// applied: kept inline rather than boxed (one allocation less per event).
+#[allow(clippy::large_enum_variant)]
 pub enum SubscriptionFrame {
     /// The whole state; events that follow have `seq` greater than this one.
     Snapshot {
@@ -236,6 +268,10 @@ pub struct Event {
     pub at: UnixMillis,
     /// What happened.
     pub kind: EventKind,
+    /// Who caused it, when a person did (`operator/alice`): the events of
+    /// an action carry its actor; those of the fleet's own doing, none.
+    #[serde(default)]
+    pub by: Option<String>,
 }
 
 /// What happened.

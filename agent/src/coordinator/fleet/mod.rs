@@ -91,6 +91,13 @@ pub enum Input {
         /// Who waits for the answer.
         reply: ReplyTo,
     },
+    /// A request was refused for the asker's role: audited.
+    Refused {
+        /// Who asked.
+        identity: Identity,
+        /// What they were refused.
+        what: String,
+    },
     /// Time passes: deadlines, drains, retention, scheduling.
     Tick,
     /// The stitched outputs of a recording in Finalizing are made (or
@@ -338,6 +345,8 @@ struct PendingPing {
 
 /// The coordinator's state.
 pub struct Fleet {
+    /// Who acts in the request being handled (its events carry it).
+    actor: Option<String>,
     settings: FleetSettings,
     version: String,
     seq: u64,
@@ -405,6 +414,7 @@ impl Fleet {
         loaded: Vec<(RecordingRow, Vec<ManifestSegment>)>,
     ) -> Fleet {
         let mut fleet = Fleet {
+            actor: None,
             settings,
             version: env!("CARGO_PKG_VERSION").to_string(),
             seq: boot << 40,
@@ -473,6 +483,7 @@ impl Fleet {
                 req,
                 reply,
             } => self.request(&identity, req, reply),
+            Input::Refused { identity, what } => self.refused(&identity, &what),
             Input::Tick => self.tick(),
             Input::Finalized {
                 id,
@@ -648,6 +659,7 @@ impl Fleet {
             seq: self.seq,
             at: self.now.wall_ms,
             kind,
+            by: self.actor.clone(),
         }));
     }
 

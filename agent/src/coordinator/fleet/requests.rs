@@ -17,6 +17,24 @@ pub(super) fn error(code: ErrorCode, message: impl Into<String>) -> ConsoleRespo
 
 impl Fleet {
     pub(super) fn request(&mut self, who: &Identity, req: ConsoleRequest, reply: ReplyTo) {
+        // The events this request causes now say who caused them.
+        self.actor = req.is_action().then(|| who.to_string());
+        self.request_as(who, req, reply);
+        self.actor = None;
+    }
+
+    /// A request refused for the asker's role: audited and logged (the
+    /// refusal itself was answered at the connection).
+    pub(super) fn refused(&mut self, who: &Identity, what: &str) {
+        self.out.push(Effect::Audit {
+            at: self.now.wall_ms,
+            actor: who.to_string(),
+            action: "refused",
+            target: what.to_string(),
+        });
+    }
+
+    fn request_as(&mut self, who: &Identity, req: ConsoleRequest, reply: ReplyTo) {
         if req.is_action() {
             // In the same transaction as the action's own writes: an action
             // that is not audited does not happen.
@@ -68,8 +86,10 @@ impl Fleet {
             // The driver answers it from the store, where the sender keeps
             // the deliveries; the core holds none.
             ConsoleRequest::ShowWebhooks { .. } => ConsoleResponse::WebhookDeliveries(Vec::new()),
-            // The driver keeps the event history (the core only emits).
+            // The driver keeps the event history and reads the audit trail
+            // (the core only emits and appends).
             ConsoleRequest::History { .. } => ConsoleResponse::History(Vec::new()),
+            ConsoleRequest::Audit { .. } => ConsoleResponse::Audit(Vec::new()),
             // Answered by the driver from the store.
             ConsoleRequest::ListCoordinators => ConsoleResponse::Coordinators(Vec::new()),
             ConsoleRequest::ShowRecording { id } => match self.detail(&id) {

@@ -101,6 +101,7 @@ async fn open_to_worker(
     query: &WorkerQuery,
 ) -> Result<(WorkerName, quinn::RecvStream, Option<QueryFrame>), WireError> {
     if !identity.role().can_read_fleet() {
+        super::audit_refusal(shared, identity, "ask a worker about a recording");
         return Err(forbidden(identity, "ask a worker about a recording"));
     }
     let id = query.recording().clone();

@@ -463,7 +463,35 @@ impl Store {
         Ok(())
     }
 
-    /// The audit log, oldest first (for tests and `recfleet audit` later).
+    /// The latest `limit` entries of the audit trail, oldest first.
+    pub fn audit_trail(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<recfleet_protocol::AuditEntry>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT at, actor, action, target FROM audit ORDER BY rowid DESC LIMIT ?1",
+                values![i64::from(limit)],
+            )
+            .map_err(|e| self.err(e))?;
+        let mut out = rows
+            .iter()
+            .map(|r| {
+                Ok(recfleet_protocol::AuditEntry {
+                    at: u64::try_from(r.int(0)?).unwrap_or(0),
+                    actor: r.text(1)?,
+                    action: r.text(2)?,
+                    target: r.text(3)?,
+                })
+            })
+            .collect::<Result<Vec<_>, DbError>>()
+            .map_err(|e| self.decode("audit", e))?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// The audit log, oldest first (for tests).
     pub fn audit_log(&self) -> Result<Vec<(String, String, String)>, StoreError> {
         let rows = self
             .db
@@ -913,6 +941,13 @@ mod tests {
             s.audit_log().unwrap(),
             vec![("operator/alice".into(), "stop".into(), "a".into())]
         );
+        s.audit(2, "viewer/bob", "refused", "drain a worker", "")
+            .unwrap();
+        s.audit(3, "operator/alice", "drain", "w1", "").unwrap();
+        // The latest two, oldest first.
+        let trail = s.audit_trail(2).unwrap();
+        let got: Vec<(u64, &str)> = trail.iter().map(|e| (e.at, e.action.as_str())).collect();
+        assert_eq!(got, vec![(2, "refused"), (3, "drain")]);
     }
 
     #[test]
