@@ -172,6 +172,17 @@ async fn browser_silence_then_a_still_picture_then_a_crash_are_told_in_order_and
     );
     let _ = follow.kill().await;
 
+    // The page's console messages are a log too (this one is written when
+    // the picture stops, after the watcher hooked the console).
+    let run = console
+        .run(&["logs", id.as_str(), "--process", "page"])
+        .await;
+    assert!(
+        run.expect_code(0).stdout.contains("[page p0]")
+            && run.stdout.contains("still picture with sound"),
+        "{run}"
+    );
+
     let jpeg = fleet.dir().join("thumb.jpg");
     let run = console
         .run(&[

@@ -357,8 +357,15 @@ fn a_request_is_stored_placed_and_recorded() {
 fn lost_by_connection_close_or_silence_fails_over_with_a_new_epoch() {
     for why in ["connection lost: timed out", "silent past the limit"] {
         let (mut sim, id) = recording_on_w1();
+        if let Some(w1) = sim.fleet.workers.get_mut(&w("w1")) {
+            w1.info.cpu_millicores = 900;
+            w1.info.rss_bytes = 1 << 30;
+        }
         sim.close("w1", why);
-        assert_eq!(sim.fleet.workers[&w("w1")].info.state, WorkerState::Lost);
+        let lost = &sim.fleet.workers[&w("w1")].info;
+        assert_eq!(lost.state, WorkerState::Lost);
+        // A lost worker's last load is no longer true: not shown.
+        assert_eq!((lost.cpu_millicores, lost.rss_bytes), (0, 0), "{why}");
         assert!(sim
             .events
             .iter()
