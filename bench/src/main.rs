@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+mod analysis;
 mod browser;
 mod ha;
 mod harness;
@@ -49,11 +50,11 @@ pub struct Opts {
     #[arg(long)]
     pub quick: bool,
     /// Only these benchmarks (comma-separated): rtt, scale, start, failover,
-    /// density, output, ha.
+    /// density, output, ha, health.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "rtt,scale,start,failover,density,output,ha"
+        default_value = "rtt,scale,start,failover,density,output,ha,health"
     )]
     pub only: Vec<String>,
     /// Fleet sizes of the scale benchmark, stopping after the first that does
@@ -244,6 +245,7 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
             "ha",
             "7. coordinators on PostgreSQL (store, leader failover)",
         ),
+        ("health", "8. media health (the encoder's analysis)"),
     ];
     let mut failed = Vec::new();
     for (key, title) in benches {
@@ -261,6 +263,7 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
             "failover" => browser::failover(&opts, &agent, &dir).await,
             "output" => output::run(&opts, &dir).await,
             "ha" => ha::run(&opts, &agent, &dir).await,
+            "health" => analysis::run(&opts, &dir).await,
             _ => browser::density(&opts, &agent, &dir).await,
         };
         let mut v = match r {
@@ -420,7 +423,20 @@ fn table(r: &Value) -> String {
             ));
         }
     }
-    for k in ["rtt", "scale", "start", "failover", "density", "output"] {
+    let h = &r["health"];
+    if h.get("ratio").is_some() {
+        line(format!(
+            "8. Media health: ffmpeg at 720p15 with sound, {} s of media, median of {}: encoder alone {} cores, with analysis and thumbnail {} cores ({}x)",
+            h["media_secs"],
+            h["rounds"],
+            num(&h["encoder_cores_median"], 3),
+            num(&h["with_analysis_cores_median"], 3),
+            num(&h["ratio"], 2),
+        ));
+    }
+    for k in [
+        "rtt", "scale", "start", "failover", "density", "output", "health",
+    ] {
         if let Some(e) = r[k].get("error") {
             line(format!("{k}: FAILED: {e}"));
         }

@@ -36,6 +36,10 @@ pub fn chromium_args(ctx: &PartContext, profile: &std::path::Path) -> Vec<String
     .map(String::from)
     .to_vec();
     args.push(format!("--window-size={},{}", v.width, v.height));
+    // The browser's own log (crashes, GPU, network errors, console lines)
+    // in the part's directory: `recfleet logs ID --process chromium`.
+    args.push("--enable-logging".into());
+    args.push(format!("--log-file={}", ctx.log("chromium").display()));
     args.push(format!("--user-data-dir={}", profile.display()));
     if nix::unistd::geteuid().is_root() {
         // Chromium's sandbox cannot run as root; the slot's isolation is the

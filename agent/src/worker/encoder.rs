@@ -21,6 +21,16 @@ use crate::output::codec;
 /// ticking clock alone stays above it.
 const FREEZE_NOISE_DB: i32 = -70;
 
+/// Whether the encoder also analyses what it encodes and writes the
+/// thumbnail. The worker always does; the benchmark measures both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Analysis {
+    /// Encode, analyse, thumbnail (the worker).
+    On,
+    /// Encode only (the benchmark's baseline).
+    Off,
+}
+
 /// The filter graph: the encoded picture and sound, their analysis at two
 /// pictures and two sound levels a second, and the thumbnail.
 fn filter_graph(spec: &RecordingSpec) -> String {
@@ -56,6 +66,13 @@ pub fn ffmpeg_args(
     audio_source: &str,
     dir: &Path,
 ) -> Vec<String> {
+    let mut a = input_args(spec, display, audio_source);
+    a.extend(output_args(spec, dir, Analysis::On));
+    a
+}
+
+/// The global options and the inputs: the display and the sink's monitor.
+pub fn input_args(spec: &RecordingSpec, display: &str, audio_source: &str) -> Vec<String> {
     let size = format!("{}x{}", spec.viewport.width, spec.viewport.height);
     let fps = spec.fps.to_string();
     let mut a: Vec<String> = vec![
@@ -113,14 +130,37 @@ pub fn ffmpeg_args(
             .map(String::from),
         );
     }
-    a.extend(["-filter_complex".to_string(), filter_graph(spec)]);
-    a.extend(["-map", "[venc]"].map(String::from));
-    a.extend(codec::video_encoder_args(u32::from(spec.fps)));
-    if spec.audio {
-        a.extend(["-map", "[aenc]"].map(String::from));
-        a.extend(codec::audio_args());
+    a
+}
+
+/// What follows the inputs (input 0 the picture, input 1 the sound when
+/// the spec has sound): filters, encoders, the chunks in `dir` and, with
+/// [`Analysis::On`], the analysis files and the thumbnail in ffmpeg's
+/// working directory.
+pub fn output_args(spec: &RecordingSpec, dir: &Path, analysis: Analysis) -> Vec<String> {
+    let mut a = Vec::new();
+    match analysis {
+        Analysis::On => {
+            a.extend(["-filter_complex".to_string(), filter_graph(spec)]);
+            a.extend(["-map", "[venc]"].map(String::from));
+            a.extend(codec::video_encoder_args(u32::from(spec.fps)));
+            if spec.audio {
+                a.extend(["-map", "[aenc]"].map(String::from));
+                a.extend(codec::audio_args());
+            }
+        }
+        Analysis::Off => {
+            a.extend(codec::video_args(u32::from(spec.fps)));
+            if spec.audio {
+                a.extend(["-af", "aresample=async=1:first_pts=0"].map(String::from));
+                a.extend(codec::audio_args());
+            }
+        }
     }
     a.extend(codec::chunk_output_args(dir, super::upload::LOCAL_PLAYLIST));
+    if analysis == Analysis::Off {
+        return a;
+    }
     // The thumbnail: one file, replaced whole (renamed into place) so that
     // a reader never sees half a picture.
     a.extend(

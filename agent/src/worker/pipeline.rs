@@ -109,6 +109,15 @@ pub async fn run_part(
         }
     };
     let _ = std::fs::remove_dir_all(ctx.dir.join("profile"));
+    ctx.append_log(
+        "worker",
+        &[format!(
+            "part {} ended: {}{}",
+            ctx.part,
+            reason.describe(),
+            if crashed { " (the slot restarts)" } else { "" }
+        )],
+    );
     PartResult {
         reason,
         crashed,
@@ -178,6 +187,13 @@ async fn bring_up(
             // The processes are up and the chunks are being written: the
             // part has started. Same `at` as the final report's start.
             let _ = events.send(PartEvent::Started { at: started_at });
+            ctx.append_log(
+                "worker",
+                &[format!(
+                    "part {} started: {} on display {display}",
+                    ctx.part, ctx.spec.url
+                )],
+            );
             let page = browser::spawn_page_watch(
                 driver,
                 ctx.spec.stop.page_signal.clone(),
