@@ -422,11 +422,7 @@ pub enum DescribeWhat {
 /// Parses a process name for `logs --process`.
 pub fn parse_process(s: &str) -> Result<String, String> {
     let p = s.trim().to_ascii_lowercase();
-    let known: Vec<&str> = recfleet_protocol::LOG_PROCESSES
-        .iter()
-        .copied()
-        .chain(["pulseaudio"])
-        .collect();
+    let known = recfleet_protocol::LOG_PROCESSES;
     if known.contains(&p.as_str()) {
         Ok(p)
     } else {

@@ -29,8 +29,9 @@ const FIRST_FRAME: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a followed log looks for new lines.
 const FOLLOW_EVERY: Duration = Duration::from_millis(250);
-/// The most bytes read from the start of a log when no tail is asked for.
-const HISTORY_MAX: u64 = 4 * 1024 * 1024;
+/// The most bytes of one log sent as its history (its end), and read from
+/// it at once while following: a query holds at most a few MiB.
+const HISTORY_MAX: u64 = 1024 * 1024;
 
 /// Serves the queries the coordinator opens on `conn` until it closes.
 pub async fn serve(conn: Connection, engine: Arc<Engine>, shutdown: CancellationToken) {
@@ -219,7 +220,6 @@ fn role(pid: i32, comm: &str) -> String {
 fn log_files(dir: &Path, process: Option<&str>) -> Vec<(String, PathBuf)> {
     LOG_PROCESSES
         .iter()
-        .chain(["pulseaudio"].iter())
         .filter(|p| process.is_none_or(|want| want == **p))
         .map(|p| (p.to_string(), dir.join(format!("{p}.log"))))
         .collect()
@@ -260,6 +260,8 @@ struct Tail {
     path: PathBuf,
     offset: u64,
     partial: String,
+    /// Reading starts mid-line: drop what comes before the first newline.
+    skip_partial: bool,
 }
 
 impl Tail {
@@ -281,7 +283,14 @@ impl Tail {
         let mut out = Vec::new();
         while let Some(nl) = self.partial.find('\n') {
             let line: String = self.partial.drain(..=nl).collect();
+            if std::mem::take(&mut self.skip_partial) {
+                continue;
+            }
             out.push(line.trim_end_matches(['\n', '\r']).to_string());
+        }
+        // A line longer than a whole read is cut rather than held.
+        if self.partial.len() > LOG_LINE_MAX * 4 {
+            out.push(std::mem::take(&mut self.partial));
         }
         out
     }
@@ -295,11 +304,11 @@ async fn logs(
     shutdown: &CancellationToken,
 ) -> Result<(), ()> {
     if let Some(p) = &req.process {
-        if !LOG_PROCESSES.contains(&p.as_str()) && p != "pulseaudio" {
+        if !LOG_PROCESSES.contains(&p.as_str()) {
             let e = WireError::new(
                 ErrorCode::InvalidInput,
                 format!(
-                    "\"{p}\" is not a process: expected one of {}, pulseaudio",
+                    "\"{p}\" is not a process: expected one of {}",
                     LOG_PROCESSES.join(", ")
                 ),
             );
@@ -321,6 +330,7 @@ async fn logs(
                     path,
                     offset: 0,
                     partial: String::new(),
+                    skip_partial: false,
                 });
             }
             *known = part + 1;
@@ -333,19 +343,21 @@ async fn logs(
             .ok()
             .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_millis() as u64);
-        // A file last written before --since holds nothing newer.
+        let size = std::fs::metadata(&t.path).map_or(0, |m| m.len());
+        // A file last written before --since holds nothing newer: follow
+        // from its end.
         if let (Some(since), Some(m)) = (req.since, modified) {
             if m < since {
-                t.read(u64::MAX);
+                t.offset = size;
                 continue;
             }
         }
-        let size = std::fs::metadata(&t.path).map_or(0, |m| m.len());
-        if req.tail.is_none() && size > HISTORY_MAX {
-            // Only the end of a huge log.
+        // Only the end of a long log (a partial first line is dropped).
+        if size > HISTORY_MAX {
             t.offset = size - HISTORY_MAX;
+            t.skip_partial = true;
         }
-        for text in t.read(u64::MAX) {
+        for text in t.read(HISTORY_MAX) {
             let at = line_time(&text);
             if let (Some(since), Some(at)) = (req.since, at) {
                 if at < since {
@@ -455,6 +467,7 @@ mod tests {
             path: path.clone(),
             offset: 0,
             partial: String::new(),
+            skip_partial: false,
         };
         assert_eq!(t.read(u64::MAX), vec!["one"]);
         let mut f = std::fs::OpenOptions::new()

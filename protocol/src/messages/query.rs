@@ -12,11 +12,12 @@ use crate::health::Health;
 use crate::{RecordingId, WireError};
 
 /// The processes whose logs can be asked for.
-pub const LOG_PROCESSES: [&str; 6] = [
+pub const LOG_PROCESSES: [&str; 7] = [
     "chromium",
     "chromedriver",
     "ffmpeg",
     "page",
+    "pulseaudio",
     "worker",
     "xvfb",
 ];
