@@ -4,10 +4,11 @@
 //! (`freezedetect`, `blackdetect`) and the sound's (`astats` level every
 //! half second, `silencedetect`). This module reads those lines and, with
 //! what the page watcher says, decides one [`Health`] per recording.
-//! No I/O but reading the two files' new bytes ([`MetadataTail`]).
+//! No I/O but reading the two files' new lines ([`MetadataTail`]).
 
-use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
+
+use super::tail::FileTail;
 
 use recfleet_protocol::{Health, HealthPolicy, HealthState};
 
@@ -245,12 +246,10 @@ impl HealthTracker {
     }
 }
 
-/// Reads what was appended to a file since the last call, whole lines only.
+/// The facts a metadata file gives, read as it grows.
 #[derive(Debug)]
 pub struct MetadataTail {
-    path: PathBuf,
-    offset: u64,
-    partial: String,
+    file: FileTail,
     parser: MetadataParser,
 }
 
@@ -262,35 +261,15 @@ impl MetadataTail {
     /// Tails `path` from its start (it may not exist yet).
     pub fn new(path: PathBuf) -> Self {
         MetadataTail {
-            path,
-            offset: 0,
-            partial: String::new(),
+            file: FileTail::new(path),
             parser: MetadataParser::default(),
         }
     }
 
     /// The facts written since the last call.
     pub fn poll(&mut self) -> Vec<Signal> {
-        let Ok(mut f) = std::fs::File::open(&self.path) else {
-            return Vec::new();
-        };
-        if f.seek(SeekFrom::Start(self.offset)).is_err() {
-            return Vec::new();
-        }
-        let mut buf = Vec::new();
-        let Ok(n) = f.take(READ_MAX).read_to_end(&mut buf) else {
-            return Vec::new();
-        };
-        self.offset += n as u64;
-        self.partial.push_str(&String::from_utf8_lossy(&buf));
-        let mut out = Vec::new();
-        while let Some(nl) = self.partial.find('\n') {
-            let line: String = self.partial.drain(..=nl).collect();
-            if let Some(s) = self.parser.line(&line) {
-                out.push(s);
-            }
-        }
-        out
+        let lines = self.file.lines(READ_MAX);
+        lines.iter().filter_map(|l| self.parser.line(l)).collect()
     }
 }
 

@@ -18,6 +18,7 @@ pub mod process;
 pub mod queries;
 pub mod slot;
 pub mod status;
+pub mod tail;
 mod teardown;
 pub mod upload;
 pub mod usage;

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{Engine, SlotView};
 use super::health::THUMBNAIL_FILE;
+use super::tail::FileTail;
 use super::{process, usage};
 
 /// Queries served at once; more wait for QUIC to let them open.
@@ -253,47 +254,11 @@ fn cut(mut text: String) -> String {
     text
 }
 
-/// One log file being read.
+/// One log file being read, and whose it is.
 struct Tail {
     process: String,
     part: u32,
-    path: PathBuf,
-    offset: u64,
-    partial: String,
-    /// Reading starts mid-line: drop what comes before the first newline.
-    skip_partial: bool,
-}
-
-impl Tail {
-    /// Lines appended since the last read (at most `max` bytes).
-    fn read(&mut self, max: u64) -> Vec<String> {
-        use std::io::{Read, Seek, SeekFrom};
-        let Ok(mut f) = std::fs::File::open(&self.path) else {
-            return Vec::new();
-        };
-        if f.seek(SeekFrom::Start(self.offset)).is_err() {
-            return Vec::new();
-        }
-        let mut buf = Vec::new();
-        let Ok(n) = f.take(max).read_to_end(&mut buf) else {
-            return Vec::new();
-        };
-        self.offset += n as u64;
-        self.partial.push_str(&String::from_utf8_lossy(&buf));
-        let mut out = Vec::new();
-        while let Some(nl) = self.partial.find('\n') {
-            let line: String = self.partial.drain(..=nl).collect();
-            if std::mem::take(&mut self.skip_partial) {
-                continue;
-            }
-            out.push(line.trim_end_matches(['\n', '\r']).to_string());
-        }
-        // A line longer than a whole read is cut rather than held.
-        if self.partial.len() > LOG_LINE_MAX * 4 {
-            out.push(std::mem::take(&mut self.partial));
-        }
-        out
-    }
+    file: FileTail,
 }
 
 async fn logs(
@@ -327,10 +292,7 @@ async fn logs(
                 tails.push(Tail {
                     process,
                     part,
-                    path,
-                    offset: 0,
-                    partial: String::new(),
-                    skip_partial: false,
+                    file: FileTail::new(path),
                 });
             }
             *known = part + 1;
@@ -338,26 +300,25 @@ async fn logs(
     };
     add_parts(&mut tails, &mut known_parts);
     for t in &mut tails {
-        let modified = std::fs::metadata(&t.path)
+        let modified = std::fs::metadata(t.file.path())
             .and_then(|m| m.modified())
             .ok()
             .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_millis() as u64);
-        let size = std::fs::metadata(&t.path).map_or(0, |m| m.len());
+        let size = std::fs::metadata(t.file.path()).map_or(0, |m| m.len());
         // A file last written before --since holds nothing newer: follow
         // from its end.
         if let (Some(since), Some(m)) = (req.since, modified) {
             if m < since {
-                t.offset = size;
+                t.file.seek(size);
                 continue;
             }
         }
         // Only the end of a long log (a partial first line is dropped).
         if size > HISTORY_MAX {
-            t.offset = size - HISTORY_MAX;
-            t.skip_partial = true;
+            t.file.seek(size - HISTORY_MAX);
         }
-        for text in t.read(HISTORY_MAX) {
+        for text in t.file.lines(HISTORY_MAX) {
             let at = line_time(&text);
             if let (Some(since), Some(at)) = (req.since, at) {
                 if at < since {
@@ -407,7 +368,7 @@ async fn logs(
         let now = now_ms();
         let mut lines = Vec::new();
         for t in &mut tails {
-            for text in t.read(HISTORY_MAX) {
+            for text in t.file.lines(HISTORY_MAX) {
                 lines.push(LogLine {
                     process: t.process.clone(),
                     part: t.part,
@@ -454,27 +415,5 @@ mod tests {
         let long = "é".repeat(LOG_LINE_MAX);
         let c = cut(long);
         assert!(c.len() <= LOG_LINE_MAX + 6 && c.ends_with(" [cut]"));
-    }
-
-    #[test]
-    fn a_tail_reads_only_whole_new_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ffmpeg.log");
-        std::fs::write(&path, "one\ntw").unwrap();
-        let mut t = Tail {
-            process: "ffmpeg".into(),
-            part: 0,
-            path: path.clone(),
-            offset: 0,
-            partial: String::new(),
-            skip_partial: false,
-        };
-        assert_eq!(t.read(u64::MAX), vec!["one"]);
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap();
-        std::io::Write::write_all(&mut f, b"o\nthree\n").unwrap();
-        assert_eq!(t.read(u64::MAX), vec!["two", "three"]);
     }
 }
