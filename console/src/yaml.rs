@@ -32,7 +32,12 @@ fn block(out: &mut String, value: &Value, indent: usize) {
     let pad = " ".repeat(indent);
     match value {
         Value::Object(map) => {
-            for (k, v) in map {
+            // Sorted here: serde_json keeps insertion order in builds where
+            // another crate turns on its `preserve_order`, and YAML output
+            // must not depend on what else was built with the console.
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            for (k, v) in entries {
                 out.push('\n');
                 out.push_str(&pad);
                 out.push_str(&string(k));
