@@ -117,6 +117,25 @@ async fn browser_metrics_and_readiness_of_a_recording_fleet() {
         Some(1.0),
         "{c}"
     );
+    // The recording's media health, once its worker has measured it: one
+    // running recording, in one known state (the demo page moves and
+    // beeps: ok).
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = wait_http(fleet.coordinator_http, "/metrics", 200, 10).await;
+        if sample(&m, "recfleet_recording_health{health=\"ok\"}") == Some(1.0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "no recording counted ok by health within 20 s:\n{}",
+            m.lines()
+                .filter(|l| l.contains("recording_health"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     for name in [
         "recfleet_failovers_total",
         "recfleet_reassigns_total",

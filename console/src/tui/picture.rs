@@ -20,15 +20,25 @@ const MAX_PIXELS: u64 = 1920 * 1080;
 impl Picture {
     /// Decodes a JPEG.
     pub fn from_jpeg(bytes: &[u8]) -> Result<Picture, String> {
-        let img = image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg)
+        let reader = || {
+            let mut r = image::ImageReader::with_format(
+                std::io::Cursor::new(bytes),
+                image::ImageFormat::Jpeg,
+            );
+            let mut limits = image::Limits::default();
+            limits.max_alloc = Some(MAX_PIXELS * 4);
+            r.limits(limits);
+            r
+        };
+        let (w, h) = reader()
+            .into_dimensions()
             .map_err(|e| format!("not a picture: {e}"))?;
-        if u64::from(img.width()) * u64::from(img.height()) > MAX_PIXELS {
-            return Err(format!(
-                "picture too large: {}x{}",
-                img.width(),
-                img.height()
-            ));
+        if u64::from(w) * u64::from(h) > MAX_PIXELS {
+            return Err(format!("picture too large: {w}x{h}"));
         }
+        let img = reader()
+            .decode()
+            .map_err(|e| format!("not a picture: {e}"))?;
         let rgb = img.to_rgb8();
         Ok(Picture {
             width: rgb.width(),
