@@ -161,8 +161,12 @@ impl HealthTracker {
         }
     }
 
-    /// Takes what the page watcher says.
+    /// Takes what the page watcher says. A crash told again keeps the
+    /// time of the first telling.
     pub fn page(&mut self, page: PageHealth) {
+        if let (PageHealth::Crashed { .. }, PageHealth::Crashed { .. }) = (&self.page, &page) {
+            return;
+        }
         self.page = page;
     }
 
@@ -339,6 +343,11 @@ mod tests {
             what: "tab crashed".into(),
         });
         assert_eq!(t.health(21_000).state, HealthState::PageCrashed);
+        t.page(PageHealth::Crashed {
+            at: 21_500,
+            what: "tab crashed".into(),
+        });
+        assert_eq!(t.health(22_000).since, 20_500, "since the first crash");
         t.page(PageHealth::Fine);
         t.signal(Signal::BlackEnd { at: 11_000 });
         t.signal(Signal::FreezeEnd { at: 11_000 });
