@@ -60,6 +60,11 @@ KNOWN_ENV = {
     # Issue 13: several coordinators on PostgreSQL.
     "RECFLEET_STORE", "RECFLEET_STORE_CA", "RECFLEET_NAME", "RECFLEET_ADVERTISE",
     "RECFLEET_LEASE_TTL_MS", "RECFLEET_LEASE_RENEW_MS",
+    # Issue 14: media health defaults.
+    "RECFLEET_HEALTH_SILENT_SECS", "RECFLEET_HEALTH_FROZEN_SECS",
+    "RECFLEET_HEALTH_BLACK_SECS", "RECFLEET_HEALTH_RESTART_CRASHED",
+    "RECFLEET_HEALTH_RESTART_FROZEN_SECS", "RECFLEET_HEALTH_RESTART_BLACK_SECS",
+    "RECFLEET_CONTEXT_NAME",
     # Not the daemon's: the systemd unit's word list for flags without a
     # variable, the console's context file, Kubernetes' service link.
     "RECFLEET_WORKER_ARGS", "RECFLEET_CONTEXT", "RECFLEET_COORDINATOR_SERVICE_HOST",
