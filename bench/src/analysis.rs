@@ -1,4 +1,4 @@
-//! 8. What media health costs: the worker's encoder with and without its
+//! What media health costs (benchmark 8): the worker's encoder with and without its
 //! analysis branch (a 320-pixel copy of the picture through freezedetect
 //! and blackdetect twice a second, the sound through astats and
 //! silencedetect) and its thumbnail, on the same synthetic 720p15 input

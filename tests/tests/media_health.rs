@@ -172,8 +172,8 @@ async fn browser_silence_then_a_still_picture_then_a_crash_are_told_in_order_and
     );
     let _ = follow.kill().await;
 
-    // The page's console messages are a log too (this one is written when
-    // the picture stops, after the watcher hooked the console).
+    // The page's console messages are a log too, from its first script on
+    // (the hook runs before the page's scripts).
     let run = console
         .run(&["logs", id.as_str(), "--process", "page"])
         .await;

@@ -119,6 +119,16 @@ pub async fn open_page(ctx: &PartContext, port: u16) -> Result<WebDriver, StartE
     let driver = WebDriver::new(format!("http://127.0.0.1:{port}"), caps)
         .await
         .map_err(|e| StartError::msg("chromium", format!("no browser session: {e}")))?;
+    // The console hook before any script of the page runs. Without it the
+    // probe installs it a second or so later, missing what came first.
+    let hook = serde_json::json!({ "source": CONSOLE_HOOK_INSTALL });
+    if let Err(e) = driver
+        .cdp()
+        .send_raw("Page.addScriptToEvaluateOnNewDocument", hook)
+        .await
+    {
+        tracing::warn!(error = %e, "the page's console is watched from the first probe on only");
+    }
     let load = async {
         driver.set_page_load_timeout(ctx.timeouts.page_load).await?;
         driver.goto(ctx.spec.url.as_str()).await?;
@@ -199,11 +209,13 @@ struct Probe {
     console: Vec<String>,
 }
 
-/// Installed by the first probe (and again after a reload): keeps the
-/// page's console messages and uncaught errors in a bounded buffer that
-/// each probe empties into the part's `page.log`. Messages written before
-/// the first probe are not seen.
-const CONSOLE_HOOK: &str = r#"
+/// Keeps the page's console messages and uncaught errors in a bounded
+/// buffer that each probe empties into the part's `page.log`. Given to
+/// Chromium before the page loads (DevTools'
+/// `Page.addScriptToEvaluateOnNewDocument`, so that it runs before any
+/// script of the page, and again in every document it navigates to), and
+/// at the start of each probe in case that failed.
+const CONSOLE_HOOK_INSTALL: &str = r#"
     if (!window.__recfleetConsole) {
         const buf = []; buf.dropped = 0;
         window.__recfleetConsole = buf;
@@ -221,6 +233,10 @@ const CONSOLE_HOOK: &str = r#"
         window.addEventListener('error', (e) => push('uncaught', [e.message + ' at ' + e.filename + ':' + e.lineno]));
         window.addEventListener('unhandledrejection', (e) => push('unhandled rejection', [String(e.reason)]));
     }
+"#;
+
+/// The probe's first half: what the hook kept since the last probe.
+const CONSOLE_HOOK: &str = r#"
     const buf = window.__recfleetConsole;
     const console_lines = buf.splice(0);
     if (buf.dropped) { console_lines.push('recfleet: ' + buf.dropped + ' console messages dropped (more than 500 a second)'); buf.dropped = 0; }
@@ -247,7 +263,7 @@ fn probe_script(signal: Option<&PageSignal>) -> String {
         None => "false".into(),
     };
     format!(
-        "{CONSOLE_HOOK}\n return {{ ended: {ended}, participants: (typeof window.recfleetParticipants === 'number') ? window.recfleetParticipants : null, \
+        "{CONSOLE_HOOK_INSTALL}\n{CONSOLE_HOOK}\n return {{ ended: {ended}, participants: (typeof window.recfleetParticipants === 'number') ? window.recfleetParticipants : null, \
          href: String(location.href), error_page: !!document.querySelector('#main-frame-error, body.neterror'), console: console_lines }};"
     )
 }
