@@ -28,36 +28,13 @@ impl EventFilter {
         let type_ok =
             self.types.is_empty() || self.types.iter().any(|t| t == describe::kind_name(kind));
         let recording_ok = self.recordings.is_empty()
-            || recordings_of(kind)
+            || kind
+                .recordings()
                 .iter()
                 .any(|r| self.recordings.contains(r));
         let worker_ok =
-            self.workers.is_empty() || workers_of(kind).iter().any(|w| self.workers.contains(w));
+            self.workers.is_empty() || kind.workers().iter().any(|w| self.workers.contains(w));
         type_ok && recording_ok && worker_ok
-    }
-}
-
-/// The recordings an event is about.
-fn recordings_of(kind: &EventKind) -> Vec<&RecordingId> {
-    match kind {
-        EventKind::RecordingChanged(r) => vec![&r.id],
-        EventKind::DrainProgress { remaining, .. } => remaining.iter().collect(),
-        EventKind::Notice { recording, .. } => recording.iter().collect(),
-        EventKind::WorkerUp(w) | EventKind::WorkerChanged(w) => w.recordings.iter().collect(),
-        EventKind::WorkerLeft { .. } | EventKind::WorkerLost { .. } => Vec::new(),
-        EventKind::HealthChanged { recording, .. } => vec![recording],
-    }
-}
-
-/// The workers an event is about.
-fn workers_of(kind: &EventKind) -> Vec<&WorkerName> {
-    match kind {
-        EventKind::WorkerUp(w) | EventKind::WorkerChanged(w) => vec![&w.name],
-        EventKind::WorkerLeft { name } | EventKind::WorkerLost { name } => vec![name],
-        EventKind::RecordingChanged(r) => r.worker.iter().collect(),
-        EventKind::DrainProgress { worker, .. } => vec![worker],
-        EventKind::Notice { worker, .. } => worker.iter().collect(),
-        EventKind::HealthChanged { worker, .. } => vec![worker],
     }
 }
 

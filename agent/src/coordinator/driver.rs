@@ -623,8 +623,8 @@ impl Driver {
             .iter()
             .rev()
             .filter(|e| {
-                recording.is_some_and(|r| e.recording() == Some(r))
-                    || worker.is_some_and(|w| e.names_worker(w))
+                recording.is_some_and(|r| e.kind.recordings().contains(&r))
+                    || worker.is_some_and(|w| e.kind.workers().contains(&w))
             })
             .take(limit)
             .cloned()

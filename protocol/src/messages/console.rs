@@ -326,27 +326,31 @@ pub enum EventKind {
     },
 }
 
-impl Event {
-    /// The recording an event is about, if any.
-    pub fn recording(&self) -> Option<&RecordingId> {
-        match &self.kind {
-            EventKind::RecordingChanged(r) => Some(&r.id),
-            EventKind::Notice { recording, .. } => recording.as_ref(),
-            EventKind::HealthChanged { recording, .. } => Some(recording),
-            _ => None,
+impl EventKind {
+    /// The recordings an event is about: a recording's own events, a
+    /// notice's, a worker's events (the recordings it runs) and a drain's
+    /// progress (the recordings it has left).
+    pub fn recordings(&self) -> Vec<&RecordingId> {
+        match self {
+            EventKind::RecordingChanged(r) => vec![&r.id],
+            EventKind::DrainProgress { remaining, .. } => remaining.iter().collect(),
+            EventKind::Notice { recording, .. } => recording.iter().collect(),
+            EventKind::WorkerUp(w) | EventKind::WorkerChanged(w) => w.recordings.iter().collect(),
+            EventKind::WorkerLeft { .. } | EventKind::WorkerLost { .. } => Vec::new(),
+            EventKind::HealthChanged { recording, .. } => vec![recording],
         }
     }
 
-    /// Whether an event is about a worker: the worker itself, its drain,
-    /// or a recording it runs.
-    pub fn names_worker(&self, name: &WorkerName) -> bool {
-        match &self.kind {
-            EventKind::WorkerUp(w) | EventKind::WorkerChanged(w) => &w.name == name,
-            EventKind::WorkerLeft { name: n } | EventKind::WorkerLost { name: n } => n == name,
-            EventKind::RecordingChanged(r) => r.worker.as_ref() == Some(name),
-            EventKind::DrainProgress { worker, .. } => worker == name,
-            EventKind::Notice { worker, .. } => worker.as_ref() == Some(name),
-            EventKind::HealthChanged { worker, .. } => worker == name,
+    /// The workers an event is about: the worker itself, its drain, the
+    /// worker of a recording event.
+    pub fn workers(&self) -> Vec<&WorkerName> {
+        match self {
+            EventKind::WorkerUp(w) | EventKind::WorkerChanged(w) => vec![&w.name],
+            EventKind::WorkerLeft { name } | EventKind::WorkerLost { name } => vec![name],
+            EventKind::RecordingChanged(r) => r.worker.iter().collect(),
+            EventKind::DrainProgress { worker, .. } => vec![worker],
+            EventKind::Notice { worker, .. } => worker.iter().collect(),
+            EventKind::HealthChanged { worker, .. } => vec![worker],
         }
     }
 }
