@@ -319,3 +319,93 @@ async fn browser_silence_then_a_still_picture_then_a_crash_are_told_in_order_and
     stop_and_complete(&mut fleet, &id).await;
     fleet.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_a_black_picture_a_page_gone_elsewhere_and_a_hung_page_are_told_in_order() {
+    let page = DemoServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut fleet = TestFleet::start().await.unwrap();
+    fleet.add_worker(1, 1).unwrap();
+    fleet.wait_workers(1, 30).await.unwrap();
+    let watch = fleet.watch("viewer").await.unwrap();
+
+    // Black for 6 s, then to another site (localhost is not 127.0.0.1's
+    // origin), whose script stops returning after 3 s.
+    let elsewhere = format!("http://localhost:{}/health.html?hang=3", page.addr().port());
+    let encoded: String = elsewhere
+        .chars()
+        .map(|c| match c {
+            ':' => "%3A".to_string(),
+            '/' => "%2F".to_string(),
+            '?' => "%3F".to_string(),
+            '=' => "%3D".to_string(),
+            c => c.to_string(),
+        })
+        .collect();
+    let id = RecordingId::new("black-elsewhere-hung").unwrap();
+    let mut spec = RecordingSpec::new(
+        id.clone(),
+        page.health_url(&format!("black=6&goto={encoded}")),
+    );
+    spec.viewport = Viewport {
+        width: 640,
+        height: 360,
+    };
+    spec.fps = 10;
+    spec.stop.max_duration_secs = Some(600);
+    spec.health = HealthRequest {
+        black_secs: Some(2),
+        // Neither silence nor stillness is the point here.
+        silent_secs: Some(600),
+        frozen_secs: Some(600),
+        restart_frozen_secs: Some(0),
+        restart_black_secs: Some(0),
+        ..HealthRequest::default()
+    };
+    fleet
+        .request(ConsoleRequest::StartRecording(spec))
+        .await
+        .unwrap();
+    let d = fleet
+        .wait_for(&id, 60, |d| d.info.started_at.is_some())
+        .await
+        .unwrap();
+    let first_frame = d.info.started_at.unwrap();
+
+    let (black_at, _) = wait_health(&watch, &id, HealthState::Black, 20).await;
+    eprintln!(
+        "black told {} ms after the first frame",
+        black_at - first_frame
+    );
+    assert!(
+        black_at <= first_frame + 5_000,
+        "{}",
+        black_at - first_frame
+    );
+    let (wrong_at, _) = wait_health(&watch, &id, HealthState::WrongPage, 30).await;
+    eprintln!(
+        "wrong_page told {} ms after the first frame",
+        wrong_at - first_frame
+    );
+    let (hung_at, _) = wait_health(&watch, &id, HealthState::Unresponsive, 40).await;
+    eprintln!(
+        "unresponsive told {} ms after the first frame",
+        hung_at - first_frame
+    );
+    assert!(black_at < wrong_at && wrong_at < hung_at);
+    // The hung page is restarted by the stall rule (10 s without an
+    // answer): a new part, on the page asked for.
+    let d = fleet
+        .wait_for(&id, 60, |d| d.manifest.segments.len() >= 2)
+        .await
+        .unwrap();
+    match &d.manifest.segments[0].end_reason {
+        Some(SegmentEndReason::Stalled { what }) => {
+            assert!(what.contains("the page did not answer"), "{what}")
+        }
+        other => panic!("part 0 ended {other:?}"),
+    }
+    stop_and_complete(&mut fleet, &id).await;
+    fleet.shutdown().await;
+}

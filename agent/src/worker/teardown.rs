@@ -40,7 +40,19 @@ pub(super) async fn teardown(
     if let Some((rx, handle)) = running.page.take() {
         drop(rx);
         if let Ok(driver) = handle.await {
-            let _ = tokio::time::timeout(Duration::from_secs(3), driver.quit()).await;
+            // A hung page makes ChromeDriver's quit hang too; a WebDriver
+            // dropped before its quit ended then quits synchronously,
+            // blocking the thread it is dropped on (thirtyfour). On a
+            // runtime thread that starved the worker's link until the
+            // coordinator declared it lost. So the quit and that drop run
+            // on the blocking pool; killing the group below ends them.
+            let rt = tokio::runtime::Handle::current();
+            let quit = tokio::task::spawn_blocking(move || {
+                rt.block_on(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(3), driver.quit()).await;
+                })
+            });
+            let _ = tokio::time::timeout(Duration::from_secs(4), quit).await;
         }
     }
     tracing::debug!(tag = %ctx.tag, "teardown: browser session closed");
