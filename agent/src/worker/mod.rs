@@ -10,6 +10,7 @@ pub mod engine;
 pub mod external;
 pub mod guard;
 pub mod health;
+mod health_watch;
 pub mod intensity;
 pub mod link;
 pub mod part;
