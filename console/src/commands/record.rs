@@ -217,6 +217,19 @@ pub(super) async fn show(s: &Session, id: RecordingId) -> Result<(), ConsoleErro
         }
         Output::Table | Output::Wide => {
             let mut text = final_summary(&detail);
+            let h = &detail.info.health;
+            if h.state != recfleet_protocol::HealthState::Unknown {
+                text.push_str(&format!(
+                    "\nhealth: {} for {}{}",
+                    h.state,
+                    format::age(recfleet_protocol::now_ms(), h.since),
+                    if h.detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", h.detail)
+                    }
+                ));
+            }
             if let Some(w) = webhooks.filter(|w| !w.is_empty()) {
                 text.push_str(&webhook_lines(&w));
             }
