@@ -74,29 +74,49 @@ fn renderers() -> Vec<i32> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_silence_then_a_still_picture_then_a_crash_are_told_in_order_and_only_the_crash_restarts(
-) {
-    let page = DemoServer::start("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+/// A one-worker fleet, a viewer's event watch, and a 640x360 10 fps
+/// recording `id` of `url` with the `health` policy, once its first frame
+/// is captured (its wall clock is returned).
+async fn record_with_health(
+    id: &RecordingId,
+    url: String,
+    health: HealthRequest,
+) -> (TestFleet, recfleet_testkit::watch::Watch, u64) {
     let mut fleet = TestFleet::start().await.unwrap();
     fleet.add_worker(1, 1).unwrap();
     fleet.wait_workers(1, 30).await.unwrap();
     let watch = fleet.watch("viewer").await.unwrap();
-
-    let id = RecordingId::new("health").unwrap();
-    let mut spec = RecordingSpec::new(id.clone(), page.health_url("silent=10&frozen=10"));
+    let mut spec = RecordingSpec::new(id.clone(), url);
     spec.viewport = Viewport {
         width: 640,
         height: 360,
     };
     spec.fps = 10;
     spec.stop.max_duration_secs = Some(600);
+    spec.health = health;
+    fleet
+        .request(ConsoleRequest::StartRecording(spec))
+        .await
+        .unwrap();
+    let d = fleet
+        .wait_for(id, 60, |d| d.info.started_at.is_some())
+        .await
+        .unwrap();
+    let first_frame = d.info.started_at.unwrap();
+    (fleet, watch, first_frame)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_silence_then_a_still_picture_then_a_crash_are_told_in_order_and_only_the_crash_restarts(
+) {
+    let page = DemoServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let id = RecordingId::new("health").unwrap();
     // Silence is told after 1 s of it (the telling itself takes about 2 s
     // more: half-second sound blocks, PulseAudio opening after the first
     // frame, the worker's 1 s telemetry).
-    spec.health = HealthRequest {
+    let health = HealthRequest {
         silent_secs: Some(1),
         frozen_secs: Some(2),
         // Still pictures are only reported here: the crash is what restarts
@@ -104,15 +124,8 @@ async fn browser_silence_then_a_still_picture_then_a_crash_are_told_in_order_and
         restart_frozen_secs: Some(0),
         ..HealthRequest::default()
     };
-    fleet
-        .request(ConsoleRequest::StartRecording(spec))
-        .await
-        .unwrap();
-    let d = fleet
-        .wait_for(&id, 60, |d| d.info.started_at.is_some())
-        .await
-        .unwrap();
-    let first_frame = d.info.started_at.unwrap();
+    let (mut fleet, watch, first_frame) =
+        record_with_health(&id, page.health_url("silent=10&frozen=10"), health).await;
 
     // 1. Silent from its first frame: told within 5 s of it.
     let (silent_at, _) = wait_health(&watch, &id, HealthState::Silent, 20).await;
@@ -325,11 +338,6 @@ async fn browser_a_black_picture_a_page_gone_elsewhere_and_a_hung_page_are_told_
     let page = DemoServer::start("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let mut fleet = TestFleet::start().await.unwrap();
-    fleet.add_worker(1, 1).unwrap();
-    fleet.wait_workers(1, 30).await.unwrap();
-    let watch = fleet.watch("viewer").await.unwrap();
-
     // Black for 6 s, then to another site (localhost is not 127.0.0.1's
     // origin), whose script stops returning after 3 s.
     let elsewhere = format!("http://localhost:{}/health.html?hang=3", page.addr().port());
@@ -344,17 +352,7 @@ async fn browser_a_black_picture_a_page_gone_elsewhere_and_a_hung_page_are_told_
         })
         .collect();
     let id = RecordingId::new("black-elsewhere-hung").unwrap();
-    let mut spec = RecordingSpec::new(
-        id.clone(),
-        page.health_url(&format!("black=6&goto={encoded}")),
-    );
-    spec.viewport = Viewport {
-        width: 640,
-        height: 360,
-    };
-    spec.fps = 10;
-    spec.stop.max_duration_secs = Some(600);
-    spec.health = HealthRequest {
+    let health = HealthRequest {
         black_secs: Some(2),
         // Neither silence nor stillness is the point here.
         silent_secs: Some(600),
@@ -363,15 +361,12 @@ async fn browser_a_black_picture_a_page_gone_elsewhere_and_a_hung_page_are_told_
         restart_black_secs: Some(0),
         ..HealthRequest::default()
     };
-    fleet
-        .request(ConsoleRequest::StartRecording(spec))
-        .await
-        .unwrap();
-    let d = fleet
-        .wait_for(&id, 60, |d| d.info.started_at.is_some())
-        .await
-        .unwrap();
-    let first_frame = d.info.started_at.unwrap();
+    let (mut fleet, watch, first_frame) = record_with_health(
+        &id,
+        page.health_url(&format!("black=6&goto={encoded}")),
+        health,
+    )
+    .await;
 
     let (black_at, _) = wait_health(&watch, &id, HealthState::Black, 20).await;
     eprintln!(
