@@ -9,6 +9,9 @@ use crate::http::{self, Response};
 pub const CLASS_HTML: &str = include_str!("../assets/demo/class.html");
 /// A page that goes wrong on a schedule, for media health: see its header.
 pub const HEALTH_HTML: &str = include_str!("../assets/demo/health.html");
+/// A page whose picture and events go together, for the event track: see
+/// its header.
+pub const EVENTS_HTML: &str = include_str!("../assets/demo/events.html");
 
 /// A running demo page server.
 #[derive(Debug)]
@@ -25,6 +28,8 @@ impl DemoServer {
                 Response::ok("text/html; charset=utf-8", CLASS_HTML)
             } else if path == "/health.html" {
                 Response::ok("text/html; charset=utf-8", HEALTH_HTML)
+            } else if path == "/events.html" {
+                Response::ok("text/html; charset=utf-8", EVENTS_HTML)
             } else {
                 Response::text(404, "not found\n")
             }
@@ -45,6 +50,11 @@ impl DemoServer {
     /// The media health test page's URL (e.g. `silent=10&frozen=10`).
     pub fn health_url(&self, query: &str) -> String {
         format!("http://{}/health.html?{query}", self.addr)
+    }
+
+    /// The event track test page's URL (e.g. `flash=1500&rtc=1`).
+    pub fn events_url(&self, query: &str) -> String {
+        format!("http://{}/events.html?{query}", self.addr)
     }
 
     /// The address served on.

@@ -1,12 +1,13 @@
 //! Questions only a recording's worker can answer (its thumbnail, its
 //! logs, its processes), asked through the coordinator on a stream of
-//! their own ([`recfleet_protocol::WorkerQuery`]).
+//! their own ([`recfleet_protocol::WorkerQuery`]); and a recording's event
+//! track, which the coordinator reads from the store.
 
 use quinn::{RecvStream, SendStream};
 use recfleet_protocol::quic::{self, TransportError};
 use recfleet_protocol::{
-    ErrorCode, Event, OpenStream, ProcessInfo, QueryFrame, RecordingId, Thumbnail, WorkerName,
-    WorkerQuery,
+    ErrorCode, Event, EventsRequest, OpenStream, ProcessInfo, QueryFrame, RecordingId, Thumbnail,
+    TrackEvent, WorkerName, WorkerQuery,
 };
 
 use crate::client::Client;
@@ -37,6 +38,46 @@ impl Client {
         &self,
         q: WorkerQuery,
     ) -> Result<(QueryStream, Option<QueryFrame>), ClientError> {
+        self.open_query(OpenStream::Query(q)).await
+    }
+
+    /// A recording's event track so far (`types`: only those; `tail`: the
+    /// last N), read by the coordinator from the recording's destination.
+    pub async fn events(
+        &self,
+        recording: RecordingId,
+        types: Vec<String>,
+        tail: Option<u32>,
+    ) -> Result<Vec<TrackEvent>, ClientError> {
+        let req = EventsRequest {
+            recording,
+            types,
+            tail,
+        };
+        let (mut stream, mut frame) = self.open_query(OpenStream::Events(req)).await?;
+        let mut out = Vec::new();
+        loop {
+            match frame {
+                None | Some(QueryFrame::End { .. }) => return Ok(out),
+                Some(QueryFrame::Events(batch)) => out.extend(batch),
+                Some(other) => {
+                    return Err(ClientError::Unexpected(format!(
+                        "expected events, got {other:?}"
+                    )))
+                }
+            }
+            frame = tokio::time::timeout(self.request_timeout(), stream.next())
+                .await
+                .map_err(|_| ClientError::Unexpected("the event track stopped coming".into()))??;
+        }
+    }
+
+    /// Opens a stream of [`QueryFrame`]s with `open`, following a
+    /// standby's `not_leader` to the leader (the first frame tells).
+    async fn open_query(
+        &self,
+        open_with: OpenStream,
+    ) -> Result<(QueryStream, Option<QueryFrame>), ClientError> {
         let mut hops = 0;
         loop {
             let live = self.connection().await?;
@@ -46,7 +87,7 @@ impl Client {
                     .open_bi()
                     .await
                     .map_err(TransportError::from)?;
-                quic::write_frame(&mut send, &OpenStream::Query(q.clone())).await?;
+                quic::write_frame(&mut send, &open_with).await?;
                 let mut stream = QueryStream { _send: send, recv };
                 let first = stream.next().await;
                 Ok::<_, ClientError>((stream, first))

@@ -315,6 +315,19 @@ pub enum RecordCommand {
         )]
         file: PathBuf,
     },
+    /// A recording's event track so far: slides, strokes, what the page
+    /// emitted, the browser's facts, with each event's time in the video.
+    Events {
+        /// The recording.
+        #[arg(value_parser = parse_recording)]
+        id: RecordingId,
+        /// Only events of this type (repeatable), e.g. `slide`.
+        #[arg(long = "type", short = 't', value_name = "TYPE")]
+        types: Vec<String>,
+        /// Only the last N.
+        #[arg(long, value_name = "N")]
+        tail: Option<u32>,
+    },
 }
 
 /// `record start ...`
@@ -348,6 +361,17 @@ pub struct StartArgs {
     /// Wait until the recording ends; print its final state and manifest.
     #[arg(long)]
     pub wait: bool,
+    /// Stop once the room is empty (no live remote WebRTC media) for this
+    /// long (e.g. 5m).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub empty_room_after: Option<Duration>,
+    /// Record this element's text each time it changes (a CSS selector,
+    /// repeatable, at most 8), e.g. `--watch-text '#slide-number'`.
+    #[arg(long = "watch-text", value_name = "SELECTOR", help_heading = "Event track")]
+    pub watch_text: Vec<String>,
+    /// Make chapters.vtt from the events of this type, e.g. `slide`.
+    #[arg(long, value_name = "TYPE", help_heading = "Event track")]
+    pub chapters: Option<String>,
     /// Silent after this long below -50 dBFS
     /// [default: the coordinator's, 10s].
     #[arg(long, value_parser = parse_duration, value_name = "DURATION", help_heading = "Media health")]

@@ -41,6 +41,30 @@ pub fn clock(ms: u64) -> String {
     format!("{:02}:{:02}:{:02}", s / 3600, (s % 3600) / 60, s % 60)
 }
 
+/// A position in a recording, ms: `0:04:07.250` (negative before its first
+/// frame: `-0:00:00.500`).
+pub fn media_time(ms: i64) -> String {
+    let sign = if ms < 0 { "-" } else { "" };
+    let a = ms.unsigned_abs();
+    format!(
+        "{sign}{}:{:02}:{:02}.{:03}",
+        a / 3_600_000,
+        a / 60_000 % 60,
+        a / 1000 % 60,
+        a % 1000
+    )
+}
+
+/// At most `max` characters of `s`, with `…` where it was cut.
+pub fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
 /// Frames per second from thousandths: `14.9`.
 pub fn fps(milli: u32) -> String {
     format!("{:.1}", f64::from(milli) / 1000.0)

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod events;
 pub mod frame;
 pub mod health;
 pub mod ids;
@@ -23,6 +24,7 @@ pub mod quic;
 mod wire_tests;
 
 pub use error::{ErrorCode, WireError};
+pub use events::{EventOptions, EventSource, EventsOutput, EventsRequest, TrackEvent};
 pub use health::{Health, HealthPolicy, HealthRequest, HealthState};
 pub use ids::{Epoch, IdError, RecordingId, WorkerName};
 pub use manifest::{Chunk, Manifest, ManifestSegment, Outputs, SegmentEndReason, StoredFile};

@@ -160,6 +160,9 @@ pub struct Outputs {
     pub gaps_in_file: Vec<FileGap>,
     /// Why the stitched file could not be made, if it could not.
     pub error: Option<String>,
+    /// The event track: `events.jsonl`, the chapters, counts per type.
+    #[serde(default)]
+    pub events: Option<crate::events::EventsOutput>,
 }
 
 /// A stored whole file.

@@ -72,8 +72,9 @@ pub struct StopConditions {
     pub max_duration_secs: Option<u32>,
     /// Stop when the page signals the end of the class.
     pub page_signal: Option<PageSignal>,
-    /// Stop when the page reports no participants (global `recfleetParticipants`
-    /// equal to 0) for this many seconds.
+    /// Stop when the room is empty for this many seconds: no live remote
+    /// WebRTC media in the page (or, if the page sets it, the global
+    /// `recfleetParticipants` equal to 0).
     pub empty_room_timeout_secs: Option<u32>,
 }
 
@@ -128,6 +129,10 @@ pub struct RecordingSpec {
     /// defaults, filled in when it accepts the recording).
     #[serde(default)]
     pub health: crate::health::HealthRequest,
+    /// What is kept of the page beside its picture: watched elements and
+    /// the chapters' event type (docs/events.md).
+    #[serde(default)]
+    pub events: crate::events::EventOptions,
 }
 
 impl RecordingSpec {
@@ -146,6 +151,7 @@ impl RecordingSpec {
             output: None,
             destination: None,
             health: crate::health::HealthRequest::default(),
+            events: crate::events::EventOptions::default(),
         }
     }
 
@@ -194,6 +200,9 @@ impl RecordingSpec {
                     format!("{t} is not allowed: expected 1 to 86400 seconds"),
                 );
             }
+        }
+        for (field, message) in self.events.problems() {
+            p.add(field, message);
         }
         for (field, message) in self.health.resolve().problems() {
             p.add(field, message);

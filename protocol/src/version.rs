@@ -7,15 +7,23 @@
 /// postcard encodes by position: not readable by `recfleet/1`).
 /// `recfleet/3`: media health in specs, telemetry and infos; worker
 /// queries (thumbnails, logs, processes) on streams of their own.
-pub const ALPN: &[u8] = b"recfleet/3";
+/// `recfleet/4`: the event track (spec `events`, manifest `outputs.events`,
+/// `OpenStream::Events`).
+pub const ALPN: &[u8] = b"recfleet/4";
 
 /// The version as text.
-pub const VERSION: &str = "recfleet/3";
+pub const VERSION: &str = "recfleet/4";
 
 /// Other `recfleet/N` versions a server accepts at the TLS level only in
 /// order to refuse them with a clear message (close code
 /// [`crate::error::close::VERSION_MISMATCH`]) rather than a bare TLS alert.
-pub const REFUSED_ALPNS: &[&[u8]] = &[b"recfleet/0", b"recfleet/1", b"recfleet/2", b"recfleet/4"];
+pub const REFUSED_ALPNS: &[&[u8]] = &[
+    b"recfleet/0",
+    b"recfleet/1",
+    b"recfleet/2",
+    b"recfleet/3",
+    b"recfleet/5",
+];
 
 /// The ALPN list a server offers: the real one first.
 pub fn server_alpns() -> Vec<Vec<u8>> {

@@ -121,7 +121,7 @@ fn sample_spec() -> RecordingSpec {
 }
 
 /// Golden bytes: if one of these fails, the wire format changed. That is a
-/// `recfleet/3` change unless only new enum variants were appended (see
+/// `recfleet/4` change unless only new enum variants were appended (see
 /// docs/protocol.md); do not just update the constant.
 #[test]
 fn golden_bytes() {
@@ -165,8 +165,9 @@ fn golden_bytes() {
 }
 
 const GOLDEN_SUBSCRIBE: &str = "0000000102";
-// recfleet/3: the spec's `health` (six absent fields) at its end.
-const GOLDEN_START: &str = "00000048010608636c6173732d34321e68747470733a2f2f7363686f6f6c2e6578616d706c652f726f6f6d2f3432800ad0050f0101901c000001047a6f6e6502657501000000000000000000";
+// recfleet/3: the spec's `health` (six absent fields) at its end;
+// recfleet/4: then its `events` (no watched element, no chapters).
+const GOLDEN_START: &str = "0000004a010608636c6173732d34321e68747470733a2f2f7363686f6f6c2e6578616d706c652f726f6f6d2f3432800ad0050f0101901c000001047a6f6e65026575010000000000000000000000";
 const GOLDEN_STOP_SEGMENT: &str = "0000000c0308636c6173732d34320708";
 const GOLDEN_ERROR: &str = "000000140002106e6f207265636f7264696e672022782200";
 

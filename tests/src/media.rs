@@ -226,3 +226,41 @@ pub fn beep_leads(file: &Path, dot: (u32, u32)) -> anyhow::Result<Vec<f64>> {
     }
     Ok(leads)
 }
+
+/// When the picture turns bright: for each frame whose average brightness
+/// (luma) rises above the middle from a frame below it, that frame's time
+/// in seconds from the file's start. The event track's test page flashes
+/// white on black.
+pub fn flash_onsets(file: &Path) -> anyhow::Result<Vec<f64>> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args([
+            "-an",
+            "-vf",
+            "scale=64:-2,signalstats,metadata=print:key=lavfi.signalstats.YAVG:file=-",
+            "-f",
+            "null",
+            "-",
+        ])
+        .output()
+        .context("ffmpeg signalstats")?;
+    if !out.status.success() {
+        bail!("ffmpeg: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut onsets = Vec::new();
+    let (mut pts, mut bright) = (None::<f64>, false);
+    for line in text.lines() {
+        if let Some(t) = line.split("pts_time:").nth(1) {
+            pts = t.split_whitespace().next().and_then(|v| v.parse().ok());
+        } else if let Some(v) = line.strip_prefix("lavfi.signalstats.YAVG=") {
+            let now_bright = v.trim().parse::<f64>().unwrap_or(0.0) > 128.0;
+            if let (true, false, Some(t)) = (now_bright, bright, pts) {
+                onsets.push(t);
+            }
+            bright = now_bright;
+        }
+    }
+    Ok(onsets)
+}

@@ -8,6 +8,7 @@
 //! is judged silent on its session's own clock, never the driver's.
 
 mod budget;
+mod events;
 mod query;
 mod replies;
 pub mod standby;
@@ -323,6 +324,7 @@ async fn stream(
             subscription(shared, &budget, &turns, send).await;
         }
         OpenStream::Query(q) => query::relay(shared, &identity, q, send).await,
+        OpenStream::Events(req) => events::answer(shared, &identity, req, send).await,
     }
 }
 

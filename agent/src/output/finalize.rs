@@ -18,7 +18,10 @@ use tokio::io::AsyncWriteExt;
 use super::destination::{Destination, DestinationError};
 use super::hls::{vod_playlist, HlsSegment};
 use super::remux::{remux_with, video_duration_ms, RemuxError, SlateParams, Tools};
-use super::stitch::{plan, timeline, Span};
+use super::events;
+use super::stitch::{plan, timeline, Span, Timeline};
+use recfleet_protocol::events::{CHAPTERS_KEY, EVENTS_KEY};
+use recfleet_protocol::EventsOutput;
 
 /// The stitched file's key in the recording's directory.
 pub const RECORDING_KEY: &str = "recording.mp4";
@@ -197,7 +200,7 @@ async fn make(
             });
         }
         spans.push(Span {
-            label: segment_dir(seg.epoch, seg.part),
+            label: events::segment_name(seg.epoch.0, seg.part),
             first_frame_at,
             duration_ms,
         });
@@ -211,6 +214,11 @@ async fn make(
             duration_ms,
         });
     }
+    let pieces = plan(&spans);
+    let tl = timeline(&spans, &pieces);
+    // The event track first: it is small, and a recording whose media
+    // cannot be joined still has it.
+    outputs.events = Some(store_events(dest, spec, &spans, &tl).await?);
     if spans.is_empty() {
         return match options.stitch {
             true => Err(FinalizeError::Nothing),
@@ -218,24 +226,11 @@ async fn make(
         };
     }
     if !hls.is_empty() {
-        let text = vod_playlist(&hls);
-        let len = text.len() as u64;
-        let sha = hex(&Sha256::digest(text.as_bytes()));
-        dest.put(dir, PLAYLIST_KEY, bytes::Bytes::from(text))
-            .await?;
-        outputs.playlist = Some(StoredFile {
-            url: dest.object_url(dir, PLAYLIST_KEY),
-            key: PLAYLIST_KEY.into(),
-            bytes: len,
-            sha256: sha,
-            duration_ms: 0,
-        });
+        outputs.playlist = Some(put_text(dest, dir, PLAYLIST_KEY, vod_playlist(&hls), 0).await?);
     }
     if !options.stitch {
         return Ok(());
     }
-    let pieces = plan(&spans);
-    let tl = timeline(&spans, &pieces);
     let slate = SlateParams {
         width: u32::from(spec.viewport.width),
         height: u32::from(spec.viewport.height),
@@ -272,6 +267,48 @@ async fn make(
         })
         .collect();
     Ok(())
+}
+
+/// Joins the workers' event chunks into `events.jsonl`, each event placed
+/// on the file's timeline, and writes the chapters file the spec asks for.
+async fn store_events(
+    dest: &Destination,
+    spec: &RecordingSpec,
+    spans: &[Span],
+    tl: &Timeline,
+) -> Result<EventsOutput, FinalizeError> {
+    let dir = spec.output_dir();
+    let events = events::place(events::read_chunks(dest, dir).await?, spans, tl);
+    let mut out = events::summarize(&events);
+    if events.is_empty() {
+        return Ok(out);
+    }
+    out.file = Some(put_text(dest, dir, EVENTS_KEY, events::to_jsonl(&events), 0).await?);
+    if let Some(kind) = &spec.events.chapters {
+        if let Some(vtt) = events::chapters(&events, kind, tl.duration_ms) {
+            out.chapters = Some(put_text(dest, dir, CHAPTERS_KEY, vtt, tl.duration_ms).await?);
+        }
+    }
+    Ok(out)
+}
+
+/// Stores a text object and says what was stored.
+async fn put_text(
+    dest: &Destination,
+    dir: &str,
+    key: &str,
+    text: String,
+    duration_ms: u64,
+) -> Result<StoredFile, FinalizeError> {
+    let stored = StoredFile {
+        url: dest.object_url(dir, key),
+        key: key.into(),
+        bytes: text.len() as u64,
+        sha256: hex(&Sha256::digest(text.as_bytes())),
+        duration_ms,
+    };
+    dest.put(dir, key, bytes::Bytes::from(text)).await?;
+    Ok(stored)
 }
 
 /// One object of a segment as listed: (key, size, chunk number or None for

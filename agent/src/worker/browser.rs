@@ -10,13 +10,27 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 
 pub use super::part::PageStatus;
+use super::event_track::PageDrain;
 use super::part::{PageLocation, PartContext, StartError};
 use super::process::{self, SlotProcess};
-use recfleet_protocol::spec::PageSignal;
+use recfleet_protocol::spec::{PageSignal, RecordingSpec};
 
 /// Chromium's flags (docs/capture.md says why each is there).
 pub fn chromium_args(ctx: &PartContext, profile: &std::path::Path) -> Vec<String> {
     let v = ctx.spec.viewport;
+    let mut features = String::from("Translate,MediaRouter,OptimizationHints,DialMediaRouteProvider");
+    let mut extra = Vec::new();
+    for arg in &ctx.bins.chromium_args {
+        // Chromium takes the last --disable-features: an operator's list
+        // is added to ours.
+        match arg.strip_prefix("--disable-features=") {
+            Some(more) => {
+                features.push(',');
+                features.push_str(more);
+            }
+            None => extra.push(arg.clone()),
+        }
+    }
     let mut args: Vec<String> = [
         "--disable-background-networking",
         "--disable-component-update",
@@ -26,7 +40,6 @@ pub fn chromium_args(ctx: &PartContext, profile: &std::path::Path) -> Vec<String
         "--no-first-run",
         "--no-default-browser-check",
         "--autoplay-policy=no-user-gesture-required",
-        "--disable-features=Translate,MediaRouter,OptimizationHints,DialMediaRouteProvider",
         "--password-store=basic",
         "--use-mock-keychain",
         "--disable-dev-shm-usage",
@@ -35,6 +48,7 @@ pub fn chromium_args(ctx: &PartContext, profile: &std::path::Path) -> Vec<String
     ]
     .map(String::from)
     .to_vec();
+    args.push(format!("--disable-features={features}"));
     args.push(format!("--window-size={},{}", v.width, v.height));
     // The browser's own log (crashes, GPU, network errors, console lines)
     // in the part's directory: `recfleet logs ID --process chromium`.
@@ -46,6 +60,7 @@ pub fn chromium_args(ctx: &PartContext, profile: &std::path::Path) -> Vec<String
         // process group, its own display and sink, and a fresh profile.
         args.push("--no-sandbox".into());
     }
+    args.extend(extra);
     args
 }
 
@@ -121,7 +136,7 @@ pub async fn open_page(ctx: &PartContext, port: u16) -> Result<WebDriver, StartE
         .map_err(|e| StartError::msg("chromium", format!("no browser session: {e}")))?;
     // The console hook before any script of the page runs. Without it the
     // probe installs it a second or so later, missing what came first.
-    let hook = serde_json::json!({ "source": CONSOLE_HOOK_INSTALL });
+    let hook = serde_json::json!({ "source": format!("{CONSOLE_HOOK_INSTALL}\n{}", track_install(&ctx.spec)) });
     if let Err(e) = driver
         .cdp()
         .send_raw("Page.addScriptToEvaluateOnNewDocument", hook)
@@ -199,6 +214,8 @@ fn first_line(s: &str) -> &str {
 
 #[derive(Deserialize)]
 struct Probe {
+    #[serde(default)]
+    track: PageDrain,
     ended: bool,
     participants: Option<i64>,
     #[serde(default)]
@@ -242,8 +259,27 @@ const CONSOLE_HOOK: &str = r#"
     if (buf.dropped) { console_lines.push('recfleet: ' + buf.dropped + ' console messages dropped (more than 500 a second)'); buf.dropped = 0; }
 "#;
 
-/// The script asking the page for its end signal and participant count.
-fn probe_script(signal: Option<&PageSignal>) -> String {
+/// The page's side of the event track (assets/events.js) with this
+/// recording's settings: given before the page loads, and again by each
+/// probe in case that failed (it installs itself once per document).
+pub fn track_install(spec: &RecordingSpec) -> String {
+    use recfleet_protocol::events::{BURST, DATA_MAX, RATE_PER_SEC};
+    let config = serde_json::json!({
+        "watch": spec.events.watch_text,
+        "rate": RATE_PER_SEC,
+        "burst": BURST,
+        "dataMax": DATA_MAX,
+        "maxEvents": 2000,
+        "maxBytes": 1024 * 1024,
+    });
+    format!("(function (RECFLEET_CONFIG) {{\n{TRACK_JS}\n}})({config});")
+}
+
+const TRACK_JS: &str = include_str!("../../assets/events.js");
+
+/// The script asking the page for its end signal and participant count,
+/// and draining its event track.
+fn probe_script(signal: Option<&PageSignal>, track: &str) -> String {
     let ended = match signal {
         Some(PageSignal::Variable(path)) => {
             // A dotted path, validated by the spec: safe to splice.
@@ -263,7 +299,7 @@ fn probe_script(signal: Option<&PageSignal>) -> String {
         None => "false".into(),
     };
     format!(
-        "{CONSOLE_HOOK_INSTALL}\n{CONSOLE_HOOK}\n return {{ ended: {ended}, participants: (typeof window.recfleetParticipants === 'number') ? window.recfleetParticipants : null, \
+        "{CONSOLE_HOOK_INSTALL}\n{CONSOLE_HOOK}\n{track}\n const track = window.__recfleetTrack ? window.__recfleetTrack.drain() : null;\n return {{ track, ended: {ended}, participants: (typeof window.recfleetParticipants === 'number') ? window.recfleetParticipants : null, \
          href: String(location.href), error_page: !!document.querySelector('#main-frame-error, body.neterror'), console: console_lines }};"
     )
 }
@@ -272,6 +308,7 @@ fn probe_script(signal: Option<&PageSignal>) -> String {
 pub fn spawn_page_watch(
     driver: WebDriver,
     signal: Option<PageSignal>,
+    track: String,
     every: Duration,
     answer_within: Duration,
 ) -> (
@@ -279,7 +316,7 @@ pub fn spawn_page_watch(
     tokio::task::JoinHandle<WebDriver>,
 ) {
     let (tx, rx) = mpsc::channel(4);
-    let script = probe_script(signal.as_ref());
+    let script = probe_script(signal.as_ref(), &track);
     let handle = tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -304,6 +341,7 @@ pub fn spawn_page_watch(
                             error_page: p.error_page,
                         },
                         console: p.console,
+                        track: p.track,
                     },
                     Err(e) => PageStatus::NoAnswer(e.to_string()),
                 },
@@ -348,12 +386,12 @@ mod tests {
 
     #[test]
     fn probe_guards_every_step_of_a_path() {
-        let s = probe_script(Some(&PageSignal::Variable("app.state.ended".into())));
+        let s = probe_script(Some(&PageSignal::Variable("app.state.ended".into())), "");
         assert!(
             s.contains("!!(window.app && window.app.state && window.app.state.ended && true)"),
             "{s}"
         );
-        let s = probe_script(Some(&PageSignal::Selector("#end \"x\"".into())));
+        let s = probe_script(Some(&PageSignal::Selector("#end \"x\"".into())), "");
         assert!(
             s.contains(r##"document.querySelector("#end \"x\"")"##),
             "{s}"

@@ -18,6 +18,8 @@ pub struct Binaries {
     pub chromium: PathBuf,
     /// ffmpeg.
     pub ffmpeg: PathBuf,
+    /// More Chromium flags (the worker's `chromium_args`).
+    pub chromium_args: Vec<String>,
 }
 
 impl Default for Binaries {
@@ -28,6 +30,7 @@ impl Default for Binaries {
             chromedriver: "chromedriver".into(),
             chromium: "/usr/bin/chromium".into(),
             ffmpeg: "ffmpeg".into(),
+            chromium_args: Vec::new(),
         }
     }
 }
@@ -61,6 +64,7 @@ impl Binaries {
             chromedriver: r(&self.chromedriver),
             chromium: r(&self.chromium),
             ffmpeg: r(&self.ffmpeg),
+            chromium_args: self.chromium_args.clone(),
         }
     }
 }

@@ -65,6 +65,9 @@ pub struct WorkerSettings {
     pub keep_alive_ms: u64,
     /// QUIC idle timeout, ms.
     pub idle_timeout_ms: u64,
+    /// More Chromium flags, after recfleet's own (`--disable-features=`
+    /// lists are merged with recfleet's, not replacing them).
+    pub chromium_args: Vec<String>,
 }
 
 impl Default for WorkerSettings {
@@ -88,6 +91,7 @@ impl Default for WorkerSettings {
             metrics_addr: None,
             keep_alive_ms: 500,
             idle_timeout_ms: 2000,
+            chromium_args: Vec::new(),
         }
     }
 }
@@ -140,6 +144,10 @@ pub struct WorkerArgs {
     /// HTTP address for /metrics, /healthz and /readyz.
     #[arg(long, env = "RECFLEET_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// More Chromium flags (repeatable; in the variable, separated by
+    /// spaces), e.g. `--chromium-arg=--proxy-server=http://proxy:3128`.
+    #[arg(long = "chromium-arg", env = "RECFLEET_CHROMIUM_ARGS", value_delimiter = ' ', allow_hyphen_values = true)]
+    pub chromium_args: Vec<String>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -174,6 +182,10 @@ impl WorkerArgs {
         o.set("idle_timeout_ms", self.idle_timeout_ms);
         o.set("drain_grace_secs", self.drain_grace_secs);
         o.set("metrics_addr", self.metrics_addr.map(|a| a.to_string()));
+        let args: Vec<String> = self.chromium_args.iter().filter(|a| !a.is_empty()).cloned().collect();
+        if !args.is_empty() {
+            o.set("chromium_args", Some(args));
+        }
         let s: WorkerSettings = settings::load(self.config.as_deref(), o)?;
         if s.capacity == 0 {
             return Err(Failure::invalid(
@@ -225,6 +237,7 @@ pub async fn main(args: WorkerArgs) -> Result<(), Failure> {
     config.worker_name = name.to_string();
     config.restart_period = Duration::from_secs(s.restart_period_secs);
     config.timeouts.stall = Duration::from_secs(s.stall_timeout_secs);
+    config.bins.chromium_args = s.chromium_args.clone();
     let missing = config.bins.missing();
     if !missing.is_empty() {
         return Err(Failure::unavailable(format!(

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod display;
 pub mod encoder;
 pub mod engine;
+pub mod event_track;
 pub mod external;
 pub mod guard;
 pub mod health;

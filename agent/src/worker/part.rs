@@ -123,7 +123,7 @@ impl PartContext {
 }
 
 /// What the page watcher saw.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum PageStatus {
     /// The page answered.
     Alive {
@@ -136,6 +136,8 @@ pub enum PageStatus {
         location: PageLocation,
         /// Console messages since the last answer (`level: text`).
         console: Vec<String>,
+        /// The event track since the last answer.
+        track: super::event_track::PageDrain,
     },
     /// The page did not answer this time (slow, busy).
     NoAnswer(String),

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use super::browser;
 use super::display;
 use super::encoder::{self, ProgressParser};
+use super::event_track::EventTrack;
 use super::external::start_external;
 use super::health::PageHealth;
 use super::health_watch::HealthWatch;
@@ -68,6 +69,7 @@ pub async fn run_part(
 ) -> PartResult {
     let started_at = now_ms();
     let mut procs = Vec::new();
+    let mut track = EventTrack::new(&ctx.chunk_dir, ctx.epoch.0, ctx.part);
     let up = tokio::select! {
         r = bring_up(&ctx, &mut procs, &events, started_at) => r,
         _ = stop.changed() => Err(StartError::msg("slot", "stopped while starting")),
@@ -90,7 +92,9 @@ pub async fn run_part(
                 page: None,
                 progress: watch::channel(Frames::default()).1,
             };
-            teardown(&ctx, running, &mut exits).await;
+            if let Some(last) = teardown(&ctx, running, &mut exits).await {
+                track.take(last);
+            }
             (reason, crashed, Frames::default())
         }
         Ok(mut running) => {
@@ -102,13 +106,20 @@ pub async fn run_part(
                 deadline,
                 &shared,
                 &events,
+                &mut track,
             )
             .await;
             let frames = *running.progress.borrow();
-            teardown(&ctx, running, &mut exits).await;
+            if let Some(last) = teardown(&ctx, running, &mut exits).await {
+                track.take(last);
+            }
             (reason, crashed, frames)
         }
     };
+    // Before the part is reported ended: its uploader stores this last chunk.
+    if let Err(e) = track.flush() {
+        tracing::warn!(error = %e, "the part's last events could not be written");
+    }
     let _ = std::fs::remove_dir_all(ctx.dir.join("profile"));
     ctx.append_log(
         "worker",
@@ -198,6 +209,7 @@ async fn bring_up(
             let page = browser::spawn_page_watch(
                 driver,
                 ctx.spec.stop.page_signal.clone(),
+                browser::track_install(&ctx.spec),
                 ctx.timeouts.page_check,
                 ctx.timeouts.page_answer,
             );
@@ -281,6 +293,7 @@ async fn start_encoder(
 }
 
 /// Watches the running part until a stop or a crash.
+#[allow(clippy::too_many_arguments)]
 async fn monitor(
     ctx: &PartContext,
     running: &mut Running,
@@ -289,6 +302,7 @@ async fn monitor(
     deadline: &mut Option<u64>,
     shared: &Arc<Mutex<SlotProgress>>,
     events: &mpsc::UnboundedSender<PartEvent>,
+    track: &mut EventTrack,
 ) -> (SegmentEndReason, bool) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut last_growth = tokio::time::Instant::now();
@@ -331,6 +345,7 @@ async fn monitor(
                 }
                 PageStatus::Crashed(why) => {
                     let what = format!("the page crashed: {why}");
+                    track.worker_event("browser.crashed", serde_json::json!({ "what": what }));
                     watch.page(ctx, shared, PageHealth::Crashed { at: now_ms(), what: what.clone() });
                     if ctx.spec.health.resolve().restart_crashed {
                         return (SegmentEndReason::Unhealthy { state: HealthState::PageCrashed, what }, true);
@@ -346,19 +361,26 @@ async fn monitor(
                         return (SegmentEndReason::Stalled { what: format!("the page did not answer for {} s ({why})", ctx.timeouts.stall.as_secs()) }, true);
                     }
                 }
-                PageStatus::Alive { ended, participants, location, console } => {
+                PageStatus::Alive { ended, participants, location, console, track: drained } => {
                     page_silent_since = None;
                     ctx.append_log("page", &console);
+                    // No room: no live remote WebRTC media, or the page's
+                    // own participant count says so.
+                    let empty = participants.map_or(drained.remote_media == 0, |n| n == 0);
+                    track.take(drained);
+                    if let Err(e) = track.flush() {
+                        tracing::warn!(error = %e, "events could not be written; they are dropped");
+                    }
                     let page = match location.problem(&ctx.spec.url) {
                         Some(what) => PageHealth::Wrong { since: watch.wrong_since(now_ms()), what },
                         None => PageHealth::Fine,
                     };
                     watch.page(ctx, shared, page);
-                    if ended {
+                    if ended || track.stop_asked {
                         return (SegmentEndReason::PageEnded, false);
                     }
-                    match (participants, ctx.spec.stop.empty_room_timeout_secs) {
-                        (Some(0), Some(limit)) => {
+                    match (empty, ctx.spec.stop.empty_room_timeout_secs) {
+                        (true, Some(limit)) => {
                             let since = *empty_since.get_or_insert_with(tokio::time::Instant::now);
                             if since.elapsed() >= Duration::from_secs(u64::from(limit)) {
                                 return (SegmentEndReason::EmptyRoom, false);

@@ -7,17 +7,20 @@ use recfleet_protocol::now_ms;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
+use super::event_track::PageDrain;
 use super::part::{PartContext, Running};
 use super::process::{self, Exit, SlotProcess};
 
 /// Takes the group down: the encoder first and gently (so it finalizes the
 /// file), the browser session closed, then SIGTERM to every group, SIGKILL
 /// after the grace period, and the tag swept for anything that left its group.
+/// Returns the page's last events (drained before the session closes).
 pub(super) async fn teardown(
     ctx: &PartContext,
     mut running: Running,
     exits: &mut mpsc::UnboundedReceiver<Exit>,
-) {
+) -> Option<PageDrain> {
+    let mut last_events = None;
     let grace = ctx.timeouts.grace;
     if let Some(mut stdin) = running.encoder_stdin.take() {
         catch_up(&running).await;
@@ -40,6 +43,8 @@ pub(super) async fn teardown(
     if let Some((rx, handle)) = running.page.take() {
         drop(rx);
         if let Ok(driver) = handle.await {
+            // What the page emitted since the last probe, up to the stop.
+            last_events = final_drain(&driver).await;
             // A hung page makes ChromeDriver's quit hang too; a WebDriver
             // dropped before its quit ended then quits synchronously,
             // blocking the thread it is dropped on (thirtyfour). On a
@@ -85,6 +90,7 @@ pub(super) async fn teardown(
     }
     while exits.try_recv().is_ok() {}
     running.procs.clear();
+    last_events
 }
 
 /// An encoder that falls behind (a busy machine) holds captured frames in
@@ -135,4 +141,15 @@ async fn wait_for_exit(pid: i32, within: Duration) {
     while process::is_alive(pid) && tokio::time::Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// The page's events not drained yet; a page that does not answer within a
+/// second keeps them (it is being torn down).
+async fn final_drain(driver: &thirtyfour::WebDriver) -> Option<PageDrain> {
+    const DRAIN: &str = "return window.__recfleetTrack ? window.__recfleetTrack.drain() : null;";
+    let answer = tokio::time::timeout(Duration::from_secs(1), driver.execute(DRAIN, Vec::new()))
+        .await
+        .ok()?
+        .ok()?;
+    answer.convert::<Option<PageDrain>>().ok().flatten()
 }

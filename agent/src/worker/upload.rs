@@ -19,7 +19,10 @@ use recfleet_protocol::{
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
+use super::event_track::chunk_number;
 use crate::output::destination::Destination;
+use crate::output::events;
+use recfleet_protocol::events::EVENT_CHUNKS_DIR;
 use crate::output::finalize::{hex, segment_dir};
 use crate::output::hls::parse_local_playlist;
 
@@ -239,6 +242,7 @@ impl Uploader {
             total: 0,
             next: 0,
             init_done: false,
+            next_event: 0,
             seen_at: HashMap::new(),
             pending: HashMap::new(),
         };
@@ -268,10 +272,14 @@ impl Uploader {
 /// One object to store.
 #[derive(Debug, Clone)]
 struct Item {
+    /// Its file, relative to the part's directory.
     name: String,
     seq: Option<u32>,
     media_start_ms: u64,
     duration_ms: u64,
+    /// An event chunk (its number), not media: stored under `events/`,
+    /// outside the segment's bytes and checksum.
+    event_chunk: Option<u32>,
 }
 
 struct Watcher {
@@ -288,6 +296,8 @@ struct Watcher {
     /// Next chunk number to store.
     next: u32,
     init_done: bool,
+    /// Next event chunk number to store.
+    next_event: u32,
     /// When each waiting object was first seen complete (lag).
     seen_at: HashMap<String, u64>,
     /// Sizes of objects counted in the buffer.
@@ -435,6 +445,7 @@ impl Watcher {
                     seq: None,
                     media_start_ms: 0,
                     duration_ms: 0,
+                    event_chunk: None,
                 });
             }
             self.track(&items);
@@ -449,6 +460,7 @@ impl Watcher {
                     seq: None,
                     media_start_ms: 0,
                     duration_ms: 0,
+                    event_chunk: None,
                 });
             }
         }
@@ -461,14 +473,40 @@ impl Watcher {
                     seq: Some(seq),
                     media_start_ms: at,
                     duration_ms: *duration_ms,
+                    event_chunk: None,
                 });
             }
             at += duration_ms;
         }
+        items.extend(self.event_chunks());
         self.track(&items);
         // A killed ffmpeg never ends its playlist: what it listed is all
         // there will be (the chunk it was writing is lost, at most 2 s).
         (items, playlist.ended || over)
+    }
+
+    /// The part's event chunks not stored yet, in order (the slot writes
+    /// each whole under a final name).
+    fn event_chunks(&self) -> Vec<Item> {
+        let Ok(dir) = std::fs::read_dir(self.local.join(EVENT_CHUNKS_DIR)) else {
+            return Vec::new();
+        };
+        let mut found: Vec<u32> = dir
+            .flatten()
+            .filter_map(|e| chunk_number(e.file_name().to_str()?))
+            .filter(|n| *n >= self.next_event)
+            .collect();
+        found.sort_unstable();
+        found
+            .into_iter()
+            .map(|n| Item {
+                name: format!("{EVENT_CHUNKS_DIR}/{n:05}.jsonl"),
+                seq: None,
+                media_start_ms: 0,
+                duration_ms: 0,
+                event_chunk: Some(n),
+            })
+            .collect()
     }
 
     /// Counts newly seen objects in the buffer.
@@ -549,6 +587,20 @@ impl Watcher {
         let data = tokio::fs::read(&path)
             .await
             .map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Some(n) = item.event_chunk {
+            let segment = events::segment_name(self.id.epoch.0, self.id.part);
+            dest.put(&self.id.dir, &events::chunk_key(&segment, n), Bytes::from(data))
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some(size) = self.pending.remove(&item.name) {
+                self.shared.pending_bytes.fetch_sub(size, Ordering::Relaxed);
+            }
+            self.seen_at.remove(&item.name);
+            self.account();
+            self.next_event = n + 1;
+            let _ = tokio::fs::remove_file(&path).await;
+            return Ok(());
+        }
         let key = format!("{}/{}", segment_dir(self.id.epoch, self.id.part), item.name);
         let bytes = data.len() as u64;
         let sha256 = hex(&Sha256::digest(&data));

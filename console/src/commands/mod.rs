@@ -130,6 +130,9 @@ async fn dispatch(command: Command, s: &Session) -> Result<(), ConsoleError> {
         Command::Record(RecordCommand::Thumbnail { id, file }) => {
             record::thumbnail(s, id, &file).await
         }
+        Command::Record(RecordCommand::Events { id, types, tail }) => {
+            record::events(s, id, types, tail).await
+        }
         Command::Logs(args) => logs::logs(s, args).await,
         Command::Describe { what } => describe::describe(s, what).await,
         Command::Drain(args) => drain::drain(s, args).await,

@@ -1,4 +1,4 @@
-//! `record start|stop|show`.
+//! `record start|stop|show|thumbnail|events`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -31,6 +31,11 @@ pub fn spec_from_args(args: &StartArgs) -> Result<RecordingSpec, ConsoleError> {
     spec.stop.max_duration_secs = args.max_duration.map(duration_secs);
     spec.labels = args.labels.iter().cloned().collect::<BTreeMap<_, _>>();
     spec.destination = args.destination.clone();
+    spec.stop.empty_room_timeout_secs = args.empty_room_after.map(duration_secs);
+    spec.events = recfleet_protocol::EventOptions {
+        watch_text: args.watch_text.clone(),
+        chapters: args.chapters.clone(),
+    };
     spec.health = recfleet_protocol::HealthRequest {
         silent_secs: args.silent_after.map(duration_secs),
         frozen_secs: args.frozen_after.map(duration_secs),
@@ -290,4 +295,33 @@ pub(super) async fn thumbnail(
             t.health.state
         ))
     }
+}
+
+/// `record events ID [--type T] [--tail N]`.
+pub(super) async fn events(
+    s: &Session,
+    id: RecordingId,
+    types: Vec<String>,
+    tail: Option<u32>,
+) -> Result<(), ConsoleError> {
+    let events = s.client.events(id.clone(), types, tail).await?;
+    if s.output.structured() {
+        return s.json(&events);
+    }
+    if events.is_empty() {
+        return s.text(&format!("recording {id} has no such event yet"));
+    }
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            vec![
+                e.media_ms.map_or("-".to_string(), format::media_time),
+                format::clock(e.wall_ms),
+                e.source.to_string(),
+                e.kind.clone(),
+                format::shorten(&e.data, 100),
+            ]
+        })
+        .collect();
+    s.text(format::table(&["AT", "CLOCK", "SOURCE", "TYPE", "DATA"], &rows).trim_end())
 }

@@ -2,7 +2,7 @@
 //! sends an [`OpenStream`] frame first; it names the conversation, and the
 //! frames that follow on that stream are of that conversation's types.
 //!
-//! Wire compatibility within a version (`recfleet/3`): postcard encodes enum variants by
+//! Wire compatibility within a version (`recfleet/4`): postcard encodes enum variants by
 //! index and struct fields by position, so new variants may only be appended
 //! at the end of an enum, and struct fields never change. See docs/protocol.md.
 
@@ -35,6 +35,10 @@ pub enum OpenStream {
     /// logs, its processes), relayed by the coordinator: the answer is a
     /// series of [`QueryFrame`]s ending with the stream (operator or viewer).
     Query(WorkerQuery),
+    /// A recording's event track so far, read by the coordinator from the
+    /// store: a series of [`QueryFrame::Events`] ending with
+    /// [`QueryFrame::End`] (operator or viewer).
+    Events(crate::events::EventsRequest),
 }
 
 /// Milliseconds since the Unix epoch (UTC), as all wall-clock times on the wire.

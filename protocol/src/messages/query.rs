@@ -82,6 +82,9 @@ pub enum QueryFrame {
     Processes(Vec<ProcessInfo>),
     /// The question could not be answered; the stream ends.
     Error(WireError),
+    /// Some events of a recording's track, oldest first (at most
+    /// [`crate::events::EVENTS_PER_FRAME`] per frame).
+    Events(Vec<crate::events::TrackEvent>),
     /// A followed log ends: the recording left this worker, or the worker
     /// stops.
     End {
