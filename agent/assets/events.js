@@ -139,16 +139,27 @@
     };
     window.RTCPeerConnection = Wrapped;
   }
-  const remoteMedia = () => {
-    let n = 0;
+  // Remote media is flowing when an inbound RTP stream received bytes
+  // since the last look (once a second): a peer that left stops them at
+  // once, while its tracks stay "live" until ICE gives up many seconds later.
+  let remoteMedia = 0;
+  let received = new Map();
+  setInterval(async () => {
+    const now = new Map();
+    let flowing = 0;
     for (const pc of peers) {
-      if (pc.connectionState !== 'connected') continue;
-      for (const r of pc.getReceivers()) {
-        if (r.track && r.track.readyState === 'live' && !r.track.muted) n++;
-      }
+      let stats;
+      try { stats = await pc.getStats(); } catch (e) { continue; }
+      stats.forEach((s) => {
+        if (s.type !== 'inbound-rtp') return;
+        const key = pc.__recfleetId + '/' + s.id;
+        now.set(key, s.bytesReceived || 0);
+        if ((s.bytesReceived || 0) > (received.get(key) || 0)) flowing++;
+      });
     }
-    return n;
-  };
+    received = now;
+    remoteMedia = flowing;
+  }, 1000);
 
   window.__recfleetTrack = {
     // What the probe takes: the events since the last drain, what was
@@ -156,7 +167,7 @@
     drain() {
       checkTitle();
       const events = buf.splice(0);
-      const out = { events, dropped, remote_media: remoteMedia(), peers: peers.size, stop };
+      const out = { events, dropped, remote_media: remoteMedia, peers: peers.size, stop };
       bytes = 0;
       dropped = 0;
       return out;

@@ -367,7 +367,11 @@ pub struct StartArgs {
     pub empty_room_after: Option<Duration>,
     /// Record this element's text each time it changes (a CSS selector,
     /// repeatable, at most 8), e.g. `--watch-text '#slide-number'`.
-    #[arg(long = "watch-text", value_name = "SELECTOR", help_heading = "Event track")]
+    #[arg(
+        long = "watch-text",
+        value_name = "SELECTOR",
+        help_heading = "Event track"
+    )]
     pub watch_text: Vec<String>,
     /// Make chapters.vtt from the events of this type, e.g. `slide`.
     #[arg(long, value_name = "TYPE", help_heading = "Event track")]

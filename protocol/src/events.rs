@@ -221,7 +221,10 @@ mod tests {
             data: r#"{"n":7,"title":"Fractions"}"#.into(),
         };
         let json = serde_json::to_string(&e).unwrap();
-        assert!(json.contains(r#""data":{"n":7,"title":"Fractions"}"#), "{json}");
+        assert!(
+            json.contains(r#""data":{"n":7,"title":"Fractions"}"#),
+            "{json}"
+        );
         assert!(json.contains(r#""type":"slide""#), "{json}");
         assert_eq!(serde_json::from_str::<TrackEvent>(&json).unwrap(), e);
         let wire = postcard::to_allocvec(&e).unwrap();

@@ -161,8 +161,9 @@ pub struct Outputs {
     /// Why the stitched file could not be made, if it could not.
     pub error: Option<String>,
     /// The event track: `events.jsonl`, the chapters, counts per type.
+    /// (Boxed: it is larger than the rest together.)
     #[serde(default)]
-    pub events: Option<crate::events::EventsOutput>,
+    pub events: Option<Box<crate::events::EventsOutput>>,
 }
 
 /// A stored whole file.

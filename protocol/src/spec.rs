@@ -128,11 +128,13 @@ pub struct RecordingSpec {
     /// those restart its slot (what it leaves out: the coordinator's
     /// defaults, filled in when it accepts the recording).
     #[serde(default)]
-    pub health: crate::health::HealthRequest,
+    pub health: Box<crate::health::HealthRequest>,
     /// What is kept of the page beside its picture: watched elements and
     /// the chapters' event type (docs/events.md).
+    /// (This and `health` are boxed: most recordings leave them empty, and
+    /// the spec rides in messages whose other variants are small.)
     #[serde(default)]
-    pub events: crate::events::EventOptions,
+    pub events: Box<crate::events::EventOptions>,
 }
 
 impl RecordingSpec {
@@ -150,8 +152,8 @@ impl RecordingSpec {
             capture: CaptureMode::Builtin,
             output: None,
             destination: None,
-            health: crate::health::HealthRequest::default(),
-            events: crate::events::EventOptions::default(),
+            health: Box::default(),
+            events: Box::default(),
         }
     }
 

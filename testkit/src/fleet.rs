@@ -490,6 +490,18 @@ impl TestFleet {
         self.add_worker_at(n, capacity, &[], Some((netns, coordinator)))
     }
 
+    /// [`Self::add_worker_in_netns`] with extra environment variables.
+    pub fn add_worker_in_netns_with(
+        &mut self,
+        n: u32,
+        capacity: u32,
+        netns: &str,
+        coordinator: SocketAddr,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<u32> {
+        self.add_worker_at(n, capacity, env, Some((netns, coordinator)))
+    }
+
     /// Starts (or restarts) the worker called `name`; returns its pid.
     pub fn add_worker_named(&mut self, name: &str, capacity: u32) -> anyhow::Result<u32> {
         self.spawn_worker(name.to_string(), capacity, &[], None)

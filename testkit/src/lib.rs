@@ -10,6 +10,7 @@
 //! - [`procs`]: binaries, CPU and RSS from /proc, leftover processes.
 //! - [`http`]: GETs of /metrics, /healthz and /readyz.
 //! - [`watch`]: an event subscriber read in the background.
+//! - [`netns`]: a network namespace of the test's own, behind a veth pair.
 //!
 //! Modules depend only downwards: `fleet` on `sim`, `pki`, `procs`, `watch`;
 //! `sim` on `pki`; the others on nothing here.
@@ -18,6 +19,7 @@
 
 pub mod fleet;
 pub mod http;
+pub mod netns;
 pub mod pki;
 pub mod postgres;
 pub mod procs;

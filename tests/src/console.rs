@@ -93,9 +93,14 @@ impl Console {
     /// (`operator`, `viewer`).
     pub fn flags(fleet: &TestFleet, stem: &str) -> Console {
         let tls = fleet.tls();
+        // A coordinator listening on every address is reached on loopback.
+        let mut addr = fleet.addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip([127, 0, 0, 1].into());
+        }
         let conn = vec![
             "--coordinator".into(),
-            fleet.addr.to_string().into(),
+            addr.to_string().into(),
             "--ca".into(),
             tls.join("ca.pem").into(),
             "--cert".into(),

@@ -4,6 +4,7 @@
 //! the page's own `recfleet.stop` end a recording; watched elements,
 //! chapters and `recfleet record events`.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,14 +16,14 @@ use recfleet_protocol::spec::{RecordingSpec, Viewport};
 use recfleet_protocol::{
     now_ms, ConsoleRequest, EventSource, Manifest, RecordingId, RecordingState,
 };
+use recfleet_testkit::netns::Netns;
 use recfleet_testkit::{FleetOptions, TestFleet};
 use recfleet_tests::console::Console;
 use recfleet_tests::media;
 use recfleet_tests::recordings::stop_and_complete;
 
 /// A fleet that makes recording.mp4, with `workers` workers of capacity
-/// `capacity` whose Chromium may use loopback for WebRTC (the test page's
-/// call stays on the machine).
+/// `capacity`.
 async fn fleet(workers: u32, capacity: u32) -> TestFleet {
     let mut fleet = TestFleet::start_with(FleetOptions {
         stitch: true,
@@ -31,16 +32,7 @@ async fn fleet(workers: u32, capacity: u32) -> TestFleet {
     .await
     .unwrap();
     for n in 1..=workers {
-        fleet
-            .add_worker_with(
-                n,
-                capacity,
-                &[(
-                    "RECFLEET_CHROMIUM_ARGS",
-                    "--allow-loopback-in-peer-connection --disable-features=WebRtcHideLocalIpsWithMdns",
-                )],
-            )
-            .unwrap();
+        fleet.add_worker(n, capacity).unwrap();
     }
     fleet.wait_workers(workers as usize, 30).await.unwrap();
     fleet
@@ -97,7 +89,10 @@ async fn browser_each_flash_and_its_event_are_the_same_moment_of_the_video_acros
         .unwrap();
     let first = d.info.started_at.unwrap();
     let holder = d.info.worker.clone().unwrap();
-    tokio::time::sleep(Duration::from_millis((first + 18_000).saturating_sub(now_ms()))).await;
+    tokio::time::sleep(Duration::from_millis(
+        (first + 18_000).saturating_sub(now_ms()),
+    ))
+    .await;
     fleet.signal_worker(holder.as_str(), Signal::SIGKILL);
     let d = fleet
         .wait_for(&id, 60, |d| {
@@ -114,7 +109,10 @@ async fn browser_each_flash_and_its_event_are_the_same_moment_of_the_video_acros
     let flashes: Vec<&TrackEvent> = events.iter().filter(|e| e.kind == "flash").collect();
     let segments: std::collections::BTreeSet<&str> =
         flashes.iter().map(|e| e.segment.as_str()).collect();
-    assert!(segments.len() >= 2, "flashes of one segment only: {segments:?}");
+    assert!(
+        segments.len() >= 2,
+        "flashes of one segment only: {segments:?}"
+    );
     let onsets = media::flash_onsets(&dir.join("recording.mp4")).unwrap();
     // Each flash event against the nearest flash in the file.
     let mut diffs = Vec::new();
@@ -146,8 +144,19 @@ async fn browser_each_flash_and_its_event_are_the_same_moment_of_the_video_acros
     assert!(p95 <= 67.0, "p95 {p95} ms");
     // The manifest counts them.
     let counted = m.outputs.as_ref().and_then(|o| o.events.as_ref()).unwrap();
-    assert_eq!(counted.counts.get("flash").copied(), Some(flashes.len() as u64));
-    assert!(counted.counts.get("browser.navigation").copied().unwrap_or(0) >= 2, "{counted:?}");
+    assert_eq!(
+        counted.counts.get("flash").copied(),
+        Some(flashes.len() as u64)
+    );
+    assert!(
+        counted
+            .counts
+            .get("browser.navigation")
+            .copied()
+            .unwrap_or(0)
+            >= 2,
+        "{counted:?}"
+    );
 }
 
 /// Events of `kind` in the finished recording `id`, with the manifest.
@@ -177,7 +186,11 @@ async fn browser_a_page_flooding_events_is_limited_and_its_neighbour_keeps_every
 
     let seg = &m_flood.segments[0];
     let secs = (seg.ended_at.unwrap() - seg.started_at) as f64 / 1000.0;
-    let ev = m_flood.outputs.as_ref().and_then(|o| o.events.clone()).unwrap();
+    let ev = m_flood
+        .outputs
+        .as_ref()
+        .and_then(|o| o.events.clone())
+        .unwrap();
     let kept = ev.counts.get("flood").copied().unwrap_or(0);
     println!(
         "flood: {secs:.1} s, {kept} kept, {} dropped, counts {:?}",
@@ -195,9 +208,17 @@ async fn browser_a_page_flooding_events_is_limited_and_its_neighbour_keeps_every
     let slides: Vec<u64> = calm_events
         .iter()
         .filter(|e| e.kind == "slide")
-        .map(|e| serde_json::from_str::<serde_json::Value>(&e.data).unwrap()["n"].as_u64().unwrap())
+        .map(|e| {
+            serde_json::from_str::<serde_json::Value>(&e.data).unwrap()["n"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
-    let ev_calm = m_calm.outputs.as_ref().and_then(|o| o.events.clone()).unwrap();
+    let ev_calm = m_calm
+        .outputs
+        .as_ref()
+        .and_then(|o| o.events.clone())
+        .unwrap();
     println!("calm: {} slides, dropped {}", slides.len(), ev_calm.dropped);
     assert_eq!(ev_calm.dropped, 0);
     assert!(slides.len() >= 35, "{slides:?}");
@@ -210,22 +231,47 @@ async fn browser_a_page_flooding_events_is_limited_and_its_neighbour_keeps_every
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_an_empty_room_and_the_pages_own_stop_end_their_recordings() {
-    let page = DemoServer::start("127.0.0.1:0".parse().unwrap())
+    // The browser runs in a network namespace of the test's own: the page's
+    // WebRTC call goes over the namespace's address and nowhere else.
+    let net = Netns::create(9);
+    let host = net.host_ip();
+    let page = DemoServer::start((IpAddr::from([0, 0, 0, 0]), 0).into())
         .await
         .unwrap();
-    let mut fleet = fleet(1, 2).await;
+    let url = |query: &str| format!("http://{host}:{}/events.html?{query}", page.addr().port());
+    let mut fleet = TestFleet::start_with(FleetOptions {
+        stitch: true,
+        listen_ip: [0, 0, 0, 0].into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let coordinator = SocketAddr::new(host, fleet.addr.port());
+    fleet
+        .add_worker_in_netns_with(
+            1,
+            2,
+            &net.name,
+            coordinator,
+            &[(
+                "RECFLEET_CHROMIUM_ARGS",
+                "--disable-features=WebRtcHideLocalIpsWithMdns",
+            )],
+        )
+        .unwrap();
+    fleet.wait_workers(1, 30).await.unwrap();
     // A call whose only peer leaves after 8 s; empty for 4 s ends it.
     let room = RecordingId::new("room").unwrap();
-    let mut s = spec(&room, page.events_url("rtc=1&gone=8"));
+    let mut s = spec(&room, url("rtc=1&gone=8"));
     s.stop.empty_room_timeout_secs = Some(4);
     start(&mut fleet, s).await;
     // Slides every second, watched and emitted; the page stops itself at 7 s.
     let slides = RecordingId::new("slides").unwrap();
-    let mut s = spec(&slides, page.events_url("slides=1000&stop=7"));
-    s.events = EventOptions {
+    let mut s = spec(&slides, url("slides=1000&stop=7"));
+    s.events = Box::new(EventOptions {
         watch_text: vec!["#slide".into()],
         chapters: Some("slide".into()),
-    };
+    });
     start(&mut fleet, s).await;
 
     for id in [&room, &slides] {
@@ -233,7 +279,12 @@ async fn browser_an_empty_room_and_the_pages_own_stop_end_their_recordings() {
             .wait_for(id, 90, |d| d.info.state.is_terminal())
             .await
             .unwrap();
-        assert_eq!(d.info.state, RecordingState::Completed, "{id}: {:?}", d.info);
+        assert_eq!(
+            d.info.state,
+            RecordingState::Completed,
+            "{id}: {:?}",
+            d.info
+        );
     }
 
     // The room: connected, then the peer gone, then stopped 4 s later.
@@ -264,8 +315,16 @@ async fn browser_an_empty_room_and_the_pages_own_stop_end_their_recordings() {
         gone.0 - connected.0,
         ended - gone.0
     );
-    assert!(ended >= gone.0 + 4_000, "ended {} ms after the peer left", ended - gone.0);
-    assert!(ended <= gone.0 + 4_000 + 8_000, "ended {} ms after the peer left", ended - gone.0);
+    assert!(
+        ended >= gone.0 + 4_000,
+        "ended {} ms after the peer left",
+        ended - gone.0
+    );
+    assert!(
+        ended <= gone.0 + 4_000 + 8_000,
+        "ended {} ms after the peer left",
+        ended - gone.0
+    );
 
     // The page's own stop; the watched element and the slides as chapters.
     let d = fleet.show(&slides).await.unwrap();
@@ -279,11 +338,22 @@ async fn browser_an_empty_room_and_the_pages_own_stop_end_their_recordings() {
     let watched: Vec<String> = events
         .iter()
         .filter(|e| e.source == EventSource::Watch)
-        .map(|e| serde_json::from_str::<serde_json::Value>(&e.data).unwrap()["text"].as_str().unwrap().to_string())
+        .map(|e| {
+            serde_json::from_str::<serde_json::Value>(&e.data).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert!(watched.len() >= 5, "{watched:?}");
-    assert!(watched.iter().all(|t| t.starts_with("Slide ")), "{watched:?}");
-    assert!(events.iter().any(|e| e.kind == "recfleet.stop"), "no stop event");
+    assert!(
+        watched.iter().all(|t| t.starts_with("Slide ")),
+        "{watched:?}"
+    );
+    assert!(
+        events.iter().any(|e| e.kind == "recfleet.stop"),
+        "no stop event"
+    );
     let vtt = std::fs::read_to_string(dir_of(&fleet, &slides).join("chapters.vtt")).unwrap();
     println!("{vtt}");
     assert!(vtt.starts_with("WEBVTT\n"), "{vtt}");
@@ -293,14 +363,28 @@ async fn browser_an_empty_room_and_the_pages_own_stop_end_their_recordings() {
     // The console lists them.
     let console = Console::flags(&fleet, "viewer");
     let run = console
-        .run(&["record", "events", slides.as_str(), "--type", "slide", "-o", "json"])
+        .run(&[
+            "record",
+            "events",
+            slides.as_str(),
+            "--type",
+            "slide",
+            "-o",
+            "json",
+        ])
         .await;
     let listed = run.json();
-    let listed = listed.as_array().expect("a JSON array");
+    let listed = listed
+        .as_array()
+        .unwrap_or_else(|| panic!("not a JSON array: {run}"));
     assert!(listed.len() >= 5, "{listed:?}");
     assert!(listed.iter().all(|e| e["type"] == "slide"), "{listed:?}");
-    assert!(listed.windows(2).all(|w| w[0]["media_ms"].as_i64() <= w[1]["media_ms"].as_i64()));
-    let table = console.run(&["record", "events", slides.as_str(), "--tail", "3"]).await;
+    assert!(listed
+        .windows(2)
+        .all(|w| w[0]["media_ms"].as_i64() <= w[1]["media_ms"].as_i64()));
+    let table = console
+        .run(&["record", "events", slides.as_str(), "--tail", "3"])
+        .await;
     println!("{}", table.stdout);
     assert!(table.stdout.contains("recfleet.stop"), "{}", table.stdout);
 }

@@ -252,9 +252,10 @@ async fn starting_an_id_twice_returns_the_same_recording_and_bad_specs_list_ever
     // and its media health defaults for what the request left out.
     let expected = RecordingSpec {
         destination: Some(format!("file://{}", fleet.recordings().display())),
-        health: spec
-            .health
-            .filled(&recfleet_protocol::HealthPolicy::default()),
+        health: Box::new(
+            spec.health
+                .filled(&recfleet_protocol::HealthPolicy::default()),
+        ),
         ..spec
     };
     assert_eq!(d.spec, expected);

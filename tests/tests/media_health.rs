@@ -93,7 +93,7 @@ async fn record_with_health(
     };
     spec.fps = 10;
     spec.stop.max_duration_secs = Some(600);
-    spec.health = health;
+    spec.health = Box::new(health);
     fleet
         .request(ConsoleRequest::StartRecording(spec))
         .await

@@ -3,7 +3,6 @@
 //! veth pair that the test takes down for 10 s. Needs root and iproute2.
 
 use std::net::{IpAddr, SocketAddr};
-use std::process::Command;
 use std::time::Duration;
 
 use recfleet_agent::demo::DemoServer;
@@ -11,100 +10,8 @@ use recfleet_protocol::spec::{RecordingSpec, Viewport};
 use recfleet_protocol::{
     ConsoleRequest, Epoch, RecordingId, RecordingState, SegmentEndReason, WorkerName,
 };
+use recfleet_testkit::netns::Netns;
 use recfleet_testkit::{procs, TestFleet};
-
-/// A namespace with one veth pair to the host; removed on drop.
-struct Netns {
-    name: String,
-    host_if: String,
-    ns_if: String,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("iproute2 is needed");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Netns {
-    /// Host side 10.231.N.1/30, namespace side 10.231.N.2/30: addresses of
-    /// the test's own hosts, in a namespace the test made.
-    fn create(n: u8) -> Netns {
-        let tag = format!("{}{n}", std::process::id() % 10_000);
-        let ns = Netns {
-            name: format!("rfp{tag}"),
-            host_if: format!("rfh{tag}"),
-            ns_if: format!("rfn{tag}"),
-        };
-        ip(&["netns", "add", &ns.name]);
-        ip(&[
-            "link",
-            "add",
-            &ns.host_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &ns.ns_if,
-        ]);
-        ip(&["link", "set", &ns.ns_if, "netns", &ns.name]);
-        ip(&[
-            "addr",
-            "add",
-            &format!("10.231.{n}.1/30"),
-            "dev",
-            &ns.host_if,
-        ]);
-        ip(&["link", "set", &ns.host_if, "up"]);
-        ip(&[
-            "netns",
-            "exec",
-            &ns.name,
-            "ip",
-            "addr",
-            "add",
-            &format!("10.231.{n}.2/30"),
-            "dev",
-            &ns.ns_if,
-        ]);
-        ip(&[
-            "netns", "exec", &ns.name, "ip", "link", "set", &ns.ns_if, "up",
-        ]);
-        ip(&["netns", "exec", &ns.name, "ip", "link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn link(&self, up: bool) {
-        ip(&[
-            "netns",
-            "exec",
-            &self.name,
-            "ip",
-            "link",
-            "set",
-            &self.ns_if,
-            if up { "up" } else { "down" },
-        ]);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_if])
-            .status();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_a_10_s_partition_fences_the_old_segment_and_loses_nothing() {

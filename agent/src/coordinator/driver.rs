@@ -433,13 +433,14 @@ impl Driver {
     fn show_from_store(&self, id: &RecordingId) -> ConsoleResponse {
         match self.store.recording(id) {
             Ok(Some((row, segments))) => {
-                let manifest = recfleet_protocol::manifest::Manifest::build(
+                let mut manifest = recfleet_protocol::manifest::Manifest::build(
                     id.clone(),
                     row.spec.url.clone(),
                     row.state,
                     row.reason.clone(),
                     segments.clone(),
                 );
+                manifest.outputs = row.outputs.clone();
                 ConsoleResponse::Recording(Box::new(recfleet_protocol::RecordingDetail {
                     info: info_of(&row, segment_totals(&segments), None, None),
                     spec: row.spec,

@@ -6,9 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use recfleet_protocol::events::{
-    TrackEvent, DROPPED_TYPE, EVENTS_KEY, EVENT_CHUNKS_DIR,
-};
+use recfleet_protocol::events::{TrackEvent, DROPPED_TYPE, EVENTS_KEY, EVENT_CHUNKS_DIR};
 use recfleet_protocol::{EventsOutput, Manifest};
 
 use super::destination::{Destination, DestinationError};
@@ -44,7 +42,10 @@ pub fn parse_lines(text: &str) -> Vec<TrackEvent> {
 
 /// Every event the workers stored, segment by segment in (epoch, part)
 /// order, each segment's chunks in order.
-pub async fn read_chunks(dest: &Destination, dir: &str) -> Result<Vec<TrackEvent>, DestinationError> {
+pub async fn read_chunks(
+    dest: &Destination,
+    dir: &str,
+) -> Result<Vec<TrackEvent>, DestinationError> {
     let mut keys: Vec<((u64, u32, u32), String)> = dest
         .list(dir, EVENT_CHUNKS_DIR)
         .await?
@@ -61,7 +62,10 @@ pub async fn read_chunks(dest: &Destination, dir: &str) -> Result<Vec<TrackEvent
 }
 
 /// The joined `events.jsonl` of a finalized recording.
-pub async fn read_joined(dest: &Destination, dir: &str) -> Result<Vec<TrackEvent>, DestinationError> {
+pub async fn read_joined(
+    dest: &Destination,
+    dir: &str,
+) -> Result<Vec<TrackEvent>, DestinationError> {
     let bytes = dest.get(dir, EVENTS_KEY).await?;
     Ok(parse_lines(&String::from_utf8_lossy(&bytes)))
 }
@@ -106,9 +110,9 @@ pub fn place(mut events: Vec<TrackEvent>, spans: &[Span], tl: &Timeline) -> Vec<
     pieces.extend(tl.gaps.iter().map(|g| (g.from, g.at_ms)));
     pieces.sort();
     events.retain(|e| {
-        !played.iter().any(|(label, from, to, _)| {
-            *label != e.segment && (*from..*to).contains(&e.wall_ms)
-        })
+        !played
+            .iter()
+            .any(|(label, from, to, _)| *label != e.segment && (*from..*to).contains(&e.wall_ms))
     });
     for e in &mut events {
         let w = e.wall_ms as i64;
@@ -168,7 +172,12 @@ pub fn chapters(events: &[TrackEvent], kind: &str, end_ms: u64) -> Option<String
     let marks: Vec<(u64, String)> = events
         .iter()
         .filter(|e| e.kind == kind)
-        .map(|e| (e.media_ms.unwrap_or(0).max(0) as u64, chapter_title(kind, &e.data)))
+        .map(|e| {
+            (
+                e.media_ms.unwrap_or(0).max(0) as u64,
+                chapter_title(kind, &e.data),
+            )
+        })
         .collect();
     if marks.is_empty() {
         return None;
@@ -252,7 +261,10 @@ mod tests {
     #[test]
     fn events_land_where_their_moment_is_in_the_file_across_a_failover_gap() {
         // e1-p0 plays 10 s, nothing for 6 s, e2-p0 plays 10 s.
-        let spans = [span("e1-p0", 100_000, 10_000), span("e2-p0", 116_000, 10_000)];
+        let spans = [
+            span("e1-p0", 100_000, 10_000),
+            span("e2-p0", 116_000, 10_000),
+        ];
         let tl = timeline(&spans, &plan(&spans));
         let events = vec![
             ev("e1-p0", 0, 99_500, "browser.navigation", "{}"),
@@ -267,7 +279,12 @@ mod tests {
             .collect();
         assert_eq!(
             at,
-            [(-500, "e1-p0"), (4000, "e1-p0"), (14_000, "e2-p0"), (20_000, "e2-p0")]
+            [
+                (-500, "e1-p0"),
+                (4000, "e1-p0"),
+                (14_000, "e2-p0"),
+                (20_000, "e2-p0")
+            ]
         );
     }
 
@@ -275,7 +292,10 @@ mod tests {
     fn where_two_pages_overlap_the_one_that_plays_speaks() {
         // A make-before-break move: e2-p0 starts at 105 s while e1-p0 runs
         // to 110 s; the file plays e1-p0 to 105 s, then e2-p0.
-        let spans = [span("e1-p0", 100_000, 10_000), span("e2-p0", 105_000, 10_000)];
+        let spans = [
+            span("e1-p0", 100_000, 10_000),
+            span("e2-p0", 105_000, 10_000),
+        ];
         let tl = timeline(&spans, &plan(&spans));
         let events = vec![
             ev("e1-p0", 0, 104_000, "slide", "3"),
@@ -326,7 +346,10 @@ mod tests {
     #[test]
     fn chunk_keys_name_their_segment_and_order() {
         assert_eq!(chunk_key("e3-p1", 12), "events/e3-p1/00012.jsonl");
-        assert_eq!(parse_chunk_key("events/e3-p1/00012.jsonl"), Some((3, 1, 12)));
+        assert_eq!(
+            parse_chunk_key("events/e3-p1/00012.jsonl"),
+            Some((3, 1, 12))
+        );
         assert_eq!(parse_chunk_key("events/e3-p1/x.jsonl"), None);
         assert_eq!(parse_chunk_key("segments/e3-p1/00012.jsonl"), None);
         assert_eq!(parse_lines("{bad\n\n"), vec![]);

@@ -16,9 +16,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::destination::{Destination, DestinationError};
+use super::events;
 use super::hls::{vod_playlist, HlsSegment};
 use super::remux::{remux_with, video_duration_ms, RemuxError, SlateParams, Tools};
-use super::events;
 use super::stitch::{plan, timeline, Span, Timeline};
 use recfleet_protocol::events::{CHAPTERS_KEY, EVENTS_KEY};
 use recfleet_protocol::EventsOutput;
@@ -218,7 +218,7 @@ async fn make(
     let tl = timeline(&spans, &pieces);
     // The event track first: it is small, and a recording whose media
     // cannot be joined still has it.
-    outputs.events = Some(store_events(dest, spec, &spans, &tl).await?);
+    outputs.events = Some(Box::new(store_events(dest, spec, &spans, &tl).await?));
     if spans.is_empty() {
         return match options.stitch {
             true => Err(FinalizeError::Nothing),

@@ -9,8 +9,8 @@ use thirtyfour::ChromiumLikeCapabilities;
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
-pub use super::part::PageStatus;
 use super::event_track::PageDrain;
+pub use super::part::PageStatus;
 use super::part::{PageLocation, PartContext, StartError};
 use super::process::{self, SlotProcess};
 use recfleet_protocol::spec::{PageSignal, RecordingSpec};
@@ -18,7 +18,8 @@ use recfleet_protocol::spec::{PageSignal, RecordingSpec};
 /// Chromium's flags (docs/capture.md says why each is there).
 pub fn chromium_args(ctx: &PartContext, profile: &std::path::Path) -> Vec<String> {
     let v = ctx.spec.viewport;
-    let mut features = String::from("Translate,MediaRouter,OptimizationHints,DialMediaRouteProvider");
+    let mut features =
+        String::from("Translate,MediaRouter,OptimizationHints,DialMediaRouteProvider");
     let mut extra = Vec::new();
     for arg in &ctx.bins.chromium_args {
         // Chromium takes the last --disable-features: an operator's list

@@ -146,7 +146,12 @@ pub struct WorkerArgs {
     pub metrics_addr: Option<SocketAddr>,
     /// More Chromium flags (repeatable; in the variable, separated by
     /// spaces), e.g. `--chromium-arg=--proxy-server=http://proxy:3128`.
-    #[arg(long = "chromium-arg", env = "RECFLEET_CHROMIUM_ARGS", value_delimiter = ' ', allow_hyphen_values = true)]
+    #[arg(
+        long = "chromium-arg",
+        env = "RECFLEET_CHROMIUM_ARGS",
+        value_delimiter = ' ',
+        allow_hyphen_values = true
+    )]
     pub chromium_args: Vec<String>,
     /// Print the effective configuration and exit.
     #[arg(long)]
@@ -182,7 +187,12 @@ impl WorkerArgs {
         o.set("idle_timeout_ms", self.idle_timeout_ms);
         o.set("drain_grace_secs", self.drain_grace_secs);
         o.set("metrics_addr", self.metrics_addr.map(|a| a.to_string()));
-        let args: Vec<String> = self.chromium_args.iter().filter(|a| !a.is_empty()).cloned().collect();
+        let args: Vec<String> = self
+            .chromium_args
+            .iter()
+            .filter(|a| !a.is_empty())
+            .cloned()
+            .collect();
         if !args.is_empty() {
             o.set("chromium_args", Some(args));
         }

@@ -112,7 +112,12 @@ impl EventTrack {
 
     /// An event of the worker's own (a crashed page).
     pub fn worker_event(&mut self, kind: &str, data: serde_json::Value) {
-        self.push(now_ms(), EventSource::Worker, kind.to_string(), data.to_string());
+        self.push(
+            now_ms(),
+            EventSource::Worker,
+            kind.to_string(),
+            data.to_string(),
+        );
     }
 
     fn push(&mut self, wall_ms: u64, source: EventSource, kind: String, data: String) {
@@ -202,7 +207,13 @@ mod tests {
     fn page_events_are_numbered_and_written_as_whole_chunks() {
         let dir = tempfile::tempdir().unwrap();
         let mut track = EventTrack::new(dir.path(), 2, 1);
-        track.take(drain(vec![("page", "slide", r#"{"n":1}"#), ("browser", "browser.title", r#"{"title":"x"}"#)], 0));
+        track.take(drain(
+            vec![
+                ("page", "slide", r#"{"n":1}"#),
+                ("browser", "browser.title", r#"{"title":"x"}"#),
+            ],
+            0,
+        ));
         track.flush().unwrap();
         track.flush().unwrap(); // nothing pending: no empty chunk
         track.take(drain(vec![("page", "recfleet.stop", "null")], 0));
@@ -253,7 +264,10 @@ mod tests {
         // The bucket holds BURST (one went to "slide"), refilled at the
         // rate for the microseconds between the two drains.
         let ticks = summary.counts["tick"];
-        assert!((u64::from(BURST) - 1..=u64::from(BURST) + 1).contains(&ticks), "{ticks}");
+        assert!(
+            (u64::from(BURST) - 1..=u64::from(BURST) + 1).contains(&ticks),
+            "{ticks}"
+        );
         // 7 from the page, 5 refused, and of the flood what was not kept.
         assert_eq!(summary.dropped, 7 + 5 + 5000 - ticks);
     }

@@ -22,9 +22,9 @@ use tokio::sync::{mpsc, watch};
 use super::event_track::chunk_number;
 use crate::output::destination::Destination;
 use crate::output::events;
-use recfleet_protocol::events::EVENT_CHUNKS_DIR;
 use crate::output::finalize::{hex, segment_dir};
 use crate::output::hls::parse_local_playlist;
+use recfleet_protocol::events::EVENT_CHUNKS_DIR;
 
 /// ffmpeg's playlist of complete chunks, in the part's local directory.
 pub const LOCAL_PLAYLIST: &str = "local.m3u8";
@@ -589,9 +589,13 @@ impl Watcher {
             .map_err(|e| format!("{}: {e}", path.display()))?;
         if let Some(n) = item.event_chunk {
             let segment = events::segment_name(self.id.epoch.0, self.id.part);
-            dest.put(&self.id.dir, &events::chunk_key(&segment, n), Bytes::from(data))
-                .await
-                .map_err(|e| e.to_string())?;
+            dest.put(
+                &self.id.dir,
+                &events::chunk_key(&segment, n),
+                Bytes::from(data),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             if let Some(size) = self.pending.remove(&item.name) {
                 self.shared.pending_bytes.fetch_sub(size, Ordering::Relaxed);
             }

@@ -32,18 +32,18 @@ pub fn spec_from_args(args: &StartArgs) -> Result<RecordingSpec, ConsoleError> {
     spec.labels = args.labels.iter().cloned().collect::<BTreeMap<_, _>>();
     spec.destination = args.destination.clone();
     spec.stop.empty_room_timeout_secs = args.empty_room_after.map(duration_secs);
-    spec.events = recfleet_protocol::EventOptions {
+    spec.events = Box::new(recfleet_protocol::EventOptions {
         watch_text: args.watch_text.clone(),
         chapters: args.chapters.clone(),
-    };
-    spec.health = recfleet_protocol::HealthRequest {
+    });
+    spec.health = Box::new(recfleet_protocol::HealthRequest {
         silent_secs: args.silent_after.map(duration_secs),
         frozen_secs: args.frozen_after.map(duration_secs),
         black_secs: args.black_after.map(duration_secs),
         restart_crashed: args.no_restart_on_crash.then_some(false),
         restart_frozen_secs: args.restart_frozen_after,
         restart_black_secs: args.restart_black_after,
-    };
+    });
     spec.validate().map_err(|problems| {
         ConsoleError::Wire(
             recfleet_protocol::WireError::new(

@@ -223,7 +223,7 @@ impl Fleet {
         // without a destination is the same request.
         spec.destination
             .get_or_insert_with(|| self.settings.destination.clone());
-        spec.health = spec.health.filled(&self.settings.health);
+        spec.health = Box::new(spec.health.filled(&self.settings.health));
         if let Err(problems) = spec.validate() {
             return ConsoleResponse::Error(
                 WireError::new(

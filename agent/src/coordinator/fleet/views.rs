@@ -101,13 +101,16 @@ impl Fleet {
     /// The manifest of a recording as it stands.
     pub(super) fn manifest(&self, id: &RecordingId) -> Option<Manifest> {
         let r = self.recordings.get(id)?;
-        Some(Manifest::build(
+        let mut m = Manifest::build(
             id.clone(),
             r.row.spec.url.clone(),
             r.row.state,
             r.row.reason.clone(),
             r.segments.clone(),
-        ))
+        );
+        // The same document as manifest.json, outputs included.
+        m.outputs = r.row.outputs.clone();
+        Some(m)
     }
 
     /// The worker's info with derived fields (used, recordings) filled in.

@@ -61,7 +61,7 @@ fn frames(events: Vec<TrackEvent>) -> Vec<QueryFrame> {
 /// The events the request asks for: its types, its last N.
 fn select(mut events: Vec<TrackEvent>, req: &EventsRequest) -> Vec<TrackEvent> {
     if !req.types.is_empty() {
-        events.retain(|e| req.types.iter().any(|t| *t == e.kind));
+        events.retain(|e| req.types.contains(&e.kind));
     }
     if let Some(n) = req.tail {
         let skip = events.len().saturating_sub(n as usize);
@@ -113,7 +113,11 @@ async fn read(
             events::read_joined(&dest, dir).await
         } else {
             let (spans, tl) = events::live_timeline(&detail.manifest, now_ms());
-            Ok(events::place(events::read_chunks(&dest, dir).await?, &spans, &tl))
+            Ok(events::place(
+                events::read_chunks(&dest, dir).await?,
+                &spans,
+                &tl,
+            ))
         }
     };
     match tokio::time::timeout(READ_WITHIN, read).await {
