@@ -258,6 +258,8 @@ async fn drive(
     let mut spec = RecordingSpec::new(id.clone(), demo.url("title=recfleet%20demo%20class"));
     spec.stop.max_duration_secs = Some(duration.as_secs().max(1) as u32);
     spec.stop.page_signal = Some(PageSignal::demo());
+    // The demo page emits its slide changes: they make the chapters.
+    spec.events.chapters = Some("slide".into());
     let started = match client.start(spec).await {
         Ok(s) => s,
         Err(e @ ClientError::Wire(_)) => {
@@ -300,6 +302,16 @@ async fn drive(
                 if mp4.is_file() {
                     eprintln!("  recording.mp4: {}", mp4.display());
                 }
+                let dir = recordings.join(id.as_str());
+                for (file, what) in [
+                    ("events.jsonl", "the event track"),
+                    ("chapters.vtt", "chapters, one per slide"),
+                ] {
+                    if dir.join(file).is_file() {
+                        eprintln!("  {file}: {} ({what})", dir.join(file).display());
+                    }
+                }
+                eprintln!("  its slides: recfleet record events {id} --type slide");
                 println!("{}", manifest.display());
                 if state == RecordingState::Completed {
                     return Ok(());
