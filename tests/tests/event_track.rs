@@ -81,8 +81,13 @@ async fn browser_each_flash_and_its_event_are_the_same_moment_of_the_video_acros
         .unwrap();
     let mut fleet = fleet(2, 1).await;
     let id = RecordingId::new("flashes").unwrap();
-    // A flash every 1.5 s, at the spec's default 15 fps.
-    start(&mut fleet, spec(&id, page.events_url("flash=1500"))).await;
+    // A flash every 1.5 s, a tick every 100 ms. Captured at 30 fps: the
+    // file's frames are the ruler, and a frame is when the flash is seen,
+    // up to a frame after it was painted (at 15 fps that sampling alone
+    // spans the whole 67 ms).
+    let mut s = spec(&id, page.events_url("flash=1500&tick=100"));
+    s.fps = 30;
+    start(&mut fleet, s).await;
     let d = fleet
         .wait_for(&id, 60, |d| d.info.state == RecordingState::Recording)
         .await
@@ -93,6 +98,7 @@ async fn browser_each_flash_and_its_event_are_the_same_moment_of_the_video_acros
         (first + 18_000).saturating_sub(now_ms()),
     ))
     .await;
+    let killed_at = now_ms();
     fleet.signal_worker(holder.as_str(), Signal::SIGKILL);
     let d = fleet
         .wait_for(&id, 60, |d| {
@@ -101,7 +107,7 @@ async fn browser_each_flash_and_its_event_are_the_same_moment_of_the_video_acros
         .await
         .unwrap();
     assert!(d.info.epoch.0 >= 2, "{:?}", d.info);
-    tokio::time::sleep(Duration::from_secs(18)).await;
+    tokio::time::sleep(Duration::from_secs(21)).await;
     let m = stop_and_complete(&mut fleet, &id).await;
 
     let dir = dir_of(&fleet, &id);
@@ -112,6 +118,21 @@ async fn browser_each_flash_and_its_event_are_the_same_moment_of_the_video_acros
     assert!(
         segments.len() >= 2,
         "flashes of one segment only: {segments:?}"
+    );
+    // The killed worker's page: its events reach to within 2 s of the kill
+    // (one probe's drain, then the upload).
+    let last_before = events
+        .iter()
+        .filter(|e| e.segment == "e1-p0" && e.kind == "tick")
+        .map(|e| e.wall_ms)
+        .max()
+        .unwrap();
+    let lost = killed_at as i64 - last_before as i64;
+    println!("the killed worker's events end {lost} ms before the kill");
+    // Ticks come every 100 ms.
+    assert!(
+        lost <= 2_000 + 100,
+        "{lost} ms of events lost with the worker"
     );
     let onsets = media::flash_onsets(&dir.join("recording.mp4")).unwrap();
     // Each flash event against the nearest flash in the file.
@@ -142,6 +163,13 @@ async fn browser_each_flash_and_its_event_are_the_same_moment_of_the_video_acros
     );
     assert!(diffs.len() >= 20, "only {} flashes matched", diffs.len());
     assert!(p95 <= 67.0, "p95 {p95} ms");
+    // And each event lies in the frame that first shows its flash: after
+    // the frame before it was taken (33 ms), before it was (a few ms of
+    // paint aside).
+    assert!(
+        diffs.iter().all(|d| (-5.0..=33.4 + 17.0).contains(d)),
+        "events outside the frame that shows them: {diffs:?}"
+    );
     // The manifest counts them.
     let counted = m.outputs.as_ref().and_then(|o| o.events.as_ref()).unwrap();
     assert_eq!(

@@ -117,7 +117,8 @@ impl WebhookEvent {
 
 /// Where a completed recording's output is, for the `output` field of
 /// `recording.completed`: the URLs of its objects in its destination
-/// (`location` the recording's directory; `mp4` and `hls` once made).
+/// (`location` the recording's directory; `mp4` and `hls` once made;
+/// `events` and `chapters` when the page left an event track).
 pub fn output_of(row: &RecordingRow) -> serde_json::Value {
     let dir = row.spec.output_dir();
     let location = match (&row.outputs, &row.spec.destination) {
@@ -132,6 +133,8 @@ pub fn output_of(row: &RecordingRow) -> serde_json::Value {
         "mp4": outputs.and_then(|o| o.recording.as_ref()).map(|f| f.url.clone()),
         "hls": outputs.and_then(|o| o.playlist.as_ref()).map(|f| f.url.clone()),
         "duration_ms": outputs.and_then(|o| o.recording.as_ref()).map(|f| f.duration_ms),
+        "events": outputs.and_then(|o| o.events.as_ref()?.file.as_ref()).map(|f| f.url.clone()),
+        "chapters": outputs.and_then(|o| o.events.as_ref()?.chapters.as_ref()).map(|f| f.url.clone()),
     })
 }
 
