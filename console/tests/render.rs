@@ -256,6 +256,43 @@ fn recording_detail_shows_its_live_picture_and_sound_meter() {
 }
 
 #[test]
+fn recording_detail_shows_its_latest_events_on_the_video_clock() {
+    let mut a = math_detail();
+    let id = recfleet_protocol::RecordingId::new("math-101").unwrap();
+    let ev = |media_ms: i64, kind: &str, data: &str| recfleet_protocol::TrackEvent {
+        media_ms: Some(media_ms),
+        wall_ms: NOW - 5000,
+        segment: "e1-p0".into(),
+        seq: 0,
+        source: recfleet_protocol::EventSource::Page,
+        kind: kind.into(),
+        data: data.into(),
+    };
+    a.on_conn(ConnEvent::Track {
+        id,
+        events: vec![
+            ev(
+                -300,
+                "browser.navigation",
+                r#"{"url":"https://class.example/room/1"}"#,
+            ),
+            ev(247_250, "slide", r#"{"n":7,"title":"Fractions"}"#),
+        ],
+    });
+    let screen = render(&a, W, 40);
+    assert!(screen.contains("latest events"), "{screen}");
+    assert!(screen.contains("0:04:07.250  slide"), "{screen}");
+    assert!(
+        screen.contains(r#"{"n":7,"title":"Fractions"}"#),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("-0:00:00.300  browser.navigation"),
+        "{screen}"
+    );
+}
+
+#[test]
 fn recording_detail_says_why_there_is_no_picture() {
     let mut a = math_detail();
     a.on_conn(ConnEvent::NoThumbnail {

@@ -154,8 +154,8 @@ impl App {
         None
     }
 
-    /// What to fetch again on the clock: the detail pane's picture of a
-    /// running recording, the describe page.
+    /// What to fetch again on the clock: the detail pane's picture and
+    /// latest events of a running recording, the describe page.
     pub fn refreshes(&self) -> Vec<super::conn::ToConn> {
         use super::conn::ToConn;
         let mut out = Vec::new();
@@ -166,6 +166,7 @@ impl App {
             if let Some(r) = rows::selected_recording(&self.state, &self.ui) {
                 if r.state.holds_capacity() {
                     out.push(ToConn::Thumbnail(r.id.clone()));
+                    out.push(ToConn::Events(r.id.clone()));
                 }
             }
         }

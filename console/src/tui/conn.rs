@@ -31,11 +31,16 @@ pub enum ToConn {
     Thumbnail(RecordingId),
     /// Fetch what `describe` shows of a recording.
     Describe(RecordingId),
+    /// Fetch a recording's latest events.
+    Events(RecordingId),
     /// Follow a recording's logs (ending any other).
     FollowLogs(RecordingId),
     /// Stop following.
     StopLogs,
 }
+
+/// Events of the selected recording shown in the detail pane.
+pub const TRACK_SHOWN: u32 = 6;
 
 /// Runs until `cmds` closes (the TUI quit).
 pub async fn run(
@@ -113,7 +118,7 @@ pub async fn run(
                         result: Err("not connected to the coordinator; nothing was done".to_string()),
                     });
                 }
-                Some(ToConn::Show(_) | ToConn::Thumbnail(_) | ToConn::Describe(_)) if !connected => {}
+                Some(ToConn::Show(_) | ToConn::Thumbnail(_) | ToConn::Describe(_) | ToConn::Events(_)) if !connected => {}
                 Some(cmd) => {
                     let client = client.clone();
                     let events = events.clone();
@@ -175,6 +180,14 @@ async fn carry_out(client: &Client, cmd: ToConn, events: UnboundedSender<ConnEve
         ToConn::Describe(id) => {
             let text = describe_text(client, id.clone()).await;
             let _ = events.send(ConnEvent::Described { id, text });
+        }
+        ToConn::Events(id) => {
+            // A recording with no track yet (or no store to read) shows none.
+            let track = client
+                .events(id.clone(), Vec::new(), Some(TRACK_SHOWN))
+                .await
+                .unwrap_or_default();
+            let _ = events.send(ConnEvent::Track { id, events: track });
         }
         // Handled by the loop.
         ToConn::FollowLogs(_) | ToConn::StopLogs => {}

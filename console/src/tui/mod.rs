@@ -156,6 +156,7 @@ where
                     }
                     Some(Command::Show(id)) => {
                         let _ = cmds.send(ToConn::Thumbnail(id.clone()));
+                        let _ = cmds.send(ToConn::Events(id.clone()));
                         let _ = cmds.send(ToConn::Show(id));
                     }
                     Some(Command::Describe(id)) => {

@@ -108,6 +108,13 @@ pub enum ConnEvent {
         /// Why.
         reason: String,
     },
+    /// A recording's latest events.
+    Track {
+        /// The recording.
+        id: RecordingId,
+        /// Its last events, oldest first.
+        events: Vec<recfleet_protocol::TrackEvent>,
+    },
     /// The text of `describe` for a recording.
     Described {
         /// The recording.
@@ -236,6 +243,8 @@ pub struct State {
     pub thumb: Option<Thumb>,
     /// The `describe` text, as last fetched.
     pub described: Option<(RecordingId, String)>,
+    /// The selected recording's latest events, as last fetched.
+    pub track: Option<(RecordingId, Vec<recfleet_protocol::TrackEvent>)>,
     /// The followed log.
     pub log: FollowedLog,
 }
@@ -258,6 +267,7 @@ impl State {
             resyncing: false,
             flash: None,
             thumb: None,
+            track: None,
             described: None,
             log: FollowedLog::default(),
         }
@@ -338,6 +348,7 @@ impl State {
                 }
             }
             ConnEvent::Described { id, text } => self.described = Some((id, text)),
+            ConnEvent::Track { id, events } => self.track = Some((id, events)),
             ConnEvent::Logs { id, lines } => {
                 if self.log.id.as_ref() == Some(&id) {
                     self.log.lines.extend(lines);

@@ -121,6 +121,21 @@ pub fn lines(app: &App) -> Vec<String> {
             }
             None => out.push("(enter: load segments)".to_string()),
         }
+        if let Some((_, events)) = s.track.as_ref().filter(|(id, _)| *id == r.id) {
+            out.push(String::new());
+            out.push("latest events".to_string());
+            if events.is_empty() {
+                out.push("  none yet".to_string());
+            }
+            for e in events {
+                out.push(format!(
+                    "  {}  {}  {}",
+                    e.media_ms.map_or("-".to_string(), format::media_time),
+                    e.kind,
+                    format::shorten(&e.data, 60)
+                ));
+            }
+        }
         return out;
     }
     vec!["nothing selected".to_string()]
