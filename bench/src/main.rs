@@ -6,6 +6,7 @@
 
 mod analysis;
 mod browser;
+mod events;
 mod ha;
 mod harness;
 mod output;
@@ -246,6 +247,7 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
             "7. coordinators on PostgreSQL (store, leader failover)",
         ),
         ("health", "8. media health (the encoder's analysis)"),
+        ("events", "9. event track (a page flooding events)"),
     ];
     let mut failed = Vec::new();
     for (key, title) in benches {
@@ -264,6 +266,7 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
             "output" => output::run(&opts, &dir).await,
             "ha" => ha::run(&opts, &agent, &dir).await,
             "health" => analysis::run(&opts, &dir).await,
+            "events" => events::run(&opts, &agent, &dir).await,
             _ => browser::density(&opts, &agent, &dir).await,
         };
         let mut v = match r {
@@ -434,8 +437,25 @@ fn table(r: &Value) -> String {
             num(&h["ratio"], 2),
         ));
     }
+    let e = &r["events"];
+    if e.get("worker_ratio").is_some() {
+        line(format!(
+            "9. Event track: two 720p15 recordings on one worker for {} s; beside a calm page, one emitting 10,000 events/s: worker {} -> {} cores ({}x), slots {} -> {} cores ({}x); the calm page's fps {} -> {}; the flood kept {} and dropped {}",
+            e["secs"],
+            num(&e["calm"]["worker_cores"], 3),
+            num(&e["flood"]["worker_cores"], 3),
+            num(&e["worker_ratio"], 2),
+            num(&e["calm"]["slot_cores"], 2),
+            num(&e["flood"]["slot_cores"], 2),
+            num(&e["slots_ratio"], 2),
+            num(&e["calm"]["fps"][0], 1),
+            num(&e["flood"]["fps"][0], 1),
+            e["flood"]["tracks"][1]["kept"],
+            e["flood"]["tracks"][1]["dropped"],
+        ));
+    }
     for k in [
-        "rtt", "scale", "start", "failover", "density", "output", "health",
+        "rtt", "scale", "start", "failover", "density", "output", "health", "events",
     ] {
         if let Some(e) = r[k].get("error") {
             line(format!("{k}: FAILED: {e}"));
