@@ -65,6 +65,8 @@ KNOWN_ENV = {
     "RECFLEET_HEALTH_BLACK_SECS", "RECFLEET_HEALTH_RESTART_CRASHED",
     "RECFLEET_HEALTH_RESTART_FROZEN_SECS", "RECFLEET_HEALTH_RESTART_BLACK_SECS",
     "RECFLEET_CONTEXT_NAME",
+    # Issue 15: more Chromium flags on a worker.
+    "RECFLEET_CHROMIUM_ARGS",
     # Not the daemon's: the systemd unit's word list for flags without a
     # variable, the console's context file, Kubernetes' service link.
     "RECFLEET_WORKER_ARGS", "RECFLEET_CONTEXT", "RECFLEET_COORDINATOR_SERVICE_HOST",

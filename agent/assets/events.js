@@ -121,7 +121,9 @@
       const pc = new Orig(...args);
       const id = next++;
       pc.__recfleetId = id;
-      peers.add(pc);
+      // Watched until closed; a page that opens peers without ever closing
+      // them is watched for its first 64 at a time (the set keeps them alive).
+      if (peers.size < 64) peers.add(pc);
       push('browser', 'browser.webrtc', { peer: id, state: 'new' });
       pc.addEventListener('connectionstatechange', () => {
         push('browser', 'browser.webrtc', { peer: id, state: pc.connectionState });
