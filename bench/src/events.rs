@@ -82,10 +82,14 @@ async fn phase(
     }
     let mut tracks = Vec::new();
     for id in &ids {
-        fleet.request(ConsoleRequest::StopRecording { id: id.clone() }).await?;
+        fleet
+            .request(ConsoleRequest::StopRecording { id: id.clone() })
+            .await?;
     }
     for id in &ids {
-        let d = fleet.wait_for(id, 120, |d| d.info.state.is_terminal()).await?;
+        let d = fleet
+            .wait_for(id, 120, |d| d.info.state.is_terminal())
+            .await?;
         let ev = d.manifest.outputs.and_then(|o| o.events);
         tracks.push(json!({
             "kept": ev.as_ref().map(|e| e.total),
@@ -115,7 +119,14 @@ pub async fn run(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Value>
     let mut fleet = start_fleet(agent, dir, 3000).await?;
     fleet.add_worker(1, 2)?;
     fleet.wait_workers(1, 30).await?;
-    let calm = phase(&mut fleet, &page, "calm", ["slides=1000", "slides=1000"], secs).await?;
+    let calm = phase(
+        &mut fleet,
+        &page,
+        "calm",
+        ["slides=1000", "slides=1000"],
+        secs,
+    )
+    .await?;
     let flood = phase(
         &mut fleet,
         &page,
@@ -124,7 +135,8 @@ pub async fn run(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Value>
         secs,
     )
     .await?;
-    let ratio = |k: &str| flood[k].as_f64().unwrap_or(f64::NAN) / calm[k].as_f64().unwrap_or(f64::NAN);
+    let ratio =
+        |k: &str| flood[k].as_f64().unwrap_or(f64::NAN) / calm[k].as_f64().unwrap_or(f64::NAN);
     Ok(json!({
         "secs": secs,
         "calm": calm,

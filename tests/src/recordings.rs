@@ -10,8 +10,14 @@ pub async fn stop_and_complete(fleet: &mut TestFleet, id: &RecordingId) -> Manif
         .request(ConsoleRequest::StopRecording { id: id.clone() })
         .await
         .unwrap();
+    wait_completed(fleet, id, 90).await
+}
+
+/// Waits up to `secs` until a recording has ended, asserts that it
+/// completed, and returns its manifest.
+pub async fn wait_completed(fleet: &mut TestFleet, id: &RecordingId, secs: u64) -> Manifest {
     let d = fleet
-        .wait_for(id, 90, |d| d.info.state.is_terminal())
+        .wait_for(id, secs, |d| d.info.state.is_terminal())
         .await
         .unwrap();
     assert_eq!(

@@ -18,7 +18,7 @@ async fn the_dev_fleet_adds_its_context_beside_an_existing_one_unchanged() {
                 cert = \"/etc/recfleet/op.pem\"\nkey = \"/etc/recfleet/op-key.pem\"\n";
     std::fs::write(&file, prod).unwrap();
 
-    let mut dev = dev_fleet(&dir.path().join("fleet"), &file).await;
+    let dev = dev_fleet(&dir.path().join("fleet"), &file).await;
 
     let console = Console::bare(dir.path());
     let run = console
@@ -66,13 +66,7 @@ async fn the_dev_fleet_adds_its_context_beside_an_existing_one_unchanged() {
         .await;
     assert_eq!(run.expect_code(0).json()[0]["name"], "w1", "{run}");
 
-    let pid = nix::unistd::Pid::from_raw(dev.id().unwrap() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(40), dev.wait())
-        .await
-        .expect("the dev fleet did not stop within 40 s of SIGTERM")
-        .unwrap();
-    assert!(status.success(), "{status}");
+    stop_dev(dev).await;
 }
 
 /// Starts `recfleet-agent dev` in `dir` with the context file `file`;
@@ -107,6 +101,17 @@ async fn dev_fleet(dir: &std::path::Path, file: &std::path::Path) -> tokio::proc
     }
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     dev
+}
+
+/// SIGTERM to the dev fleet: it must exit 0 within 40 s.
+async fn stop_dev(mut dev: tokio::process::Child) {
+    let pid = nix::unistd::Pid::from_raw(dev.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(40), dev.wait())
+        .await
+        .expect("the dev fleet did not stop within 40 s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,7 +158,7 @@ async fn browser_the_demo_leaves_its_event_track_and_chapters_and_the_console_li
     assert!(stderr.contains("chapters.vtt"), "{stderr}");
 
     // The next day: the dev fleet again, and the console asks for its slides.
-    let mut dev = dev_fleet(&fleet_dir, &file).await;
+    let dev = dev_fleet(&fleet_dir, &file).await;
     let console = Console::bare(dir.path());
     let run = console
         .run(&[
@@ -177,11 +182,5 @@ async fn browser_the_demo_leaves_its_event_track_and_chapters_and_the_console_li
         .collect();
     assert!(slides.len() >= 3, "{run}");
     assert!(slides.windows(2).all(|w| w[1] == w[0] + 1), "{slides:?}");
-    let pid = nix::unistd::Pid::from_raw(dev.id().unwrap() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(40), dev.wait())
-        .await
-        .expect("the dev fleet did not stop within 40 s of SIGTERM")
-        .unwrap();
-    assert!(status.success(), "{status}");
+    stop_dev(dev).await;
 }

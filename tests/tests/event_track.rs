@@ -20,7 +20,7 @@ use recfleet_testkit::netns::Netns;
 use recfleet_testkit::{FleetOptions, TestFleet};
 use recfleet_tests::console::Console;
 use recfleet_tests::media;
-use recfleet_tests::recordings::stop_and_complete;
+use recfleet_tests::recordings::{stop_and_complete, wait_completed};
 
 /// A fleet that makes recording.mp4, with `workers` workers of capacity
 /// `capacity`.
@@ -303,16 +303,7 @@ async fn browser_an_empty_room_and_the_pages_own_stop_end_their_recordings() {
     start(&mut fleet, s).await;
 
     for id in [&room, &slides] {
-        let d = fleet
-            .wait_for(id, 90, |d| d.info.state.is_terminal())
-            .await
-            .unwrap();
-        assert_eq!(
-            d.info.state,
-            RecordingState::Completed,
-            "{id}: {:?}",
-            d.info
-        );
+        wait_completed(&mut fleet, id, 90).await;
     }
 
     // The room: connected, then the peer gone, then stopped 4 s later.

@@ -265,6 +265,12 @@ async fn browser_silence_then_a_still_picture_then_a_crash_are_told_in_order_and
         s.matches('▀').count() > 100 && s.contains("dBFS")
     })
     .await;
+    // Below them, the recording's latest events (its page loaded: a
+    // navigation at least), read from the store.
+    tmux.wait_screen("the latest events", 20, |s| {
+        s.contains("latest events") && s.contains("browser.navigation")
+    })
+    .await;
     tmux.keys(&["d"]);
     tmux.wait_screen("describe with processes", 20, |s| {
         s.contains("describe health") && s.contains("ffmpeg") && s.contains("health_changed")

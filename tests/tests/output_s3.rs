@@ -340,6 +340,12 @@ async fn browser_kill_9_mid_recording_to_s3_still_gives_one_stitched_file() {
         body["output"]["hls"],
         format!("s3://{BUCKET}/{PREFIX}/{id}/index.m3u8")
     );
+    // The demo page emits its slides: the event track is in the bucket too.
+    assert_eq!(
+        body["output"]["events"],
+        format!("s3://{BUCKET}/{PREFIX}/{id}/events.jsonl"),
+        "{body}"
+    );
     fleet.shutdown().await;
 }
 
