@@ -188,7 +188,21 @@ pub struct EventsOutput {
     pub total: u64,
     /// Events dropped by the limits (rate, size), as the workers counted.
     pub dropped: u64,
+    /// Chunks left out of `events.jsonl` because the track was larger than
+    /// a coordinator reads at once ([`JOIN_MAX_BYTES`]); they stay in the
+    /// store under `events/`.
+    #[serde(default)]
+    pub unread_chunks: u64,
 }
+
+/// The most bytes of chunks joined into `events.jsonl` (the coordinator
+/// holds them in memory while it does).
+pub const JOIN_MAX_BYTES: u64 = 512 * 1024 * 1024;
+/// The most bytes of track `recfleet record events` reads for one answer.
+pub const ANSWER_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// The most events one part keeps (at the page's limit, 40 minutes of a
+/// page that emits all it may); more are dropped and counted.
+pub const PART_MAX_EVENTS: u64 = 500_000;
 
 /// `recfleet record events`: a recording's event track so far.
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]

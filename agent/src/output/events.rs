@@ -41,24 +41,42 @@ pub fn parse_lines(text: &str) -> Vec<TrackEvent> {
 }
 
 /// Every event the workers stored, segment by segment in (epoch, part)
-/// order, each segment's chunks in order.
+/// order, each segment's chunks in order; at most `max_bytes` of chunks
+/// are read, and the number of chunks left unread is returned beside.
 pub async fn read_chunks(
     dest: &Destination,
     dir: &str,
-) -> Result<Vec<TrackEvent>, DestinationError> {
-    let mut keys: Vec<((u64, u32, u32), String)> = dest
+    max_bytes: u64,
+) -> Result<(Vec<TrackEvent>, u64), DestinationError> {
+    let mut keys: Vec<((u64, u32, u32), String, u64)> = dest
         .list(dir, EVENT_CHUNKS_DIR)
         .await?
         .into_iter()
-        .filter_map(|(key, _)| Some((parse_chunk_key(&key)?, key)))
+        .filter_map(|(key, size)| Some((parse_chunk_key(&key)?, key, size)))
         .collect();
     keys.sort();
     let mut out = Vec::new();
-    for (_, key) in keys {
+    let (mut read, mut unread) = (0u64, 0u64);
+    for (_, key, size) in keys {
+        if read.saturating_add(size) > max_bytes {
+            unread += 1;
+            continue;
+        }
+        read += size;
         let bytes = dest.get(dir, &key).await?;
         out.extend(parse_lines(&String::from_utf8_lossy(&bytes)));
     }
-    Ok(out)
+    Ok((out, unread))
+}
+
+/// The size of the joined `events.jsonl`, if it is there.
+pub async fn joined_size(dest: &Destination, dir: &str) -> Result<Option<u64>, DestinationError> {
+    Ok(dest
+        .list(dir, EVENTS_KEY)
+        .await?
+        .into_iter()
+        .find(|(key, _)| key == EVENTS_KEY)
+        .map(|(_, size)| size))
 }
 
 /// The joined `events.jsonl` of a finalized recording.

@@ -20,7 +20,7 @@ use super::events;
 use super::hls::{vod_playlist, HlsSegment};
 use super::remux::{remux_with, video_duration_ms, RemuxError, SlateParams, Tools};
 use super::stitch::{plan, timeline, Span, Timeline};
-use recfleet_protocol::events::{CHAPTERS_KEY, EVENTS_KEY};
+use recfleet_protocol::events::{CHAPTERS_KEY, EVENTS_KEY, JOIN_MAX_BYTES};
 use recfleet_protocol::EventsOutput;
 
 /// The stitched file's key in the recording's directory.
@@ -278,8 +278,16 @@ async fn store_events(
     tl: &Timeline,
 ) -> Result<EventsOutput, FinalizeError> {
     let dir = spec.output_dir();
-    let events = events::place(events::read_chunks(dest, dir).await?, spans, tl);
+    let (read, unread) = events::read_chunks(dest, dir, JOIN_MAX_BYTES).await?;
+    if unread > 0 {
+        tracing::warn!(
+            recording = %spec.id, unread,
+            "the event track is larger than a coordinator joins at once: its last chunks stay in events/ only"
+        );
+    }
+    let events = events::place(read, spans, tl);
     let mut out = events::summarize(&events);
+    out.unread_chunks = unread;
     if events.is_empty() {
         return Ok(out);
     }

@@ -9,8 +9,8 @@
 use std::path::{Path, PathBuf};
 
 use recfleet_protocol::events::{
-    check_type, TrackEvent, BURST, DATA_MAX, DROPPED_TYPE, EVENT_CHUNKS_DIR, RATE_PER_SEC,
-    STOP_TYPE,
+    check_type, TrackEvent, BURST, DATA_MAX, DROPPED_TYPE, EVENT_CHUNKS_DIR, PART_MAX_EVENTS,
+    RATE_PER_SEC, STOP_TYPE,
 };
 use recfleet_protocol::{now_ms, EventSource};
 use serde::Deserialize;
@@ -91,7 +91,8 @@ impl EventTrack {
                     continue;
                 }
             };
-            if self.tokens < 1.0 || !acceptable(source, &kind, &data) {
+            if self.tokens < 1.0 || self.seq >= PART_MAX_EVENTS || !acceptable(source, &kind, &data)
+            {
                 self.dropped += 1;
                 continue;
             }

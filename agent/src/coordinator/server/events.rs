@@ -9,16 +9,16 @@ use std::time::Duration;
 
 use quinn::SendStream;
 use recfleet_certs::Identity;
-use recfleet_protocol::events::EVENTS_PER_FRAME;
+use recfleet_protocol::events::{ANSWER_MAX_BYTES, EVENTS_PER_FRAME};
 use recfleet_protocol::{
-    now_ms, ConsoleRequest, ConsoleResponse, ErrorCode, EventsRequest, QueryFrame, TrackEvent,
-    WireError,
+    now_ms, ConsoleRequest, ConsoleResponse, ErrorCode, EventsRequest, QueryFrame, RecordingDetail,
+    RecordingId, TrackEvent, WireError,
 };
 use tokio::time::Instant;
 
 use super::{ask, forbidden, Shared};
 use crate::coordinator::cmd::{Cmd, REQUEST_DEADLINE};
-use crate::output::destination::Destination;
+use crate::output::destination::{Destination, DestinationError};
 use crate::output::events;
 
 /// How long reading the track from the store may take.
@@ -101,28 +101,11 @@ async fn read(
     };
     let dest = Destination::open(&url)
         .map_err(|e| WireError::new(ErrorCode::Unavailable, format!("destination {url}: {e}")))?;
-    let dir = detail.spec.output_dir();
-    let joined = detail
-        .manifest
-        .outputs
-        .as_ref()
-        .and_then(|o| o.events.as_ref())
-        .is_some_and(|e| e.file.is_some());
-    let read = async {
-        if joined {
-            events::read_joined(&dest, dir).await
-        } else {
-            let (spans, tl) = events::live_timeline(&detail.manifest, now_ms());
-            Ok(events::place(
-                events::read_chunks(&dest, dir).await?,
-                &spans,
-                &tl,
-            ))
-        }
-    };
+    let read = read_track(&dest, &detail, &req.recording);
     match tokio::time::timeout(READ_WITHIN, read).await {
         Ok(Ok(events)) => Ok(events),
-        Ok(Err(e)) => Err(WireError::new(
+        Ok(Err(NotRead::TooLarge(why))) => Err(WireError::new(ErrorCode::InvalidInput, why)),
+        Ok(Err(NotRead::Store(e))) => Err(WireError::new(
             ErrorCode::Unavailable,
             format!("the store at {url}: {e}"),
         )),
@@ -134,4 +117,53 @@ async fn read(
             ),
         )),
     }
+}
+
+/// Why a track is not sent: the store failed, or it is too large for one
+/// answer.
+enum NotRead {
+    Store(DestinationError),
+    TooLarge(String),
+}
+
+impl From<DestinationError> for NotRead {
+    fn from(e: DestinationError) -> Self {
+        NotRead::Store(e)
+    }
+}
+
+/// The recording's track: its `events.jsonl` once finalized, else the
+/// chunks stored so far placed on its timeline as it stands.
+async fn read_track(
+    dest: &Destination,
+    detail: &RecordingDetail,
+    id: &RecordingId,
+) -> Result<Vec<TrackEvent>, NotRead> {
+    let dir = detail.spec.output_dir();
+    let too_big = |what: String| {
+        NotRead::TooLarge(format!(
+            "the track of {id} is {what}: more than the {} MiB read for one answer; \
+             read events.jsonl (or the chunks under events/) from {}",
+            ANSWER_MAX_BYTES >> 20,
+            dest.location(dir)
+        ))
+    };
+    let joined = detail
+        .manifest
+        .outputs
+        .as_ref()
+        .and_then(|o| o.events.as_ref())
+        .is_some_and(|e| e.file.is_some());
+    if joined {
+        return match events::joined_size(dest, dir).await? {
+            Some(size) if size > ANSWER_MAX_BYTES => Err(too_big(format!("{} MiB", size >> 20))),
+            _ => Ok(events::read_joined(dest, dir).await?),
+        };
+    }
+    let (spans, tl) = events::live_timeline(&detail.manifest, now_ms());
+    let (read, unread) = events::read_chunks(dest, dir, ANSWER_MAX_BYTES).await?;
+    if unread > 0 {
+        return Err(too_big(format!("{unread} chunks larger")));
+    }
+    Ok(events::place(read, &spans, &tl))
 }
