@@ -7,14 +7,9 @@
 //! finalizing joins them into `events.jsonl` with each event's position in
 //! `recording.mp4`, and a WebVTT chapters file from one event type.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-
-use crate::manifest::StoredFile;
-use crate::messages::UnixMillis;
-use crate::RecordingId;
 
 /// The joined track's key in the recording's directory.
 pub const EVENTS_KEY: &str = "events.jsonl";
@@ -131,8 +126,9 @@ pub struct TrackEvent {
     /// Negative before the first frame. None in the workers' chunks.
     #[serde(default)]
     pub media_ms: Option<i64>,
-    /// Wall clock when it happened, ms (the page's clock for page events).
-    pub wall_ms: UnixMillis,
+    /// Wall clock when it happened, Unix ms (the page's clock for page
+    /// events).
+    pub wall_ms: u64,
     /// The segment whose page produced it (`e1-p0`).
     pub segment: String,
     /// Its order in that segment, from 0.
@@ -173,28 +169,6 @@ mod json_text {
     }
 }
 
-/// What the event track of a finalized recording holds (manifest
-/// `outputs.events`).
-#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct EventsOutput {
-    /// `events.jsonl`.
-    pub file: Option<StoredFile>,
-    /// `chapters.vtt`, when the recording asked for chapters.
-    pub chapters: Option<StoredFile>,
-    /// Events kept, per type.
-    pub counts: BTreeMap<String, u64>,
-    /// Events in the file.
-    pub total: u64,
-    /// Events dropped by the limits (rate, size), as the workers counted.
-    pub dropped: u64,
-    /// Chunks left out of `events.jsonl` because the track was larger than
-    /// a coordinator reads at once ([`JOIN_MAX_BYTES`]); they stay in the
-    /// store under `events/`.
-    #[serde(default)]
-    pub unread_chunks: u64,
-}
-
 /// The most bytes of chunks joined into `events.jsonl` (the coordinator
 /// holds them in memory while it does).
 pub const JOIN_MAX_BYTES: u64 = 512 * 1024 * 1024;
@@ -203,21 +177,6 @@ pub const ANSWER_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// The most events one part keeps (at the page's limit, 40 minutes of a
 /// page that emits all it may); more are dropped and counted.
 pub const PART_MAX_EVENTS: u64 = 500_000;
-
-/// `recfleet record events`: a recording's event track so far.
-#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventsRequest {
-    /// The recording.
-    pub recording: RecordingId,
-    /// Only these types (empty: all).
-    pub types: Vec<String>,
-    /// Only the last N events.
-    pub tail: Option<u32>,
-}
-
-/// The most events in one frame of an answer.
-pub const EVENTS_PER_FRAME: usize = 200;
 
 #[cfg(test)]
 mod tests {

@@ -24,10 +24,12 @@ pub mod quic;
 mod wire_tests;
 
 pub use error::{ErrorCode, WireError};
-pub use events::{EventOptions, EventSource, EventsOutput, EventsRequest, TrackEvent};
+pub use events::{EventOptions, EventSource, TrackEvent};
 pub use health::{Health, HealthPolicy, HealthRequest, HealthState};
 pub use ids::{Epoch, IdError, RecordingId, WorkerName};
-pub use manifest::{Chunk, Manifest, ManifestSegment, Outputs, SegmentEndReason, StoredFile};
+pub use manifest::{
+    Chunk, EventsOutput, Manifest, ManifestSegment, Outputs, SegmentEndReason, StoredFile,
+};
 pub use messages::*;
 pub use spec::{RecordingSpec, Viewport};
 pub use state::RecordingState;

@@ -163,7 +163,7 @@ pub struct Outputs {
     /// The event track: `events.jsonl`, the chapters, counts per type.
     /// (Boxed: it is larger than the rest together.)
     #[serde(default)]
-    pub events: Option<Box<crate::events::EventsOutput>>,
+    pub events: Option<Box<EventsOutput>>,
 }
 
 /// A stored whole file.
@@ -372,4 +372,26 @@ mod tests {
         assert_eq!(t.gaps.len(), 1);
         assert_eq!(t.covered_ms, 11_000);
     }
+}
+
+/// What the event track of a finalized recording holds (manifest
+/// `outputs.events`).
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct EventsOutput {
+    /// `events.jsonl`.
+    pub file: Option<StoredFile>,
+    /// `chapters.vtt`, when the recording asked for chapters.
+    pub chapters: Option<StoredFile>,
+    /// Events kept, per type.
+    pub counts: std::collections::BTreeMap<String, u64>,
+    /// Events in the file.
+    pub total: u64,
+    /// Events dropped by the limits (rate, size), as the workers counted.
+    pub dropped: u64,
+    /// Chunks left out of `events.jsonl` because the track was larger than
+    /// a coordinator reads at once ([`crate::events::JOIN_MAX_BYTES`]); they stay in the
+    /// store under `events/`.
+    #[serde(default)]
+    pub unread_chunks: u64,
 }

@@ -38,7 +38,7 @@ pub enum OpenStream {
     /// A recording's event track so far, read by the coordinator from the
     /// store: a series of [`QueryFrame::Events`] ending with
     /// [`QueryFrame::End`] (operator or viewer).
-    Events(crate::events::EventsRequest),
+    Events(EventsRequest),
 }
 
 /// Milliseconds since the Unix epoch (UTC), as all wall-clock times on the wire.

@@ -83,7 +83,7 @@ pub enum QueryFrame {
     /// The question could not be answered; the stream ends.
     Error(WireError),
     /// Some events of a recording's track, oldest first (at most
-    /// [`crate::events::EVENTS_PER_FRAME`] per frame).
+    /// [`EVENTS_PER_FRAME`] per frame).
     Events(Vec<crate::events::TrackEvent>),
     /// A followed log ends: the recording left this worker, or the worker
     /// stops.
@@ -145,3 +145,18 @@ pub struct ProcessInfo {
     /// Resident memory, bytes.
     pub rss_bytes: u64,
 }
+
+/// `recfleet record events`: a recording's event track so far.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsRequest {
+    /// The recording.
+    pub recording: RecordingId,
+    /// Only these types (empty: all).
+    pub types: Vec<String>,
+    /// Only the last N events.
+    pub tail: Option<u32>,
+}
+
+/// The most events in one frame of an answer.
+pub const EVENTS_PER_FRAME: usize = 200;

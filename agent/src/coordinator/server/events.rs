@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use quinn::SendStream;
 use recfleet_certs::Identity;
-use recfleet_protocol::events::{ANSWER_MAX_BYTES, EVENTS_PER_FRAME};
+use recfleet_protocol::events::ANSWER_MAX_BYTES;
+use recfleet_protocol::EVENTS_PER_FRAME;
 use recfleet_protocol::{
     now_ms, ConsoleRequest, ConsoleResponse, ErrorCode, EventsRequest, QueryFrame, RecordingDetail,
     RecordingId, TrackEvent, WireError,
