@@ -9,14 +9,16 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::files::read_file;
-use crate::{pem, CertError, Identity};
+use crate::{pem, CertError, Identity, Role};
 
 /// Everything one party needs for mutual TLS: the trust root(s), its own
 /// certificate chain and private key, all DER.
@@ -124,16 +126,76 @@ pub fn server_config(material: &TlsMaterial, alpn: &[&[u8]]) -> Result<ServerCon
 
 /// Client side (agents, consoles): verifies the server against the CA and the
 /// server name it dials (which must be among the server certificate's SANs),
-/// presents its own certificate, TLS 1.3 only, no 0-RTT.
+/// and that the server's certificate is a coordinator's (a worker's or an
+/// operator's certificate from the same CA must not pass for the fleet's
+/// server); presents its own certificate, TLS 1.3 only, no 0-RTT.
 pub fn client_config(material: &TlsMaterial, alpn: &[&[u8]]) -> Result<ClientConfig, CertError> {
     let provider = provider();
-    let verifier =
+    let webpki =
         WebPkiServerVerifier::builder_with_provider(material.roots()?, provider.clone()).build()?;
+    let verifier = Arc::new(CoordinatorOnly(webpki));
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_webpki_verifier(verifier)
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(material.chain.clone(), material.key.clone_key())?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     config.enable_early_data = false;
     Ok(config)
+}
+
+/// The CA's and the server name's checks (webpki), then the role: only a
+/// coordinator certificate may serve. ("dangerous" is rustls's name for any
+/// verifier of one's own; this one only adds a check after webpki's.)
+#[derive(Debug)]
+struct CoordinatorOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for CoordinatorOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.0.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        match crate::identity_from_der(end_entity) {
+            Ok(id) if id.role() == Role::Coordinator => Ok(verified),
+            Ok(id) => Err(rustls::Error::General(format!(
+                "the server's certificate is {id}, not a coordinator: this is not the fleet's coordinator"
+            ))),
+            Err(e) => Err(rustls::Error::General(format!(
+                "the server's certificate carries no recfleet identity: {e}"
+            ))),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }

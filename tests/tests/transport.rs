@@ -22,7 +22,13 @@ struct Server {
 }
 
 async fn start_server(pki: &Pki) -> Server {
-    let tls = pki.issue(Role::Coordinator, "coord").unwrap();
+    start_server_as(pki, Role::Coordinator, "coord").await
+}
+
+/// A server holding a certificate of `role` (a coordinator's, normally)
+/// valid for `localhost`.
+async fn start_server_as(pki: &Pki, role: Role, name: &str) -> Server {
+    let tls = pki.issue_with_sans(role, name, &["localhost"]).unwrap();
     let endpoint = quic::server_endpoint(
         "127.0.0.1:0".parse().unwrap(),
         &tls,
@@ -174,6 +180,29 @@ async fn an_expired_certificate_is_refused() {
         server_side.to_lowercase().contains("expired"),
         "server saw: {server_side}"
     );
+}
+
+#[tokio::test]
+async fn a_server_that_is_not_a_coordinator_is_refused_by_its_clients() {
+    // A worker's certificate from the fleet's own CA, valid for the name
+    // dialled: it still is not the fleet's server.
+    let pki = Pki::temp().unwrap();
+    for role in [Role::Agent, Role::Operator] {
+        let server = start_server_as(&pki, role, "impostor").await;
+        let client = quic::client_endpoint(
+            &pki.issue(Role::Operator, "alice").unwrap(),
+            TransportSettings::default(),
+        )
+        .unwrap();
+        let err = who_am_i(&client, server.addr)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("{role}/impostor, not a coordinator")),
+            "client saw: {err}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -590,6 +590,19 @@ pub async fn start(
     let (ca, cert, key) = settings.tls_paths();
     let tls =
         TlsMaterial::load(&ca, &cert, &key).map_err(|e| Failure::invalid(format!("tls: {e}")))?;
+    // Clients accept only a coordinator certificate as the fleet's server:
+    // say so now rather than have every worker and console refuse it.
+    let me = tls
+        .identity()
+        .map_err(|e| Failure::invalid(format!("tls: {}: {e}", cert.display())))?;
+    if me.role() != recfleet_certs::Role::Coordinator {
+        return Err(Failure::invalid(format!(
+            "{} is a {} certificate ({me}); a coordinator needs a coordinator certificate \
+             (recfleet-certs issue --role coordinator)",
+            cert.display(),
+            me.role()
+        )));
+    }
     let url_policy = UrlPolicy {
         allowed_hosts: settings.allowed_hosts.clone(),
         allow_link_local: settings.allow_link_local,
