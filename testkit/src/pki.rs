@@ -115,6 +115,18 @@ impl Pki {
         Ok(self.ca.tls_material(&issued)?)
     }
 
+    /// TLS material for `role/name` whose validity begins tomorrow.
+    pub fn issue_not_yet_valid(&self, role: Role, name: &str) -> anyhow::Result<TlsMaterial> {
+        let now = time::OffsetDateTime::now_utc();
+        let issued = self.ca.issue(&IssueRequest {
+            identity: Identity::new(role, name)?,
+            sans: Vec::new(),
+            not_before: now + time::Duration::days(1),
+            not_after: now + time::Duration::days(30),
+        })?;
+        Ok(self.ca.tls_material(&issued)?)
+    }
+
     /// TLS material for `role/name` whose validity ended an hour ago.
     pub fn issue_expired(&self, role: Role, name: &str) -> anyhow::Result<TlsMaterial> {
         let now = time::OffsetDateTime::now_utc();

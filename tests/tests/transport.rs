@@ -183,6 +183,31 @@ async fn an_expired_certificate_is_refused() {
 }
 
 #[tokio::test]
+async fn a_certificate_not_valid_yet_is_refused() {
+    let pki = Pki::temp().unwrap();
+    let mut server = start_server(&pki).await;
+    let client = quic::client_endpoint(
+        &pki.issue_not_yet_valid(Role::Operator, "early").unwrap(),
+        TransportSettings::default(),
+    )
+    .unwrap();
+    let err = who_am_i(&client, server.addr)
+        .await
+        .unwrap_err()
+        .to_string();
+    let server_side = next_outcome(&mut server).await.unwrap_err();
+    println!("client saw: {err}\nserver saw: {server_side}");
+    assert!(
+        err.to_lowercase().contains("certificate"),
+        "client saw: {err}"
+    );
+    assert!(
+        server_side.to_lowercase().contains("not valid yet") || server_side.contains("NotValidYet"),
+        "server saw: {server_side}"
+    );
+}
+
+#[tokio::test]
 async fn a_server_that_is_not_a_coordinator_is_refused_by_its_clients() {
     // A worker's certificate from the fleet's own CA, valid for the name
     // dialled: it still is not the fleet's server.
