@@ -267,7 +267,9 @@ async fn browser_killed_children_restart_the_group_into_new_segments() {
     let mut seen = Vec::new();
     wait_for(&mut events, &mut seen, 60, first_frame_of(0)).await;
     for (part, victim) in [(0u32, "chromium"), (1, "chromedriver"), (2, "ffmpeg")] {
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Past the first 2-second chunk: a part killed earlier may have
+        // stored nothing to play (ffmpeg lists a chunk once it is closed).
+        tokio::time::sleep(Duration::from_millis(3500)).await;
         let part_tag = format!("{tag}/p{part}");
         let pid = slot_pid(&part_tag, victim)
             .unwrap_or_else(|| panic!("no {victim} in {:?}", procs::tagged(&part_tag)));
