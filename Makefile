@@ -10,7 +10,7 @@ APT_PACKAGES := chromium chromium-driver ffmpeg xvfb pulseaudio pulseaudio-utils
 	iproute2 procps tmux python3 python3-venv ca-certificates postgresql
 PYTHON_VENV := .venv
 
-.PHONY: demo test fuzz-build deps apt-deps py-deps build lint unit fmt bench bench-smoke bench-deps clean \
+.PHONY: demo test fuzz fuzz-build deps apt-deps py-deps build lint unit fmt bench bench-smoke bench-deps clean \
 	deploy-check deploy-deps deploy-tools
 
 demo: deps
@@ -23,10 +23,17 @@ test: deps lint fuzz-build
 	$(CARGO) nextest run --workspace --profile ci
 	$(CARGO) test --workspace --doc
 
-# The decoder's fuzz target must keep building (docs/protocol.md says how to
-# run it with cargo fuzz); a plain stable build checks that.
+# The fuzz targets must keep building (docs/protocol.md says how to run
+# them); a plain stable build checks that.
 fuzz-build:
 	$(CARGO) build --manifest-path fuzz/Cargo.toml
+
+# Every fuzz target for RUNS executions (docs/reliability.md has the
+# figures); needs `cargo install cargo-fuzz`.
+RUNS ?= 10000000
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	scripts/fuzz.sh $(RUNS)
 
 deps: apt-deps py-deps
 
