@@ -215,8 +215,10 @@ fn first_line(s: &str) -> &str {
 
 #[derive(Deserialize)]
 struct Probe {
+    /// Null when the page's side of the track is not there (a page that
+    /// broke it breaks only its own track, not the probe).
     #[serde(default)]
-    track: PageDrain,
+    track: Option<PageDrain>,
     ended: bool,
     participants: Option<i64>,
     #[serde(default)]
@@ -300,7 +302,7 @@ fn probe_script(signal: Option<&PageSignal>, track: &str) -> String {
         None => "false".into(),
     };
     format!(
-        "{CONSOLE_HOOK_INSTALL}\n{CONSOLE_HOOK}\n{track}\n const track = window.__recfleetTrack ? window.__recfleetTrack.drain() : null;\n return {{ track, ended: {ended}, participants: (typeof window.recfleetParticipants === 'number') ? window.recfleetParticipants : null, \
+        "{CONSOLE_HOOK_INSTALL}\n{CONSOLE_HOOK}\n try {{ {track} }} catch (e) {{}}\n let track = null; try {{ track = window.__recfleetTrack ? window.__recfleetTrack.drain() : null; }} catch (e) {{}}\n return {{ track, ended: {ended}, participants: (typeof window.recfleetParticipants === 'number') ? window.recfleetParticipants : null, \
          href: String(location.href), error_page: !!document.querySelector('#main-frame-error, body.neterror'), console: console_lines }};"
     )
 }
@@ -342,7 +344,7 @@ pub fn spawn_page_watch(
                             error_page: p.error_page,
                         },
                         console: p.console,
-                        track: p.track,
+                        track: p.track.unwrap_or_default(),
                     },
                     Err(e) => PageStatus::NoAnswer(e.to_string()),
                 },
@@ -384,6 +386,20 @@ fn classify(error: &str) -> PageStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_whose_track_is_broken_still_answers_the_probe() {
+        let p: Probe = serde_json::from_value(serde_json::json!({
+            "track": null, "ended": false, "participants": null, "href": "https://x/"
+        }))
+        .unwrap();
+        assert!(p.track.is_none());
+        // The track's install and drain are guarded: a page that makes
+        // them throw does not make the probe throw.
+        let s = probe_script(None, "INSTALL");
+        assert!(s.contains("try { INSTALL } catch (e) {}"), "{s}");
+        assert!(s.contains("try { track = window.__recfleetTrack"), "{s}");
+    }
 
     #[test]
     fn probe_guards_every_step_of_a_path() {
