@@ -40,6 +40,19 @@ pub fn parse_lines(text: &str) -> Vec<TrackEvent> {
         .collect()
 }
 
+/// The workers' chunks in the store, in (epoch, part, number) order, with
+/// their sizes.
+async fn chunk_keys(dest: &Destination, dir: &str) -> Result<Vec<(String, u64)>, DestinationError> {
+    let mut keys: Vec<((u64, u32, u32), String, u64)> = dest
+        .list(dir, EVENT_CHUNKS_DIR)
+        .await?
+        .into_iter()
+        .filter_map(|(key, size)| Some((parse_chunk_key(&key)?, key, size)))
+        .collect();
+    keys.sort();
+    Ok(keys.into_iter().map(|(_, key, size)| (key, size)).collect())
+}
+
 /// Every event the workers stored, segment by segment in (epoch, part)
 /// order, each segment's chunks in order; at most `max_bytes` of chunks
 /// are read, and the number of chunks left unread is returned beside.
@@ -48,16 +61,9 @@ pub async fn read_chunks(
     dir: &str,
     max_bytes: u64,
 ) -> Result<(Vec<TrackEvent>, u64), DestinationError> {
-    let mut keys: Vec<((u64, u32, u32), String, u64)> = dest
-        .list(dir, EVENT_CHUNKS_DIR)
-        .await?
-        .into_iter()
-        .filter_map(|(key, size)| Some((parse_chunk_key(&key)?, key, size)))
-        .collect();
-    keys.sort();
     let mut out = Vec::new();
     let (mut read, mut unread) = (0u64, 0u64);
-    for (_, key, size) in keys {
+    for (key, size) in chunk_keys(dest, dir).await? {
         if read.saturating_add(size) > max_bytes {
             unread += 1;
             continue;
@@ -67,6 +73,27 @@ pub async fn read_chunks(
         out.extend(parse_lines(&String::from_utf8_lossy(&bytes)));
     }
     Ok((out, unread))
+}
+
+/// The last events the workers stored, at least `n` of them when there
+/// are (whole chunks, read from the newest back): what a live view needs,
+/// without reading a long recording's every chunk.
+pub async fn read_last_chunks(
+    dest: &Destination,
+    dir: &str,
+    n: usize,
+) -> Result<Vec<TrackEvent>, DestinationError> {
+    let mut out: Vec<TrackEvent> = Vec::new();
+    for (key, _) in chunk_keys(dest, dir).await?.into_iter().rev() {
+        if out.len() >= n {
+            break;
+        }
+        let bytes = dest.get(dir, &key).await?;
+        let mut older = parse_lines(&String::from_utf8_lossy(&bytes));
+        older.append(&mut out);
+        out = older;
+    }
+    Ok(out)
 }
 
 /// The size of the joined `events.jsonl`, if it is there.
@@ -359,6 +386,44 @@ mod tests {
         assert_eq!(s.total, 3);
         assert_eq!(s.dropped, 9012);
         assert_eq!(s.counts["slide"], 1);
+    }
+
+    #[tokio::test]
+    async fn the_last_events_are_read_from_the_newest_chunks_only() {
+        let root = tempfile::tempdir().unwrap();
+        let dest = Destination::open(&format!("file://{}", root.path().display())).unwrap();
+        for (seg, n, walls) in [
+            ("e1-p0", 0, vec![1u64, 2]),
+            ("e1-p0", 1, vec![3]),
+            ("e2-p0", 0, vec![4, 5]),
+        ] {
+            let events: Vec<TrackEvent> =
+                walls.iter().map(|w| ev(seg, *w, *w, "tick", "1")).collect();
+            dest.put(
+                "rec",
+                &chunk_key(seg, n),
+                bytes::Bytes::from(to_jsonl(&events)),
+            )
+            .await
+            .unwrap();
+        }
+        let walls = |v: Vec<TrackEvent>| v.iter().map(|e| e.wall_ms).collect::<Vec<_>>();
+        assert_eq!(
+            walls(read_last_chunks(&dest, "rec", 2).await.unwrap()),
+            [4, 5]
+        );
+        assert_eq!(
+            walls(read_last_chunks(&dest, "rec", 3).await.unwrap()),
+            [3, 4, 5]
+        );
+        assert_eq!(
+            walls(read_last_chunks(&dest, "rec", 9).await.unwrap()),
+            [1, 2, 3, 4, 5]
+        );
+        let (all, unread) = read_chunks(&dest, "rec", u64::MAX).await.unwrap();
+        assert_eq!((walls(all), unread), (vec![1, 2, 3, 4, 5], 0));
+        let (some, unread) = read_chunks(&dest, "rec", 1).await.unwrap();
+        assert_eq!((some.len(), unread), (0, 3));
     }
 
     #[test]

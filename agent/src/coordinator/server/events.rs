@@ -102,7 +102,7 @@ async fn read(
     };
     let dest = Destination::open(&url)
         .map_err(|e| WireError::new(ErrorCode::Unavailable, format!("destination {url}: {e}")))?;
-    let read = read_track(&dest, &detail, &req.recording);
+    let read = read_track(&dest, &detail, &req.recording, &req.types, req.tail);
     match tokio::time::timeout(READ_WITHIN, read).await {
         Ok(Ok(events)) => Ok(events),
         Ok(Err(NotRead::TooLarge(why))) => Err(WireError::new(ErrorCode::InvalidInput, why)),
@@ -139,6 +139,8 @@ async fn read_track(
     dest: &Destination,
     detail: &RecordingDetail,
     id: &RecordingId,
+    types: &[String],
+    tail: Option<u32>,
 ) -> Result<Vec<TrackEvent>, NotRead> {
     let dir = detail.spec.output_dir();
     let too_big = |what: String| {
@@ -162,6 +164,12 @@ async fn read_track(
         };
     }
     let (spans, tl) = events::live_timeline(&detail.manifest, now_ms());
+    // The last N of every type (the TUI's latest events, every 2 s): the
+    // newest chunks only, not the whole of a long recording.
+    if let (Some(n), true) = (tail, types.is_empty()) {
+        let read = events::read_last_chunks(dest, dir, n as usize).await?;
+        return Ok(events::place(read, &spans, &tl));
+    }
     let (read, unread) = events::read_chunks(dest, dir, ANSWER_MAX_BYTES).await?;
     if unread > 0 {
         return Err(too_big(format!("{unread} chunks larger")));
