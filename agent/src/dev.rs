@@ -174,6 +174,12 @@ async fn run(args: DevArgs) -> anyhow::Result<()> {
             s(&dir.join("coordinator")),
             "--manifest-root".into(),
             s(&recordings),
+            // Local pages are what the dev fleet records; any other
+            // coordinator refuses loopback unless allowed.
+            "--allow-internal".into(),
+            recfleet_protocol::egress::UrlPolicy::loopback_allowed()
+                .allow_internal
+                .join(","),
         ],
         &logs.join("coordinator.log"),
     )?];

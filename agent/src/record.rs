@@ -43,6 +43,11 @@ pub struct RecordArgs {
     /// Record without sound.
     #[arg(long)]
     pub no_audio: bool,
+    /// Internal hosts or ranges the page may reach besides loopback
+    /// (repeatable; `class.corp.example`, `10.1.0.0/16`). Everything else
+    /// internal is refused, as a fleet's coordinator refuses it.
+    #[arg(long = "allow-internal", value_delimiter = ',')]
+    pub allow_internal: Vec<String>,
     /// Stop when this page variable (dotted path from window) becomes truthy.
     #[arg(long, value_name = "VARIABLE")]
     pub page_signal: Option<String>,
@@ -127,6 +132,17 @@ pub async fn run(args: RecordArgs) -> Result<(), Failure> {
     config.max_restarts = args.max_restarts;
     config.restart_period = args.restart_period;
     config.timeouts.stall = args.stall_timeout;
+    // A local recording is of local pages as often as not: loopback is
+    // admitted, the rest of the policy is a fleet's.
+    let mut egress = recfleet_protocol::egress::UrlPolicy::loopback_allowed();
+    egress
+        .allow_internal
+        .extend(args.allow_internal.iter().cloned());
+    egress
+        .validate()
+        .and_then(|()| egress.check(&spec.url))
+        .map_err(|why| Failure::invalid(format!("--url: {why}")))?;
+    config.egress = egress;
     let missing = config.bins.missing();
     if !missing.is_empty() && matches!(spec.capture, CaptureMode::Builtin) {
         return Err(Failure::unavailable(format!(

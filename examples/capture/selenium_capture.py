@@ -257,6 +257,11 @@ def start_browser(cfg, service):
         f"--user-data-dir={cfg.profile_dir}",
         "--kiosk",
     ]
+    # The worker's egress proxy for this part: every request of the page
+    # goes through it, where the coordinator's URL policy is enforced.
+    proxy = os.environ.get("RECFLEET_PROXY")
+    if proxy:
+        args += [f"--proxy-server={proxy}", "--proxy-bypass-list=<-loopback>"]
     for a in args:
         opts.add_argument(a)
     opts.add_experimental_option("excludeSwitches", ["enable-automation"])

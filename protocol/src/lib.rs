@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod egress;
 pub mod error;
 pub mod events;
 pub mod frame;

@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::egress::check_url_syntax;
 use crate::ids::RecordingId;
 
 /// The size of the browser window and of the captured picture, in pixels.
@@ -302,88 +302,6 @@ impl Problems {
     }
 }
 
-/// Checks that `url` is an absolute http or https URL with a host. This is
-/// the part of URL policy that needs no configuration; see [`UrlPolicy`].
-pub fn check_url_syntax(url: &str) -> Result<url::Url, String> {
-    if url.len() > 2048 {
-        return Err(format!(
-            "is {} bytes long, at most 2048 are allowed",
-            url.len()
-        ));
-    }
-    let parsed = url::Url::parse(url).map_err(|e| format!("\"{url}\" is not a URL: {e}"))?;
-    match parsed.scheme() {
-        "http" | "https" => {}
-        other => {
-            return Err(format!(
-                "scheme \"{other}\" is not allowed: only http and https pages can be recorded"
-            ))
-        }
-    }
-    if parsed.host_str().unwrap_or("").is_empty() {
-        return Err(format!("\"{url}\" has no host"));
-    }
-    Ok(parsed)
-}
-
-/// Where the coordinator lets browsers go. A job sends a browser to a URL, so
-/// by default link-local and cloud metadata addresses are refused.
-#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UrlPolicy {
-    /// If not empty, only these hosts (exact, or `*.example.com` suffix) are allowed.
-    pub allowed_hosts: Vec<String>,
-    /// Allow link-local addresses (169.254.0.0/16, fe80::/10), off by default.
-    pub allow_link_local: bool,
-}
-
-impl UrlPolicy {
-    /// Checks a URL against the policy; the error says why it is refused.
-    pub fn check(&self, url: &str) -> Result<(), String> {
-        let parsed = check_url_syntax(url)?;
-        let host = parsed.host_str().unwrap_or("").to_ascii_lowercase();
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = bare.parse::<IpAddr>() {
-            if !self.allow_link_local && is_link_local_or_metadata(ip) {
-                return Err(format!(
-                    "host {host} is a link-local or metadata address, refused by policy"
-                ));
-            }
-        }
-        if host == "metadata.google.internal" {
-            return Err(format!(
-                "host {host} is a metadata service, refused by policy"
-            ));
-        }
-        if !self.allowed_hosts.is_empty()
-            && !self.allowed_hosts.iter().any(|a| host_matches(a, &host))
-        {
-            return Err(format!("host {host} is not in the allow-list"));
-        }
-        Ok(())
-    }
-}
-
-fn host_matches(pattern: &str, host: &str) -> bool {
-    let pattern = pattern.to_ascii_lowercase();
-    match pattern.strip_prefix("*.") {
-        Some(suffix) => host.ends_with(&format!(".{suffix}")),
-        None => pattern == host,
-    }
-}
-
-fn is_link_local_or_metadata(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_link_local() || v4.octets() == [100, 100, 100, 200],
-        IpAddr::V6(v6) => {
-            (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local())
-                // AWS's IPv6 instance metadata endpoint.
-                || v6 == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
-        }
-    }
-}
-
 fn is_js_path(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= 128
@@ -499,37 +417,6 @@ mod tests {
             ]
         );
         assert!(problems[0].message.contains("only http and https"));
-    }
-
-    #[test]
-    fn bad_schemes_are_refused() {
-        for url in [
-            "file:///x",
-            "chrome://settings",
-            "javascript:alert(1)",
-            "data:text/html,x",
-            "ftp://h/x",
-            "not a url",
-        ] {
-            assert!(check_url_syntax(url).is_err(), "{url}");
-        }
-        assert!(check_url_syntax("https://class.example.com/room/1?x=2").is_ok());
-    }
-
-    #[test]
-    fn policy_refuses_link_local_and_metadata() {
-        let p = UrlPolicy::default();
-        assert!(p.check("http://169.254.169.254/latest/meta-data").is_err());
-        assert!(p.check("http://[fe80::1]/").is_err());
-        assert!(p.check("http://metadata.google.internal/").is_err());
-        assert!(p.check("http://127.0.0.1:9000/class").is_ok());
-        let allow = UrlPolicy {
-            allowed_hosts: vec!["*.school.example".into(), "localhost".into()],
-            ..Default::default()
-        };
-        assert!(allow.check("https://a.school.example/x").is_ok());
-        assert!(allow.check("https://school.example.evil/x").is_err());
-        assert!(allow.check("http://localhost:1/x").is_ok());
     }
 
     #[test]

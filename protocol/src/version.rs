@@ -9,10 +9,12 @@
 /// queries (thumbnails, logs, processes) on streams of their own.
 /// `recfleet/4`: the event track (spec `events`, manifest `outputs.events`,
 /// `OpenStream::Events`).
-pub const ALPN: &[u8] = b"recfleet/4";
+/// `recfleet/5`: the coordinator's URL policy in the worker's welcome
+/// (egress enforced where the browser resolves).
+pub const ALPN: &[u8] = b"recfleet/5";
 
 /// The version as text.
-pub const VERSION: &str = "recfleet/4";
+pub const VERSION: &str = "recfleet/5";
 
 /// Other `recfleet/N` versions a server accepts at the TLS level only in
 /// order to refuse them with a clear message (close code
@@ -22,7 +24,8 @@ pub const REFUSED_ALPNS: &[&[u8]] = &[
     b"recfleet/1",
     b"recfleet/2",
     b"recfleet/3",
-    b"recfleet/5",
+    b"recfleet/4",
+    b"recfleet/6",
 ];
 
 /// The ALPN list a server offers: the real one first.

@@ -26,6 +26,12 @@ use crate::procs::{proc_sample, workspace_bin, ProcSample};
 use crate::sim::{self, SimFleet, SimOptions};
 use crate::watch::Watch;
 
+/// What a test fleet's coordinator admits on purpose
+/// (`RECFLEET_ALLOW_INTERNAL`): loopback, where test pages are served, and
+/// the namespace pairs of [`crate::netns`]. A test of the policy itself
+/// sets its own in `coordinator_env`.
+pub const TEST_ALLOW_INTERNAL: &str = "127.0.0.0/8,::1,localhost,10.231.0.0/16";
+
 /// How a [`TestFleet`] starts.
 #[derive(Debug, Clone)]
 pub struct FleetOptions {
@@ -400,6 +406,10 @@ impl TestFleet {
             cmd.args(["--lease-ttl-ms", &ttl.to_string()])
                 .args(["--lease-renew-ms", &renew.to_string()]);
         }
+        // Test pages live on loopback and on the test's own namespaces'
+        // pairs (testkit::netns): admitted on purpose, as an operator
+        // admits an internal class server.
+        cmd.env("RECFLEET_ALLOW_INTERNAL", TEST_ALLOW_INTERNAL);
         cmd.env("RECFLEET_LOG", &self.opts.log_filter)
             .envs(self.opts.coordinator_env.iter().map(|(k, v)| (k, v)))
             .kill_on_drop(true);

@@ -101,6 +101,23 @@ impl Netns {
 }
 
 impl Netns {
+    /// Names the namespace's processes resolve, as if DNS said so:
+    /// `/etc/netns/NAME/hosts`, which `ip netns exec` mounts over
+    /// /etc/hosts (call it before starting them). Removed on drop.
+    pub fn hosts(&self, names: &[(&str, IpAddr)]) {
+        let dir = self.etc();
+        std::fs::create_dir_all(&dir).expect("/etc/netns is writable (root)");
+        let mut text = String::from("127.0.0.1 localhost\n::1 localhost\n");
+        for (name, ip) in names {
+            text.push_str(&format!("{ip} {name}\n"));
+        }
+        std::fs::write(dir.join("hosts"), text).expect("the namespace's hosts file");
+    }
+
+    fn etc(&self) -> std::path::PathBuf {
+        std::path::Path::new("/etc/netns").join(&self.name)
+    }
+
     /// The host's address on the pair, as the namespace reaches it.
     pub fn host_ip(&self) -> IpAddr {
         IpAddr::from([10, 231, self.n, 1])
@@ -109,6 +126,7 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.etc());
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();

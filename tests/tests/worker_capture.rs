@@ -45,6 +45,8 @@ fn engine(out: &Path, max_restarts: u32) -> (Arc<Engine>, UnboundedReceiver<Work
     ));
     config.guard_program = GuardProgram::Path(agent_bin());
     config.max_restarts = max_restarts;
+    // The test pages are on loopback.
+    config.egress = recfleet_protocol::egress::UrlPolicy::loopback_allowed();
     Engine::start(config).unwrap()
 }
 

@@ -19,8 +19,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use recfleet_certs::TlsMaterial;
+use recfleet_protocol::egress::UrlPolicy;
 use recfleet_protocol::quic::{self, TransportSettings};
-use recfleet_protocol::spec::UrlPolicy;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -60,6 +60,10 @@ pub struct CoordinatorSettings {
     pub allowed_hosts: Vec<String>,
     /// Allow link-local addresses as recording URLs.
     pub allow_link_local: bool,
+    /// Internal destinations pages may reach on purpose (refused by
+    /// default: loopback, private ranges, link-local, cluster names): host
+    /// names (`*.suffix` allowed) and address ranges (`10.1.0.0/16`).
+    pub allow_internal: Vec<String>,
     /// The coordinator's own QUIC keep-alive period, ms; 0 (the default):
     /// none, its peers' keep-alives keep connections alive.
     pub keep_alive_ms: u64,
@@ -160,6 +164,7 @@ impl Default for CoordinatorSettings {
             stitch: true,
             allowed_hosts: Vec::new(),
             allow_link_local: false,
+            allow_internal: Vec::new(),
             // Workers and consoles send keep-alives (500 ms) and the
             // coordinator acknowledges them: its own would double the
             // packets of every connection for nothing (measured: the cost
@@ -269,6 +274,14 @@ pub struct CoordinatorArgs {
         value_delimiter = ','
     )]
     pub allowed_hosts: Option<Vec<String>>,
+    /// Internal hosts or ranges pages may reach on purpose (repeatable;
+    /// `class.corp.example`, `*.corp.example`, `10.1.0.0/16`).
+    #[arg(
+        long = "allow-internal",
+        env = "RECFLEET_ALLOW_INTERNAL",
+        value_delimiter = ','
+    )]
+    pub allow_internal: Option<Vec<String>>,
     /// QUIC idle timeout in ms (how fast a dead worker is noticed).
     #[arg(long, env = "RECFLEET_IDLE_TIMEOUT_MS")]
     pub idle_timeout_ms: Option<u64>,
@@ -354,6 +367,7 @@ impl CoordinatorArgs {
         o.set("stitch", self.stitch);
         o.set("allowed_outputs", self.allowed_outputs.clone());
         o.set("allowed_hosts", self.allowed_hosts.clone());
+        o.set("allow_internal", self.allow_internal.clone());
         o.set("idle_timeout_ms", self.idle_timeout_ms);
         o.set("metrics_addr", self.metrics_addr.map(|a| a.to_string()));
         o.set("retention_secs", self.retention_secs);
@@ -606,7 +620,9 @@ pub async fn start(
     let url_policy = UrlPolicy {
         allowed_hosts: settings.allowed_hosts.clone(),
         allow_link_local: settings.allow_link_local,
+        allow_internal: settings.allow_internal.clone(),
     };
+    url_policy.validate().map_err(Failure::invalid)?;
     // Webhook URLs pass the policy recordings pass: a refused one is bad
     // configuration, said at start rather than at the first event.
     let webhooks = webhook::config::check(
@@ -625,6 +641,7 @@ pub async fn start(
         },
     )
     .map_err(Failure::invalid)?;
+    let url_policy_for_workers = url_policy.clone();
     let fleet_settings = fleet::FleetSettings {
         url_policy,
         webhook_urls: webhooks
@@ -723,6 +740,7 @@ pub async fn start(
         leading.as_ref().map_or(0, |l| l.term.0),
         silence,
         limits,
+        url_policy_for_workers,
         shutdown,
     ));
     Ok(Running {

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use recfleet_certs::{Identity, Role};
+use recfleet_protocol::egress::UrlPolicy;
 use recfleet_protocol::error::close;
 use recfleet_protocol::frame::{self, FrameError};
 use recfleet_protocol::quic::{self, LenientFrame, TransportError};
@@ -117,6 +118,8 @@ struct Shared {
     turns: Arc<Semaphore>,
     /// Workers' connections, for queries relayed to them.
     connections: query::WorkerConnections,
+    /// The URL policy, told to workers: their egress proxies enforce it.
+    egress: UrlPolicy,
 }
 
 /// Accepts connections until `shutdown` fires. `silence`: a worker that
@@ -131,6 +134,7 @@ pub async fn serve(
     term: u64,
     silence: Duration,
     limits: ServerLimits,
+    egress: UrlPolicy,
     shutdown: CancellationToken,
 ) {
     let shared = Arc::new(Shared {
@@ -142,6 +146,7 @@ pub async fn serve(
         budget: GlobalBudget::new(limits.reply_budget),
         turns: Arc::new(Semaphore::new(limits.requests.max(1))),
         connections: query::WorkerConnections::default(),
+        egress,
     });
     loop {
         let incoming = tokio::select! {

@@ -22,6 +22,10 @@ pub fn chromium_args(ctx: &PartContext, profile: &std::path::Path) -> Vec<String
         String::from("Translate,MediaRouter,OptimizationHints,DialMediaRouteProvider");
     let mut extra = Vec::new();
     for arg in &ctx.bins.chromium_args {
+        if is_proxy_flag(arg) {
+            // The worker refuses them at start; never around the proxy.
+            continue;
+        }
         // Chromium takes the last --disable-features: an operator's list
         // is added to ours.
         match arg.strip_prefix("--disable-features=") {
@@ -56,6 +60,8 @@ pub fn chromium_args(ctx: &PartContext, profile: &std::path::Path) -> Vec<String
     args.push("--enable-logging".into());
     args.push(format!("--log-file={}", ctx.log("chromium").display()));
     args.push(format!("--user-data-dir={}", profile.display()));
+    // Every request of the page through the part's egress proxy.
+    args.extend(ctx.egress.chromium_args());
     if nix::unistd::geteuid().is_root() {
         // Chromium's sandbox cannot run as root; the slot's isolation is the
         // process group, its own display and sink, and a fresh profile.
@@ -63,6 +69,21 @@ pub fn chromium_args(ctx: &PartContext, profile: &std::path::Path) -> Vec<String
     }
     args.extend(extra);
     args
+}
+
+/// Whether a Chromium flag would change where requests go, taking the page
+/// around the part's egress proxy.
+pub fn is_proxy_flag(arg: &str) -> bool {
+    let name = arg.split('=').next().unwrap_or(arg);
+    matches!(
+        name,
+        "--proxy-server"
+            | "--proxy-bypass-list"
+            | "--proxy-pac-url"
+            | "--no-proxy-server"
+            | "--proxy-auto-detect"
+            | "--winhttp-proxy-resolver"
+    )
 }
 
 /// Starts ChromeDriver on a free loopback port and waits until it listens.
@@ -155,6 +176,7 @@ pub async fn open_page(ctx: &PartContext, port: u16) -> Result<WebDriver, StartE
             None => Ok(driver),
             Some(why) => {
                 let _ = driver.quit().await;
+                let why = ctx.egress.blocked_reason().unwrap_or(why);
                 Err(StartError::page(format!(
                     "{} did not load: {why}",
                     ctx.spec.url
@@ -163,10 +185,13 @@ pub async fn open_page(ctx: &PartContext, port: u16) -> Result<WebDriver, StartE
         },
         Err(e) => {
             let _ = driver.quit().await;
+            let why = ctx
+                .egress
+                .blocked_reason()
+                .unwrap_or_else(|| first_line(&e.to_string()).to_string());
             Err(StartError::page(format!(
-                "{} did not load: {}",
-                ctx.spec.url,
-                first_line(&e.to_string())
+                "{} did not load: {why}",
+                ctx.spec.url
             )))
         }
     }

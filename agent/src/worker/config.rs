@@ -136,6 +136,9 @@ pub struct EngineConfig {
     pub guard_program: GuardProgram,
     /// The worker's name, for the logs of its slots.
     pub worker_name: String,
+    /// Where pages may go until a coordinator says otherwise (a worker
+    /// gets its coordinator's policy in the welcome).
+    pub egress: recfleet_protocol::egress::UrlPolicy,
 }
 
 /// Where the guard comes from.
@@ -167,6 +170,7 @@ impl EngineConfig {
             keep_logs: true,
             guard_program: GuardProgram::CurrentExe,
             worker_name: "local".into(),
+            egress: recfleet_protocol::egress::UrlPolicy::default(),
         }
     }
 }

@@ -145,7 +145,8 @@ pub struct WorkerArgs {
     #[arg(long, env = "RECFLEET_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
     /// More Chromium flags (repeatable; in the variable, separated by
-    /// spaces), e.g. `--chromium-arg=--proxy-server=http://proxy:3128`.
+    /// spaces), e.g. `--chromium-arg=--force-device-scale-factor=1`.
+    /// Proxy flags are refused: pages go through the worker's egress proxy.
     #[arg(
         long = "chromium-arg",
         env = "RECFLEET_CHROMIUM_ARGS",
@@ -201,6 +202,17 @@ impl WorkerArgs {
             return Err(Failure::invalid(
                 "capacity = 0: a worker must offer at least 1 unit",
             ));
+        }
+        if let Some(flag) = s
+            .chromium_args
+            .iter()
+            .find(|a| crate::worker::browser::is_proxy_flag(a))
+        {
+            return Err(Failure::invalid(format!(
+                "chromium_args: {flag} would take pages around the worker's egress proxy, \
+                 which enforces the coordinator's URL policy; admit internal hosts with \
+                 the coordinator's allow_internal instead"
+            )));
         }
         Ok(s)
     }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use recfleet_protocol::egress::UrlPolicy;
 use recfleet_protocol::manifest::SegmentEndReason;
 use recfleet_protocol::spec::RecordingSpec;
 use recfleet_protocol::{Epoch, RecordingId, RunningSegment, SlotProgress, WorkerMessage};
@@ -74,6 +75,9 @@ pub struct Engine {
     counter: AtomicU64,
     uploader: Uploader,
     shutting_down: std::sync::atomic::AtomicBool,
+    // The coordinator's URL policy, from its welcome; each new placement
+    // takes the one of its moment.
+    egress: Mutex<Arc<UrlPolicy>>,
     // Held for the life of the engine: when the process dies, the guard
     // reads EOF and kills whatever is left of the slots.
     _guard: Option<(std::process::Child, std::io::PipeWriter)>,
@@ -117,6 +121,7 @@ impl Engine {
         if left > 0 {
             tracing::info!(parts = left, "uploading chunks a previous run left on disk");
         }
+        let egress = Mutex::new(Arc::new(config.egress.clone()));
         let engine = Arc::new(Engine {
             uploader,
             config: Arc::new(config),
@@ -125,9 +130,16 @@ impl Engine {
             events,
             counter: AtomicU64::new(0),
             shutting_down: Default::default(),
+            egress,
             _guard: guard,
         });
         Ok((engine, rx))
+    }
+
+    /// Takes the coordinator's URL policy for the placements that start
+    /// from now on.
+    pub fn set_egress(&self, policy: UrlPolicy) {
+        *lock(&self.egress) = Arc::new(policy);
     }
 
     /// Bytes of chunks waiting for upload on this worker, and whether that
@@ -201,6 +213,7 @@ impl Engine {
             progress: progress.clone(),
             events: self.events.clone(),
             uploader: self.uploader.clone(),
+            egress: lock(&self.egress).clone(),
         };
         tracing::info!(recording = %id, %epoch, "starting recording");
         let events = self.events.clone();

@@ -81,7 +81,14 @@ pub(super) async fn start_external(
         .env("RECFLEET_EPOCH", ctx.epoch.to_string())
         .env("RECFLEET_PROFILE_DIR", &profile)
         .env("RECFLEET_CHROMEDRIVER", &ctx.bins.chromedriver)
-        .env("RECFLEET_CHROMIUM", &ctx.bins.chromium);
+        .env("RECFLEET_CHROMIUM", &ctx.bins.chromium)
+        // The part's egress proxy: a capture command that drives its own
+        // browser passes it on (examples/capture/ does), or its page goes
+        // wherever it likes.
+        .env(
+            "RECFLEET_PROXY",
+            format!("http://127.0.0.1:{}", ctx.egress.port),
+        );
     if let Some(a) = audio {
         cmd.env("PULSE_SERVER", &a.server)
             .env("PULSE_SINK", &a.sink)

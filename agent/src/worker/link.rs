@@ -277,6 +277,7 @@ impl Link {
                 version,
                 telemetry_interval_ms,
                 term,
+                egress,
             }) => {
                 if term < self.term {
                     conn.close(
@@ -290,6 +291,7 @@ impl Link {
                     )));
                 }
                 self.term = term;
+                self.engine.set_egress(egress);
                 tracing::info!(coordinator = %at, %version, term, running = self.engine.len(), "connected to the coordinator");
                 Duration::from_millis(u64::from(telemetry_interval_ms.max(100)))
             }

@@ -5,6 +5,7 @@ pub mod browser;
 pub mod config;
 pub mod daemon;
 pub mod display;
+pub mod egress;
 pub mod encoder;
 pub mod engine;
 pub mod event_track;

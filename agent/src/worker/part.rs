@@ -73,6 +73,9 @@ pub struct PartContext {
     pub timeouts: Timeouts,
     /// Where the processes report their exits.
     pub exits: mpsc::UnboundedSender<Exit>,
+    /// The part's egress proxy, which every request of the page goes
+    /// through.
+    pub egress: super::egress::EgressGate,
 }
 
 impl PartContext {

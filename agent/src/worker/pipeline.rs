@@ -368,11 +368,19 @@ async fn monitor(
                     // own participant count says so.
                     let empty = participants.map_or(drained.remote_media == 0, |n| n == 0);
                     track.take(drained);
+                    report_blocked(ctx, track);
                     if let Err(e) = track.flush() {
                         tracing::warn!(error = %e, "events could not be written; they are dropped");
                     }
                     let page = match location.problem(&ctx.spec.url) {
-                        Some(what) => PageHealth::Wrong { since: watch.wrong_since(now_ms()), what },
+                        Some(what) => {
+                            // An error page the policy caused says so.
+                            let what = match (location.error_page, ctx.egress.blocked_reason()) {
+                                (true, Some(why)) => format!("{what}: {why}"),
+                                _ => what,
+                            };
+                            PageHealth::Wrong { since: watch.wrong_since(now_ms()), what }
+                        }
                         None => PageHealth::Fine,
                     };
                     watch.page(ctx, shared, page);
@@ -423,5 +431,29 @@ async fn monitor(
                 }
             }
         }
+    }
+}
+
+/// The page's requests the egress policy refused since the last probe:
+/// each one a `browser.blocked` event and a line of the page's log.
+fn report_blocked(ctx: &PartContext, track: &mut EventTrack) {
+    let (blocked, more) = ctx.egress.log.take_unread();
+    let mut lines = Vec::with_capacity(blocked.len() + 1);
+    for b in blocked {
+        lines.push(format!(
+            "blocked by the egress policy: {}: {}",
+            b.target, b.why
+        ));
+        track.worker_event(
+            "browser.blocked",
+            serde_json::json!({ "target": b.target, "why": b.why }),
+        );
+    }
+    if more > 0 {
+        lines.push(format!("{more} more requests blocked by the egress policy"));
+        track.worker_event("browser.blocked", serde_json::json!({ "more": more }));
+    }
+    if !lines.is_empty() {
+        ctx.append_log("page", &lines);
     }
 }

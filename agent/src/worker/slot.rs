@@ -11,10 +11,12 @@ use recfleet_protocol::{Epoch, SegmentReport, SlotProgress, WorkerMessage};
 use tokio::sync::{mpsc, watch};
 
 use super::config::EngineConfig;
+use super::egress::EgressProxy;
 use super::intensity::RestartIntensity;
 use super::pipeline::{self, PartContext, PartEvent};
 use super::upload::{PartId, Uploader};
 use crate::output::finalize::segment_dir;
+use recfleet_protocol::egress::UrlPolicy;
 use recfleet_protocol::spec::CaptureMode;
 
 /// What the supervisor needs.
@@ -39,6 +41,8 @@ pub struct Slot {
     pub events: mpsc::UnboundedSender<WorkerMessage>,
     /// The worker's uploads.
     pub uploader: Uploader,
+    /// Where its pages may go.
+    pub egress: Arc<UrlPolicy>,
 }
 
 impl Slot {
@@ -84,6 +88,18 @@ impl Slot {
                 self.progress.clone(),
                 self.events.clone(),
             );
+            // A fresh proxy per part: its refusals are this part's, and
+            // it stops, tunnels and all, when the part ends.
+            let proxy = match EgressProxy::start(self.egress.clone()).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "the egress proxy cannot listen");
+                    upload.finish().await;
+                    break SegmentEndReason::StartFailed {
+                        reason: format!("the egress proxy cannot listen: {e}"),
+                    };
+                }
+            };
             let ctx = PartContext {
                 spec: self.spec.clone(),
                 epoch: self.epoch,
@@ -95,6 +111,7 @@ impl Slot {
                 bins: Arc::new(self.config.bins.clone()),
                 timeouts: self.config.timeouts,
                 exits: exits_tx,
+                egress: proxy.gate(),
             };
             let (part_tx, mut part_rx) = mpsc::unbounded_channel();
             let events = self.events.clone();
@@ -132,6 +149,7 @@ impl Slot {
             )
             .await;
             let _ = forward.await;
+            drop(proxy);
             self.keep_logs(&log_dir, &part_chunks);
             let (events, rid, epoch, report) =
                 (self.events.clone(), id.clone(), self.epoch, result.clone());

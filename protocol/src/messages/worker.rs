@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::UnixMillis;
+use crate::egress::UrlPolicy;
 use crate::error::WireError;
 use crate::ids::{Epoch, RecordingId, WorkerName};
 use crate::manifest::{Chunk, SegmentEndReason};
@@ -216,6 +217,9 @@ pub enum CoordinatorMessage {
         /// A worker that has seen a higher term refuses this coordinator:
         /// it was deposed.
         term: u64,
+        /// Where pages may go: the worker's egress proxies enforce it on
+        /// every request of every page it records from now on.
+        egress: UrlPolicy,
     },
     /// The hello was refused; the stream is closed after this frame.
     Refused(WireError),

@@ -20,8 +20,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use recfleet_certs::Identity;
+use recfleet_protocol::egress::UrlPolicy;
 use recfleet_protocol::manifest::{Manifest, ManifestSegment, Outputs};
-use recfleet_protocol::spec::UrlPolicy;
 use recfleet_protocol::{
     ChunkReport, ConsoleRequest, ConsoleResponse, CoordinatorMessage, Event, EventKind,
     RecordingId, RecordingState, WireError, WorkerHello, WorkerInfo, WorkerMessage, WorkerName,

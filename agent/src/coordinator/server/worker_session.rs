@@ -166,6 +166,7 @@ pub(super) async fn worker_session(
         version: env!("CARGO_PKG_VERSION").to_string(),
         telemetry_interval_ms: shared.telemetry_ms,
         term: shared.term,
+        egress: shared.egress.clone(),
     };
     if let Err(e) = write_small(&mut send, &welcome, write_timeout).await {
         let _ = fleet

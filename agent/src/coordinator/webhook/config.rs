@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use recfleet_protocol::spec::UrlPolicy;
+use recfleet_protocol::egress::UrlPolicy;
 
 use super::retry::RetryPolicy;
 
@@ -72,7 +72,7 @@ pub fn check(
     }
     for url in urls {
         policy
-            .check(url)
+            .check_operator_url(url)
             .map_err(|why| format!("webhook URL \"{url}\" is refused: {why}"))?;
     }
     let secret = match (secret_file, env_secret) {
