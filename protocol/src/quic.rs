@@ -273,7 +273,7 @@ pub async fn accept(incoming: quinn::Incoming) -> Result<Peer, TransportError> {
             identity,
         }),
         Err(e) => {
-            let message = format!("certificate carries no recfleet identity: {e}");
+            let message = format!("the certificate's identity is refused: {e}");
             connection.close(VarInt::from_u32(close::FORBIDDEN), message.as_bytes());
             Err(TransportError::Refused(message))
         }

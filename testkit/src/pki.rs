@@ -127,6 +127,43 @@ impl Pki {
         Ok(self.ca.tls_material(&issued)?)
     }
 
+    /// TLS material for a leaf signed by this CA that `recfleet-certs`
+    /// never issues: URI SANs `uris` as given (none, two identities, another
+    /// trust domain), and only `server_auth` usage when asked. For the tests
+    /// of what the coordinator refuses.
+    pub fn issue_odd(&self, uris: &[&str], server_only: bool) -> anyhow::Result<TlsMaterial> {
+        use rcgen::{
+            CertificateParams, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose, SanType,
+        };
+        let ca_pem = std::fs::read_to_string(self.dir.join("ca.pem"))?;
+        let ca_key = KeyPair::from_pem(&std::fs::read_to_string(self.dir.join("ca-key.pem"))?)?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = uris
+            .iter()
+            .map(|u| Ok(SanType::URI((*u).try_into()?)))
+            .collect::<anyhow::Result<_>>()?;
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(1);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = if server_only {
+            vec![ExtendedKeyUsagePurpose::ServerAuth]
+        } else {
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ]
+        };
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok(TlsMaterial::from_pem(
+            ca_pem.as_bytes(),
+            cert.pem().as_bytes(),
+            key.serialize_pem().as_bytes(),
+        )?)
+    }
+
     /// TLS material for `role/name` whose validity ended an hour ago.
     pub fn issue_expired(&self, role: Role, name: &str) -> anyhow::Result<TlsMaterial> {
         let now = time::OffsetDateTime::now_utc();

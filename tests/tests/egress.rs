@@ -209,9 +209,15 @@ async fn browser_a_page_reaches_only_what_the_policy_allows_where_the_browser_re
         .collect();
     println!("blocked: {blocked:#?}");
     for (what, needle) in [
-        ("a name resolving to a private address", format!("evil.test resolves to {host}")),
+        (
+            "a name resolving to a private address",
+            format!("evil.test resolves to {host}"),
+        ),
         ("a private literal", format!("{host} is a private address")),
-        ("the metadata address", "169.254.169.254 is a link-local".to_string()),
+        (
+            "the metadata address",
+            "169.254.169.254 is a link-local".to_string(),
+        ),
     ] {
         assert!(
             blocked.iter().any(|b| b.contains(&needle)),

@@ -84,10 +84,12 @@ pub enum Cmd {
         /// The answer.
         reply: oneshot::Sender<ConsoleResponse>,
     },
-    /// A request refused for the asker's role, to audit.
+    /// A request refused for the asker's role, or a connection refused in
+    /// its handshake, to audit.
     Refused {
-        /// Who asked.
-        identity: Identity,
+        /// Who asked (`viewer/bob`), or where from when the handshake did
+        /// not say who (`unauthenticated@203.0.113.9`).
+        actor: String,
         /// What was refused.
         what: String,
     },

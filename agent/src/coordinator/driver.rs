@@ -248,7 +248,7 @@ impl Driver {
                     self.sessions.remove(&session);
                     inputs.push(Input::WorkerClosed { session, name, why });
                 }
-                Cmd::Refused { identity, what } => inputs.push(Input::Refused { identity, what }),
+                Cmd::Refused { actor, what } => inputs.push(Input::Refused { actor, what }),
                 Cmd::Request {
                     identity,
                     req,

@@ -120,6 +120,8 @@ struct Shared {
     connections: query::WorkerConnections,
     /// The URL policy, told to workers: their egress proxies enforce it.
     egress: UrlPolicy,
+    /// Handshake refusals audited this minute.
+    handshake_audits: HandshakeAudits,
 }
 
 /// Accepts connections until `shutdown` fires. `silence`: a worker that
@@ -147,6 +149,7 @@ pub async fn serve(
         turns: Arc::new(Semaphore::new(limits.requests.max(1))),
         connections: query::WorkerConnections::default(),
         egress,
+        handshake_audits: HandshakeAudits::default(),
     });
     loop {
         let incoming = tokio::select! {
@@ -165,7 +168,16 @@ pub async fn serve(
                     tracing::debug!(%remote, identity = %peer.identity, "connection");
                     connection(peer.connection, Arc::new(peer.identity), shared, shutdown).await;
                 }
-                Err(e) => tracing::warn!(%remote, error = %e, "connection refused"),
+                Err(e) => {
+                    tracing::warn!(%remote, error = %e, "connection refused");
+                    // Refusals, not a client that went away mid-handshake.
+                    if matches!(
+                        e,
+                        TransportError::Refused(_) | TransportError::VersionMismatch(_)
+                    ) {
+                        audit_handshake_refusal(&shared, remote, &e.to_string());
+                    }
+                }
             }
         });
     }
@@ -394,11 +406,80 @@ fn budget_exhausted() -> WireError {
 fn audit_refusal(shared: &Shared, identity: &Identity, what: &str) {
     tracing::warn!(identity = %identity, what, "refused: the role does not allow it");
     let cmd = Cmd::Refused {
-        identity: identity.clone(),
+        actor: identity.to_string(),
         what: what.to_string(),
     };
     if shared.fleet.try_send(cmd).is_err() {
         tracing::warn!(identity = %identity, what, "refusal not audited: the coordinator is busy");
+    }
+}
+
+/// Puts a connection refused in its handshake (no certificate, another
+/// CA, expired, no or two identities, another version) in the audit trail
+/// as `unauthenticated@IP`. Anyone who can send a packet can cause one, so
+/// at most [`HANDSHAKE_AUDITS_PER_MINUTE`] a minute are written; the rest
+/// are counted in the log (each is logged anyway, with its reason).
+fn audit_handshake_refusal(shared: &Shared, remote: std::net::SocketAddr, why: &str) {
+    let written = shared.handshake_audits.admit(Instant::now());
+    match written {
+        Admit::Yes { suppressed } => {
+            if suppressed > 0 {
+                tracing::warn!(suppressed, "handshake refusals not audited in the last minute (over the limit; each was logged)");
+            }
+            let cmd = Cmd::Refused {
+                actor: format!("unauthenticated@{}", remote.ip()),
+                what: format!("connect: {why}"),
+            };
+            if shared.fleet.try_send(cmd).is_err() {
+                tracing::warn!(%remote, "handshake refusal not audited: the coordinator is busy");
+            }
+        }
+        Admit::No => {}
+    }
+}
+
+/// Handshake refusals audited per minute at most.
+pub const HANDSHAKE_AUDITS_PER_MINUTE: u32 = 30;
+
+/// A fixed one-minute window of handshake audits.
+#[derive(Debug, Default)]
+struct HandshakeAudits(std::sync::Mutex<AuditWindow>);
+
+#[derive(Debug, Default)]
+struct AuditWindow {
+    start: Option<Instant>,
+    written: u32,
+    suppressed: u64,
+}
+
+enum Admit {
+    Yes { suppressed: u64 },
+    No,
+}
+
+impl HandshakeAudits {
+    fn admit(&self, now: Instant) -> Admit {
+        let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut carried = 0;
+        if w.start
+            .is_none_or(|s| now.duration_since(s) >= Duration::from_secs(60))
+        {
+            carried = std::mem::take(&mut w.suppressed);
+            *w = AuditWindow {
+                start: Some(now),
+                written: 0,
+                suppressed: 0,
+            };
+        }
+        if w.written < HANDSHAKE_AUDITS_PER_MINUTE {
+            w.written += 1;
+            Admit::Yes {
+                suppressed: carried,
+            }
+        } else {
+            w.suppressed += 1;
+            Admit::No
+        }
     }
 }
 
@@ -471,6 +552,23 @@ mod tests {
 
     fn id(role: Role, name: &str) -> Identity {
         Identity::new(role, name).unwrap()
+    }
+
+    #[test]
+    fn handshake_refusals_are_audited_at_a_bounded_rate() {
+        let audits = HandshakeAudits::default();
+        let t0 = Instant::now();
+        let admitted = (0..100)
+            .filter(|_| matches!(audits.admit(t0), Admit::Yes { .. }))
+            .count();
+        assert_eq!(admitted, HANDSHAKE_AUDITS_PER_MINUTE as usize);
+        // A minute on: audited again, and told how many were not.
+        match audits.admit(t0 + Duration::from_secs(61)) {
+            Admit::Yes { suppressed } => {
+                assert_eq!(suppressed, 100 - u64::from(HANDSHAKE_AUDITS_PER_MINUTE))
+            }
+            Admit::No => panic!("a new minute audits again"),
+        }
     }
 
     #[test]

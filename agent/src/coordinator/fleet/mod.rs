@@ -91,10 +91,11 @@ pub enum Input {
         /// Who waits for the answer.
         reply: ReplyTo,
     },
-    /// A request was refused for the asker's role: audited.
+    /// A request was refused for the asker's role, or a connection in its
+    /// handshake: audited.
     Refused {
-        /// Who asked.
-        identity: Identity,
+        /// Who asked, or where from (see [`crate::coordinator::cmd::Cmd::Refused`]).
+        actor: String,
         /// What they were refused.
         what: String,
     },
@@ -483,7 +484,7 @@ impl Fleet {
                 req,
                 reply,
             } => self.request(&identity, req, reply),
-            Input::Refused { identity, what } => self.refused(&identity, &what),
+            Input::Refused { actor, what } => self.refused(&actor, &what),
             Input::Tick => self.tick(),
             Input::Finalized {
                 id,

@@ -25,10 +25,10 @@ impl Fleet {
 
     /// A request refused for the asker's role: audited and logged (the
     /// refusal itself was answered at the connection).
-    pub(super) fn refused(&mut self, who: &Identity, what: &str) {
+    pub(super) fn refused(&mut self, actor: &str, what: &str) {
         self.out.push(Effect::Audit {
             at: self.now.wall_ms,
-            actor: who.to_string(),
+            actor: actor.to_string(),
             action: "refused",
             target: what.to_string(),
         });
