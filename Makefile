@@ -10,7 +10,7 @@ APT_PACKAGES := chromium chromium-driver ffmpeg xvfb pulseaudio pulseaudio-utils
 	iproute2 procps tmux python3 python3-venv ca-certificates postgresql
 PYTHON_VENV := .venv
 
-.PHONY: demo test fuzz fuzz-build deps apt-deps py-deps build lint unit fmt bench bench-smoke bench-deps clean \
+.PHONY: demo test fuzz fuzz-ci fuzz-deps fuzz-build deps apt-deps py-deps build lint unit fmt bench bench-smoke bench-deps clean \
 	deploy-check deploy-deps deploy-tools
 
 demo: deps
@@ -31,9 +31,17 @@ fuzz-build:
 # Every fuzz target for RUNS executions (docs/reliability.md has the
 # figures); needs `cargo install cargo-fuzz`.
 RUNS ?= 10000000
-fuzz:
-	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+fuzz: fuzz-deps
 	scripts/fuzz.sh $(RUNS)
+
+# What CI runs after `make test`: every target for FUZZ_SECONDS from the
+# committed seeds; a crash fails the run.
+FUZZ_SECONDS ?= 60
+fuzz-ci: fuzz-deps
+	scripts/fuzz.sh --ci $(FUZZ_SECONDS)
+
+fuzz-deps:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 
 deps: apt-deps py-deps
 
