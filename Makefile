@@ -10,7 +10,7 @@ APT_PACKAGES := chromium chromium-driver ffmpeg xvfb pulseaudio pulseaudio-utils
 	iproute2 procps tmux python3 python3-venv ca-certificates postgresql
 PYTHON_VENV := .venv
 
-.PHONY: demo test fuzz fuzz-ci fuzz-deps fuzz-build deps apt-deps py-deps build lint unit fmt bench bench-smoke bench-deps clean \
+.PHONY: demo test faults fuzz fuzz-ci fuzz-deps fuzz-build deps apt-deps py-deps build lint unit fmt bench bench-smoke bench-deps clean \
 	deploy-check deploy-deps deploy-tools
 
 demo: deps
@@ -107,6 +107,13 @@ bench: deps bench-deps
 	./target/release/recfleet-bench --out target/bench/results.json
 
 # Each benchmark for a few seconds: checks that everything runs.
+# The fault matrix (docs/reliability.md): each fault x TRIALS on a live
+# recording; about an hour at 20 trials.
+TRIALS ?= 20
+faults: deps bench-deps
+	$(CARGO) build --release -p recfleet-agent -p recfleet-console -p recfleet-bench
+	./target/release/recfleet-bench --only faults --trials $(TRIALS) --out target/bench/faults.json
+
 bench-smoke: deps bench-deps
 	$(CARGO) build --release -p recfleet-agent -p recfleet-bench
 	./target/release/recfleet-bench --quick --out target/bench/smoke.json

@@ -7,6 +7,7 @@
 mod analysis;
 mod browser;
 mod events;
+mod faults;
 mod ha;
 mod harness;
 mod output;
@@ -51,7 +52,8 @@ pub struct Opts {
     #[arg(long)]
     pub quick: bool,
     /// Only these benchmarks (comma-separated): rtt, scale, start, failover,
-    /// density, output, ha, health.
+    /// density, output, ha, health, events; `faults` (the fault matrix,
+    /// about an hour) only when named.
     #[arg(
         long,
         value_delimiter = ',',
@@ -71,6 +73,14 @@ pub struct Opts {
     /// Keep the working directory (logs, recordings, certificates).
     #[arg(long)]
     pub keep: bool,
+    /// Trials per fault of the fault matrix (`--only faults`; default 20,
+    /// quick 1).
+    #[arg(long)]
+    pub trials: Option<usize>,
+    /// Only the faults whose name contains one of these words
+    /// (comma-separated, e.g. `ffmpeg,guard`).
+    #[arg(long = "faults", value_delimiter = ',')]
+    pub fault_filter: Vec<String>,
 }
 
 impl Opts {
@@ -122,6 +132,9 @@ impl Opts {
     /// Length of the recording the output benchmark finalizes, minutes.
     fn output_minutes(&self) -> u64 {
         self.pick(1, 10)
+    }
+    fn fault_trials(&self) -> usize {
+        self.trials.unwrap_or(self.pick(1, 20))
     }
     fn wants(&self, what: &str) -> bool {
         self.only.iter().any(|o| o == what)
@@ -248,6 +261,7 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
         ),
         ("health", "8. media health (the encoder's analysis)"),
         ("events", "9. event track (a page flooding events)"),
+        ("faults", "10. fault matrix"),
     ];
     let mut failed = Vec::new();
     for (key, title) in benches {
@@ -267,6 +281,7 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
             "ha" => ha::run(&opts, &agent, &dir).await,
             "health" => analysis::run(&opts, &dir).await,
             "events" => events::run(&opts, &agent, &dir).await,
+            "faults" => faults::faults(&opts, &agent, &dir).await,
             _ => browser::density(&opts, &agent, &dir).await,
         };
         let mut v = match r {
@@ -454,8 +469,31 @@ fn table(r: &Value) -> String {
             e["flood"]["tracks"][1]["dropped"],
         ));
     }
+    if let Some(rows) = r["faults"]["rows"].as_array() {
+        line(format!(
+            "10. Fault matrix, {} trials each: fault, lost recordings, orphan processes, gaps p50 / max ms, capturing again p50 / max ms",
+            r["faults"]["trials"]
+        ));
+        for row in rows {
+            if let Some(e) = row.get("error") {
+                line(format!("  {:<44} broke: {e}", row["fault"].as_str().unwrap_or("")));
+                continue;
+            }
+            line(format!(
+                "  {:<44} lost {} orphans {} gaps {} {} / {} recovered {} / {}",
+                row["fault"].as_str().unwrap_or(""),
+                row["lost"],
+                row["orphans"].as_array().map_or(0, Vec::len),
+                row["gaps_ms"].as_array().map_or(0, Vec::len),
+                num(&row["gap_p50_ms"], 0),
+                num(&row["gap_max_ms"], 0),
+                num(&row["recovered_p50_ms"], 0),
+                num(&row["recovered_max_ms"], 0),
+            ));
+        }
+    }
     for k in [
-        "rtt", "scale", "start", "failover", "density", "output", "health", "events",
+        "rtt", "scale", "start", "failover", "density", "output", "health", "events", "faults",
     ] {
         if let Some(e) = r[k].get("error") {
             line(format!("{k}: FAILED: {e}"));

@@ -79,8 +79,9 @@ pub struct Engine {
     // takes the one of its moment.
     egress: Mutex<Arc<UrlPolicy>>,
     // Held for the life of the engine: when the process dies, the guard
-    // reads EOF and kills whatever is left of the slots.
-    _guard: Option<(std::process::Child, std::io::PipeWriter)>,
+    // reads EOF and kills whatever is left of the slots. A guard that dies
+    // is started again (see `watch_guard`).
+    _guard: Option<Arc<Mutex<guard::Guard>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -111,10 +112,16 @@ impl Engine {
         process::become_subreaper();
         process::spawn_orphan_reaper();
         let guard = match &config.guard_program {
-            GuardProgram::CurrentExe => Some(guard::start(&std::env::current_exe()?, &instance)?),
-            GuardProgram::Path(p) => Some(guard::start(p, &instance)?),
+            GuardProgram::CurrentExe => Some(std::env::current_exe()?),
+            GuardProgram::Path(p) => Some(p.clone()),
             GuardProgram::None => None,
-        };
+        }
+        .map(|exe| -> std::io::Result<_> {
+            let g = Arc::new(Mutex::new(guard::Guard::start(&exe, &instance)?));
+            guard::watch(g.clone(), exe, instance.clone());
+            Ok(g)
+        })
+        .transpose()?;
         let uploader = Uploader::new(config.upload.clone());
         let (events, rx) = mpsc::unbounded_channel();
         let left = uploader.resume_leftovers(&config.out_root, events.clone());
