@@ -16,7 +16,7 @@ use recfleet_protocol::spec::{RecordingSpec, Viewport};
 use recfleet_protocol::{
     now_ms, ConsoleRequest, ConsoleResponse, RecordingDetail, RecordingId, RecordingState,
 };
-use recfleet_testkit::procs::tagged;
+use recfleet_testkit::procs::{descendants, tagged};
 use recfleet_testkit::TestFleet as Fleet;
 use serde_json::{json, Value};
 
@@ -90,17 +90,19 @@ impl Target {
 
     /// The slot process of this kind (one recording runs at a time).
     fn find(self) -> Option<i32> {
-        tagged("").into_iter().find_map(|(pid, comm)| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+        let cmdline = |pid: i32| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
                 .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-                .unwrap_or_default();
+                .unwrap_or_default()
+        };
+        if self == Target::Renderer {
+            return self.renderers().first().copied();
+        }
+        tagged("").into_iter().find_map(|(pid, comm)| {
+            let cmdline = cmdline(pid);
             let hit = match self {
                 Target::Browser => comm.starts_with("chromium") && !cmdline.contains("--type="),
-                Target::Renderer => {
-                    comm.starts_with("chromium")
-                        && cmdline.contains("--type=renderer")
-                        && !cmdline.contains("--extension-process")
-                }
+                Target::Renderer => false,
                 Target::ChromeDriver => comm.starts_with("chromedriver"),
                 Target::Encoder => comm == "ffmpeg" && cmdline.contains("x11grab"),
                 Target::Xvfb => comm == "Xvfb",
@@ -108,6 +110,27 @@ impl Target {
             };
             hit.then_some(pid)
         })
+    }
+}
+
+impl Target {
+    /// Every renderer of the slot's browser. Chromium's zygote clears the
+    /// environment, so they are not tagged, but descend from the tagged
+    /// browser; which one draws the page is not in their command line, and
+    /// spare ones wait beside it: the fault kills them all.
+    fn renderers(self) -> Vec<i32> {
+        let Some(browser) = Target::Browser.find() else {
+            return Vec::new();
+        };
+        descendants(browser)
+            .into_iter()
+            .filter(|p| {
+                let c = std::fs::read(format!("/proc/{p}/cmdline"))
+                    .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+                    .unwrap_or_default();
+                c.contains("--type=renderer") && !c.contains("--extension-process")
+            })
+            .collect()
     }
 }
 
@@ -163,11 +186,20 @@ pub async fn faults(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Val
             continue;
         }
         println!("  {name} x {trials}");
-        let row = row(&mut fleet, &page, &console, fault, trials).await;
+        let id = row_id(fault)?;
+        let row = row(&mut fleet, &page, &console, fault, &id, trials).await;
         let row = match row {
             Ok(r) => r,
             Err(e) => {
                 println!("    {name}: the run broke: {e:#}");
+                // Its recording must not hold a worker for the next rows.
+                let _ = fleet
+                    .request(ConsoleRequest::StopRecording { id: id.clone() })
+                    .await;
+                let _ = fleet
+                    .wait_for_polling(&id, 120, POLL, |d| d.info.state.is_terminal())
+                    .await;
+                let _ = fleet.wait_workers(2, 60).await;
                 json!({ "fault": name, "error": format!("{e:#}") })
             }
         };
@@ -181,19 +213,28 @@ pub async fn faults(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Val
     }))
 }
 
+/// The recording of a fault's row: `f-kill-9-ffmpeg`.
+fn row_id(fault: Fault) -> anyhow::Result<RecordingId> {
+    let mut slug = String::new();
+    for c in fault.name().chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    Ok(RecordingId::new(format!("f-{}", slug.trim_matches('-')))?)
+}
+
 async fn row(
     fleet: &mut Fleet,
     page: &DemoServer,
     console: &Path,
     fault: Fault,
+    id: &RecordingId,
     trials: usize,
 ) -> anyhow::Result<Value> {
-    let slug: String = fault
-        .name()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
-        .collect();
-    let id = RecordingId::new(format!("f-{}", slug.trim_matches('-')).replace("--", "-"))?;
+    let id = id.clone();
     match fleet
         .request(ConsoleRequest::StartRecording(spec(&id, page)))
         .await?
@@ -318,7 +359,10 @@ async fn row(
         g.p50,
         g.max,
         if in_flight != (0, 0) {
-            format!(", requests in flight: {} answered, {} failed", in_flight.0, in_flight.1)
+            format!(
+                ", requests in flight: {} answered, {} failed",
+                in_flight.0, in_flight.1
+            )
         } else {
             String::new()
         }
@@ -372,10 +416,14 @@ async fn holder(fleet: &mut Fleet, id: &RecordingId) -> anyhow::Result<String> {
 }
 
 fn signal(t: Target, sig: Signal) -> anyhow::Result<()> {
-    let pid = t
-        .find()
-        .with_context(|| format!("no {} process of the slot", t.name()))?;
-    kill(Pid::from_raw(pid), sig)?;
+    let pids = match t {
+        Target::Renderer => t.renderers(),
+        _ => t.find().into_iter().collect(),
+    };
+    anyhow::ensure!(!pids.is_empty(), "no {} process of the slot", t.name());
+    for pid in pids {
+        kill(Pid::from_raw(pid), sig)?;
+    }
     Ok(())
 }
 
@@ -408,9 +456,8 @@ async fn requests_in_flight(
             let conn = conn.clone();
             let id = id.clone();
             tasks.spawn(async move {
-                let req = recfleet_protocol::OpenStream::Request(ConsoleRequest::ShowRecording {
-                    id,
-                });
+                let req =
+                    recfleet_protocol::OpenStream::Request(ConsoleRequest::ShowRecording { id });
                 tokio::time::timeout(
                     Duration::from_secs(10),
                     recfleet_protocol::quic::request::<_, ConsoleResponse>(&conn, &req),

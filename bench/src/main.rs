@@ -476,7 +476,10 @@ fn table(r: &Value) -> String {
         ));
         for row in rows {
             if let Some(e) = row.get("error") {
-                line(format!("  {:<44} broke: {e}", row["fault"].as_str().unwrap_or("")));
+                line(format!(
+                    "  {:<44} broke: {e}",
+                    row["fault"].as_str().unwrap_or("")
+                ));
                 continue;
             }
             line(format!(

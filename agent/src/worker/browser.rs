@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use super::event_track::PageDrain;
 pub use super::part::PageStatus;
 use super::part::{PageLocation, PartContext, StartError};
-use super::process::{self, SlotProcess};
+use super::process::SlotProcess;
 use recfleet_protocol::spec::{PageSignal, RecordingSpec};
 
 /// Chromium's flags (docs/capture.md says why each is there).
@@ -108,16 +108,9 @@ pub async fn start_chromedriver(
     if let (Some(server), Some(sink)) = (pulse_server, pulse_sink) {
         cmd.env("PULSE_SERVER", server).env("PULSE_SINK", sink);
     }
-    let spawned = process::spawn(
-        "chromedriver",
-        cmd,
-        &ctx.tag,
-        &ctx.log("chromedriver"),
-        false,
-        false,
-        ctx.exits.clone(),
-    )
-    .map_err(|e| StartError::new("chromedriver", e))?;
+    let spawned = ctx
+        .spawn("chromedriver", cmd, "chromedriver", false, false)
+        .map_err(|e| StartError::new("chromedriver", e))?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await

@@ -139,6 +139,8 @@ pub struct EngineConfig {
     /// Where pages may go until a coordinator says otherwise (a worker
     /// gets its coordinator's policy in the welcome).
     pub egress: recfleet_protocol::egress::UrlPolicy,
+    /// Each slot's memory, CPU and process limits (control groups).
+    pub slot_limits: super::cgroup::Limits,
 }
 
 /// Where the guard comes from.
@@ -151,6 +153,13 @@ pub enum GuardProgram {
     /// No guard: slots may outlive a killed process (unit tests only).
     None,
 }
+
+/// A slot's memory by default, MiB: a 1080p class page with its
+/// encoder uses well under 1 GiB; this stops only a runaway.
+pub const DEFAULT_SLOT_MEMORY_MIB: u64 = 2048;
+/// A slot's processes and threads by default (Chromium runs a few hundred
+/// threads).
+pub const DEFAULT_SLOT_PIDS: u32 = 4096;
 
 impl EngineConfig {
     /// Defaults with the given output directory.
@@ -171,6 +180,11 @@ impl EngineConfig {
             guard_program: GuardProgram::CurrentExe,
             worker_name: "local".into(),
             egress: recfleet_protocol::egress::UrlPolicy::default(),
+            slot_limits: super::cgroup::Limits {
+                memory_max: Some(DEFAULT_SLOT_MEMORY_MIB << 20),
+                cpu_max_millicores: None,
+                pids_max: Some(DEFAULT_SLOT_PIDS),
+            },
         }
     }
 }

@@ -68,6 +68,12 @@ pub struct WorkerSettings {
     /// More Chromium flags, after recfleet's own (`--disable-features=`
     /// lists are merged with recfleet's, not replacing them).
     pub chromium_args: Vec<String>,
+    /// Each slot's memory limit, MiB, all its processes together (0: none).
+    pub slot_memory_mib: u64,
+    /// Each slot's CPU limit, thousandths of a core (0: none).
+    pub slot_cpu_millicores: u32,
+    /// Each slot's processes and threads (0: no limit).
+    pub slot_pids_max: u32,
 }
 
 impl Default for WorkerSettings {
@@ -92,6 +98,9 @@ impl Default for WorkerSettings {
             keep_alive_ms: 500,
             idle_timeout_ms: 2000,
             chromium_args: Vec::new(),
+            slot_memory_mib: crate::worker::config::DEFAULT_SLOT_MEMORY_MIB,
+            slot_cpu_millicores: 0,
+            slot_pids_max: crate::worker::config::DEFAULT_SLOT_PIDS,
         }
     }
 }
@@ -154,6 +163,15 @@ pub struct WorkerArgs {
         allow_hyphen_values = true
     )]
     pub chromium_args: Vec<String>,
+    /// Each slot's memory limit, MiB (0: none).
+    #[arg(long, env = "RECFLEET_SLOT_MEMORY_MIB")]
+    pub slot_memory_mib: Option<u64>,
+    /// Each slot's CPU limit, thousandths of a core (0: none).
+    #[arg(long, env = "RECFLEET_SLOT_CPU_MILLICORES")]
+    pub slot_cpu_millicores: Option<u32>,
+    /// Each slot's process and thread limit (0: none).
+    #[arg(long, env = "RECFLEET_SLOT_PIDS_MAX")]
+    pub slot_pids_max: Option<u32>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -188,6 +206,9 @@ impl WorkerArgs {
         o.set("idle_timeout_ms", self.idle_timeout_ms);
         o.set("drain_grace_secs", self.drain_grace_secs);
         o.set("metrics_addr", self.metrics_addr.map(|a| a.to_string()));
+        o.set("slot_memory_mib", self.slot_memory_mib);
+        o.set("slot_cpu_millicores", self.slot_cpu_millicores);
+        o.set("slot_pids_max", self.slot_pids_max);
         let args: Vec<String> = self
             .chromium_args
             .iter()
@@ -260,6 +281,12 @@ pub async fn main(args: WorkerArgs) -> Result<(), Failure> {
     config.restart_period = Duration::from_secs(s.restart_period_secs);
     config.timeouts.stall = Duration::from_secs(s.stall_timeout_secs);
     config.bins.chromium_args = s.chromium_args.clone();
+    let nonzero = |n: u64| (n > 0).then_some(n);
+    config.slot_limits = crate::worker::cgroup::Limits {
+        memory_max: nonzero(s.slot_memory_mib).map(|m| m << 20),
+        cpu_max_millicores: nonzero(u64::from(s.slot_cpu_millicores)).map(|c| c as u32),
+        pids_max: nonzero(u64::from(s.slot_pids_max)).map(|p| p as u32),
+    };
     let missing = config.bins.missing();
     if !missing.is_empty() {
         return Err(Failure::unavailable(format!(

@@ -8,7 +8,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 use super::part::{PartContext, StartError};
-use super::process::{self, SlotProcess};
+use super::process::SlotProcess;
 
 /// Starts Xvfb on a display number it picks itself (`-displayfd`), so slots
 /// never race for numbers. Returns the process and the display (":N").
@@ -18,16 +18,9 @@ pub async fn start_xvfb(ctx: &PartContext) -> Result<(SlotProcess, String), Star
     cmd.args(["-displayfd", "1", "-screen", "0"])
         .arg(format!("{}x{}x24", v.width, v.height))
         .args(["-nolisten", "tcp", "-noreset"]);
-    let spawned = process::spawn(
-        "xvfb",
-        cmd,
-        &ctx.tag,
-        &ctx.log("xvfb"),
-        false,
-        true,
-        ctx.exits.clone(),
-    )
-    .map_err(|e| StartError::new("xvfb", e))?;
+    let spawned = ctx
+        .spawn("xvfb", cmd, "xvfb", false, true)
+        .map_err(|e| StartError::new("xvfb", e))?;
     let stdout = spawned
         .stdout
         .ok_or_else(|| StartError::msg("xvfb", "no stdout"))?;
@@ -91,16 +84,9 @@ pub async fn start_pulse(ctx: &PartContext) -> Result<AudioSink, StartError> {
         .env("HOME", &dir)
         .env("XDG_RUNTIME_DIR", &dir)
         .env("XDG_CONFIG_HOME", &dir);
-    let spawned = process::spawn(
-        "pulseaudio",
-        cmd,
-        &ctx.tag,
-        &ctx.log("pulseaudio"),
-        false,
-        false,
-        ctx.exits.clone(),
-    )
-    .map_err(|e| StartError::new("pulseaudio", e))?;
+    let spawned = ctx
+        .spawn("pulseaudio", cmd, "pulseaudio", false, false)
+        .map_err(|e| StartError::new("pulseaudio", e))?;
     wait_for_socket(&socket, Duration::from_secs(10))
         .await
         .map_err(|_| {

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::cgroup::Hierarchy;
 use super::config::{EngineConfig, GuardProgram};
 use super::guard;
 use super::process;
@@ -78,6 +79,8 @@ pub struct Engine {
     // The coordinator's URL policy, from its welcome; each new placement
     // takes the one of its moment.
     egress: Mutex<Arc<UrlPolicy>>,
+    // Where each part's control group is made (None: limits off).
+    cgroups: Option<Arc<Hierarchy>>,
     // Held for the life of the engine: when the process dies, the guard
     // reads EOF and kills whatever is left of the slots. A guard that dies
     // is started again (see `watch_guard`).
@@ -129,6 +132,20 @@ impl Engine {
             tracing::info!(parts = left, "uploading chunks a previous run left on disk");
         }
         let egress = Mutex::new(Arc::new(config.egress.clone()));
+        let cgroups = if config.slot_limits.any() {
+            match Hierarchy::detect(&instance) {
+                Ok(h) => {
+                    tracing::info!(limits = ?config.slot_limits, hierarchy = ?h, "per-slot limits on");
+                    Some(Arc::new(h))
+                }
+                Err(why) => {
+                    tracing::warn!(%why, "per-slot limits are off: slots share the machine unlimited");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let engine = Arc::new(Engine {
             uploader,
             config: Arc::new(config),
@@ -138,6 +155,7 @@ impl Engine {
             counter: AtomicU64::new(0),
             shutting_down: Default::default(),
             egress,
+            cgroups,
             _guard: guard,
         });
         Ok((engine, rx))
@@ -221,6 +239,7 @@ impl Engine {
             events: self.events.clone(),
             uploader: self.uploader.clone(),
             egress: lock(&self.egress).clone(),
+            cgroups: self.cgroups.clone(),
         };
         tracing::info!(recording = %id, %epoch, "starting recording");
         let events = self.events.clone();

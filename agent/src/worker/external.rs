@@ -8,7 +8,6 @@ use tokio::sync::watch;
 
 use super::display;
 use super::part::{count_frames, Frames, PartContext, StartError};
-use super::process;
 
 /// One line of the contract.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -94,16 +93,9 @@ pub(super) async fn start_external(
             .env("PULSE_SINK", &a.sink)
             .env("RECFLEET_AUDIO_SOURCE", &a.monitor);
     }
-    let spawned = process::spawn(
-        "capture",
-        cmd,
-        &ctx.tag,
-        &ctx.log("capture"),
-        false,
-        true,
-        ctx.exits.clone(),
-    )
-    .map_err(|e| StartError::new("capture", e))?;
+    let spawned = ctx
+        .spawn("capture", cmd, "capture", false, true)
+        .map_err(|e| StartError::new("capture", e))?;
     let stdout = spawned
         .stdout
         .ok_or_else(|| StartError::msg("capture", "no stdout"))?;

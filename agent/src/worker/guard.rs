@@ -80,7 +80,11 @@ pub fn watch(guard: Arc<Mutex<Guard>>, exe: std::path::PathBuf, tag: String) {
             }
             match Guard::start(&exe, &tag) {
                 Ok(new) => {
-                    tracing::warn!(old = pid, new = new.pid(), "the guard died; a new one watches the slots");
+                    tracing::warn!(
+                        old = pid,
+                        new = new.pid(),
+                        "the guard died; a new one watches the slots"
+                    );
                     *guard.lock().unwrap_or_else(|e| e.into_inner()) = new;
                 }
                 Err(e) => {

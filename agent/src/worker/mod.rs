@@ -2,6 +2,7 @@
 //! with one supervised group of OS processes per recording.
 
 pub mod browser;
+pub mod cgroup;
 pub mod config;
 pub mod daemon;
 pub mod display;

@@ -76,6 +76,9 @@ pub struct PartContext {
     /// The part's egress proxy, which every request of the page goes
     /// through.
     pub egress: super::egress::EgressGate,
+    /// The part's control group (memory, CPU, processes), when per-slot
+    /// limits are on.
+    pub cgroup: Option<Arc<super::cgroup::SlotCgroup>>,
 }
 
 impl PartContext {
@@ -96,6 +99,35 @@ impl PartContext {
             })
             .unwrap_or(0);
         self.stored.load(std::sync::atomic::Ordering::Relaxed) + local
+    }
+
+    /// Starts one of the part's processes (tagged, in its own process
+    /// group, logging to `<log>.log`) and puts it in the part's control
+    /// group at once: none of them forks before it is moved (Chromium is
+    /// started by ChromeDriver later), so all they start is limited too.
+    pub fn spawn(
+        &self,
+        name: &'static str,
+        cmd: tokio::process::Command,
+        log: &str,
+        pipe_stdin: bool,
+        pipe_stdout: bool,
+    ) -> std::io::Result<super::process::Spawned> {
+        let spawned = super::process::spawn(
+            name,
+            cmd,
+            &self.tag,
+            &self.log(log),
+            pipe_stdin,
+            pipe_stdout,
+            self.exits.clone(),
+        )?;
+        if let Some(group) = &self.cgroup {
+            if let Err(e) = group.add(spawned.process.pid) {
+                tracing::warn!(process = name, error = %e, "not limited: cannot join the slot's control group");
+            }
+        }
+        Ok(spawned)
     }
 
     /// The log file of one process of the part.

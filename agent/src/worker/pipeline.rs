@@ -21,7 +21,7 @@ use super::health::PageHealth;
 use super::health_watch::HealthWatch;
 use super::part::{count_frames, Frames, PageStatus, Running};
 pub use super::part::{PartContext, StartError};
-use super::process::{self, Exit, SlotProcess};
+use super::process::{Exit, SlotProcess};
 use super::teardown::teardown;
 
 /// Things a part tells its supervisor as they happen.
@@ -259,16 +259,9 @@ async fn start_encoder(
     if let Some(server) = pulse_server {
         cmd.env("PULSE_SERVER", server);
     }
-    let spawned = process::spawn(
-        "ffmpeg",
-        cmd,
-        &ctx.tag,
-        &ctx.log("ffmpeg"),
-        true,
-        true,
-        ctx.exits.clone(),
-    )
-    .map_err(|e| StartError::new("ffmpeg", e))?;
+    let spawned = ctx
+        .spawn("ffmpeg", cmd, "ffmpeg", true, true)
+        .map_err(|e| StartError::new("ffmpeg", e))?;
     if let Some(stdout) = spawned.stdout {
         let log = ctx.log("ffmpeg");
         tokio::spawn(async move {

@@ -10,6 +10,7 @@ use recfleet_protocol::spec::RecordingSpec;
 use recfleet_protocol::{Epoch, SegmentReport, SlotProgress, WorkerMessage};
 use tokio::sync::{mpsc, watch};
 
+use super::cgroup::{Hierarchy, SlotCgroup};
 use super::config::EngineConfig;
 use super::egress::EgressProxy;
 use super::intensity::RestartIntensity;
@@ -43,6 +44,8 @@ pub struct Slot {
     pub uploader: Uploader,
     /// Where its pages may go.
     pub egress: Arc<UrlPolicy>,
+    /// Where its parts' control groups are made (None: limits off).
+    pub cgroups: Option<Arc<Hierarchy>>,
 }
 
 impl Slot {
@@ -100,6 +103,7 @@ impl Slot {
                     };
                 }
             };
+            let cgroup = self.part_cgroup(part);
             let ctx = PartContext {
                 spec: self.spec.clone(),
                 epoch: self.epoch,
@@ -112,6 +116,7 @@ impl Slot {
                 timeouts: self.config.timeouts,
                 exits: exits_tx,
                 egress: proxy.gate(),
+                cgroup: cgroup.clone(),
             };
             let (part_tx, mut part_rx) = mpsc::unbounded_channel();
             let events = self.events.clone();
@@ -150,6 +155,14 @@ impl Slot {
             .await;
             let _ = forward.await;
             drop(proxy);
+            let mut result = result;
+            if let Some(group) = &cgroup {
+                out_of_memory(
+                    &mut result.reason,
+                    group,
+                    self.config.slot_limits.memory_max,
+                );
+            }
             self.keep_logs(&log_dir, &part_chunks);
             let (events, rid, epoch, report) =
                 (self.events.clone(), id.clone(), self.epoch, result.clone());
@@ -203,6 +216,19 @@ impl Slot {
         reason
     }
 
+    /// The control group of part `part`, when limits are on.
+    fn part_cgroup(&self, part: u32) -> Option<Arc<SlotCgroup>> {
+        let h = self.cgroups.as_ref()?;
+        let slot = self.dir.file_name()?.to_string_lossy().into_owned();
+        match h.slot(&format!("{slot}-p{part}"), &self.config.slot_limits) {
+            Ok(g) => Some(Arc::new(g)),
+            Err(e) => {
+                tracing::warn!(error = %e, "this part runs without limits: its control group cannot be made");
+                None
+            }
+        }
+    }
+
     /// Copies the part's process logs into its chunk directory; they are
     /// stored beside the recording with its last chunks (`logs/e<E>-p<P>/`),
     /// for the operator who wants to know why a part crashed.
@@ -222,5 +248,24 @@ impl Slot {
                 }
             }
         }
+    }
+}
+
+/// A part that crashed after the kernel killed one of its processes for
+/// memory says so: the page reached the slot's memory limit.
+fn out_of_memory(reason: &mut SegmentEndReason, group: &SlotCgroup, limit: Option<u64>) {
+    let kills = group.oom_kills();
+    if kills == 0 {
+        return;
+    }
+    let why = format!(
+        "out of memory: the slot's processes reached its limit of {} MiB ({kills} killed by the kernel)",
+        limit.map_or(0, |b| b >> 20)
+    );
+    match reason {
+        SegmentEndReason::ChildExited { status, .. } => *status = format!("{status}; {why}"),
+        SegmentEndReason::Unhealthy { what, .. } => *what = format!("{what}; {why}"),
+        SegmentEndReason::Stalled { what } => *what = format!("{what}; {why}"),
+        _ => {}
     }
 }
