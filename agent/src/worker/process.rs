@@ -278,6 +278,13 @@ fn parse_stat(stat: &str) -> Option<(i32, char)> {
     Some((ppid, state))
 }
 
+/// Whether a process is stopped (SIGSTOP, a debugger): it acts on no
+/// signal but SIGKILL until it is continued, so waiting for it to finish
+/// gently is waiting for nothing.
+pub fn is_stopped(pid: i32) -> bool {
+    matches!(ppid_and_state(pid), Some((_, 'T' | 't')))
+}
+
 /// Whether a process exists (and is not a zombie).
 pub fn is_alive(pid: i32) -> bool {
     matches!(ppid_and_state(pid), Some((_, s)) if s != 'Z')

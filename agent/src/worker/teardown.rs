@@ -22,6 +22,15 @@ pub(super) async fn teardown(
 ) -> Option<PageDrain> {
     let mut last_events = None;
     let grace = ctx.timeouts.grace;
+    let stopped_encoder = running
+        .procs
+        .iter()
+        .any(|p| p.name == "ffmpeg" && process::is_stopped(p.pid));
+    if stopped_encoder {
+        // Nothing it holds can be saved; the kill below ends it.
+        tracing::warn!(tag = %ctx.tag, "teardown: the encoder is stopped (SIGSTOP): killed without finishing its file");
+        running.encoder_stdin = None;
+    }
     if let Some(mut stdin) = running.encoder_stdin.take() {
         catch_up(&running).await;
         let _ = stdin.write_all(b"q").await;
@@ -65,8 +74,18 @@ pub(super) async fn teardown(
         p.signal_group(Signal::SIGTERM);
     }
     let all_gone = |procs: &[SlotProcess]| procs.iter().all(|p| !process::is_alive(p.pid));
+    // A stopped process never acts on SIGTERM: no use waiting for it.
+    let only_stopped_left = |procs: &[SlotProcess]| {
+        procs
+            .iter()
+            .filter(|p| process::is_alive(p.pid))
+            .all(|p| process::is_stopped(p.pid))
+    };
     let until = tokio::time::Instant::now() + grace;
-    while !all_gone(&running.procs) && tokio::time::Instant::now() < until {
+    while !all_gone(&running.procs)
+        && !only_stopped_left(&running.procs)
+        && tokio::time::Instant::now() < until
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let left: Vec<&str> = running
