@@ -16,8 +16,9 @@ use recfleet_protocol::spec::{RecordingSpec, Viewport};
 use recfleet_protocol::{
     now_ms, ConsoleRequest, ConsoleResponse, RecordingDetail, RecordingId, RecordingState,
 };
+use recfleet_testkit::postgres::PgServer;
 use recfleet_testkit::procs::{descendants, tagged};
-use recfleet_testkit::TestFleet as Fleet;
+use recfleet_testkit::{FleetOptions, S3Server, TestFleet as Fleet};
 use serde_json::{json, Value};
 
 use crate::harness::start_fleet;
@@ -43,6 +44,10 @@ enum Fault {
     CoordinatorTerm,
     /// `recfleet drain` of the holder (migrate) killed after 0.5 s.
     ConsoleMidDrain,
+    /// The object store (the recording's destination) away for 30 s.
+    StoreAway,
+    /// PostgreSQL (the store of two coordinators) away for 10 s.
+    PostgresAway,
 }
 
 /// A process of the slot.
@@ -66,6 +71,8 @@ impl Fault {
             Fault::CoordinatorKill => "kill -9 coordinator (requests in flight)".into(),
             Fault::CoordinatorTerm => "SIGTERM coordinator (requests in flight)".into(),
             Fault::ConsoleMidDrain => "console killed mid-drain".into(),
+            Fault::StoreAway => "object store away 30 s".into(),
+            Fault::PostgresAway => "PostgreSQL away 10 s (two coordinators)".into(),
         }
     }
 
@@ -134,7 +141,21 @@ impl Target {
     }
 }
 
-/// Every fault of the matrix, in the order run.
+/// The faults of the stores, run on a fleet of two coordinators on
+/// PostgreSQL recording to an S3 server.
+fn store_matrix() -> Vec<Fault> {
+    vec![Fault::StoreAway, Fault::PostgresAway]
+}
+
+/// What a fault may act on besides the fleet.
+#[derive(Default)]
+struct Stores {
+    s3: Option<S3Server>,
+    pg: Option<PgServer>,
+}
+
+/// Every fault of the matrix on one coordinator (SQLite) and local files,
+/// in the order run.
 fn matrix() -> Vec<Fault> {
     use Target::*;
     let mut v = vec![Fault::Worker];
@@ -169,25 +190,109 @@ fn spec(id: &RecordingId, page: &DemoServer) -> RecordingSpec {
 pub async fn faults(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Value> {
     let trials = opts.fault_trials();
     let page = DemoServer::start(([127, 0, 0, 1], 0).into()).await?;
-    let mut fleet = start_fleet(agent, dir, 2000).await?;
-    fleet.add_worker(1, 1)?;
-    fleet.add_worker(2, 1)?;
-    fleet.wait_workers(2, 30).await?;
     let console = agent.with_file_name("recfleet");
     let mut rows = Vec::new();
-    for fault in matrix() {
-        let name = fault.name();
-        if !opts.fault_filter.is_empty()
-            && !opts
+    let wanted = |fault: Fault| {
+        let name = fault.name().to_lowercase();
+        opts.fault_filter.is_empty()
+            || opts
                 .fault_filter
                 .iter()
-                .any(|f| name.to_lowercase().contains(&f.to_lowercase()))
-        {
-            continue;
-        }
+                .any(|f| name.contains(&f.to_lowercase()))
+    };
+    let local: Vec<Fault> = matrix().into_iter().filter(|f| wanted(*f)).collect();
+    if !local.is_empty() {
+        let mut fleet = start_fleet(agent, &dir.join("local"), 2000).await?;
+        fleet.add_worker(1, 1)?;
+        fleet.add_worker(2, 1)?;
+        fleet.wait_workers(2, 30).await?;
+        let mut stores = Stores::default();
+        run_rows(
+            &mut fleet,
+            &mut stores,
+            &page,
+            &console,
+            &local,
+            trials,
+            &mut rows,
+        )
+        .await?;
+        fleet.shutdown().await;
+    }
+    let remote: Vec<Fault> = store_matrix().into_iter().filter(|f| wanted(*f)).collect();
+    if !remote.is_empty() {
+        let (mut fleet, mut stores) = store_fleet(agent, &dir.join("stores")).await?;
+        run_rows(
+            &mut fleet,
+            &mut stores,
+            &page,
+            &console,
+            &remote,
+            trials,
+            &mut rows,
+        )
+        .await?;
+        fleet.shutdown().await;
+    }
+    Ok(json!({
+        "what": "each fault x trials on a live 640x360p15 recording with sound (demo page), two workers of capacity 1; lost = the recording did not complete; orphans = slot processes left 5 s after it ended; gaps from its manifest. The store faults run on two coordinators on PostgreSQL recording to an S3 server (SeaweedFS)",
+        "trials": trials,
+        "rows": rows,
+    }))
+}
+
+/// Two coordinators on a PostgreSQL of their own, recording to a bucket of
+/// an S3 server of their own, and two workers.
+async fn store_fleet(agent: &Path, dir: &Path) -> anyhow::Result<(Fleet, Stores)> {
+    let s3 = S3Server::start().await?;
+    s3.create_bucket("faults")?;
+    let pg = PgServer::start().await?;
+    let mut env = s3.env();
+    env.push(("RECFLEET_OUTPUT".into(), "s3://faults/recordings".into()));
+    let mut fleet = Fleet::start_with(FleetOptions {
+        agent: agent.to_path_buf(),
+        dir: Some(dir.to_path_buf()),
+        idle_timeout_ms: Some(2000),
+        log_filter: "info".into(),
+        agent_certs: 0,
+        store: Some(pg.url()),
+        standbys: 1,
+        coordinator_env: env,
+        ..Default::default()
+    })
+    .await?;
+    fleet.wait_ready().await?;
+    let worker_env = s3.env();
+    let worker_env: Vec<(&str, &str)> = worker_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    fleet.add_worker_with(1, 1, &worker_env)?;
+    fleet.add_worker_with(2, 1, &worker_env)?;
+    fleet.wait_workers(2, 30).await?;
+    Ok((
+        fleet,
+        Stores {
+            s3: Some(s3),
+            pg: Some(pg),
+        },
+    ))
+}
+
+async fn run_rows(
+    fleet: &mut Fleet,
+    stores: &mut Stores,
+    page: &DemoServer,
+    console: &Path,
+    faults: &[Fault],
+    trials: usize,
+    rows: &mut Vec<Value>,
+) -> anyhow::Result<()> {
+    for &fault in faults {
+        let name = fault.name();
         println!("  {name} x {trials}");
         let id = row_id(fault)?;
-        let row = row(&mut fleet, &page, &console, fault, &id, trials).await;
+        let row = row(fleet, stores, page, console, fault, &id, trials).await;
         let row = match row {
             Ok(r) => r,
             Err(e) => {
@@ -205,12 +310,7 @@ pub async fn faults(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Val
         };
         rows.push(row);
     }
-    fleet.shutdown().await;
-    Ok(json!({
-        "what": "each fault x trials on a live 640x360p15 recording with sound (demo page), two workers of capacity 1; lost = the recording did not complete; orphans = slot processes left 5 s after it ended; gaps from its manifest",
-        "trials": trials,
-        "rows": rows,
-    }))
+    Ok(())
 }
 
 /// The recording of a fault's row: `f-kill-9-ffmpeg`.
@@ -228,6 +328,7 @@ fn row_id(fault: Fault) -> anyhow::Result<RecordingId> {
 
 async fn row(
     fleet: &mut Fleet,
+    stores: &mut Stores,
     page: &DemoServer,
     console: &Path,
     fault: Fault,
@@ -280,6 +381,19 @@ async fn row(
                 in_flight.0 += answered;
                 in_flight.1 += failed;
                 fleet.start_coordinator()?;
+                fleet.wait_ready().await?;
+            }
+            Fault::StoreAway => {
+                let s3 = stores.s3.as_mut().context("no S3 server")?;
+                s3.stop().await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                s3.resume().await?;
+            }
+            Fault::PostgresAway => {
+                let pg = stores.pg.as_mut().context("no PostgreSQL")?;
+                pg.kill().await;
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                pg.resume().await?;
                 fleet.wait_ready().await?;
             }
             Fault::ConsoleMidDrain => {

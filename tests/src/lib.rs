@@ -6,3 +6,4 @@ pub mod console;
 pub mod hooks;
 pub mod media;
 pub mod recordings;
+pub mod tls;

@@ -1,5 +1,6 @@
 //! Steps of a recording's life that many cross-process tests take.
 
+use recfleet_protocol::spec::{RecordingSpec, Viewport};
 use recfleet_protocol::{ConsoleRequest, Manifest, RecordingId, RecordingState};
 use recfleet_testkit::TestFleet;
 
@@ -27,4 +28,17 @@ pub async fn wait_completed(fleet: &mut TestFleet, id: &RecordingId, secs: u64) 
         d.info
     );
     d.manifest
+}
+
+/// A small recording: 640x360 without sound, at most ten minutes (cheap on
+/// two cores, for tests about something else than the picture).
+pub fn small_spec(id: &RecordingId, url: String) -> RecordingSpec {
+    let mut spec = RecordingSpec::new(id.clone(), url);
+    spec.viewport = Viewport {
+        width: 640,
+        height: 360,
+    };
+    spec.audio = false;
+    spec.stop.max_duration_secs = Some(600);
+    spec
 }

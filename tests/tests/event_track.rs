@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 use recfleet_agent::demo::DemoServer;
 use recfleet_protocol::events::{EventOptions, TrackEvent};
 use recfleet_protocol::manifest::SegmentEndReason;
-use recfleet_protocol::spec::{RecordingSpec, Viewport};
+use recfleet_protocol::spec::RecordingSpec;
 use recfleet_protocol::{
     now_ms, ConsoleRequest, EventSource, Manifest, RecordingId, RecordingState,
 };
@@ -20,7 +20,7 @@ use recfleet_testkit::netns::Netns;
 use recfleet_testkit::{FleetOptions, TestFleet};
 use recfleet_tests::console::Console;
 use recfleet_tests::media;
-use recfleet_tests::recordings::{stop_and_complete, wait_completed};
+use recfleet_tests::recordings::{small_spec, stop_and_complete, wait_completed};
 
 /// A fleet that makes recording.mp4, with `workers` workers of capacity
 /// `capacity`.
@@ -39,14 +39,7 @@ async fn fleet(workers: u32, capacity: u32) -> TestFleet {
 }
 
 fn spec(id: &RecordingId, url: String) -> RecordingSpec {
-    let mut spec = RecordingSpec::new(id.clone(), url);
-    spec.viewport = Viewport {
-        width: 640,
-        height: 360,
-    };
-    spec.audio = false;
-    spec.stop.max_duration_secs = Some(600);
-    spec
+    small_spec(id, url)
 }
 
 async fn start(fleet: &mut TestFleet, spec: RecordingSpec) {

@@ -3,7 +3,6 @@
 //! coordinator logs why, and the refusal is in the audit trail (as the
 //! identity when the handshake said who, else as `unauthenticated@IP`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use recfleet_certs::{Role, TlsMaterial};
@@ -11,6 +10,7 @@ use recfleet_protocol::quic::{self, TransportSettings};
 use recfleet_protocol::{ConsoleRequest, ConsoleResponse, DrainMode, OpenStream, WorkerName};
 use recfleet_testkit::procs::workspace_bin;
 use recfleet_testkit::{Pki, TestFleet};
+use recfleet_tests::tls::client_without_certificate;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -29,25 +29,6 @@ async fn ask(fleet: &TestFleet, client: &quinn::Endpoint, req: ConsoleRequest) -
 
 fn endpoint(material: &TlsMaterial) -> quinn::Endpoint {
     quic::client_endpoint(material, TransportSettings::default()).unwrap()
-}
-
-/// A client that presents no certificate at all (but trusts the fleet).
-fn anonymous(pki: &Pki) -> quinn::Endpoint {
-    let material = pki.issue(Role::Operator, "x").unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in &material.ca {
-        roots.add(ca.clone()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(recfleet_certs::provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![recfleet_protocol::version::ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(config).unwrap();
-    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    client.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    client
 }
 
 struct Case {
@@ -78,7 +59,7 @@ async fn every_wrong_peer_is_refused_told_logged_and_audited() {
     let cases = vec![
         Case {
             name: "no certificate",
-            client: anonymous(&pki),
+            client: client_without_certificate(&pki),
             req: ConsoleRequest::WhoAmI,
             told: "certificate required",
             logged: "the client presented no certificate",

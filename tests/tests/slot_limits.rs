@@ -5,20 +5,13 @@
 
 use recfleet_agent::demo::DemoServer;
 use recfleet_protocol::manifest::SegmentEndReason;
-use recfleet_protocol::spec::{RecordingSpec, Viewport};
+use recfleet_protocol::spec::RecordingSpec;
 use recfleet_protocol::{ConsoleRequest, RecordingId, RecordingState};
 use recfleet_testkit::TestFleet;
-use recfleet_tests::recordings::stop_and_complete;
+use recfleet_tests::recordings::{small_spec, stop_and_complete};
 
 fn spec(id: &RecordingId, url: String) -> RecordingSpec {
-    let mut spec = RecordingSpec::new(id.clone(), url);
-    spec.viewport = Viewport {
-        width: 640,
-        height: 360,
-    };
-    spec.audio = false;
-    spec.stop.max_duration_secs = Some(600);
-    spec
+    small_spec(id, url)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

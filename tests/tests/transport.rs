@@ -2,7 +2,6 @@
 //! and how each side is told, and what bad frames do to a connection.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use recfleet_certs::Role;
@@ -228,20 +227,7 @@ async fn a_server_that_is_not_a_coordinator_is_refused_by_its_clients() {
 async fn a_client_without_certificate_is_refused() {
     let pki = Pki::temp().unwrap();
     let mut server = start_server(&pki).await;
-    let material = pki.issue(Role::Operator, "x").unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in &material.ca {
-        roots.add(ca.clone()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(recfleet_certs::provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![recfleet_protocol::version::ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(config).unwrap();
-    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    client.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let client = recfleet_tests::tls::client_without_certificate(&pki);
     let err = who_am_i(&client, server.addr)
         .await
         .unwrap_err()
