@@ -326,15 +326,130 @@ fn row_id(fault: Fault) -> anyhow::Result<RecordingId> {
     Ok(RecordingId::new(format!("f-{}", slug.trim_matches('-')))?)
 }
 
+/// One fault's row: `trials` recordings, one after the other, each hit
+/// once while it records, then stopped. One recording per trial keeps the
+/// trials apart: a slot restarted a fourth time within a minute gives up by
+/// design (the restart intensity), which is not what a row measures.
 async fn row(
     fleet: &mut Fleet,
     stores: &mut Stores,
     page: &DemoServer,
     console: &Path,
     fault: Fault,
-    id: &RecordingId,
+    base: &RecordingId,
     trials: usize,
 ) -> anyhow::Result<Value> {
+    let mut recovered_ms = Vec::new();
+    let mut in_flight = (0usize, 0usize);
+    let (mut lost, mut gaps, mut restarts, mut segments) = (Vec::new(), Vec::new(), 0u32, 0usize);
+    let mut left = Vec::new();
+    for trial in 0..trials {
+        let id = RecordingId::new(format!("{base}-{trial}"))?;
+        let end = trial_once(
+            fleet,
+            stores,
+            page,
+            console,
+            fault,
+            &id,
+            &mut recovered_ms,
+            &mut in_flight,
+        )
+        .await;
+        // Whatever happened, the recording is stopped and waited for.
+        let _ = fleet
+            .request(ConsoleRequest::StopRecording { id: id.clone() })
+            .await;
+        let end = match end {
+            Ok(()) => {
+                fleet
+                    .wait_for_polling(&id, 120, Duration::from_millis(200), |d| {
+                        d.info.state.is_terminal()
+                    })
+                    .await?
+            }
+            Err(e) => {
+                println!("    {trial}: {e:#}");
+                let d = fleet
+                    .wait_for_polling(&id, 120, Duration::from_millis(200), |d| {
+                        d.info.state.is_terminal()
+                    })
+                    .await?;
+                lost.push(format!("{id}: {e:#}"));
+                d
+            }
+        };
+        if end.info.state != RecordingState::Completed {
+            lost.push(format!("{id}: {} ({:?})", end.info.state, end.info.reason));
+        }
+        gaps.extend(end.manifest.gaps.iter().map(|g| g.duration_ms as f64));
+        restarts += end.info.restarts;
+        segments += end.manifest.segments.len();
+        fleet.wait_workers(2, 60).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        left.extend(
+            tagged("")
+                .into_iter()
+                .map(|(p, c)| format!("{c}({p}) after {id}")),
+        );
+    }
+    lost.dedup_by(|a, b| a.split(':').next() == b.split(':').next());
+    let g = Summary::of(&gaps);
+    let r = Summary::of(&recovered_ms);
+    println!(
+        "    {}: lost {}, orphans {}, gaps {} (p50 {:.0} ms, max {:.0} ms){}",
+        fault.name(),
+        lost.len(),
+        left.len(),
+        gaps.len(),
+        g.p50,
+        g.max,
+        if in_flight != (0, 0) {
+            format!(
+                ", requests in flight: {} answered, {} failed",
+                in_flight.0, in_flight.1
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(json!({
+        "fault": fault.name(),
+        "trials": trials,
+        "lost": lost.len(),
+        "lost_recordings": lost,
+        "orphans": left,
+        "gaps_ms": gaps,
+        "gap_p50_ms": g.p50,
+        "gap_max_ms": g.max,
+        "recovered_ms": recovered_ms,
+        "recovered_p50_ms": r.p50,
+        "recovered_max_ms": r.max,
+        "restarts": restarts,
+        "segments": segments,
+        "requests_in_flight_answered": in_flight.0,
+        "requests_in_flight_failed": in_flight.1,
+        "requests_in_flight_hung": if matches!(fault, Fault::CoordinatorKill | Fault::CoordinatorTerm) {
+            20 * trials - in_flight.0 - in_flight.1
+        } else {
+            0
+        },
+    }))
+}
+
+/// One trial: a recording started, hit once while it records, and seen to
+/// capture again (or never to stop).
+#[allow(clippy::too_many_arguments)]
+async fn trial_once(
+    fleet: &mut Fleet,
+    stores: &mut Stores,
+    page: &DemoServer,
+    console: &Path,
+    fault: Fault,
+    id: &RecordingId,
+    recovered_ms: &mut Vec<f64>,
+    in_flight: &mut (usize, usize),
+) -> anyhow::Result<()> {
     let id = id.clone();
     match fleet
         .request(ConsoleRequest::StartRecording(spec(&id, page)))
@@ -344,9 +459,7 @@ async fn row(
         other => anyhow::bail!("start: {other:?}"),
     }
     wait_capturing(fleet, &id, 0).await?;
-    let mut recovered_ms = Vec::new();
-    let mut in_flight = (0usize, 0usize);
-    for trial in 0..trials {
+    {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let at = now_ms();
         match fault {
@@ -431,7 +544,7 @@ async fn row(
                 .min()
                 .unwrap_or(at);
             let ms = first.saturating_sub(at);
-            println!("    {trial}: capturing again {ms} ms after the fault");
+            println!("    {id}: capturing again {ms} ms after the fault");
             recovered_ms.push(ms as f64);
         } else {
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -442,68 +555,10 @@ async fn row(
                 d.info.state,
                 fault.name()
             );
-            println!("    {trial}: still recording");
+            println!("    {id}: still recording");
         }
-        fleet.wait_workers(2, 30).await?;
     }
-    fleet
-        .request(ConsoleRequest::StopRecording { id: id.clone() })
-        .await?;
-    let end = fleet
-        .wait_for_polling(&id, 120, Duration::from_millis(200), |d| {
-            d.info.state.is_terminal()
-        })
-        .await?;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let left = tagged("");
-    let gaps: Vec<f64> = end
-        .manifest
-        .gaps
-        .iter()
-        .map(|g| g.duration_ms as f64)
-        .collect();
-    let g = Summary::of(&gaps);
-    let r = Summary::of(&recovered_ms);
-    let lost = usize::from(end.info.state != RecordingState::Completed);
-    println!(
-        "    {}: lost {lost}, orphans {}, gaps {} (p50 {:.0} ms, max {:.0} ms){}",
-        fault.name(),
-        left.len(),
-        gaps.len(),
-        g.p50,
-        g.max,
-        if in_flight != (0, 0) {
-            format!(
-                ", requests in flight: {} answered, {} failed",
-                in_flight.0, in_flight.1
-            )
-        } else {
-            String::new()
-        }
-    );
-    Ok(json!({
-        "fault": fault.name(),
-        "trials": trials,
-        "lost": lost,
-        "final_state": end.info.state.to_string(),
-        "reason": end.info.reason,
-        "orphans": left.iter().map(|(p, c)| format!("{c}({p})")).collect::<Vec<_>>(),
-        "gaps_ms": gaps,
-        "gap_p50_ms": g.p50,
-        "gap_max_ms": g.max,
-        "recovered_ms": recovered_ms,
-        "recovered_p50_ms": r.p50,
-        "recovered_max_ms": r.max,
-        "restarts": end.info.restarts,
-        "segments": end.manifest.segments.len(),
-        "requests_in_flight_answered": in_flight.0,
-        "requests_in_flight_failed": in_flight.1,
-        "requests_in_flight_hung": if matches!(fault, Fault::CoordinatorKill | Fault::CoordinatorTerm) {
-            20 * trials - in_flight.0 - in_flight.1
-        } else {
-            0
-        },
-    }))
+    Ok(())
 }
 
 /// Waits until the recording captures, in a part begun after `after`
