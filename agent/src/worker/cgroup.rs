@@ -81,6 +81,9 @@ impl Hierarchy {
             );
         };
         let mine = format!("recfleet-{instance}");
+        for parent in [&memory, &cpu, &pids] {
+            sweep_stale(parent);
+        }
         let dirs = [memory.join(&mine), cpu.join(&mine), pids.join(&mine)];
         for d in &dirs {
             std::fs::create_dir_all(d)
@@ -155,6 +158,35 @@ impl Hierarchy {
     }
 }
 
+/// Removes the groups of workers that are gone (`recfleet-<pid>-<ms>`
+/// whose pid is not alive): a worker killed with kill -9 leaves its empty
+/// groups behind, and each costs the kernel memory until removed. A group
+/// with a process left is not removable and stays.
+fn sweep_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("recfleet-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if crate::worker::process::is_alive(pid) {
+            continue;
+        }
+        if let Ok(slots) = std::fs::read_dir(e.path()) {
+            for s in slots.flatten().filter(|s| s.path().is_dir()) {
+                let _ = std::fs::remove_dir(s.path());
+            }
+        }
+        let _ = std::fs::remove_dir(e.path());
+    }
+}
+
 fn v2(root: &Path, own: &str, instance: &str) -> Result<Hierarchy, String> {
     let rel = own
         .lines()
@@ -170,6 +202,7 @@ fn v2(root: &Path, own: &str, instance: &str) -> Result<Hierarchy, String> {
         .map_err(|e| format!("cannot move the worker into {}: {e}", agent.display()))?;
     std::fs::write(base.join("cgroup.subtree_control"), "+memory +cpu +pids")
         .map_err(|e| format!("cannot delegate controllers in {}: {e}", base.display()))?;
+    sweep_stale(&base);
     let slots = base.join(format!("recfleet-{instance}"));
     std::fs::create_dir_all(&slots)
         .and_then(|()| std::fs::write(slots.join("cgroup.subtree_control"), "+memory +cpu +pids"))
