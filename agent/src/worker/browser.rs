@@ -169,7 +169,13 @@ pub async fn open_page(ctx: &PartContext, port: u16) -> Result<WebDriver, StartE
             None => Ok(driver),
             Some(why) => {
                 let _ = driver.quit().await;
-                let why = ctx.egress.blocked_reason().unwrap_or(why);
+                // Chromium's error page (a refused CONNECT) or the
+                // proxy's own 403 are the policy's doing; another HTTP
+                // status is the site's.
+                let why = match ctx.egress.blocked_reason() {
+                    Some(b) if !why.starts_with("HTTP status") || why == "HTTP status 403" => b,
+                    _ => why,
+                };
                 Err(StartError::page(format!(
                     "{} did not load: {why}",
                     ctx.spec.url

@@ -83,7 +83,7 @@ pub struct Engine {
     cgroups: Option<Arc<Hierarchy>>,
     // Held for the life of the engine: when the process dies, the guard
     // reads EOF and kills whatever is left of the slots. A guard that dies
-    // is started again (see `watch_guard`).
+    // is started again (see `guard::watch`).
     _guard: Option<Arc<Mutex<guard::Guard>>>,
 }
 
