@@ -623,8 +623,10 @@ pub async fn start(
         allow_internal: settings.allow_internal.clone(),
     };
     url_policy.validate().map_err(Failure::invalid)?;
-    // Webhook URLs pass the policy recordings pass: a refused one is bad
-    // configuration, said at start rather than at the first event.
+    // Webhook URLs pass the allow-list and are never link-local or
+    // metadata (they may be internal: the operator set them): a refused
+    // one is bad configuration, said at start rather than at the first
+    // event.
     let webhooks = webhook::config::check(
         &settings.webhook_urls,
         &url_policy,

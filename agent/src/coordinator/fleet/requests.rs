@@ -23,8 +23,9 @@ impl Fleet {
         self.actor = None;
     }
 
-    /// A request refused for the asker's role: audited and logged (the
-    /// refusal itself was answered at the connection).
+    /// A request refused for the asker's role, or a connection refused in
+    /// its handshake: audited (the refusal itself was answered, and
+    /// logged, at the connection).
     pub(super) fn refused(&mut self, actor: &str, what: &str) {
         self.out.push(Effect::Audit {
             at: self.now.wall_ms,
