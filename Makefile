@@ -6,8 +6,9 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the project needs at run time and in tests.
+# g++: the fuzz targets' libFuzzer is C++.
 APT_PACKAGES := chromium chromium-driver ffmpeg xvfb pulseaudio pulseaudio-utils \
-	iproute2 procps tmux python3 python3-venv ca-certificates postgresql
+	iproute2 procps tmux python3 python3-venv ca-certificates postgresql g++
 PYTHON_VENV := .venv
 
 .PHONY: demo test faults fuzz fuzz-ci fuzz-deps fuzz-build deps apt-deps py-deps build lint unit fmt bench bench-smoke bench-deps clean \
