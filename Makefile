@@ -109,7 +109,7 @@ bench: deps bench-deps
 
 # Each benchmark for a few seconds: checks that everything runs.
 # The fault matrix (docs/reliability.md): each fault x TRIALS on a live
-# recording; about an hour at 20 trials.
+# recording; 51 min at TRIALS=10 here, so about 100 min at 20.
 TRIALS ?= 20
 faults: deps bench-deps
 	$(CARGO) build --release -p recfleet-agent -p recfleet-console -p recfleet-bench

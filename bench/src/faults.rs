@@ -547,13 +547,17 @@ async fn trial_once(
             println!("    {id}: capturing again {ms} ms after the fault");
             recovered_ms.push(ms as f64);
         } else {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let d = fleet.show(&id).await?;
+            // The capture never stopped; the coordinator's view of it may
+            // take a moment to come back (a worker reconnecting after the
+            // coordinator's restart reports its running segment).
+            let d = fleet
+                .wait_for_polling(&id, 60, POLL, |d| d.info.state == RecordingState::Recording)
+                .await?;
             anyhow::ensure!(
-                d.info.state == RecordingState::Recording,
-                "{id} is {:?} after {}",
-                d.info.state,
-                fault.name()
+                d.info.restarts == 0 && d.manifest.gaps.is_empty(),
+                "{id} was interrupted by {}: {:?}",
+                fault.name(),
+                d.info
             );
             println!("    {id}: still recording");
         }
