@@ -438,6 +438,79 @@ mod tests {
         assert_eq!(log.last().unwrap().target, "10.0.0.99:80");
     }
 
+    /// CONNECT to an allowed address becomes a byte tunnel; to a refused
+    /// one, a 403 with the reason, kept in the log; a plain-HTTP request
+    /// is forwarded in origin form.
+    #[tokio::test]
+    async fn the_proxy_tunnels_forwards_and_refuses() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // An echo server, then an HTTP/1.0 one-shot server, on loopback.
+        let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let echo_port = echo.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = echo.accept().await.unwrap();
+            let mut buf = [0u8; 64];
+            let n = s.read(&mut buf).await.unwrap();
+            s.write_all(&buf[..n]).await.unwrap();
+        });
+        let web = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let web_port = web.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = web.accept().await.unwrap();
+            let mut buf = vec![0u8; 1024];
+            let n = s.read(&mut buf).await.unwrap();
+            let head = String::from_utf8_lossy(&buf[..n]).to_string();
+            let line = head.lines().next().unwrap_or("").to_string();
+            let body = format!("saw {line}");
+            s.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        });
+        let proxy = EgressProxy::start(Arc::new(UrlPolicy::loopback_allowed()))
+            .await
+            .unwrap();
+        let gate = proxy.gate();
+        let ask = |req: String| async move {
+            let mut c = TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
+            c.write_all(req.as_bytes()).await.unwrap();
+            c
+        };
+        // A tunnel: the answer, then our bytes echoed through it.
+        let mut c = ask(format!(
+            "CONNECT 127.0.0.1:{echo_port} HTTP/1.1\r\nHost: 127.0.0.1:{echo_port}\r\n\r\n"
+        ))
+        .await;
+        let mut buf = vec![0u8; 256];
+        let n = c.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        c.write_all(b"ping through").await.unwrap();
+        let n = c.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"ping through");
+        // Forwarded in origin form.
+        let mut c = ask(format!(
+            "GET http://127.0.0.1:{web_port}/a?b=1 HTTP/1.1\r\nHost: 127.0.0.1:{web_port}\r\nProxy-Connection: keep-alive\r\n\r\n"
+        ))
+        .await;
+        let mut text = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut text)).await;
+        assert!(text.contains("saw GET /a?b=1 HTTP/1.1"), "{text}");
+        // Refused: 10.0.0.1 is private (never connected to).
+        let mut c = ask("CONNECT 10.0.0.1:443 HTTP/1.1\r\nHost: 10.0.0.1:443\r\n\r\n".into()).await;
+        let n = c.read(&mut buf).await.unwrap();
+        let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+        let (blocked, _) = proxy.gate().log.take_unread();
+        assert_eq!(blocked.len(), 1);
+        assert_eq!(blocked[0].target, "10.0.0.1:443");
+        assert!(blocked[0].why.contains("private"), "{:?}", blocked[0]);
+    }
+
     #[test]
     fn this_machines_addresses_are_its_own() {
         assert!(is_own_address("127.0.0.1".parse().unwrap()));
