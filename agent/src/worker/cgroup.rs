@@ -54,7 +54,7 @@ pub enum Hierarchy {
 impl Hierarchy {
     /// Finds a writable hierarchy and makes `recfleet-<instance>` in it;
     /// the error says why limits are off.
-    pub fn detect(instance: &str) -> Result<Hierarchy, String> {
+    pub fn detect(instance: &str, limits: &Limits) -> Result<Hierarchy, String> {
         let own = std::fs::read_to_string("/proc/self/cgroup")
             .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
         let root = Path::new("/sys/fs/cgroup");
@@ -62,7 +62,7 @@ impl Hierarchy {
             std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
         let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
         if has("memory") && has("cpu") && has("pids") {
-            return v2(root, &own, instance);
+            return v2(root, &own, instance, limits.cpu_max_millicores.is_some());
         }
         let path_of = |controller: &str| -> Option<PathBuf> {
             let line = own.lines().find(|l| {
@@ -120,8 +120,16 @@ impl Hierarchy {
             }
             Hierarchy::V1 { memory, cpu, pids } => {
                 let (m, c, p) = (memory.join(name), cpu.join(name), pids.join(name));
-                for d in [&m, &c, &p] {
+                // The cpu group only with a CPU limit: a group of its own
+                // changes how the scheduler shares the machine between the
+                // slots and the worker (seen: a worker starved for 2 s
+                // while two slots started), which is not asked for then.
+                let cpu = limits.cpu_max_millicores.is_some();
+                for d in [&m, &p] {
                     std::fs::create_dir_all(d)?;
+                }
+                if cpu {
+                    std::fs::create_dir_all(&c)?;
                 }
                 if let Some(bytes) = limits.memory_max {
                     std::fs::write(m.join("memory.limit_in_bytes"), bytes.to_string())?;
@@ -137,7 +145,11 @@ impl Hierarchy {
                     std::fs::write(p.join("pids.max"), n.to_string())?;
                 }
                 SlotCgroup {
-                    dirs: vec![m.clone(), c, p],
+                    dirs: if cpu {
+                        vec![m.clone(), c, p]
+                    } else {
+                        vec![m.clone(), p]
+                    },
                     memory: m,
                     v2: false,
                 }
@@ -187,7 +199,14 @@ fn sweep_stale(parent: &Path) {
     }
 }
 
-fn v2(root: &Path, own: &str, instance: &str) -> Result<Hierarchy, String> {
+fn v2(root: &Path, own: &str, instance: &str, cpu: bool) -> Result<Hierarchy, String> {
+    // The cpu controller only with a CPU limit (see the v1 case in
+    // `Hierarchy::slot`).
+    let controllers = if cpu {
+        "+memory +cpu +pids"
+    } else {
+        "+memory +pids"
+    };
     let rel = own
         .lines()
         .find_map(|l| l.strip_prefix("0::"))
@@ -200,12 +219,12 @@ fn v2(root: &Path, own: &str, instance: &str) -> Result<Hierarchy, String> {
     std::fs::create_dir_all(&agent)
         .and_then(|()| std::fs::write(agent.join("cgroup.procs"), std::process::id().to_string()))
         .map_err(|e| format!("cannot move the worker into {}: {e}", agent.display()))?;
-    std::fs::write(base.join("cgroup.subtree_control"), "+memory +cpu +pids")
+    std::fs::write(base.join("cgroup.subtree_control"), controllers)
         .map_err(|e| format!("cannot delegate controllers in {}: {e}", base.display()))?;
     sweep_stale(&base);
     let slots = base.join(format!("recfleet-{instance}"));
     std::fs::create_dir_all(&slots)
-        .and_then(|()| std::fs::write(slots.join("cgroup.subtree_control"), "+memory +cpu +pids"))
+        .and_then(|()| std::fs::write(slots.join("cgroup.subtree_control"), controllers))
         .map_err(|e| format!("cannot prepare {}: {e}", slots.display()))?;
     Ok(Hierarchy::V2(slots))
 }

@@ -133,7 +133,7 @@ impl Engine {
         }
         let egress = Mutex::new(Arc::new(config.egress.clone()));
         let cgroups = if config.slot_limits.any() {
-            match Hierarchy::detect(&instance) {
+            match Hierarchy::detect(&instance, &config.slot_limits) {
                 Ok(h) => {
                     tracing::info!(limits = ?config.slot_limits, hierarchy = ?h, "per-slot limits on");
                     Some(Arc::new(h))
