@@ -1,9 +1,10 @@
-//! Benchmark 10, the fault matrix: each fault injected `trials` times into
-//! a live recording (640x360 at 15 fps with sound, the demo page) on a
-//! fleet of two workers, then the recording is stopped. Per fault: the
-//! recordings lost (not `completed`; must be 0), the slot processes left
-//! behind once it ended (must be 0), and the manifest's gaps (p50, max).
-//! `make faults` runs it (docs/reliability.md has the figures).
+//! Benchmark 10, the fault matrix: each fault hits `trials` live
+//! recordings (640x360 at 15 fps with sound, the demo page), one after the
+//! other, once each, on a fleet of two workers; each is then stopped. Per
+//! fault: the recordings lost (not `completed`; must be 0), the slot
+//! processes left behind after each ended (must be 0), and the manifests'
+//! gaps (p50, max). `make faults` runs it (docs/reliability.md has the
+//! figures).
 
 use std::path::Path;
 use std::time::Duration;
@@ -185,8 +186,8 @@ fn spec(id: &RecordingId, page: &DemoServer) -> RecordingSpec {
     s
 }
 
-/// Benchmark 10: the fault matrix. `only`: fault names containing one of
-/// these words (empty: all).
+/// Benchmark 10: the fault matrix; `opts.fault_filter` picks the faults
+/// whose names contain one of its words (empty: all).
 pub async fn faults(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Value> {
     let trials = opts.fault_trials();
     let page = DemoServer::start(([127, 0, 0, 1], 0).into()).await?;
