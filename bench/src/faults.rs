@@ -343,6 +343,7 @@ async fn row(
     let mut recovered_ms = Vec::new();
     let mut in_flight = (0usize, 0usize);
     let (mut lost, mut gaps, mut restarts, mut segments) = (Vec::new(), Vec::new(), 0u32, 0usize);
+    let mut errors: Vec<String> = Vec::new();
     let mut left = Vec::new();
     for trial in 0..trials {
         let id = RecordingId::new(format!("{base}-{trial}"))?;
@@ -376,7 +377,9 @@ async fn row(
                         d.info.state.is_terminal()
                     })
                     .await?;
-                lost.push(format!("{id}: {e:#}"));
+                // What the trial saw go wrong; the recording counts as
+                // lost only if it did not complete.
+                errors.push(format!("{id}: {e:#}"));
                 d
             }
         };
@@ -394,14 +397,14 @@ async fn row(
                 .map(|(p, c)| format!("{c}({p}) after {id}")),
         );
     }
-    lost.dedup_by(|a, b| a.split(':').next() == b.split(':').next());
     let g = Summary::of(&gaps);
     let r = Summary::of(&recovered_ms);
     println!(
-        "    {}: lost {}, orphans {}, gaps {} (p50 {:.0} ms, max {:.0} ms){}",
+        "    {}: lost {}, orphans {}, trial errors {}, gaps {} (p50 {:.0} ms, max {:.0} ms){}",
         fault.name(),
         lost.len(),
         left.len(),
+        errors.len(),
         gaps.len(),
         g.p50,
         g.max,
@@ -419,6 +422,7 @@ async fn row(
         "trials": trials,
         "lost": lost.len(),
         "lost_recordings": lost,
+        "trial_errors": errors,
         "orphans": left,
         "gaps_ms": gaps,
         "gap_p50_ms": g.p50,
