@@ -347,6 +347,7 @@ mod tests {
             recordings: Vec::new(),
             upload_buffer_bytes: 0,
             upload_buffer_full: false,
+            ready: Default::default(),
         }
     }
 

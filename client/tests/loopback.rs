@@ -116,6 +116,7 @@ fn worker(name: &str) -> WorkerInfo {
         recordings: Vec::new(),
         upload_buffer_bytes: 0,
         upload_buffer_full: false,
+        ready: Default::default(),
     }
 }
 

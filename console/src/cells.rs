@@ -12,6 +12,7 @@ pub fn worker_cells(w: &WorkerInfo, now: u64) -> Vec<String> {
         w.name.to_string(),
         w.state.as_str().to_string(),
         format!("{}/{}", w.used, w.capacity),
+        ready(w),
         format::cores(w.cpu_millicores),
         format::bytes(w.rss_bytes),
         format::rtt(w.rtt_us),
@@ -31,17 +32,27 @@ fn upload_buffer(w: &WorkerInfo) -> String {
     }
 }
 
+/// Ready slots of the warm pool, of those it keeps (`-`: no pool).
+fn ready(w: &WorkerInfo) -> String {
+    match w.ready.target {
+        0 => "-".to_string(),
+        t => format!("{}/{t}", w.ready.ready),
+    }
+}
+
 /// The column titles of the workers view.
-pub const WORKER_COLUMNS: [&str; 10] = [
-    "NAME", "STATE", "SLOTS", "CPU", "MEM", "RTT", "VERSION", "UPTIME", "UPLOADS", "LABELS",
+pub const WORKER_COLUMNS: [&str; 11] = [
+    "NAME", "STATE", "SLOTS", "READY", "CPU", "MEM", "RTT", "VERSION", "UPTIME", "UPLOADS",
+    "LABELS",
 ];
 
 /// The column titles of `recfleet workers -o wide`: the table's, with the
 /// address, when it was last heard of and its recordings before the labels.
-pub const WORKER_WIDE_COLUMNS: [&str; 13] = [
+pub const WORKER_WIDE_COLUMNS: [&str; 14] = [
     "NAME",
     "STATE",
     "SLOTS",
+    "READY",
     "CPU",
     "MEM",
     "RTT",

@@ -44,6 +44,7 @@ pub fn compare_workers(column: &str, a: &WorkerInfo, b: &WorkerInfo) -> Ordering
     let by = match column {
         "STATE" => worker_state_rank(a.state).cmp(&worker_state_rank(b.state)),
         "SLOTS" => (a.used, a.capacity).cmp(&(b.used, b.capacity)),
+        "READY" => (a.ready.ready, a.ready.target).cmp(&(b.ready.ready, b.ready.target)),
         "CPU" => a.cpu_millicores.cmp(&b.cpu_millicores),
         "MEM" => a.rss_bytes.cmp(&b.rss_bytes),
         "RTT" => a.rtt_us.cmp(&b.rtt_us),

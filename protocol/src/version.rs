@@ -11,10 +11,11 @@
 /// `OpenStream::Events`).
 /// `recfleet/5`: the coordinator's URL policy in the worker's welcome
 /// (egress enforced where the browser resolves).
-pub const ALPN: &[u8] = b"recfleet/5";
+/// `recfleet/6`: the warm pool in worker telemetry and infos.
+pub const ALPN: &[u8] = b"recfleet/6";
 
 /// The version as text.
-pub const VERSION: &str = "recfleet/5";
+pub const VERSION: &str = "recfleet/6";
 
 /// Other `recfleet/N` versions a server accepts at the TLS level only in
 /// order to refuse them with a clear message (close code
@@ -25,7 +26,8 @@ pub const REFUSED_ALPNS: &[&[u8]] = &[
     b"recfleet/2",
     b"recfleet/3",
     b"recfleet/4",
-    b"recfleet/6",
+    b"recfleet/5",
+    b"recfleet/7",
 ];
 
 /// The ALPN list a server offers: the real one first.

@@ -121,7 +121,7 @@ fn sample_spec() -> RecordingSpec {
 }
 
 /// Golden bytes: if one of these fails, the wire format changed. That is a
-/// `recfleet/5` change unless only new enum variants were appended (see
+/// `recfleet/6` change unless only new enum variants were appended (see
 /// docs/protocol.md); do not just update the constant.
 #[test]
 fn golden_bytes() {

@@ -71,6 +71,11 @@ pub struct FleetOptions {
     /// The coordinators' lease TTL and renewal period, ms (`None`: their
     /// defaults).
     pub lease_ms: Option<(u64, u64)>,
+    /// Each worker's ready slots (`--ready-slots`). None by default here:
+    /// on two cores a waiting browser takes CPU from the recordings a test
+    /// checks; the warm-pool tests turn it on (a worker's own
+    /// `RECFLEET_READY_SLOTS` in its environment wins).
+    pub ready_slots: u32,
 }
 
 impl Default for FleetOptions {
@@ -90,6 +95,7 @@ impl Default for FleetOptions {
             first_store: None,
             standbys: 0,
             lease_ms: None,
+            ready_slots: 0,
         }
     }
 }
@@ -574,6 +580,7 @@ impl TestFleet {
             .arg("--runtime-dir")
             .arg(runtime)
             .args(["--metrics-addr", &http.to_string()])
+            .env("RECFLEET_READY_SLOTS", self.opts.ready_slots.to_string())
             .envs(env.iter().copied())
             .env("RECFLEET_LOG", &self.opts.log_filter)
             .stdout(Stdio::from(log.try_clone()?))
@@ -803,6 +810,35 @@ impl TestFleet {
             anyhow::ensure!(
                 Instant::now() < until,
                 "{n} workers not ready within {secs} s; logs in {}",
+                self.dir().display()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits up to `secs` until worker `name` reports `n` ready slots in
+    /// its warm pool; returns its info then.
+    pub async fn wait_ready_slots(
+        &mut self,
+        name: &str,
+        n: u32,
+        secs: u64,
+    ) -> anyhow::Result<recfleet_protocol::WorkerInfo> {
+        let until = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let ConsoleResponse::Workers(list) =
+                self.request(ConsoleRequest::ListWorkers).await?
+            {
+                if let Some(w) = list
+                    .into_iter()
+                    .find(|w| w.name.as_str() == name && w.ready.ready >= n)
+                {
+                    return Ok(w);
+                }
+            }
+            anyhow::ensure!(
+                Instant::now() < until,
+                "{name} had not {n} ready slots within {secs} s; logs in {}",
                 self.dir().display()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;

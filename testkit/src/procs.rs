@@ -58,19 +58,30 @@ pub fn cores_between(a: &ProcSample, b: &ProcSample) -> f64 {
 
 /// Processes whose environment carries the slot tag with this prefix.
 pub fn tagged(prefix: &str) -> Vec<(i32, String)> {
+    tagged_with_tags(prefix)
+        .into_iter()
+        .map(|(pid, comm, _)| (pid, comm))
+        .collect()
+}
+
+/// Processes whose environment carries the slot tag with this prefix,
+/// with their command name and whole tag.
+pub fn tagged_with_tags(prefix: &str) -> Vec<(i32, String, String)> {
     let needle = format!("RECFLEET_SLOT_TAG={prefix}");
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-                env.split(|b| *b == 0)
-                    .any(|v| v.starts_with(needle.as_bytes()))
-            })
+        .filter_map(|pid| {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let tag = env
+                .split(|b| *b == 0)
+                .find(|v| v.starts_with(needle.as_bytes()))?;
+            let tag = String::from_utf8_lossy(&tag["RECFLEET_SLOT_TAG=".len()..]).into_owned();
+            Some((pid, tag))
         })
-        .filter(|pid| !is_zombie(*pid))
-        .map(|pid| (pid, comm(pid)))
+        .filter(|(pid, _)| !is_zombie(*pid))
+        .map(|(pid, tag)| (pid, comm(pid), tag))
         .collect()
 }
 

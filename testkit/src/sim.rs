@@ -144,6 +144,7 @@ pub async fn connect(
                     slots,
                     upload_buffer_bytes: 0,
                     upload_buffer_full: false,
+                    ready: Default::default(),
                 };
                 if tx.send(WorkerMessage::Telemetry(t)).is_err() {
                     break;

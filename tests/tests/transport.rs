@@ -257,7 +257,7 @@ async fn another_protocol_version_is_told_so_plainly() {
     assert!(matches!(err, TransportError::VersionMismatch(_)), "{err:?}");
     assert_eq!(
         err.to_string(),
-        "protocol version mismatch: the peer speaks recfleet/0, this build speaks recfleet/5"
+        "protocol version mismatch: the peer speaks recfleet/0, this build speaks recfleet/6"
     );
     let server_side = next_outcome(&mut server).await.unwrap_err();
     assert!(

@@ -135,6 +135,14 @@ fn free_port() -> std::io::Result<u16> {
 /// Opens a Chromium session and loads the page. A page that does not load
 /// (network error, HTTP error page) is a start failure with the reason.
 pub async fn open_page(ctx: &PartContext, port: u16) -> Result<WebDriver, StartError> {
+    let driver = open_session(ctx, port).await?;
+    load_page(ctx, driver).await
+}
+
+/// Starts Chromium through ChromeDriver with a fresh profile in the part's
+/// directory; it shows a blank page until [`load_page`]. A ready slot of
+/// the warm pool waits here.
+pub async fn open_session(ctx: &PartContext, port: u16) -> Result<WebDriver, StartError> {
     let profile = ctx.dir.join("profile");
     std::fs::create_dir_all(&profile).map_err(|e| StartError::new("chromium", e))?;
     let mut caps = DesiredCapabilities::chrome();
@@ -146,9 +154,14 @@ pub async fn open_page(ctx: &PartContext, port: u16) -> Result<WebDriver, StartE
     }
     // No "controlled by automated software" bar in the picture.
     caps.add_exclude_switch("enable-automation").map_err(wd)?;
-    let driver = WebDriver::new(format!("http://127.0.0.1:{port}"), caps)
+    WebDriver::new(format!("http://127.0.0.1:{port}"), caps)
         .await
-        .map_err(|e| StartError::msg("chromium", format!("no browser session: {e}")))?;
+        .map_err(|e| StartError::msg("chromium", format!("no browser session: {e}")))
+}
+
+/// Loads the recording's page in an open session (closing the session if
+/// it does not load).
+pub async fn load_page(ctx: &PartContext, driver: WebDriver) -> Result<WebDriver, StartError> {
     // The console hook before any script of the page runs. Without it the
     // probe installs it a second or so later, missing what came first.
     let hook = serde_json::json!({ "source": format!("{CONSOLE_HOOK_INSTALL}\n{}", track_install(&ctx.spec)) });

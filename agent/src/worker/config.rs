@@ -141,6 +141,9 @@ pub struct EngineConfig {
     pub egress: recfleet_protocol::egress::UrlPolicy,
     /// Each slot's memory, CPU and process limits (control groups).
     pub slot_limits: super::cgroup::Limits,
+    /// Ready slots kept warm (see `pool.rs`): display, sound, ChromeDriver
+    /// and a blank Chromium session, started before a recording asks.
+    pub ready_slots: usize,
 }
 
 /// Where the guard comes from.
@@ -185,6 +188,9 @@ impl EngineConfig {
                 cpu_max_millicores: None,
                 pids_max: Some(DEFAULT_SLOT_PIDS),
             },
+            // A one-shot `record` has no use for one; the worker daemon's
+            // setting keeps one by default.
+            ready_slots: 0,
         }
     }
 }

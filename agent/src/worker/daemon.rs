@@ -74,6 +74,10 @@ pub struct WorkerSettings {
     pub slot_cpu_millicores: u32,
     /// Each slot's processes and threads (0: no limit).
     pub slot_pids_max: u32,
+    /// Ready slots kept warm (display, sound, ChromeDriver and a blank
+    /// browser), so that a start only loads its page (0: none). Each costs
+    /// its idle CPU and memory while it waits.
+    pub ready_slots: u32,
 }
 
 impl Default for WorkerSettings {
@@ -101,6 +105,7 @@ impl Default for WorkerSettings {
             slot_memory_mib: crate::worker::config::DEFAULT_SLOT_MEMORY_MIB,
             slot_cpu_millicores: 0,
             slot_pids_max: crate::worker::config::DEFAULT_SLOT_PIDS,
+            ready_slots: 1,
         }
     }
 }
@@ -172,6 +177,9 @@ pub struct WorkerArgs {
     /// Each slot's process and thread limit (0: none).
     #[arg(long, env = "RECFLEET_SLOT_PIDS_MAX")]
     pub slot_pids_max: Option<u32>,
+    /// Ready slots kept warm (0: none).
+    #[arg(long, env = "RECFLEET_READY_SLOTS")]
+    pub ready_slots: Option<u32>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -209,6 +217,7 @@ impl WorkerArgs {
         o.set("slot_memory_mib", self.slot_memory_mib);
         o.set("slot_cpu_millicores", self.slot_cpu_millicores);
         o.set("slot_pids_max", self.slot_pids_max);
+        o.set("ready_slots", self.ready_slots);
         let args: Vec<String> = self
             .chromium_args
             .iter()
@@ -287,6 +296,7 @@ pub async fn main(args: WorkerArgs) -> Result<(), Failure> {
         cpu_max_millicores: nonzero(u64::from(s.slot_cpu_millicores)).map(|c| c as u32),
         pids_max: nonzero(u64::from(s.slot_pids_max)).map(|p| p as u32),
     };
+    config.ready_slots = s.ready_slots as usize;
     let missing = config.bins.missing();
     if !missing.is_empty() {
         return Err(Failure::unavailable(format!(
@@ -334,6 +344,7 @@ pub async fn main(args: WorkerArgs) -> Result<(), Failure> {
     tracing::info!(worker = %name, running = engine.len(), grace_secs = s.drain_grace_secs, "draining: moving recordings away");
     drain.cancel();
     status.set_draining(true);
+    engine.set_draining(true);
     let grace = tokio::time::sleep(Duration::from_secs(u64::from(s.drain_grace_secs)));
     tokio::pin!(grace);
     while !engine.is_empty() {

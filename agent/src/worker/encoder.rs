@@ -71,10 +71,28 @@ pub fn ffmpeg_args(
     a
 }
 
+/// Raw frames x11grab may queue for an encoder that falls behind.
+///
+/// Each queued frame holds a shared-memory segment of width x height x 4
+/// bytes, mapped by Xvfb as well. With 1024 (ffmpeg's usual advice) two
+/// 720p recordings on two cores queued 35 MB/s each and the kernel killed
+/// their Xvfb at the slot's 2 GiB limit after a minute (measured
+/// 2026-12-02). So the queue holds [`GRAB_QUEUE_BYTES`] of frames at most:
+/// 3.6 s at 720p15. Past that the grab waits and frames are captured later
+/// (the picture repeats) instead of memory growing.
+pub fn grab_queue_frames(v: recfleet_protocol::spec::Viewport) -> u32 {
+    let frame = u64::from(v.width) * u64::from(v.height) * 4;
+    (GRAB_QUEUE_BYTES / frame.max(1)).clamp(8, 1024) as u32
+}
+
+/// See [`grab_queue_frames`].
+pub const GRAB_QUEUE_BYTES: u64 = 192 << 20;
+
 /// The global options and the inputs: the display and the sink's monitor.
 pub fn input_args(spec: &RecordingSpec, display: &str, audio_source: &str) -> Vec<String> {
     let size = format!("{}x{}", spec.viewport.width, spec.viewport.height);
     let fps = spec.fps.to_string();
+    let grab_queue = grab_queue_frames(spec.viewport).to_string();
     let mut a: Vec<String> = vec![
         // Exit on an input error (a dead PulseAudio) instead of carrying on
         // with a file that silently stops growing.
@@ -91,7 +109,7 @@ pub fn input_args(spec: &RecordingSpec, display: &str, audio_source: &str) -> Ve
         "-stats_period",
         "0.25",
         "-thread_queue_size",
-        "1024",
+        &grab_queue,
         "-f",
         "x11grab",
         "-draw_mouse",
@@ -260,6 +278,19 @@ impl ProgressParser {
 mod tests {
     use super::*;
     use recfleet_protocol::RecordingId;
+
+    #[test]
+    fn the_grab_queue_is_bounded_in_bytes() {
+        use recfleet_protocol::spec::Viewport;
+        let frames = |width, height| grab_queue_frames(Viewport { width, height });
+        assert_eq!(frames(1280, 720), 54);
+        assert_eq!(frames(1920, 1080), 24);
+        assert_eq!(frames(3840, 2160), 8);
+        assert_eq!(frames(160, 120), 1024);
+        for (w, h) in [(640, 360), (1280, 720), (1920, 1080)] {
+            assert!(u64::from(frames(w, h)) * u64::from(w) * u64::from(h) * 4 <= GRAB_QUEUE_BYTES);
+        }
+    }
 
     #[test]
     fn parses_progress_blocks() {

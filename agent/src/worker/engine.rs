@@ -17,7 +17,9 @@ use tracing::Instrument;
 use super::cgroup::Hierarchy;
 use super::config::{EngineConfig, GuardProgram};
 use super::guard;
+use super::pool::{PoolView, WarmPool};
 use super::process;
+use super::ready::Shape;
 use super::slot::Slot;
 use super::upload::Uploader;
 
@@ -47,8 +49,8 @@ struct SlotEntry {
     started_at: u64,
     /// Runtime directory (`p<N>/` per part: logs, thumbnail, analysis).
     dir: std::path::PathBuf,
-    /// Tag prefix of its processes.
-    tag: String,
+    /// Tag prefix of its current part's processes.
+    tag: Arc<Mutex<String>>,
     stop: watch::Sender<Option<SegmentEndReason>>,
     progress: Arc<Mutex<SlotProgress>>,
     task: JoinHandle<()>,
@@ -77,8 +79,10 @@ pub struct Engine {
     uploader: Uploader,
     shutting_down: std::sync::atomic::AtomicBool,
     // The coordinator's URL policy, from its welcome; each new placement
-    // takes the one of its moment.
-    egress: Mutex<Arc<UrlPolicy>>,
+    // and each ready slot takes the one of its moment.
+    egress: Arc<Mutex<Arc<UrlPolicy>>>,
+    // Ready slots a start takes when one fits.
+    pool: Arc<WarmPool>,
     // Where each part's control group is made (None: limits off).
     cgroups: Option<Arc<Hierarchy>>,
     // Held for the life of the engine: when the process dies, the guard
@@ -131,7 +135,7 @@ impl Engine {
         if left > 0 {
             tracing::info!(parts = left, "uploading chunks a previous run left on disk");
         }
-        let egress = Mutex::new(Arc::new(config.egress.clone()));
+        let egress = Arc::new(Mutex::new(Arc::new(config.egress.clone())));
         let cgroups = if config.slot_limits.any() {
             match Hierarchy::detect(&instance, &config.slot_limits) {
                 Ok(h) => {
@@ -146,9 +150,19 @@ impl Engine {
         } else {
             None
         };
+        let config = Arc::new(config);
+        let pool = WarmPool::start(
+            config.ready_slots,
+            Shape::default(),
+            config.clone(),
+            instance.clone(),
+            cgroups.clone(),
+            egress.clone(),
+        );
         let engine = Arc::new(Engine {
             uploader,
-            config: Arc::new(config),
+            pool,
+            config,
             instance,
             slots: Arc::new(Mutex::new(HashMap::new())),
             events,
@@ -164,7 +178,23 @@ impl Engine {
     /// Takes the coordinator's URL policy for the placements that start
     /// from now on.
     pub fn set_egress(&self, policy: UrlPolicy) {
-        *lock(&self.egress) = Arc::new(policy);
+        let mut current = lock(&self.egress);
+        if **current != policy {
+            *current = Arc::new(policy);
+            // Ready slots started under the old policy are started again.
+            self.pool.renew();
+        }
+    }
+
+    /// A draining worker keeps no ready slot (it takes no new recording);
+    /// one that may take work again refills its pool.
+    pub fn set_draining(&self, draining: bool) {
+        self.pool.pause(draining);
+    }
+
+    /// The warm pool as it is now.
+    pub fn pool(&self) -> PoolView {
+        self.pool.view()
     }
 
     /// Bytes of chunks waiting for upload on this worker, and whether that
@@ -221,6 +251,7 @@ impl Engine {
         let n = self.counter.fetch_add(1, Ordering::SeqCst);
         let id = spec.id.clone();
         let tag = format!("{}/s{n}", self.instance);
+        let tag_now = Arc::new(Mutex::new(tag.clone()));
         let progress = Arc::new(Mutex::new(SlotProgress {
             recording: Some(id.clone()),
             epoch,
@@ -240,6 +271,8 @@ impl Engine {
             uploader: self.uploader.clone(),
             egress: lock(&self.egress).clone(),
             cgroups: self.cgroups.clone(),
+            pool: self.pool.clone(),
+            tag_now: tag_now.clone(),
         };
         tracing::info!(recording = %id, %epoch, "starting recording");
         let events = self.events.clone();
@@ -268,7 +301,7 @@ impl Engine {
                 epoch,
                 started_at: recfleet_protocol::now_ms(),
                 dir,
-                tag,
+                tag: tag_now,
                 stop: stop_tx,
                 progress,
                 task,
@@ -303,7 +336,7 @@ impl Engine {
     pub fn slot_view(&self, id: &RecordingId) -> Option<SlotView> {
         lock(&self.slots).get(id).map(|e| SlotView {
             dir: e.dir.clone(),
-            tag: e.tag.clone(),
+            tag: lock(&e.tag).clone(),
             epoch: e.epoch,
             progress: lock(&e.progress).clone(),
         })
@@ -343,6 +376,7 @@ impl Engine {
         // Uploads the store does not take soon are left on disk for the
         // next start, rather than holding the shutdown for the retry window.
         self.uploader.shutting_down();
+        self.pool.close().await;
         let tasks: Vec<JoinHandle<()>> = {
             let mut slots = lock(&self.slots);
             for e in slots.values() {

@@ -13,7 +13,8 @@ use recfleet_protocol::frame::{self, FrameError};
 use recfleet_protocol::manifest::SegmentEndReason;
 use recfleet_protocol::quic::{self, TransportError};
 use recfleet_protocol::{
-    now_ms, CoordinatorMessage, OpenStream, WorkerHello, WorkerMessage, WorkerName, WorkerTelemetry,
+    now_ms, CoordinatorMessage, OpenStream, ReadySlots, WorkerHello, WorkerMessage, WorkerName,
+    WorkerTelemetry,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::engine::Engine;
 use super::process;
 use super::status::WorkerStatus;
-use super::usage::UsageMeter;
+use super::usage::{PidMeter, UsageMeter};
 use crate::backoff;
 
 /// Where and as whom to connect.
@@ -68,6 +69,7 @@ struct Link {
     pending: VecDeque<WorkerMessage>,
     draining: bool,
     usage: UsageMeter,
+    ready_usage: PidMeter,
     /// Where a standby said the leader is (tried first), or which standby
     /// knew none (left out of the next try).
     redirect: recfleet_client::connect::Redirect,
@@ -109,6 +111,7 @@ pub async fn run(
         pending: VecDeque::new(),
         draining: false,
         usage: UsageMeter::default(),
+        ready_usage: PidMeter::default(),
         redirect: Default::default(),
         term: 0,
     };
@@ -478,6 +481,7 @@ impl Link {
             CoordinatorMessage::DrainState { draining } => {
                 self.draining = draining || self.drain.is_cancelled();
                 self.status.set_draining(self.draining);
+                self.engine.set_draining(self.draining);
                 None
             }
             CoordinatorMessage::Welcome { .. } | CoordinatorMessage::Refused(_) => None,
@@ -489,6 +493,15 @@ impl Link {
         pids.push(std::process::id() as i32);
         let (cpu_millicores, rss_bytes) = self.usage.sample(&pids);
         let (upload_buffer_bytes, upload_buffer_full) = self.engine.upload_buffer();
+        let pool = self.engine.pool();
+        let waiting: Vec<i32> = pool
+            .tags
+            .iter()
+            .flat_map(|t| process::tagged_pids(t))
+            .collect();
+        let (ready_cpu, ready_rss) = self
+            .ready_usage
+            .sample(&process::with_descendants(&waiting));
         WorkerTelemetry {
             at: now_ms(),
             cpu_millicores,
@@ -496,6 +509,12 @@ impl Link {
             slots: self.engine.progress(),
             upload_buffer_bytes,
             upload_buffer_full,
+            ready: ReadySlots {
+                ready: pool.ready,
+                target: pool.target,
+                cpu_millicores: ready_cpu,
+                rss_bytes: ready_rss,
+            },
         }
     }
 

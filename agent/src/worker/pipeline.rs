@@ -22,7 +22,8 @@ use super::health_watch::HealthWatch;
 use super::part::{count_frames, Frames, PageStatus, Running};
 pub use super::part::{PartContext, StartError};
 use super::process::{Exit, SlotProcess};
-use super::teardown::teardown;
+use super::ready::ReadyParts;
+use super::teardown::{self, teardown};
 
 /// Things a part tells its supervisor as they happen.
 #[derive(Debug, Clone)]
@@ -61,6 +62,7 @@ pub struct PartResult {
 /// telemetry; `events` gets Started and FirstFrame.
 pub async fn run_part(
     ctx: PartContext,
+    ready: Option<ReadyParts>,
     mut exits: mpsc::UnboundedReceiver<Exit>,
     stop: &mut watch::Receiver<Option<SegmentEndReason>>,
     deadline: &mut Option<u64>,
@@ -71,7 +73,7 @@ pub async fn run_part(
     let mut procs = Vec::new();
     let mut track = EventTrack::new(&ctx.chunk_dir, ctx.epoch.0, ctx.part);
     let up = tokio::select! {
-        r = bring_up(&ctx, &mut procs, &events, started_at) => r,
+        r = bring_up(&ctx, ready, &mut procs, &events, started_at) => r,
         _ = stop.changed() => Err(StartError::msg("slot", "stopped while starting")),
     };
     let (reason, crashed, frames) = match up {
@@ -143,11 +145,12 @@ pub async fn run_part(
 /// Starts display and sink, then the browser and its page, then the
 /// encoder: the first frame of every segment shows the loaded page, never
 /// the empty screen before it (which cost about 1.8 s of black at every
-/// segment start when both started together). Every process started is
-/// pushed on `procs` at once so that a failure half-way still tears
-/// everything down.
+/// segment start when both started together). A ready slot has all but the
+/// page and the encoder up already. Every process started is pushed on
+/// `procs` at once so that a failure half-way still tears everything down.
 async fn bring_up(
     ctx: &PartContext,
+    ready: Option<ReadyParts>,
     procs: &mut Vec<SlotProcess>,
     events: &mpsc::UnboundedSender<PartEvent>,
     started_at: u64,
@@ -159,6 +162,25 @@ async fn bring_up(
             format!("chunk directory {}: {e}", ctx.chunk_dir.display()),
         )
     })?;
+    if let Some(ready) = ready {
+        procs.extend(ready.procs.iter().cloned());
+        let driver = browser::load_page(ctx, ready.driver).await?;
+        let (server, monitor) = match &ready.audio {
+            Some(a) => (Some(a.server.as_str()), a.monitor.as_str()),
+            None => (None, ""),
+        };
+        return start_capture(
+            ctx,
+            driver,
+            &ready.display,
+            server,
+            monitor,
+            procs,
+            events,
+            started_at,
+        )
+        .await;
+    }
     let (xvfb, audio) = tokio::join!(display::start_xvfb(ctx), async {
         if ctx.spec.audio {
             display::start_pulse(ctx).await.map(Some)
@@ -191,35 +213,17 @@ async fn bring_up(
                     .await?;
             procs.push(drv_proc);
             let driver = browser::open_page(ctx, port).await?;
-            let enc = start_encoder(ctx, &display, server.as_deref(), &monitor, progress_tx).await;
-            if let Ok((p, _)) = &enc {
-                procs.push(p.clone());
-            }
-            let (_, stdin) = enc?;
-            // The processes are up and the chunks are being written: the
-            // part has started. Same `at` as the final report's start.
-            let _ = events.send(PartEvent::Started { at: started_at });
-            ctx.append_log(
-                "worker",
-                &[format!(
-                    "part {} started: {} on display {display}",
-                    ctx.part, ctx.spec.url
-                )],
-            );
-            let page = browser::spawn_page_watch(
+            start_capture(
+                ctx,
                 driver,
-                ctx.spec.stop.page_signal.clone(),
-                browser::track_install(&ctx.spec),
-                ctx.timeouts.page_check,
-                ctx.timeouts.page_answer,
-            );
-            Ok(Running {
-                procs: std::mem::take(procs),
-                encoder_stdin: stdin,
-                capture_pid: None,
-                page: Some(page),
-                progress: progress_rx,
-            })
+                &display,
+                server.as_deref(),
+                &monitor,
+                procs,
+                events,
+                started_at,
+            )
+            .await
         }
         CaptureMode::External { command } => {
             let pid = start_external(ctx, command, &display, audio.as_ref(), progress_tx).await?;
@@ -237,6 +241,61 @@ async fn bring_up(
             })
         }
     }
+}
+
+/// With the page loaded: the encoder, then the page watcher.
+#[allow(clippy::too_many_arguments)]
+async fn start_capture(
+    ctx: &PartContext,
+    driver: thirtyfour::WebDriver,
+    display: &str,
+    server: Option<&str>,
+    monitor: &str,
+    procs: &mut Vec<SlotProcess>,
+    events: &mpsc::UnboundedSender<PartEvent>,
+    started_at: u64,
+) -> Result<Running, StartError> {
+    let (progress_tx, progress_rx) = watch::channel(Frames::default());
+    let enc = start_encoder(ctx, display, server, monitor, progress_tx).await;
+    if let Ok((p, _)) = &enc {
+        procs.push(p.clone());
+    }
+    let (_, stdin) = match enc {
+        Ok(e) => e,
+        Err(e) => {
+            teardown::quit_driver(driver).await;
+            return Err(e);
+        }
+    };
+    // The processes are up and the chunks are being written: the part has
+    // started. Same `at` as the final report's start.
+    let _ = events.send(PartEvent::Started { at: started_at });
+    tracing::debug!(
+        part = ctx.part,
+        up_after_ms = now_ms().saturating_sub(started_at),
+        "page loaded, encoder started"
+    );
+    ctx.append_log(
+        "worker",
+        &[format!(
+            "part {} started: {} on display {display}",
+            ctx.part, ctx.spec.url
+        )],
+    );
+    let page = browser::spawn_page_watch(
+        driver,
+        ctx.spec.stop.page_signal.clone(),
+        browser::track_install(&ctx.spec),
+        ctx.timeouts.page_check,
+        ctx.timeouts.page_answer,
+    );
+    Ok(Running {
+        procs: std::mem::take(procs),
+        encoder_stdin: stdin,
+        capture_pid: None,
+        page: Some(page),
+        progress: progress_rx,
+    })
 }
 
 async fn start_encoder(

@@ -15,6 +15,7 @@ use super::config::EngineConfig;
 use super::egress::EgressProxy;
 use super::intensity::RestartIntensity;
 use super::pipeline::{self, PartContext, PartEvent};
+use super::pool::WarmPool;
 use super::upload::{PartId, Uploader};
 use crate::output::finalize::segment_dir;
 use recfleet_protocol::egress::UrlPolicy;
@@ -46,6 +47,10 @@ pub struct Slot {
     pub egress: Arc<UrlPolicy>,
     /// Where its parts' control groups are made (None: limits off).
     pub cgroups: Option<Arc<Hierarchy>>,
+    /// Ready slots its parts take when one fits.
+    pub pool: Arc<WarmPool>,
+    /// The tag of its current part's processes (queries list them).
+    pub tag_now: Arc<Mutex<String>>,
 }
 
 impl Slot {
@@ -72,9 +77,10 @@ impl Slot {
         // does not wait for the store); its report leaves after them, and
         // the placement ends only when every part is reported.
         let mut reports = Vec::new();
+        // Directories of the ready slots its parts took (outside its own).
+        let mut ready_dirs = Vec::new();
         let reason = loop {
             let file = self.relative_file(part);
-            let (exits_tx, exits_rx) = mpsc::unbounded_channel();
             let part_id = PartId {
                 recording: id.clone(),
                 dir: self.spec.output_dir().to_string(),
@@ -91,39 +97,77 @@ impl Slot {
                 self.progress.clone(),
                 self.events.clone(),
             );
-            // A fresh proxy per part: its refusals are this part's, and
-            // it stops, tunnels and all, when the part ends.
-            let proxy = match EgressProxy::start(self.egress.clone()).await {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(error = %e, "the egress proxy cannot listen");
-                    upload.finish().await;
-                    break SegmentEndReason::StartFailed {
-                        reason: format!("the egress proxy cannot listen: {e}"),
+            // A ready slot of the warm pool when one fits: its display,
+            // sound, ChromeDriver and browser are up already.
+            let (ctx, ready, proxy, exits_rx) = match self.pool.take(&self.spec) {
+                Some(r) => {
+                    let t = r.take(
+                        self.spec.clone(),
+                        self.epoch,
+                        part,
+                        chunk_dir,
+                        upload.stored_bytes_counter(),
+                    );
+                    // Queries find the part's files under the slot's
+                    // directory, as for a part started here.
+                    let _ = std::fs::create_dir_all(&self.dir);
+                    let _ =
+                        std::os::unix::fs::symlink(&t.ctx.dir, self.dir.join(format!("p{part}")));
+                    ready_dirs.push(t.ctx.dir.clone());
+                    tracing::info!(recording = %id, part, ready = %t.ctx.tag, "starting on a ready slot");
+                    (t.ctx, Some(t.parts), t.proxy, t.exits)
+                }
+                None => {
+                    // A fresh proxy per part: its refusals are this part's,
+                    // and it stops, tunnels and all, when the part ends.
+                    let proxy = match EgressProxy::start(self.egress.clone()).await {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::error!(error = %e, "the egress proxy cannot listen");
+                            upload.finish().await;
+                            break SegmentEndReason::StartFailed {
+                                reason: format!("the egress proxy cannot listen: {e}"),
+                            };
+                        }
                     };
+                    let (exits_tx, exits_rx) = mpsc::unbounded_channel();
+                    let ctx = PartContext {
+                        spec: self.spec.clone(),
+                        epoch: self.epoch,
+                        part,
+                        tag: format!("{}/p{part}", self.tag),
+                        dir: self.dir.join(format!("p{part}")),
+                        chunk_dir,
+                        stored: upload.stored_bytes_counter(),
+                        bins: Arc::new(self.config.bins.clone()),
+                        timeouts: self.config.timeouts,
+                        exits: exits_tx,
+                        egress: proxy.gate(),
+                        cgroup: self.part_cgroup(part),
+                    };
+                    (ctx, None, proxy, exits_rx)
                 }
             };
-            let cgroup = self.part_cgroup(part);
-            let ctx = PartContext {
-                spec: self.spec.clone(),
-                epoch: self.epoch,
-                part,
-                tag: format!("{}/p{part}", self.tag),
-                dir: self.dir.join(format!("p{part}")),
-                chunk_dir,
-                stored: upload.stored_bytes_counter(),
-                bins: Arc::new(self.config.bins.clone()),
-                timeouts: self.config.timeouts,
-                exits: exits_tx,
-                egress: proxy.gate(),
-                cgroup: cgroup.clone(),
-            };
+            if let Ok(mut t) = self.tag_now.lock() {
+                t.clone_from(&ctx.tag);
+            }
+            let cgroup = ctx.cgroup.clone();
             let (part_tx, mut part_rx) = mpsc::unbounded_channel();
             let events = self.events.clone();
             let (rid, epoch) = (id.clone(), self.epoch);
             let rel = file.clone();
+            let mut starting = self.pool.start_begins();
+            let part_began = recfleet_protocol::now_ms();
             let forward = tokio::spawn(async move {
                 while let Some(ev) = part_rx.recv().await {
+                    if let PartEvent::FirstFrame { at } = ev {
+                        starting.done();
+                        tracing::info!(
+                            recording = %rid, part,
+                            after_ms = at.saturating_sub(part_began),
+                            "first frame"
+                        );
+                    }
                     let msg = match ev {
                         PartEvent::Started { at } => WorkerMessage::SegmentStarted {
                             recording: rid.clone(),
@@ -146,6 +190,7 @@ impl Slot {
             let part_chunks = ctx.chunk_dir.clone();
             let result = pipeline::run_part(
                 ctx,
+                ready,
                 exits_rx,
                 &mut stop,
                 &mut deadline,
@@ -213,6 +258,9 @@ impl Slot {
             let _ = r.await;
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        for d in ready_dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
         reason
     }
 

@@ -54,22 +54,39 @@ pub(super) async fn teardown(
         if let Ok(driver) = handle.await {
             // What the page emitted since the last probe, up to the stop.
             last_events = final_drain(&driver).await;
-            // A hung page makes ChromeDriver's quit hang too; a WebDriver
-            // dropped before its quit ended then quits synchronously,
-            // blocking the thread it is dropped on (thirtyfour). On a
-            // runtime thread that starved the worker's link until the
-            // coordinator declared it lost. So the quit and that drop run
-            // on the blocking pool; killing the group below ends them.
-            let rt = tokio::runtime::Handle::current();
-            let quit = tokio::task::spawn_blocking(move || {
-                rt.block_on(async move {
-                    let _ = tokio::time::timeout(Duration::from_secs(3), driver.quit()).await;
-                })
-            });
-            let _ = tokio::time::timeout(Duration::from_secs(4), quit).await;
+            quit_driver(driver).await;
         }
     }
     tracing::debug!(tag = %ctx.tag, "teardown: browser session closed");
+    kill_group(ctx, running, exits).await;
+    last_events
+}
+
+/// Closes a browser session, bounded.
+pub(super) async fn quit_driver(driver: thirtyfour::WebDriver) {
+    // A hung page makes ChromeDriver's quit hang too; a WebDriver
+    // dropped before its quit ended then quits synchronously,
+    // blocking the thread it is dropped on (thirtyfour). On a
+    // runtime thread that starved the worker's link until the
+    // coordinator declared it lost. So the quit and that drop run
+    // on the blocking pool; killing the group ends them.
+    let rt = tokio::runtime::Handle::current();
+    let quit = tokio::task::spawn_blocking(move || {
+        rt.block_on(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(3), driver.quit()).await;
+        })
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(4), quit).await;
+}
+
+/// SIGTERM to every process group of the part, SIGKILL after the grace
+/// period (at once for stopped ones), the tag swept, and every exit reaped.
+pub(super) async fn kill_group(
+    ctx: &PartContext,
+    mut running: Running,
+    exits: &mut mpsc::UnboundedReceiver<Exit>,
+) {
+    let grace = ctx.timeouts.grace;
     for p in &running.procs {
         p.signal_group(Signal::SIGTERM);
     }
@@ -109,7 +126,6 @@ pub(super) async fn teardown(
     }
     while exits.try_recv().is_ok() {}
     running.procs.clear();
-    last_events
 }
 
 /// An encoder that falls behind (a busy machine) holds captured frames in

@@ -14,6 +14,17 @@ pub fn sample(pid: i32) -> Option<(u64, u64)> {
     Some((ticks, rss_pages * 4096))
 }
 
+/// Proportional set size of one process, bytes: its resident memory with
+/// each shared page divided among the processes that share it. Chromium's
+/// processes share most of their pages; summing their RSS counts those
+/// pages once per process (an idle browser's "1 GiB").
+pub fn pss(pid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Pss:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// Turns successive samples into CPU in thousandths of a core.
 #[derive(Debug, Default)]
 pub struct UsageMeter {
@@ -37,6 +48,43 @@ impl UsageMeter {
         };
         self.last = Some((now, ticks));
         (cpu, rss)
+    }
+}
+
+/// CPU of a set of processes that changes between samples (ready slots
+/// come and go): only processes seen in both samples count, so that a
+/// slot's start-up CPU is not taken for its idle cost.
+#[derive(Debug, Default)]
+pub struct PidMeter {
+    last: Option<(std::time::Instant, std::collections::HashMap<i32, u64>)>,
+}
+
+impl PidMeter {
+    /// Samples `pids` now; returns (millicores since the last call,
+    /// proportional set size in bytes; see [`pss`]).
+    pub fn sample(&mut self, pids: &[i32]) -> (u32, u64) {
+        let now = std::time::Instant::now();
+        let mut ticks = std::collections::HashMap::new();
+        let mut memory = 0;
+        for pid in pids {
+            if let Some((t, rss)) = sample(*pid) {
+                ticks.insert(*pid, t);
+                memory += pss(*pid).unwrap_or(rss);
+            }
+        }
+        let cpu = match &self.last {
+            Some((at, before)) => {
+                let used: u64 = ticks
+                    .iter()
+                    .filter_map(|(pid, t)| before.get(pid).map(|b| t.saturating_sub(*b)))
+                    .sum();
+                let secs = now.duration_since(*at).as_secs_f64().max(0.001);
+                ((used as f64 / TICKS_PER_SEC as f64) / secs * 1000.0) as u32
+            }
+            None => 0,
+        };
+        self.last = Some((now, ticks));
+        (cpu, memory)
     }
 }
 

@@ -182,6 +182,18 @@ pub fn worker_text(w: &WorkerInfo, events: &[Event], now: u64) -> String {
             }
         ),
     );
+    field(
+        "Ready slots",
+        match w.ready.target {
+            0 => "none kept".to_string(),
+            t => format!(
+                "{} of {t}, waiting at {} CPU and {} memory",
+                w.ready.ready,
+                format::cores(w.ready.cpu_millicores),
+                format::bytes(w.ready.rss_bytes)
+            ),
+        },
+    );
     let recs: Vec<&str> = w.recordings.iter().map(|r| r.as_str()).collect();
     field(
         "Recordings",

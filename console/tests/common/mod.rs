@@ -34,6 +34,7 @@ pub fn worker(name: &str, state: WorkerState, used: u32, recs: &[&str]) -> Worke
         recordings: recs.iter().map(|r| RecordingId::new(*r).unwrap()).collect(),
         upload_buffer_bytes: 0,
         upload_buffer_full: false,
+        ready: Default::default(),
     }
 }
 

@@ -95,6 +95,10 @@ pub struct WorkerInfo {
     /// Its upload buffer is over its limit (the store is slow or away).
     #[serde(default)]
     pub upload_buffer_full: bool,
+    /// Its warm pool and the pool's idle cost (included in `cpu_millicores`
+    /// and `rss_bytes`).
+    #[serde(default)]
+    pub ready: super::worker::ReadySlots,
 }
 
 /// A recording, as listed.

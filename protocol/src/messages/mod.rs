@@ -2,7 +2,7 @@
 //! sends an [`OpenStream`] frame first; it names the conversation, and the
 //! frames that follow on that stream are of that conversation's types.
 //!
-//! Wire compatibility within a version (`recfleet/5`): postcard encodes enum variants by
+//! Wire compatibility within a version (`recfleet/6`): postcard encodes enum variants by
 //! index and struct fields by position, so new variants may only be appended
 //! at the end of an enum, and struct fields never change. See docs/protocol.md.
 

@@ -124,6 +124,25 @@ pub struct WorkerTelemetry {
     /// recordings go on, chunks wait on disk.
     #[serde(default)]
     pub upload_buffer_full: bool,
+    /// Its warm pool: ready slots and what they cost while they wait.
+    #[serde(default)]
+    pub ready: ReadySlots,
+}
+
+/// A worker's warm pool: slots started before a recording asks (display,
+/// sound, ChromeDriver and a blank browser), and their idle cost.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ReadySlots {
+    /// Slots ready now.
+    pub ready: u32,
+    /// Slots the worker keeps ready when it can (0: no pool).
+    pub target: u32,
+    /// CPU of the ready slots' processes while they wait, thousandths of a
+    /// core.
+    pub cpu_millicores: u32,
+    /// Their resident memory, bytes.
+    pub rss_bytes: u64,
 }
 
 /// Progress of one slot.

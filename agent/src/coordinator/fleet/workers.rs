@@ -65,6 +65,7 @@ impl Fleet {
             recordings: Vec::new(),
             upload_buffer_bytes: 0,
             upload_buffer_full: false,
+            ready: Default::default(),
         };
         if let Some(old) = self.workers.insert(
             name.clone(),
@@ -205,6 +206,7 @@ impl Fleet {
                     }
                     w.info.upload_buffer_bytes = t.upload_buffer_bytes;
                     w.info.upload_buffer_full = t.upload_buffer_full;
+                    w.info.ready = t.ready;
                 }
                 for slot in t.slots {
                     let Some(id) = slot.recording else { continue };
