@@ -52,17 +52,38 @@ async fn stop(
         .await
 }
 
-/// Benchmark 3, start latency: request to first encoded frame, cold (a new browser group each time),
-/// sequential.
+/// Benchmark 3, start latency: request to first encoded frame, sequential,
+/// cold (w1 keeps no ready slot: a new browser group each time) and warm
+/// (w2 keeps one, and each start waits until it is ready), alternating in
+/// one fleet so that both see the same machine.
 pub async fn start_latency(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Value> {
     let page = DemoServer::start(([127, 0, 0, 1], 0).into()).await?;
     let mut fleet = start_fleet(agent, dir, 3000).await?;
-    fleet.add_worker(1, 1)?;
-    fleet.wait_workers(1, 30).await?;
-    let mut samples = Vec::new();
-    for i in 0..opts.start_trials() {
+    for (n, pool, ready) in [(1, "cold", "0"), (2, "warm", "1")] {
+        let config = dir.join(format!("w{n}.toml"));
+        std::fs::write(&config, format!("[labels]\npool = \"{pool}\"\n"))?;
+        let config = config.display().to_string();
+        fleet.add_worker_with(
+            n,
+            1,
+            &[
+                ("RECFLEET_CONFIG", &config),
+                ("RECFLEET_READY_SLOTS", ready),
+            ],
+        )?;
+    }
+    fleet.wait_workers(2, 30).await?;
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
+    for i in 0..opts.start_trials() * 2 {
+        let pool = if i % 2 == 0 { "cold" } else { "warm" };
+        // Both kinds start on a quiet machine: w2's refill (w1 and w2 share
+        // these two cores, unlike two workers of a fleet) is over.
+        fleet.wait_ready_slots("w2", 1, 60).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
         let id = RecordingId::new(format!("start-{i}"))?;
-        start(&mut fleet, spec(id.as_str(), &page, 15)?).await?;
+        let mut s = spec(id.as_str(), &page, 15)?;
+        s.labels.insert("pool".into(), pool.into());
+        start(&mut fleet, s).await?;
         let d = fleet
             .wait_for_polling(&id, 90, POLL, |d| d.info.started_at.is_some())
             .await?;
@@ -71,23 +92,37 @@ pub async fn start_latency(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Res
             .started_at
             .unwrap_or(0)
             .saturating_sub(d.info.created_at) as f64;
-        println!("    start {i}: {ms:.0} ms");
-        samples.push(ms);
+        println!("    start {i} ({pool}): {ms:.0} ms");
+        if pool == "warm" {
+            warm.push(ms)
+        } else {
+            cold.push(ms)
+        }
         let end = stop(&mut fleet, &id).await?;
         anyhow::ensure!(
             end.info.state == RecordingState::Completed,
             "{id} ended {:?}",
             end.info
         );
-        // Let the group's processes go before the next cold start.
+        // Let the group's processes go before the next start.
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    // The idle cost of a ready slot once it has settled.
+    fleet.wait_ready_slots("w2", 1, 60).await?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let idle = fleet.wait_ready_slots("w2", 1, 60).await?.ready;
     fleet.shutdown().await;
-    let s = Summary::of(&samples);
+    let (c, w) = (Summary::of(&cold), Summary::of(&warm));
     Ok(json!({
-        "what": "StartRecording -> first encoded frame (RecordingInfo.started_at - created_at), 1280x720 at 15 fps with audio, demo page",
-        "samples_ms": samples,
-        "n": s.n, "p50_ms": s.p50, "p95_ms": s.p95, "max_ms": s.max,
+        "what": "StartRecording -> first encoded frame (RecordingInfo.started_at - created_at), 1280x720 at 15 fps with audio, demo page; cold: a worker without ready slots, warm: a worker with one ready slot",
+        "samples_ms": cold,
+        "n": c.n, "p50_ms": c.p50, "p95_ms": c.p95, "max_ms": c.max,
+        "warm": {
+            "samples_ms": warm,
+            "n": w.n, "p50_ms": w.p50, "p95_ms": w.p95, "max_ms": w.max,
+            "idle_millicores": idle.cpu_millicores,
+            "idle_pss_bytes": idle.rss_bytes,
+        },
     }))
 }
 

@@ -400,6 +400,15 @@ fn table(r: &Value) -> String {
             s["n"], num(&s["p50_ms"], 0), num(&s["p95_ms"], 0), num(&s["max_ms"], 0)
         ));
     }
+    let w = &s["warm"];
+    if w.get("n").is_some() {
+        line(format!(
+            "3. Start latency (warm: a ready slot, n={}): p50 {} ms, p95 {} ms, max {} ms; a ready slot waits at {} cores, {} MB",
+            w["n"], num(&w["p50_ms"], 0), num(&w["p95_ms"], 0), num(&w["max_ms"], 0),
+            num(&json!(w["idle_millicores"].as_f64().unwrap_or(0.0) / 1000.0), 3),
+            num(&json!(w["idle_pss_bytes"].as_f64().unwrap_or(0.0) / 1e6), 0)
+        ));
+    }
     let f = &r["failover"];
     if f.get("n").is_some() {
         line(format!(

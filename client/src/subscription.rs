@@ -363,6 +363,7 @@ mod tests {
             ended_at: None,
             bytes: 0,
             fps_milli: 0,
+            repeated_permille: 0,
             restarts: 0,
             segments: 0,
             reason: None,

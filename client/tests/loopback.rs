@@ -132,6 +132,7 @@ fn recording(n: u32) -> RecordingInfo {
         ended_at: None,
         bytes: 0,
         fps_milli: 0,
+        repeated_permille: 0,
         restarts: 0,
         segments: 0,
         reason: None,

@@ -121,7 +121,7 @@ pub fn recording_cells(r: &RecordingInfo, now: u64) -> Vec<String> {
         r.started_at.map_or("-".to_string(), format::clock),
         duration,
         format::bytes(r.bytes),
-        format::fps(r.fps_milli),
+        format::fps_repeated(r.fps_milli, r.repeated_permille),
         r.restarts.to_string(),
         r.segments.to_string(),
         // How far the store is behind; `-` when it keeps up (under 5 s:

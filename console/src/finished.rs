@@ -40,6 +40,7 @@ mod tests {
             ended_at,
             bytes: 0,
             fps_milli: 0,
+            repeated_permille: 0,
             restarts: 0,
             segments: 0,
             reason: None,

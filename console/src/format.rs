@@ -70,6 +70,20 @@ pub fn fps(milli: u32) -> String {
     format!("{:.1}", f64::from(milli) / 1000.0)
 }
 
+/// Frames per second with the share that repeats the previous picture,
+/// when it is enough to see: `15.0`, `15.0 31%rep`.
+pub fn fps_repeated(milli: u32, repeated_permille: u16) -> String {
+    if repeated_permille >= REPEATING_PERMILLE {
+        format!("{} {}%rep", fps(milli), (repeated_permille + 5) / 10)
+    } else {
+        fps(milli)
+    }
+}
+
+/// A share of repeated frames from which a recording is flagged, per mille
+/// (the worker's `rate::REPEATING_PERMILLE`).
+pub const REPEATING_PERMILLE: u16 = 50;
+
 /// CPU from millicores: `1.25`.
 pub fn cores(millicores: u32) -> String {
     format!("{:.2}", f64::from(millicores) / 1000.0)
@@ -125,6 +139,13 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_says_when_its_picture_repeats() {
+        assert_eq!(fps_repeated(15_000, 0), "15.0");
+        assert_eq!(fps_repeated(15_000, 49), "15.0");
+        assert_eq!(fps_repeated(14_900, 312), "14.9 31%rep");
+    }
 
     #[test]
     fn units() {

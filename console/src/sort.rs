@@ -118,6 +118,7 @@ mod tests {
             ended_at: None,
             bytes,
             fps_milli: 0,
+            repeated_permille: 0,
             restarts: 0,
             segments: 0,
             reason: None,

@@ -129,6 +129,7 @@ pub async fn connect(
                         part: 0,
                         frames,
                         fps_milli: 15_000,
+                        repeated_permille: 0,
                         bytes: stamp,
                         media_ms: now.saturating_sub(started),
                         restarts: 0,

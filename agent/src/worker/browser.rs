@@ -174,8 +174,10 @@ pub async fn load_page(ctx: &PartContext, driver: WebDriver) -> Result<WebDriver
     }
     let load = async {
         driver.set_page_load_timeout(ctx.timeouts.page_load).await?;
+        let t = std::time::Instant::now();
         driver.goto(ctx.spec.url.as_str()).await?;
-        driver.current_url().await
+        tracing::debug!(load_ms = t.elapsed().as_millis() as u64, "page loaded");
+        Ok::<_, WebDriverError>(())
     };
     match load.await {
         Ok(_) => match load_failure(&driver).await {

@@ -231,6 +231,9 @@ pub struct Progress {
     pub out_time_ms: u64,
     /// Bytes written so far.
     pub total_size: u64,
+    /// Frames that repeat the previous picture (the grab came late and
+    /// ffmpeg filled the constant rate).
+    pub dup_frames: u64,
     /// Whether ffmpeg said `progress=end`.
     pub ended: bool,
 }
@@ -260,6 +263,9 @@ impl ProgressParser {
                 if let Ok(us) = value.parse::<u64>() {
                     self.current.out_time_ms = us / 1000;
                 }
+            }
+            "dup_frames" => {
+                self.current.dup_frames = value.parse().unwrap_or(self.current.dup_frames)
             }
             "total_size" => {
                 self.current.total_size = value.parse().unwrap_or(self.current.total_size)
@@ -296,7 +302,7 @@ mod tests {
     fn parses_progress_blocks() {
         let mut p = ProgressParser::default();
         let text = "frame=0\nfps=0.00\nout_time_us=N/A\ntotal_size=48\nprogress=continue\n\
-                    frame=31\nfps=15.02\nbitrate=100kbits/s\nout_time_us=2066667\ntotal_size=90123\nprogress=continue\n\
+                    frame=31\nfps=15.02\nbitrate=100kbits/s\nout_time_us=2066667\ntotal_size=90123\ndup_frames=3\nprogress=continue\n\
                     frame=45\nfps=15.00\nout_time_us=3000000\ntotal_size=120000\nprogress=end\n";
         let blocks: Vec<Progress> = text.lines().filter_map(|l| p.line(l)).collect();
         assert_eq!(blocks.len(), 3);
@@ -308,6 +314,7 @@ mod tests {
                 fps_milli: 15020,
                 out_time_ms: 2066,
                 total_size: 90123,
+                dup_frames: 3,
                 ended: false
             }
         );

@@ -178,6 +178,7 @@ impl Engine {
     /// Takes the coordinator's URL policy for the placements that start
     /// from now on.
     pub fn set_egress(&self, policy: UrlPolicy) {
+        self.pool.policy_known();
         let mut current = lock(&self.egress);
         if **current != policy {
             *current = Arc::new(policy);

@@ -103,6 +103,8 @@ pub(super) async fn start_external(
     tokio::spawn(async move {
         let mut ready_tx = Some(ready_tx);
         let mut lines = BufReader::new(stdout).lines();
+        let mut rate = super::rate::FrameRate::default();
+        let began = std::time::Instant::now();
         while let Ok(Some(line)) = lines.next_line().await {
             match parse_line(&line) {
                 Ok(ContractEvent::Ready) => {
@@ -115,7 +117,8 @@ pub(super) async fn start_external(
                     out_time_ms,
                     ..
                 }) => {
-                    progress.send_modify(|f| count_frames(f, frames, 0, out_time_ms, None));
+                    let r = rate.push(began.elapsed().as_millis() as u64, frames, 0);
+                    progress.send_modify(|f| count_frames(f, frames, r, out_time_ms, None));
                 }
                 Ok(ContractEvent::Error { message }) => {
                     tracing::warn!(%message, "external capture reported an error");

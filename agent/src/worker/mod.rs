@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod pool;
 pub mod process;
 pub mod queries;
+pub mod rate;
 pub mod ready;
 pub mod slot;
 pub mod status;

@@ -226,7 +226,10 @@ pub(super) struct Running {
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Frames {
     pub(super) frames: u64,
+    /// Frames encoded per second over the last window (see `rate.rs`).
     pub(super) fps_milli: u32,
+    /// Frames of that window that repeat the previous picture, per mille.
+    pub(super) repeated_permille: u16,
     pub(super) media_ms: u64,
     pub(super) first_at: Option<u64>,
     pub(super) last_at: Option<u64>,
@@ -239,7 +242,7 @@ pub(super) struct Frames {
 pub(super) fn count_frames(
     f: &mut Frames,
     frames: u64,
-    fps_milli: u32,
+    rate: super::rate::Rate,
     media_ms: u64,
     anchor: Option<u64>,
 ) {
@@ -250,6 +253,7 @@ pub(super) fn count_frames(
         f.last_at = Some(first + media_ms);
     }
     f.frames = frames.max(f.frames);
-    f.fps_milli = fps_milli;
+    f.fps_milli = rate.fps_milli;
+    f.repeated_permille = rate.repeated_permille;
     f.media_ms = media_ms;
 }

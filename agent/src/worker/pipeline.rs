@@ -22,6 +22,7 @@ use super::health_watch::HealthWatch;
 use super::part::{count_frames, Frames, PageStatus, Running};
 pub use super::part::{PartContext, StartError};
 use super::process::{Exit, SlotProcess};
+use super::rate::FrameRate;
 use super::ready::ReadyParts;
 use super::teardown::{self, teardown};
 
@@ -273,7 +274,7 @@ async fn start_capture(
     tracing::debug!(
         part = ctx.part,
         up_after_ms = now_ms().saturating_sub(started_at),
-        "page loaded, encoder started"
+        "the part is up: page loaded, encoder started"
     );
     ctx.append_log(
         "worker",
@@ -326,6 +327,8 @@ async fn start_encoder(
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
             let mut parser = ProgressParser::default();
+            let mut rate = FrameRate::default();
+            let began = std::time::Instant::now();
             let mut anchor = None;
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(p) = parser.line(&line) {
@@ -334,9 +337,8 @@ async fn start_encoder(
                             .ok()
                             .and_then(|text| encoder::first_frame_at(&text));
                     }
-                    progress.send_modify(|f| {
-                        count_frames(f, p.frames, p.fps_milli, p.out_time_ms, anchor)
-                    });
+                    let r = rate.push(began.elapsed().as_millis() as u64, p.frames, p.dup_frames);
+                    progress.send_modify(|f| count_frames(f, p.frames, r, p.out_time_ms, anchor));
                 }
             }
         });
@@ -469,6 +471,7 @@ async fn monitor(
                 if let Ok(mut s) = shared.lock() {
                     s.frames = f.frames;
                     s.fps_milli = f.fps_milli;
+                    s.repeated_permille = f.repeated_permille;
                     s.media_ms = f.media_ms;
                     s.last_frame_at = f.last_at;
                     s.part = ctx.part;

@@ -67,6 +67,9 @@ pub struct WarmPool {
     closed: AtomicBool,
     /// Parts bringing their processes up, until their first frame.
     starting: Arc<AtomicUsize>,
+    /// The URL policy is the coordinator's (its welcome came): a slot
+    /// started before would be started again at once.
+    policy_known: AtomicBool,
 }
 
 /// A part that is starting: the pool starts no ready slot meanwhile, so as
@@ -126,6 +129,7 @@ impl WarmPool {
             counter: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             starting: Arc::new(AtomicUsize::new(0)),
+            policy_known: AtomicBool::new(false),
         });
         if target > 0 {
             tokio::spawn(pool.clone().refill());
@@ -161,6 +165,11 @@ impl WarmPool {
             }
         };
         discard_all(gone);
+    }
+
+    /// The engine has its coordinator's URL policy: the pool may fill.
+    pub fn policy_known(&self) {
+        self.policy_known.store(true, Ordering::SeqCst);
     }
 
     /// Tears the ready slots down so that new ones start with what changed
@@ -255,6 +264,7 @@ impl WarmPool {
         let st = lock(&self.state);
         let now = Instant::now();
         !st.paused
+            && self.policy_known.load(Ordering::SeqCst)
             && st.ready.len() < self.target
             && self.starting.load(Ordering::SeqCst) == 0
             && st.retry_at.is_none_or(|t| now >= t)

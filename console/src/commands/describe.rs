@@ -105,7 +105,18 @@ pub fn recording_text(
             i.restarts
         ),
     );
-    field("Rate", format!("{} fps", format::fps(i.fps_milli)));
+    field(
+        "Rate",
+        if i.repeated_permille >= format::REPEATING_PERMILLE {
+            format!(
+                "{} fps over the last 5 s, {}% of the frames repeat the picture before (the worker is too busy)",
+                format::fps(i.fps_milli),
+                (i.repeated_permille + 5) / 10
+            )
+        } else {
+            format!("{} fps over the last 5 s", format::fps(i.fps_milli))
+        },
+    );
     if let Some(r) = &i.reason {
         field("Reason", r.clone());
     }

@@ -65,6 +65,7 @@ pub fn recording(
         } else {
             0
         },
+        repeated_permille: 0,
         restarts: 0,
         segments: u32::from(started.is_some()),
         reason: None,

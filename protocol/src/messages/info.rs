@@ -123,8 +123,12 @@ pub struct RecordingInfo {
     pub ended_at: Option<UnixMillis>,
     /// Bytes written over all segments.
     pub bytes: u64,
-    /// Current encoding rate, thousandths of a frame per second.
+    /// Frames encoded per second over the last 5 s, thousandths.
     pub fps_milli: u32,
+    /// Frames of those 5 s that repeat the previous picture (a busy
+    /// worker), per mille.
+    #[serde(default)]
+    pub repeated_permille: u16,
     /// Slot restarts over all placements.
     pub restarts: u32,
     /// Number of segment files.

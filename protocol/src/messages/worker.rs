@@ -157,8 +157,12 @@ pub struct SlotProgress {
     pub part: u32,
     /// Frames encoded in the current part.
     pub frames: u64,
-    /// Encoding rate, in thousandths of a frame per second.
+    /// Frames encoded per second over the last 5 s, thousandths.
     pub fps_milli: u32,
+    /// Frames of those 5 s that repeat the previous picture (the grab came
+    /// late: a busy machine), per mille.
+    #[serde(default)]
+    pub repeated_permille: u16,
     /// Bytes written, all parts of the placement.
     pub bytes: u64,
     /// Captured media time of the current part, ms.

@@ -262,6 +262,7 @@ struct Recording {
     segments: Vec<ManifestSegment>,
     bytes_live: u64,
     fps_milli: u32,
+    repeated_permille: u16,
     last_frame_at: Option<u64>,
     /// Why it is not placed, when it waits.
     waiting: Option<String>,
@@ -292,6 +293,7 @@ impl Recording {
             segments: Vec::new(),
             bytes_live: 0,
             fps_milli: 0,
+            repeated_permille: 0,
             last_frame_at: None,
             waiting: None,
             avoid: None,
@@ -517,6 +519,7 @@ impl Fleet {
                     // Live facts the store never held.
                     r.bytes_live = old.bytes_live;
                     r.fps_milli = old.fps_milli;
+                    r.repeated_permille = old.repeated_permille;
                     r.health = old.health.clone();
                     r.level_db = old.level_db;
                 }

@@ -52,6 +52,7 @@ pub fn info_of(
         ended_at: row.ended_at,
         bytes: stored + bytes_live,
         fps_milli,
+        repeated_permille: 0,
         restarts: row.restarts,
         segments,
         reason: row.reason.clone().or_else(|| waiting.map(str::to_string)),
@@ -76,6 +77,7 @@ impl Fleet {
             waiting,
         );
         if r.row.state.holds_capacity() {
+            info.repeated_permille = r.repeated_permille;
             info.upload_lag_ms = r.upload_lag_ms;
             info.health = r.health.clone();
             info.level_db = r.level_db;

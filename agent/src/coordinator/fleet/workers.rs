@@ -251,6 +251,7 @@ impl Fleet {
                         r.upload_lag_ms = slot.upload_lag_ms;
                         r.bytes_live = slot.bytes;
                         r.fps_milli = slot.fps_milli;
+                        r.repeated_permille = slot.repeated_permille;
                         r.last_frame_at = r.last_frame_at.max(slot.last_frame_at);
                         r.row.restarts = r.row.restarts.max(slot.restarts);
                     }

@@ -73,7 +73,7 @@ pub fn lines(app: &App) -> Vec<String> {
             format!(
                 "size      {}   fps {}",
                 format::bytes(r.bytes),
-                format::fps(r.fps_milli)
+                format::fps_repeated(r.fps_milli, r.repeated_permille)
             ),
             format!("restarts  {}   segments {}", r.restarts, r.segments),
             format!(
