@@ -79,11 +79,7 @@ impl FrameRate {
         let dups = (last.dups - first.dups).min(frames);
         Rate {
             fps_milli: (frames * 1_000_000 / ms).min(u64::from(u32::MAX)) as u32,
-            repeated_permille: if frames == 0 {
-                0
-            } else {
-                (dups * 1000 / frames) as u16
-            },
+            repeated_permille: (dups * 1000).checked_div(frames).unwrap_or(0) as u16,
         }
     }
 }
