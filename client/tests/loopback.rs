@@ -175,6 +175,7 @@ async fn answer(seen: Arc<Seen>, mut send: SendStream, mut recv: RecvStream) {
         OpenStream::Request(other) => panic!("unexpected request {other:?}"),
         OpenStream::Query(q) => panic!("unexpected query {q:?}"),
         OpenStream::Events(r) => panic!("unexpected events request {r:?}"),
+        OpenStream::WorkerGone(g) => panic!("unexpected worker report {g:?}"),
         OpenStream::Subscribe => {
             let n = seen.subscriptions.fetch_add(1, Ordering::SeqCst) + 1;
             let seq = u64::from(n) * 10;

@@ -111,3 +111,64 @@ async fn browser_a_warm_start_beats_a_cold_one_and_a_ready_slot_serves_one_recor
     }
     fleet.shutdown().await;
 }
+
+/// kill -9 of a worker: its guard reports the death at once, so the
+/// coordinator does not wait for the connection's idle timeout (15 s here,
+/// to tell the two apart), and the recording starts again on the other
+/// worker's ready slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_a_killed_worker_is_reported_by_its_guard_and_fails_over_to_a_ready_slot() {
+    let page = DemoServer::start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let mut fleet = TestFleet::start_with(FleetOptions {
+        ready_slots: 1,
+        idle_timeout_ms: Some(15_000),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    fleet.add_worker(1, 1).unwrap();
+    fleet.add_worker(2, 1).unwrap();
+    fleet.wait_workers(2, 30).await.unwrap();
+    for w in ["w1", "w2"] {
+        fleet.wait_ready_slots(w, 1, 60).await.unwrap();
+    }
+    let id = RecordingId::new("failover").unwrap();
+    start_ms(&mut fleet, &id, &page).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let d = fleet.show(&id).await.unwrap();
+    let holder = d.info.worker.clone().unwrap();
+    let other = if holder.as_str() == "w1" { "w2" } else { "w1" };
+    // The other worker's pool has refilled meanwhile.
+    fleet.wait_ready_slots(other, 1, 60).await.unwrap();
+    let killed_at = fleet.kill_worker(holder.as_str()).await.unwrap();
+    let d = fleet
+        .wait_for_polling(&id, 30, Duration::from_millis(50), |d| {
+            d.manifest
+                .segments
+                .iter()
+                .any(|s| s.epoch.0 > 1 && s.first_frame_at.is_some())
+        })
+        .await
+        .unwrap();
+    let first = d
+        .manifest
+        .segments
+        .iter()
+        .filter(|s| s.epoch.0 > 1)
+        .find_map(|s| s.first_frame_at)
+        .unwrap();
+    let ms = first.saturating_sub(killed_at);
+    println!("kill -9 {holder} -> first frame on {other} after {ms} ms");
+    assert_eq!(d.info.worker.as_ref().map(|w| w.as_str()), Some(other));
+    // Well under the 15 s idle timeout: the guard's report did it.
+    assert!(ms < 8_000, "failover took {ms} ms");
+    let log = std::fs::read_to_string(fleet.log_path("coordinator")).unwrap();
+    assert!(
+        log.contains("its guard saw the worker process die"),
+        "the coordinator did not hear from the guard"
+    );
+    let m = stop_and_complete(&mut fleet, &id).await;
+    println!("gaps: {:?}", m.gaps);
+    assert_eq!(m.gaps.len(), 1, "{:?}", m.gaps);
+    fleet.shutdown().await;
+}

@@ -28,7 +28,7 @@ use recfleet_protocol::frame::{self, FrameError};
 use recfleet_protocol::quic::{self, LenientFrame, TransportError};
 use recfleet_protocol::{
     ConsoleRequest, ConsoleResponse, CoordinatorMessage, ErrorCode, OpenStream, SubscriptionFrame,
-    WireError, WorkerHello, WorkerMessage,
+    WireError, WorkerGone, WorkerHello, WorkerMessage, WorkerName,
 };
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -342,6 +342,7 @@ async fn stream(
         }
         OpenStream::Query(q) => query::relay(shared, &identity, q, send).await,
         OpenStream::Events(req) => events::answer(shared, &identity, req, send).await,
+        OpenStream::WorkerGone(gone) => worker_gone(shared, &identity, gone, send).await,
     }
 }
 
@@ -511,23 +512,58 @@ fn forbidden(identity: &Identity, what: &str) -> WireError {
 
 /// Only an agent certificate registers a worker, and only under its own name.
 fn authorize_worker(identity: &Identity, hello: &WorkerHello) -> Result<(), WireError> {
+    authorize_agent(identity, &hello.name, "register as")
+}
+
+/// Only the worker's own agent certificate speaks for worker `name`.
+fn authorize_agent(identity: &Identity, name: &WorkerName, what: &str) -> Result<(), WireError> {
     if identity.role() != Role::Agent {
         return Err(WireError::new(
             ErrorCode::Forbidden,
-            format!("{identity} may not register as a worker: only agent certificates may"),
+            format!("{identity} may not {what} a worker: only agent certificates may"),
         ));
     }
-    if identity.name() != hello.name.as_str() {
+    if identity.name() != name.as_str() {
         return Err(WireError::new(
             ErrorCode::Forbidden,
             format!(
-                "certificate agent/{} may not register as worker \"{}\"",
+                "certificate agent/{} may not {what} worker \"{name}\"",
                 identity.name(),
-                hello.name
             ),
         ));
     }
     Ok(())
+}
+
+/// A worker's guard reports the worker dead: its session ends now, as if
+/// its connection had timed out (the driver ignores a session that is no
+/// longer current: a new process of the worker may have connected since).
+async fn worker_gone(shared: &Shared, identity: &Identity, gone: WorkerGone, mut send: SendStream) {
+    let reply_timeout = shared.limits.reply_write_timeout;
+    if let Err(e) = authorize_agent(identity, &gone.name, "report the death of") {
+        audit_refusal(
+            shared,
+            identity,
+            &format!("report worker {} dead", gone.name),
+        );
+        let refused = CoordinatorMessage::Refused(e);
+        if write_small(&mut send, &refused, reply_timeout)
+            .await
+            .is_ok()
+        {
+            let _ = send.finish();
+        }
+        return;
+    }
+    tracing::info!(worker = %gone.name, session = gone.session, "the worker's guard reports its process dead");
+    let cmd = Cmd::WorkerClosed {
+        session: gone.session,
+        name: gone.name,
+        why: "its guard saw the worker process die".to_string(),
+    };
+    if shared.fleet.send(cmd).await.is_ok() {
+        let _ = send.finish();
+    }
 }
 
 /// Viewers read, operators also act, nobody else speaks the console protocol.

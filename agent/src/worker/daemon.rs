@@ -318,6 +318,7 @@ pub async fn main(args: WorkerArgs) -> Result<(), Failure> {
         capacity: s.capacity,
         labels: s.labels.clone(),
         drain_grace_secs: s.drain_grace_secs,
+        tls_files: Some((s.ca.clone(), s.cert.clone(), s.key.clone())),
     };
     let shutdown = CancellationToken::new();
     let drain = CancellationToken::new();

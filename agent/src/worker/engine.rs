@@ -88,7 +88,10 @@ pub struct Engine {
     // Held for the life of the engine: when the process dies, the guard
     // reads EOF and kills whatever is left of the slots. A guard that dies
     // is started again (see `guard::watch`).
-    _guard: Option<Arc<Mutex<guard::Guard>>>,
+    guard: Option<Arc<Mutex<guard::Guard>>>,
+    // Whom the guard tells when this process dies (also given to a guard
+    // started again).
+    notice: Arc<Mutex<Option<guard::Notice>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -117,6 +120,7 @@ impl Engine {
         std::fs::create_dir_all(&config.runtime_root)?;
         std::fs::create_dir_all(&config.out_root)?;
         process::become_subreaper();
+        let notice = Arc::new(Mutex::new(None));
         process::spawn_orphan_reaper();
         let guard = match &config.guard_program {
             GuardProgram::CurrentExe => Some(std::env::current_exe()?),
@@ -124,8 +128,8 @@ impl Engine {
             GuardProgram::None => None,
         }
         .map(|exe| -> std::io::Result<_> {
-            let g = Arc::new(Mutex::new(guard::Guard::start(&exe, &instance)?));
-            guard::watch(g.clone(), exe, instance.clone());
+            let g = Arc::new(Mutex::new(guard::Guard::start(&exe, &instance, None)?));
+            guard::watch(g.clone(), exe, instance.clone(), notice.clone());
             Ok(g)
         })
         .transpose()?;
@@ -170,7 +174,8 @@ impl Engine {
             shutting_down: Default::default(),
             egress,
             cgroups,
-            _guard: guard,
+            guard,
+            notice,
         });
         Ok((engine, rx))
     }
@@ -185,6 +190,17 @@ impl Engine {
             // Ready slots started under the old policy are started again.
             self.pool.renew();
         }
+    }
+
+    /// Tells the guard whom to report this process's death to (after each
+    /// welcome: the coordinator and session of the moment).
+    pub fn guard_notice(&self, notice: guard::Notice) {
+        if let Some(g) = &self.guard {
+            if let Err(e) = lock(g).tell(&notice) {
+                tracing::warn!(error = %e, "the guard cannot be told whom to report a death to");
+            }
+        }
+        *lock(&self.notice) = Some(notice);
     }
 
     /// A draining worker keeps no ready slot (it takes no new recording);

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::Engine;
+use super::guard;
 use super::process;
 use super::status::WorkerStatus;
 use super::usage::{PidMeter, UsageMeter};
@@ -41,6 +42,9 @@ pub struct LinkConfig {
     pub labels: std::collections::BTreeMap<String, String>,
     /// On SIGTERM, how long the coordinator has to move our recordings away.
     pub drain_grace_secs: u32,
+    /// The CA, certificate and key files: the guard uses them to report
+    /// this process's death (None: it does not report).
+    pub tls_files: Option<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// Why a session ended.
@@ -281,6 +285,7 @@ impl Link {
                 telemetry_interval_ms,
                 term,
                 egress,
+                session,
             }) => {
                 if term < self.term {
                     conn.close(
@@ -295,6 +300,17 @@ impl Link {
                 }
                 self.term = term;
                 self.engine.set_egress(egress);
+                if let Some((ca, cert, key)) = &self.config.tls_files {
+                    self.engine.guard_notice(guard::Notice {
+                        coordinator: at,
+                        server_name: self.config.server_name.clone(),
+                        ca: ca.clone(),
+                        cert: cert.clone(),
+                        key: key.clone(),
+                        name: self.config.name.clone(),
+                        session,
+                    });
+                }
                 tracing::info!(coordinator = %at, %version, term, running = self.engine.len(), "connected to the coordinator");
                 Duration::from_millis(u64::from(telemetry_interval_ms.max(100)))
             }

@@ -39,6 +39,10 @@ pub enum OpenStream {
     /// store: a series of [`QueryFrame::Events`] ending with
     /// [`QueryFrame::End`] (operator or viewer).
     Events(EventsRequest),
+    /// A worker's guard reports the worker's death (agent certificates
+    /// only, the worker's own). The coordinator ends the stream, or answers
+    /// [`CoordinatorMessage::Refused`].
+    WorkerGone(WorkerGone),
 }
 
 /// Milliseconds since the Unix epoch (UTC), as all wall-clock times on the wire.

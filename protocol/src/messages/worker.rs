@@ -243,6 +243,9 @@ pub enum CoordinatorMessage {
         /// Where pages may go: the worker's egress proxies enforce it on
         /// every request of every page it records from now on.
         egress: UrlPolicy,
+        /// This control stream's session: the worker's guard names it when
+        /// it reports the worker's death ([`WorkerGone`]).
+        session: u64,
     },
     /// The hello was refused; the stream is closed after this frame.
     Refused(WireError),
@@ -277,4 +280,18 @@ pub enum CoordinatorMessage {
         /// Whether it may take new work.
         draining: bool,
     },
+}
+
+/// A worker's guard, which outlives it, reports that the worker process
+/// died (kill -9, a crash), so that the coordinator places its recordings
+/// again at once instead of waiting for the connection's idle timeout. It
+/// connects with the worker's own certificate; a session that is no
+/// longer the worker's current one is ignored.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerGone {
+    /// The worker (must equal the name in the certificate).
+    pub name: WorkerName,
+    /// The session its welcome named.
+    pub session: u64,
 }

@@ -85,7 +85,7 @@ async fn refuse(mut send: SendStream, mut recv: RecvStream, answer: Arc<WireErro
     .await;
     let e = (*answer).clone();
     let written = match first {
-        Ok(Ok(Some(OpenStream::Worker(_)))) => {
+        Ok(Ok(Some(OpenStream::Worker(_) | OpenStream::WorkerGone(_)))) => {
             write_small(&mut send, &CoordinatorMessage::Refused(e), WRITE_TIMEOUT).await
         }
         Ok(Ok(Some(OpenStream::Request(_)))) => {

@@ -167,6 +167,7 @@ pub(super) async fn worker_session(
         telemetry_interval_ms: shared.telemetry_ms,
         term: shared.term,
         egress: shared.egress.clone(),
+        session,
     };
     if let Err(e) = write_small(&mut send, &welcome, write_timeout).await {
         let _ = fleet
