@@ -12,6 +12,7 @@ mod ha;
 mod harness;
 mod output;
 mod rtt;
+mod saturation;
 mod scale;
 mod stats;
 
@@ -52,12 +53,12 @@ pub struct Opts {
     #[arg(long)]
     pub quick: bool,
     /// Only these benchmarks (comma-separated): rtt, scale, start, failover,
-    /// density, output, ha, health, events; `faults` (the fault matrix,
-    /// about an hour) only when named.
+    /// density, output, ha, health, events, saturation; `faults` (the fault
+    /// matrix, about an hour) only when named.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "rtt,scale,start,failover,density,output,ha,health"
+        default_value = "rtt,scale,start,failover,density,output,ha,health,saturation"
     )]
     pub only: Vec<String>,
     /// Fleet sizes of the scale benchmark, stopping after the first that does
@@ -262,6 +263,7 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
         ("health", "8. media health (the encoder's analysis)"),
         ("events", "9. event track (a page flooding events)"),
         ("faults", "10. fault matrix"),
+        ("saturation", "11. false losses under CPU saturation"),
     ];
     let mut failed = Vec::new();
     for (key, title) in benches {
@@ -282,6 +284,7 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
             "health" => analysis::run(&opts, &dir).await,
             "events" => events::run(&opts, &agent, &dir).await,
             "faults" => faults::faults(&opts, &agent, &dir).await,
+            "saturation" => saturation::run(&opts, &agent, &dir).await,
             _ => browser::density(&opts, &agent, &dir).await,
         };
         let mut v = match r {
@@ -409,6 +412,15 @@ fn table(r: &Value) -> String {
             num(&json!(w["idle_pss_bytes"].as_f64().unwrap_or(0.0) / 1e6), 0)
         ));
     }
+    let sat = &r["saturation"];
+    if sat.get("false_losses").is_some() {
+        line(format!(
+            "11. CPU saturation ({} busy loops, {} s, load {}): {} workers falsely lost, {} sessions closed for silence, {} recordings placed again, {}/4 completed",
+            sat["busy_loops"], sat["secs"], num(&sat["loadavg_1m_at_end"], 1),
+            sat["false_losses"], sat["sessions_closed_for_silence"],
+            sat["recordings_placed_again"], sat["completed"]
+        ));
+    }
     let f = &r["failover"];
     if f.get("n").is_some() {
         line(format!(
@@ -505,7 +517,16 @@ fn table(r: &Value) -> String {
         }
     }
     for k in [
-        "rtt", "scale", "start", "failover", "density", "output", "health", "events", "faults",
+        "rtt",
+        "scale",
+        "start",
+        "failover",
+        "density",
+        "output",
+        "health",
+        "events",
+        "faults",
+        "saturation",
     ] {
         if let Some(e) = r[k].get("error") {
             line(format!("{k}: FAILED: {e}"));

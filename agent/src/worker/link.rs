@@ -21,9 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::Engine;
 use super::guard;
-use super::process;
+use super::load::LoadWatch;
 use super::status::WorkerStatus;
-use super::usage::{PidMeter, UsageMeter};
 use crate::backoff;
 
 /// Where and as whom to connect.
@@ -72,8 +71,7 @@ struct Link {
     events: mpsc::UnboundedReceiver<WorkerMessage>,
     pending: VecDeque<WorkerMessage>,
     draining: bool,
-    usage: UsageMeter,
-    ready_usage: PidMeter,
+    load: LoadWatch,
     /// Where a standby said the leader is (tried first), or which standby
     /// knew none (left out of the next try).
     redirect: recfleet_client::connect::Redirect,
@@ -105,6 +103,7 @@ pub async fn run(
     drain: CancellationToken,
     shutdown: CancellationToken,
 ) {
+    let load = LoadWatch::start(engine.clone());
     let mut link = Link {
         status,
         drain,
@@ -114,8 +113,7 @@ pub async fn run(
         events,
         pending: VecDeque::new(),
         draining: false,
-        usage: UsageMeter::default(),
-        ready_usage: PidMeter::default(),
+        load,
         redirect: Default::default(),
         term: 0,
     };
@@ -505,31 +503,21 @@ impl Link {
     }
 
     fn telemetry(&mut self) -> WorkerTelemetry {
-        let mut pids = process::tagged_pids(self.engine.instance_tag());
-        pids.push(std::process::id() as i32);
-        let (cpu_millicores, rss_bytes) = self.usage.sample(&pids);
+        let load = self.load.latest();
         let (upload_buffer_bytes, upload_buffer_full) = self.engine.upload_buffer();
         let pool = self.engine.pool();
-        let waiting: Vec<i32> = pool
-            .tags
-            .iter()
-            .flat_map(|t| process::tagged_pids(t))
-            .collect();
-        let (ready_cpu, ready_rss) = self
-            .ready_usage
-            .sample(&process::with_descendants(&waiting));
         WorkerTelemetry {
             at: now_ms(),
-            cpu_millicores,
-            rss_bytes,
+            cpu_millicores: load.cpu_millicores,
+            rss_bytes: load.rss_bytes,
             slots: self.engine.progress(),
             upload_buffer_bytes,
             upload_buffer_full,
             ready: ReadySlots {
                 ready: pool.ready,
                 target: pool.target,
-                cpu_millicores: ready_cpu,
-                rss_bytes: ready_rss,
+                cpu_millicores: load.ready_cpu_millicores,
+                rss_bytes: load.ready_memory_bytes,
             },
         }
     }

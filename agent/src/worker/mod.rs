@@ -16,6 +16,7 @@ pub mod health;
 mod health_watch;
 pub mod intensity;
 pub mod link;
+pub mod load;
 pub mod part;
 pub mod pipeline;
 pub mod pool;
