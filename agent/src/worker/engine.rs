@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::cgroup::Hierarchy;
 use super::config::{EngineConfig, GuardProgram};
 use super::guard;
-use super::pool::{PoolView, WarmPool};
+use super::pool::{PoolView, WarmPool, BEHIND_MS};
 use super::process;
 use super::ready::Shape;
 use super::slot::Slot;
@@ -155,6 +155,16 @@ impl Engine {
             None
         };
         let config = Arc::new(config);
+        let slots: Arc<Mutex<HashMap<RecordingId, SlotEntry>>> = Default::default();
+        let watched = slots.clone();
+        let behind = Box::new(move || {
+            let now = recfleet_protocol::now_ms();
+            lock(&watched).values().any(|e| {
+                lock(&e.progress)
+                    .last_frame_at
+                    .is_some_and(|t| now.saturating_sub(t) > BEHIND_MS)
+            })
+        });
         let pool = WarmPool::start(
             config.ready_slots,
             Shape::default(),
@@ -162,13 +172,14 @@ impl Engine {
             instance.clone(),
             cgroups.clone(),
             egress.clone(),
+            behind,
         );
         let engine = Arc::new(Engine {
             uploader,
             pool,
             config,
             instance,
-            slots: Arc::new(Mutex::new(HashMap::new())),
+            slots,
             events,
             counter: AtomicU64::new(0),
             shutting_down: Default::default(),

@@ -1,10 +1,10 @@
 //! The warm pool: a worker keeps `target` ready slots (see `ready.rs`) and
 //! refills it in the background. A start takes a ready slot when one fits.
 //!
-//! The refill waits while a part of a recording starts, and
-//! [`REFILL_AFTER_TAKE`] after a slot is taken: starting a browser costs
-//! about a core-second, which the recording that is starting needs more for
-//! its own page. A draining or stopping worker keeps no
+//! The refill waits while a part of a recording starts, while an encoder of
+//! the worker is behind, and [`REFILL_AFTER_TAKE`] after a slot is taken:
+//! starting a browser costs about a core-second, which the recordings need
+//! more. A draining or stopping worker keeps no
 //! ready slot; a ready slot whose process dies is torn down and replaced;
 //! slots that fail to start are retried with a capped backoff.
 
@@ -70,7 +70,17 @@ pub struct WarmPool {
     /// The URL policy is the coordinator's (its welcome came): a slot
     /// started before would be started again at once.
     policy_known: AtomicBool,
+    /// Whether a recording of the worker has its encoder behind (see
+    /// [`BEHIND_MS`]): the pool does not take CPU from it then.
+    behind: Box<dyn Fn() -> bool + Send + Sync>,
 }
+
+/// An encoder whose last frame is older than this is behind: it holds
+/// frames a kill -9 would lose, and a browser starting beside it would
+/// push it further behind (measured: 2.4 s behind after a start on two
+/// busy cores, and 5.8 s of recording lost at a kill -9 when the pool
+/// refilled beside it).
+pub const BEHIND_MS: u64 = 1_500;
 
 /// A part that is starting: the pool starts no ready slot meanwhile, so as
 /// not to take CPU from it. Done at the first frame, or when dropped.
@@ -110,6 +120,7 @@ impl WarmPool {
         instance: String,
         cgroups: Option<Arc<Hierarchy>>,
         policy: Arc<Mutex<Arc<UrlPolicy>>>,
+        behind: Box<dyn Fn() -> bool + Send + Sync>,
     ) -> Arc<WarmPool> {
         let pool = Arc::new(WarmPool {
             target,
@@ -130,6 +141,7 @@ impl WarmPool {
             closed: AtomicBool::new(false),
             starting: Arc::new(AtomicUsize::new(0)),
             policy_known: AtomicBool::new(false),
+            behind,
         });
         if target > 0 {
             tokio::spawn(pool.clone().refill());
@@ -271,6 +283,7 @@ impl WarmPool {
             && st
                 .last_take
                 .is_none_or(|t| now.duration_since(t) >= REFILL_AFTER_TAKE)
+            && !(self.behind)()
     }
 
     /// Tears down ready slots one of whose processes exited.
