@@ -43,6 +43,16 @@ use self::worker_session::*;
 use super::cmd::{Cmd, FleetTx, Subscription, REQUEST_DEADLINE, WORKER_OUTBOX};
 
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
+
+/// The next worker session id. They start at a random number in each
+/// coordinator process: a dead worker's guard reports the session of its
+/// last welcome, which must never name the session of another process of
+/// that worker on a coordinator started since.
+pub(super) fn next_session() -> u64 {
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| fastrand::u64(1..u64::MAX / 2));
+    base + SESSIONS.fetch_add(1, Ordering::Relaxed)
+}
 static TELEMETRY_DROPPED: AtomicU64 = AtomicU64::new(0);
 
 /// Telemetry frames dropped since start because the driver's queue was full

@@ -77,22 +77,29 @@ pub fn ffmpeg_args(
 /// bytes, mapped by Xvfb as well. With 1024 (ffmpeg's usual advice) two
 /// 720p recordings on two cores queued 35 MB/s each and the kernel killed
 /// their Xvfb at the slot's 2 GiB limit after a minute (measured
-/// 2026-12-02). So the queue holds [`GRAB_QUEUE_BYTES`] of frames at most:
-/// 3.6 s at 720p15. Past that the grab waits and frames are captured later
-/// (the picture repeats) instead of memory growing.
-pub fn grab_queue_frames(v: recfleet_protocol::spec::Viewport) -> u32 {
+/// 2026-12-02). So the queue holds [`GRAB_QUEUE_SECS`] of frames, at most
+/// [`GRAB_QUEUE_BYTES`]: 120 frames (442 MB) at 720p15, 64 at 1080p. Past
+/// that the grab waits and the encoder repeats frames (flagged) instead
+/// of memory growing. Eight seconds let an encoder starved while other
+/// slots start catch up without losing the moment of a stop.
+pub fn grab_queue_frames(v: recfleet_protocol::spec::Viewport, fps: u8) -> u32 {
     let frame = u64::from(v.width) * u64::from(v.height) * 4;
-    (GRAB_QUEUE_BYTES / frame.max(1)).clamp(8, 1024) as u32
+    let by_time = GRAB_QUEUE_SECS * u64::from(fps.max(1));
+    let by_bytes = GRAB_QUEUE_BYTES / frame.max(1);
+    by_time.min(by_bytes).clamp(8, 1024) as u32
 }
 
 /// See [`grab_queue_frames`].
-pub const GRAB_QUEUE_BYTES: u64 = 192 << 20;
+pub const GRAB_QUEUE_SECS: u64 = 8;
+
+/// See [`grab_queue_frames`].
+pub const GRAB_QUEUE_BYTES: u64 = 512 << 20;
 
 /// The global options and the inputs: the display and the sink's monitor.
 pub fn input_args(spec: &RecordingSpec, display: &str, audio_source: &str) -> Vec<String> {
     let size = format!("{}x{}", spec.viewport.width, spec.viewport.height);
     let fps = spec.fps.to_string();
-    let grab_queue = grab_queue_frames(spec.viewport).to_string();
+    let grab_queue = grab_queue_frames(spec.viewport, spec.fps).to_string();
     let mut a: Vec<String> = vec![
         // Exit on an input error (a dead PulseAudio) instead of carrying on
         // with a file that silently stops growing.
@@ -286,15 +293,20 @@ mod tests {
     use recfleet_protocol::RecordingId;
 
     #[test]
-    fn the_grab_queue_is_bounded_in_bytes() {
+    fn the_grab_queue_is_bounded_in_time_and_bytes() {
         use recfleet_protocol::spec::Viewport;
-        let frames = |width, height| grab_queue_frames(Viewport { width, height });
-        assert_eq!(frames(1280, 720), 54);
-        assert_eq!(frames(1920, 1080), 24);
-        assert_eq!(frames(3840, 2160), 8);
-        assert_eq!(frames(160, 120), 1024);
+        let frames = |width, height, fps| grab_queue_frames(Viewport { width, height }, fps);
+        assert_eq!(frames(1280, 720, 15), 120);
+        assert_eq!(frames(1280, 720, 30), 145);
+        assert_eq!(frames(1920, 1080, 15), 64);
+        assert_eq!(frames(3840, 2160, 30), 16);
+        assert_eq!(frames(640, 360, 1), 8);
         for (w, h) in [(640, 360), (1280, 720), (1920, 1080)] {
-            assert!(u64::from(frames(w, h)) * u64::from(w) * u64::from(h) * 4 <= GRAB_QUEUE_BYTES);
+            for fps in [15, 30, 60] {
+                let n = u64::from(frames(w, h, fps));
+                assert!(n * u64::from(w) * u64::from(h) * 4 <= GRAB_QUEUE_BYTES);
+                assert!(n <= GRAB_QUEUE_SECS * u64::from(fps));
+            }
         }
     }
 

@@ -116,7 +116,7 @@ pub(super) async fn worker_session(
 ) {
     let fleet = &shared.fleet;
     let write_timeout = shared.limits.reply_write_timeout;
-    let session = SESSIONS.fetch_add(1, Ordering::Relaxed);
+    let session = next_session();
     let name = hello.name.clone();
     let (tx, mut outbox) = mpsc::channel(WORKER_OUTBOX);
     let (reply, verdict) = oneshot::channel();
