@@ -290,18 +290,8 @@ async fn stream(
         OpenStream::Worker(hello) => {
             if let Err(e) = authorize_worker(&identity, &hello) {
                 tracing::warn!(identity = %identity, error = %e.message, "worker refused");
-                audit_refusal(
-                    shared,
-                    &identity,
-                    &format!("register as worker {}", hello.name),
-                );
-                let refused = CoordinatorMessage::Refused(e);
-                if write_small(&mut send, &refused, reply_timeout)
-                    .await
-                    .is_ok()
-                {
-                    let _ = send.finish();
-                }
+                let what = format!("register as worker {}", hello.name);
+                refuse_agent(shared, &identity, &what, e, send).await;
                 return;
             }
             worker_session(shared, conn, hello, send, recv).await;
@@ -545,24 +535,31 @@ fn authorize_agent(identity: &Identity, name: &WorkerName, what: &str) -> Result
     Ok(())
 }
 
+/// Audits a refused worker stream and tells the peer why.
+async fn refuse_agent(
+    shared: &Shared,
+    identity: &Identity,
+    what: &str,
+    e: WireError,
+    mut send: SendStream,
+) {
+    audit_refusal(shared, identity, what);
+    let refused = CoordinatorMessage::Refused(e);
+    if write_small(&mut send, &refused, shared.limits.reply_write_timeout)
+        .await
+        .is_ok()
+    {
+        let _ = send.finish();
+    }
+}
+
 /// A worker's guard reports the worker dead: its session ends now, as if
 /// its connection had timed out (the driver ignores a session that is no
 /// longer current: a new process of the worker may have connected since).
 async fn worker_gone(shared: &Shared, identity: &Identity, gone: WorkerGone, mut send: SendStream) {
-    let reply_timeout = shared.limits.reply_write_timeout;
     if let Err(e) = authorize_agent(identity, &gone.name, "report the death of") {
-        audit_refusal(
-            shared,
-            identity,
-            &format!("report worker {} dead", gone.name),
-        );
-        let refused = CoordinatorMessage::Refused(e);
-        if write_small(&mut send, &refused, reply_timeout)
-            .await
-            .is_ok()
-        {
-            let _ = send.finish();
-        }
+        let what = format!("report worker {} dead", gone.name);
+        refuse_agent(shared, identity, &what, e, send).await;
         return;
     }
     tracing::info!(worker = %gone.name, session = gone.session, "the worker's guard reports its process dead");

@@ -54,6 +54,30 @@ pub struct AudioSink {
     pub monitor: String,
 }
 
+/// Starts the display and, when the spec has sound, the sound server,
+/// together. Whatever started is pushed on `procs` before an error is
+/// looked at, so that teardown sees it.
+pub async fn start_display_and_sound(
+    ctx: &PartContext,
+    procs: &mut Vec<SlotProcess>,
+) -> Result<(String, Option<AudioSink>), StartError> {
+    let (xvfb, audio) = tokio::join!(start_xvfb(ctx), async {
+        if ctx.spec.audio {
+            start_pulse(ctx).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    });
+    if let Ok((p, _)) = &xvfb {
+        procs.push(p.clone());
+    }
+    if let Ok(Some(a)) = &audio {
+        procs.push(a.process.clone());
+    }
+    let (_, display) = xvfb?;
+    Ok((display, audio?))
+}
+
 /// Starts a PulseAudio instance for the slot with one null sink, and waits
 /// until its socket accepts connections.
 pub async fn start_pulse(ctx: &PartContext) -> Result<AudioSink, StartError> {

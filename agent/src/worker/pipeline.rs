@@ -182,22 +182,7 @@ async fn bring_up(
         )
         .await;
     }
-    let (xvfb, audio) = tokio::join!(display::start_xvfb(ctx), async {
-        if ctx.spec.audio {
-            display::start_pulse(ctx).await.map(Some)
-        } else {
-            Ok(None)
-        }
-    });
-    // Keep whatever started before looking at errors, so teardown sees it.
-    if let Ok((p, _)) = &xvfb {
-        procs.push(p.clone());
-    }
-    if let Ok(Some(a)) = &audio {
-        procs.push(a.process.clone());
-    }
-    let (_, display) = xvfb?;
-    let audio = audio?;
+    let (display, audio) = display::start_display_and_sound(ctx, procs).await?;
     let (server, sink, monitor) = match &audio {
         Some(a) => (
             Some(a.server.clone()),

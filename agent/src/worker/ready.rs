@@ -159,17 +159,14 @@ impl ReadySlot {
             cgroup,
         };
         let mut procs = Vec::new();
-        let started = tokio::time::timeout(
-            config.timeouts.start,
-            bring_up(&ctx, &mut procs, shape.audio),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(StartError::msg(
-                "slot",
-                format!("not ready within {} s", config.timeouts.start.as_secs()),
-            ))
-        });
+        let started = tokio::time::timeout(config.timeouts.start, bring_up(&ctx, &mut procs))
+            .await
+            .unwrap_or_else(|_| {
+                Err(StartError::msg(
+                    "slot",
+                    format!("not ready within {} s", config.timeouts.start.as_secs()),
+                ))
+            });
         match started {
             Ok((display, audio, driver)) => Ok(ReadySlot {
                 shape,
@@ -252,24 +249,10 @@ impl ReadySlot {
 async fn bring_up(
     ctx: &PartContext,
     procs: &mut Vec<SlotProcess>,
-    audio: bool,
 ) -> Result<(String, Option<AudioSink>, WebDriver), StartError> {
     std::fs::create_dir_all(&ctx.dir).map_err(|e| StartError::new("slot", e))?;
-    let (xvfb, sound) = tokio::join!(display::start_xvfb(ctx), async {
-        if audio {
-            display::start_pulse(ctx).await.map(Some)
-        } else {
-            Ok(None)
-        }
-    });
-    if let Ok((p, _)) = &xvfb {
-        procs.push(p.clone());
-    }
-    if let Ok(Some(a)) = &sound {
-        procs.push(a.process.clone());
-    }
-    let (_, display) = xvfb?;
-    let sound = sound?;
+    // The stand-in spec has the shape's sound.
+    let (display, sound) = display::start_display_and_sound(ctx, procs).await?;
     let (drv, port) = browser::start_chromedriver(
         ctx,
         &display,
