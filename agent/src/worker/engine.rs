@@ -195,10 +195,18 @@ impl Engine {
     /// from now on.
     pub fn set_egress(&self, policy: UrlPolicy) {
         self.pool.policy_known();
-        let mut current = lock(&self.egress);
-        if **current != policy {
-            *current = Arc::new(policy);
-            // Ready slots started under the old policy are started again.
+        let changed = {
+            let mut current = lock(&self.egress);
+            let changed = **current != policy;
+            if changed {
+                *current = Arc::new(policy);
+            }
+            changed
+        };
+        if changed {
+            // Ready slots started under the old policy are started again
+            // (the policy's lock is let go first: the pool takes its own
+            // state's lock, then the policy's).
             self.pool.renew();
         }
     }

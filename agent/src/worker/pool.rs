@@ -39,8 +39,6 @@ pub struct PoolView {
     /// Tags of the ready slots' processes (their idle cost is measured
     /// from them).
     pub tags: Vec<String>,
-    /// Why the last start failed, if the pool is retrying.
-    pub failing: Option<String>,
 }
 
 struct State {
@@ -49,7 +47,6 @@ struct State {
     last_take: Option<Instant>,
     failures: u32,
     retry_at: Option<Instant>,
-    failing: Option<String>,
 }
 
 /// The pool. Shared behind an `Arc`; its refill task runs until [`close`].
@@ -135,7 +132,6 @@ impl WarmPool {
                 last_take: None,
                 failures: 0,
                 retry_at: None,
-                failing: None,
             }),
             counter: AtomicU64::new(0),
             closed: AtomicBool::new(false),
@@ -207,7 +203,6 @@ impl WarmPool {
             ready: st.ready.len() as u32,
             target: self.target as u32,
             tags: st.ready.iter().map(|s| s.tag().to_string()).collect(),
-            failing: st.failing.clone(),
         }
     }
 
@@ -235,14 +230,13 @@ impl WarmPool {
             match started {
                 Ok(slot) => {
                     tracing::debug!(tag = slot.tag(), "a ready slot is waiting");
+                    // The policy changed while it started (the
+                    // coordinator's welcome came): it is not served.
+                    let stale = !Arc::ptr_eq(&policy, &lock(&self.policy));
                     let late = {
                         let mut st = lock(&self.state);
                         st.failures = 0;
                         st.retry_at = None;
-                        st.failing = None;
-                        // The policy changed while it started (the
-                        // coordinator's welcome came): it is not served.
-                        let stale = !Arc::ptr_eq(&policy, &lock(&self.policy));
                         if st.paused || stale || self.closed.load(Ordering::SeqCst) {
                             Some(slot)
                         } else {
@@ -264,7 +258,6 @@ impl WarmPool {
                     );
                     st.failures += 1;
                     st.retry_at = Some(Instant::now() + wait);
-                    st.failing = Some(e.to_string());
                     tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "a ready slot did not start");
                 }
             }
@@ -273,6 +266,8 @@ impl WarmPool {
 
     /// Whether the pool should start a slot now.
     fn wants_one(&self) -> bool {
+        // Asked before the state's lock is taken: it takes the engine's.
+        let behind = (self.behind)();
         let st = lock(&self.state);
         let now = Instant::now();
         !st.paused
@@ -283,7 +278,7 @@ impl WarmPool {
             && st
                 .last_take
                 .is_none_or(|t| now.duration_since(t) >= REFILL_AFTER_TAKE)
-            && !(self.behind)()
+            && !behind
     }
 
     /// Tears down ready slots one of whose processes exited.

@@ -6,7 +6,6 @@
 //! other: its profile is fresh, nothing of one class reaches the next.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use recfleet_protocol::egress::UrlPolicy;
 use recfleet_protocol::spec::{CaptureMode, RecordingSpec, Viewport};
@@ -66,8 +65,6 @@ pub struct ReadySlot {
     display: String,
     audio: Option<AudioSink>,
     driver: WebDriver,
-    /// When it became ready.
-    pub ready_at: Instant,
 }
 
 impl std::fmt::Debug for ReadySlot {
@@ -177,7 +174,6 @@ impl ReadySlot {
                 display,
                 audio,
                 driver,
-                ready_at: Instant::now(),
             }),
             Err(e) => {
                 let mut exits = exits;
