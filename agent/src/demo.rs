@@ -1,7 +1,16 @@
 //! Serves the demo class page (agent/assets/demo/class.html, built into the
-//! binary) on loopback, for the local fleet, the tests and benchmarks.
+//! binary) on loopback, for the local fleet, the tests and benchmarks, and
+//! the teacher's camera it plays: a VP8 clip made once per machine by
+//! ffmpeg, so that the recorded browser decodes a stream from outside as a
+//! student's browser does, instead of encoding one itself.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::OnceCell;
 
 use crate::http::{self, Response};
 
@@ -13,18 +22,70 @@ pub const HEALTH_HTML: &str = include_str!("../assets/demo/health.html");
 /// its header.
 pub const EVENTS_HTML: &str = include_str!("../assets/demo/events.html");
 
+/// Where the teacher clip is kept between runs; the name changes with the
+/// clip's recipe.
+const CLIP_NAME: &str = "teacher-v1-640x360p30.webm";
+/// The clip's recipe: 20 s of ffmpeg's moving test pattern at 640x360 and
+/// 30 fps, the size a student's browser receives a teacher's camera in
+/// (simulcast's lower layer), VP8 at 600 kbit/s, a key frame every 2 s.
+const CLIP_ARGS: &[&str] = &[
+    "-f",
+    "lavfi",
+    "-i",
+    "testsrc2=size=640x360:rate=30",
+    "-t",
+    "20",
+    "-c:v",
+    "libvpx",
+    "-b:v",
+    "600k",
+    "-deadline",
+    "realtime",
+    "-cpu-used",
+    "8",
+    "-g",
+    "60",
+    "-an",
+    "-f",
+    "webm",
+];
+/// Making the clip takes about 4 s of one core here.
+const CLIP_DEADLINE: Duration = Duration::from_secs(60);
+
 /// A running demo page server.
 #[derive(Debug)]
 pub struct DemoServer {
     addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    clip_task: tokio::task::JoinHandle<()>,
 }
 
+/// The teacher clip, once made (`None`: it could not be).
+type Clip = Arc<OnceCell<Option<Bytes>>>;
+
 impl DemoServer {
-    /// Serves on `addr` (use port 0 for any free port).
+    /// Serves on `addr` (use port 0 for any free port). The teacher clip is
+    /// made or read in the background; a request for it waits for that.
     pub async fn start(addr: SocketAddr) -> std::io::Result<DemoServer> {
-        let (addr, task) = http::spawn(addr, |path: String| async move {
-            if path == "/" || path == "/class.html" {
+        let clip: Clip = Arc::new(OnceCell::new());
+        let clip_task = tokio::spawn({
+            let clip = clip.clone();
+            async move {
+                clip.get_or_init(teacher_clip).await;
+            }
+        });
+        let (addr, task) = http::spawn(addr, move |path: String| {
+            let clip = clip.clone();
+            async move {
+            if path == "/teacher.webm" {
+                match clip.get_or_init(teacher_clip).await {
+                    Some(bytes) => Response::ok("video/webm", bytes.clone()),
+                    None => Response::text(
+                        503,
+                        "the teacher clip could not be made: is ffmpeg (with libvpx) installed? See the agent's log\n",
+                    ),
+                }
+            } else if path == "/" || path == "/class.html" {
                 Response::ok("text/html; charset=utf-8", CLASS_HTML)
             } else if path == "/health.html" {
                 Response::ok("text/html; charset=utf-8", HEALTH_HTML)
@@ -33,9 +94,14 @@ impl DemoServer {
             } else {
                 Response::text(404, "not found\n")
             }
+            }
         })
         .await?;
-        Ok(DemoServer { addr, task })
+        Ok(DemoServer {
+            addr,
+            task,
+            clip_task,
+        })
     }
 
     /// The page's URL with a query string (e.g. `tone=660&bg=red&end=20`).
@@ -66,5 +132,59 @@ impl DemoServer {
 impl Drop for DemoServer {
     fn drop(&mut self) {
         self.task.abort();
+        self.clip_task.abort();
     }
+}
+
+/// The teacher clip: read from the machine's temporary directory, or made
+/// there by ffmpeg first. `None` (logged) when it cannot be made; the page
+/// then shows its camera panel empty.
+async fn teacher_clip() -> Option<Bytes> {
+    let dir = std::env::temp_dir().join("recfleet-demo");
+    let path = dir.join(CLIP_NAME);
+    if let Ok(bytes) = tokio::fs::read(&path).await {
+        if !bytes.is_empty() {
+            return Some(bytes.into());
+        }
+    }
+    match make_clip(&dir, &path).await {
+        Ok(()) => tokio::fs::read(&path).await.ok().map(Bytes::from),
+        Err(e) => {
+            tracing::warn!(error = %e, "the demo page's teacher clip could not be made");
+            None
+        }
+    }
+}
+
+/// Runs ffmpeg into a file of its own and renames it into place, so that
+/// processes making the clip at once never read half of one.
+async fn make_clip(dir: &Path, path: &Path) -> std::io::Result<()> {
+    tokio::fs::create_dir_all(dir).await?;
+    let partial: PathBuf = dir.join(format!("{CLIP_NAME}.{}.part", std::process::id()));
+    let mut cmd = tokio::process::Command::new("ffmpeg");
+    cmd.args(["-y", "-v", "error", "-nostdin"])
+        .args(CLIP_ARGS)
+        .arg(&partial)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let run = tokio::time::timeout(CLIP_DEADLINE, cmd.output()).await;
+    let result = match run {
+        Err(_) => Err(std::io::Error::other(format!(
+            "ffmpeg took more than {} s",
+            CLIP_DEADLINE.as_secs()
+        ))),
+        Ok(Err(e)) => Err(std::io::Error::new(e.kind(), format!("ffmpeg: {e}"))),
+        Ok(Ok(out)) if !out.status.success() => Err(std::io::Error::other(format!(
+            "ffmpeg failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))),
+        Ok(Ok(_)) => tokio::fs::rename(&partial, path).await,
+    };
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&partial).await;
+    }
+    result
 }

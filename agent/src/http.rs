@@ -29,13 +29,13 @@ pub struct Response {
     pub status: u16,
     /// Content-Type.
     pub content_type: &'static str,
-    /// The body.
-    pub body: String,
+    /// The body (a page, a metric text or a media file).
+    pub body: Bytes,
 }
 
 impl Response {
-    /// 200 with a text body.
-    pub fn ok(content_type: &'static str, body: impl Into<String>) -> Self {
+    /// 200 with `body`.
+    pub fn ok(content_type: &'static str, body: impl Into<Bytes>) -> Self {
         Response {
             status: 200,
             content_type,
@@ -43,7 +43,7 @@ impl Response {
         }
     }
     /// A plain-text response with `status`.
-    pub fn text(status: u16, body: impl Into<String>) -> Self {
+    pub fn text(status: u16, body: impl Into<Bytes>) -> Self {
         Response {
             status,
             content_type: "text/plain; charset=utf-8",
@@ -124,7 +124,7 @@ where
     let body = if head {
         Bytes::new()
     } else {
-        Bytes::from(resp.body)
+        resp.body
     };
     let mut out = hyper::Response::new(Full::new(body));
     *out.status_mut() =
