@@ -121,11 +121,7 @@ where
         Response::text(405, "only GET and HEAD\n")
     };
     let len = resp.body.len();
-    let body = if head {
-        Bytes::new()
-    } else {
-        resp.body
-    };
+    let body = if head { Bytes::new() } else { resp.body };
     let mut out = hyper::Response::new(Full::new(body));
     *out.status_mut() =
         StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

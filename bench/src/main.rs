@@ -434,12 +434,11 @@ fn table(r: &Value) -> String {
                 .as_array()
                 .and_then(|s| s.iter().rev().find(|x| x["held"] == json!(true)));
             line(format!(
-                "5. Density {k}: {} concurrent without drops; the worker process (without Chromium and encoder) at that load: {} cores, {} MB RSS; per recording above idle: {} cores, {} MB",
+                "5. Density {k}: {} concurrent without drops; CPU per recording, everything included: {} cores; the worker process at that load: {} cores, {} MB RSS",
                 v["max_concurrent_without_drops"],
+                last_held.map(|x| num(&x["cpu_cores_per_recording"], 3)).unwrap_or("-".into()),
                 last_held.map(|x| num(&x["worker_process_cpu_cores"], 4)).unwrap_or("-".into()),
                 last_held.map(|x| num(&x["worker_process_rss_mb"], 1)).unwrap_or("-".into()),
-                last_held.map(|x| num(&x["worker_process_cpu_cores_per_recording"], 4)).unwrap_or("-".into()),
-                last_held.map(|x| num(&x["worker_process_rss_mb_per_recording"], 2)).unwrap_or("-".into()),
             ));
         }
     }

@@ -348,6 +348,7 @@ mod tests {
             upload_buffer_bytes: 0,
             upload_buffer_full: false,
             ready: Default::default(),
+            admission: Default::default(),
         }
     }
 

@@ -117,6 +117,7 @@ fn worker(name: &str) -> WorkerInfo {
         upload_buffer_bytes: 0,
         upload_buffer_full: false,
         ready: Default::default(),
+        admission: Default::default(),
     }
 }
 

@@ -12,6 +12,7 @@ pub fn worker_cells(w: &WorkerInfo, now: u64) -> Vec<String> {
         w.name.to_string(),
         w.state.as_str().to_string(),
         format!("{}/{}", w.used, w.capacity),
+        headroom(w),
         ready(w),
         format::cores(w.cpu_millicores),
         format::bytes(w.rss_bytes),
@@ -32,6 +33,28 @@ fn upload_buffer(w: &WorkerInfo) -> String {
     }
 }
 
+/// What admission makes of the worker's measured load: the recordings it
+/// takes now and the CPU left below the target (`+2 1.35`); `+2` alone when
+/// it does not measure (slots only); `+0!` when it takes none for a reason
+/// other than its slots (CPU, memory, repeated frames: see `describe`).
+fn headroom(w: &WorkerInfo) -> String {
+    let a = &w.admission;
+    let mark = if a.takes == 0 && !a.limit.is_empty() {
+        "!"
+    } else {
+        ""
+    };
+    if a.measured {
+        format!(
+            "+{}{mark} {}",
+            a.takes,
+            format::cores(a.cpu_headroom_millicores)
+        )
+    } else {
+        format!("+{}{mark}", a.takes)
+    }
+}
+
 /// Ready slots of the warm pool, of those it keeps (`-`: no pool).
 fn ready(w: &WorkerInfo) -> String {
     match w.ready.target {
@@ -41,17 +64,18 @@ fn ready(w: &WorkerInfo) -> String {
 }
 
 /// The column titles of the workers view.
-pub const WORKER_COLUMNS: [&str; 11] = [
-    "NAME", "STATE", "SLOTS", "READY", "CPU", "MEM", "RTT", "VERSION", "UPTIME", "UPLOADS",
-    "LABELS",
+pub const WORKER_COLUMNS: [&str; 12] = [
+    "NAME", "STATE", "SLOTS", "HEADROOM", "READY", "CPU", "MEM", "RTT", "VERSION", "UPTIME",
+    "UPLOADS", "LABELS",
 ];
 
 /// The column titles of `recfleet workers -o wide`: the table's, with the
 /// address, when it was last heard of and its recordings before the labels.
-pub const WORKER_WIDE_COLUMNS: [&str; 14] = [
+pub const WORKER_WIDE_COLUMNS: [&str; 15] = [
     "NAME",
     "STATE",
     "SLOTS",
+    "HEADROOM",
     "READY",
     "CPU",
     "MEM",

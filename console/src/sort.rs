@@ -44,6 +44,8 @@ pub fn compare_workers(column: &str, a: &WorkerInfo, b: &WorkerInfo) -> Ordering
     let by = match column {
         "STATE" => worker_state_rank(a.state).cmp(&worker_state_rank(b.state)),
         "SLOTS" => (a.used, a.capacity).cmp(&(b.used, b.capacity)),
+        "HEADROOM" => (a.admission.takes, a.admission.cpu_headroom_millicores)
+            .cmp(&(b.admission.takes, b.admission.cpu_headroom_millicores)),
         "READY" => (a.ready.ready, a.ready.target).cmp(&(b.ready.ready, b.ready.target)),
         "CPU" => a.cpu_millicores.cmp(&b.cpu_millicores),
         "MEM" => a.rss_bytes.cmp(&b.rss_bytes),

@@ -95,7 +95,7 @@ fn sort_by_takes_header_names_in_any_case() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains(
-            "\"colour\" is not a column: expected one of NAME, STATE, SLOTS, READY, CPU, MEM, RTT, \
+            "\"colour\" is not a column: expected one of NAME, STATE, SLOTS, HEADROOM, READY, CPU, MEM, RTT, \
              VERSION, UPTIME, UPLOADS, ADDRESS, SEEN, RECORDINGS, LABELS"
         ),
         "{}",

@@ -40,7 +40,7 @@ fn a_snapshot_then_events_builds_the_fleet() {
 #[test]
 fn events_already_in_the_snapshot_are_ignored() {
     let mut s = State::new("c:1", false, NOW);
-    s.update(ConnEvent::Frame(snapshot()));
+    s.update(ConnEvent::frame(snapshot()));
     // seq 10 is the snapshot's own number: already applied.
     s.update(event(10, EventKind::WorkerLost { name: w("w1") }));
     assert_eq!(s.workers[&w("w1")].state, WorkerState::Ready);
@@ -52,15 +52,15 @@ fn events_already_in_the_snapshot_are_ignored() {
 #[test]
 fn lagged_marks_resync_and_the_next_snapshot_replaces_everything() {
     let mut s = State::new("c:1", false, NOW);
-    s.update(ConnEvent::Frame(snapshot()));
-    s.update(ConnEvent::Frame(SubscriptionFrame::Lagged { missed: 42 }));
+    s.update(ConnEvent::frame(snapshot()));
+    s.update(ConnEvent::frame(SubscriptionFrame::Lagged { missed: 42 }));
     assert!(s.resyncing);
     let fresh = SubscriptionFrame::Snapshot {
         seq: 99,
         workers: vec![worker("w9", WorkerState::Ready, 0, &[])],
         recordings: vec![recording("new-1", RecordingState::Pending, None, 1)],
     };
-    s.update(ConnEvent::Frame(fresh));
+    s.update(ConnEvent::frame(fresh));
     assert!(!s.resyncing);
     assert_eq!(s.last_seq, Some(99));
     assert_eq!(
@@ -83,19 +83,19 @@ fn lagged_marks_resync_and_the_next_snapshot_replaces_everything() {
 #[test]
 fn a_snapshot_in_parts_is_the_union_of_its_parts() {
     let mut s = State::new("c:1", false, NOW);
-    s.update(ConnEvent::Frame(SubscriptionFrame::Snapshot {
+    s.update(ConnEvent::frame(SubscriptionFrame::Snapshot {
         seq: 15,
         workers: vec![worker("w1", WorkerState::Ready, 1, &["a-1"])],
         recordings: vec![recording("a-1", RecordingState::Recording, Some("w1"), 10)],
     }));
-    s.update(ConnEvent::Frame(SubscriptionFrame::SnapshotMore {
+    s.update(ConnEvent::frame(SubscriptionFrame::SnapshotMore {
         workers: vec![worker("w2", WorkerState::Draining, 1, &["b-2"])],
         recordings: vec![
             recording("b-2", RecordingState::Recording, Some("w2"), 20),
             recording("c-3", RecordingState::Pending, None, 5),
         ],
     }));
-    s.update(ConnEvent::Frame(SubscriptionFrame::SnapshotMore {
+    s.update(ConnEvent::frame(SubscriptionFrame::SnapshotMore {
         workers: vec![],
         recordings: vec![recording("d-4", RecordingState::Completed, Some("w1"), 90)],
     }));
@@ -126,14 +126,14 @@ fn a_snapshot_in_parts_is_the_union_of_its_parts() {
 #[test]
 fn a_fresh_snapshot_in_parts_replaces_everything_after_a_lag() {
     let mut s = State::new("c:1", false, NOW);
-    s.update(ConnEvent::Frame(snapshot()));
-    s.update(ConnEvent::Frame(SubscriptionFrame::Lagged { missed: 3 }));
-    s.update(ConnEvent::Frame(SubscriptionFrame::Snapshot {
+    s.update(ConnEvent::frame(snapshot()));
+    s.update(ConnEvent::frame(SubscriptionFrame::Lagged { missed: 3 }));
+    s.update(ConnEvent::frame(SubscriptionFrame::Snapshot {
         seq: 50,
         workers: vec![worker("w9", WorkerState::Ready, 0, &[])],
         recordings: vec![],
     }));
-    s.update(ConnEvent::Frame(SubscriptionFrame::SnapshotMore {
+    s.update(ConnEvent::frame(SubscriptionFrame::SnapshotMore {
         workers: vec![worker("w8", WorkerState::Ready, 0, &[])],
         recordings: vec![recording("new-1", RecordingState::Pending, None, 1)],
     }));
@@ -161,7 +161,7 @@ fn a_refused_subscription_and_a_viewer_role_are_visible() {
         name: "v".into(),
     });
     assert_eq!(s.readonly(), Some(Readonly::Role));
-    s.update(ConnEvent::Frame(SubscriptionFrame::Refused(
+    s.update(ConnEvent::frame(SubscriptionFrame::Refused(
         recfleet_protocol::WireError::new(
             recfleet_protocol::ErrorCode::Forbidden,
             "agents may not subscribe",
@@ -175,9 +175,9 @@ fn a_refused_subscription_and_a_viewer_role_are_visible() {
 #[test]
 fn the_event_log_is_bounded() {
     let mut s = State::new("c:1", false, NOW);
-    s.update(ConnEvent::Frame(snapshot()));
+    s.update(ConnEvent::frame(snapshot()));
     for seq in 11..2000 {
-        s.update(ConnEvent::Frame(SubscriptionFrame::Event(
+        s.update(ConnEvent::frame(SubscriptionFrame::Event(
             recfleet_protocol::Event {
                 seq,
                 at: NOW,
@@ -256,7 +256,7 @@ async fn the_main_loop_draws_state_and_sends_a_confirmed_drain() {
             name: "alice".into(),
         })
         .unwrap();
-    ev_tx.send(ConnEvent::Frame(snapshot())).unwrap();
+    ev_tx.send(ConnEvent::frame(snapshot())).unwrap();
     // Down to w2, drain it in migrate mode, confirm, then quit.
     for input in [
         press('j'),

@@ -47,6 +47,49 @@ pub fn proc_sample(pid: u32) -> Option<ProcSample> {
     })
 }
 
+/// The machine's CPU time so far, from the first line of /proc/stat.
+#[derive(Debug, Clone, Copy)]
+pub struct MachineSample {
+    /// Ticks spent on anything but idle and I/O wait, all CPUs.
+    pub busy: u64,
+    /// All ticks, all CPUs.
+    pub total: u64,
+    /// CPUs counted.
+    pub cpus: usize,
+}
+
+/// Samples the whole machine: what a recording costs "everything
+/// included" (Chromium's processes, the display, the sound server, the
+/// encoder, the worker) on a machine that runs nothing else.
+pub fn machine_sample() -> Option<MachineSample> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let mut lines = stat.lines();
+    let first = lines.next()?;
+    let f: Vec<u64> = first
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let total: u64 = f.iter().take(8).sum();
+    let idle = f.get(3)? + f.get(4).copied().unwrap_or(0);
+    let cpus = lines.filter(|l| l.starts_with("cpu")).count().max(1);
+    Some(MachineSample {
+        busy: total.saturating_sub(idle),
+        total,
+        cpus,
+    })
+}
+
+/// The machine's busy CPU between two samples, in cores.
+pub fn machine_cores_between(a: &MachineSample, b: &MachineSample) -> f64 {
+    let total = b.total.saturating_sub(a.total);
+    if total == 0 {
+        return 0.0;
+    }
+    b.busy.saturating_sub(a.busy) as f64 / total as f64 * b.cpus as f64
+}
+
 /// CPU of a process between two samples, in cores (1.0 = one core busy).
 pub fn cores_between(a: &ProcSample, b: &ProcSample) -> f64 {
     let wall = b.at.duration_since(a.at).as_secs_f64();

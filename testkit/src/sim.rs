@@ -146,6 +146,8 @@ pub async fn connect(
                     upload_buffer_bytes: 0,
                     upload_buffer_full: false,
                     ready: Default::default(),
+                    // Simulated workers measure nothing: slots alone count.
+                    capacity: Default::default(),
                 };
                 if tx.send(WorkerMessage::Telemetry(t)).is_err() {
                     break;

@@ -30,6 +30,16 @@ use self::cmd::{Cmd, FleetTx};
 use crate::exit::Failure;
 use crate::settings::{self, Overrides};
 
+/// How the scheduler decides that a worker takes one more recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AdmissionMode {
+    /// Within its slots and its measured CPU and memory headroom.
+    Measured,
+    /// Within its slots only.
+    Slots,
+}
+
 /// Settings of `recfleet-agent coordinator` (TOML keys as field names).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -86,6 +96,15 @@ pub struct CoordinatorSettings {
     pub reply_budget_bytes: usize,
     /// The same, for one connection.
     pub connection_reply_budget_bytes: usize,
+    /// Admission: `measured` places recordings within each worker's
+    /// measured CPU and memory headroom (and its slots); `slots` counts
+    /// slots only.
+    pub admission: AdmissionMode,
+    /// What a recording is expected to cost before the fleet measured one,
+    /// thousandths of a core.
+    pub admission_estimate_millicores: u32,
+    /// The share of a worker's CPU its recordings may fill, percent.
+    pub admission_target_percent: u32,
     /// Where recording events are POSTed (signed; see docs/operations.md).
     /// Each must pass the URL policy that recordings pass.
     pub webhook_urls: Vec<String>,
@@ -177,6 +196,10 @@ impl Default for CoordinatorSettings {
             forward_deadline_ms: 5000,
             reply_budget_bytes: 64 << 20,
             connection_reply_budget_bytes: 8 << 20,
+            admission: AdmissionMode::Measured,
+            admission_estimate_millicores: fleet::admission::AdmissionConfig::default()
+                .default_estimate_millicores,
+            admission_target_percent: 90,
             webhook_urls: Vec::new(),
             webhook_secret_file: None,
             webhook_retry_secs: 24 * 3600,
@@ -292,6 +315,15 @@ pub struct CoordinatorArgs {
     /// stays in the store for good).
     #[arg(long, env = "RECFLEET_RETENTION_SECS")]
     pub retention_secs: Option<u64>,
+    /// Admission: measured (CPU and memory headroom) or slots.
+    #[arg(long, env = "RECFLEET_ADMISSION")]
+    pub admission: Option<AdmissionMode>,
+    /// A recording's expected cost before one was measured, millicores.
+    #[arg(long, env = "RECFLEET_ADMISSION_ESTIMATE_MILLICORES")]
+    pub admission_estimate_millicores: Option<u32>,
+    /// The share of a worker's CPU recordings may fill, percent.
+    #[arg(long, env = "RECFLEET_ADMISSION_TARGET_PERCENT")]
+    pub admission_target_percent: Option<u32>,
     /// POST recording events here (repeatable; signed with the secret of
     /// RECFLEET_WEBHOOK_SECRET or --webhook-secret-file).
     #[arg(
@@ -371,6 +403,12 @@ impl CoordinatorArgs {
         o.set("idle_timeout_ms", self.idle_timeout_ms);
         o.set("metrics_addr", self.metrics_addr.map(|a| a.to_string()));
         o.set("retention_secs", self.retention_secs);
+        o.set("admission", self.admission);
+        o.set(
+            "admission_estimate_millicores",
+            self.admission_estimate_millicores,
+        );
+        o.set("admission_target_percent", self.admission_target_percent);
         o.set("webhook_urls", self.webhook_urls.clone());
         o.set("webhook_secret_file", self.webhook_secret_file.clone());
         o.set("webhook_retry_secs", self.webhook_retry_secs);
@@ -656,6 +694,12 @@ pub async fn start(
         destination: settings.destination(),
         allowed_destinations: settings.allowed_outputs.clone(),
         health: settings.health(),
+        admission: fleet::admission::AdmissionConfig {
+            enabled: settings.admission == AdmissionMode::Measured,
+            default_estimate_millicores: settings.admission_estimate_millicores.max(1),
+            target_permille: settings.admission_target_percent.clamp(1, 100) * 10,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let health_problems = fleet_settings.health.problems();

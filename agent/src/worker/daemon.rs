@@ -78,6 +78,10 @@ pub struct WorkerSettings {
     /// browser), so that a start only loads its page (0: none). Each costs
     /// its idle CPU and memory while it waits.
     pub ready_slots: u32,
+    /// CPU this worker may use for recordings, thousandths of a core; the
+    /// coordinator admits recordings by their measured cost within it (0:
+    /// the machine's CPUs, within the cgroup's quota).
+    pub cpu_capacity_millicores: u32,
 }
 
 impl Default for WorkerSettings {
@@ -106,6 +110,7 @@ impl Default for WorkerSettings {
             slot_cpu_millicores: 0,
             slot_pids_max: crate::worker::config::DEFAULT_SLOT_PIDS,
             ready_slots: 1,
+            cpu_capacity_millicores: 0,
         }
     }
 }
@@ -180,6 +185,9 @@ pub struct WorkerArgs {
     /// Ready slots kept warm (0: none).
     #[arg(long, env = "RECFLEET_READY_SLOTS")]
     pub ready_slots: Option<u32>,
+    /// CPU for recordings, thousandths of a core (0: the machine's CPUs).
+    #[arg(long, env = "RECFLEET_CPU_CAPACITY_MILLICORES")]
+    pub cpu_capacity_millicores: Option<u32>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -218,6 +226,7 @@ impl WorkerArgs {
         o.set("slot_cpu_millicores", self.slot_cpu_millicores);
         o.set("slot_pids_max", self.slot_pids_max);
         o.set("ready_slots", self.ready_slots);
+        o.set("cpu_capacity_millicores", self.cpu_capacity_millicores);
         let args: Vec<String> = self
             .chromium_args
             .iter()
@@ -319,6 +328,7 @@ pub async fn main(args: WorkerArgs) -> Result<(), Failure> {
         labels: s.labels.clone(),
         drain_grace_secs: s.drain_grace_secs,
         tls_files: Some((s.ca.clone(), s.cert.clone(), s.key.clone())),
+        cpu_capacity_millicores: s.cpu_capacity_millicores,
     };
     let shutdown = CancellationToken::new();
     let drain = CancellationToken::new();

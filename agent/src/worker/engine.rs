@@ -378,6 +378,15 @@ impl Engine {
         })
     }
 
+    /// Each running recording's placement and the tag its processes carry
+    /// now (a ready slot's, once it took one), for its cost.
+    pub fn slot_tags(&self) -> Vec<(RecordingId, Epoch, String)> {
+        lock(&self.slots)
+            .iter()
+            .map(|(id, e)| (id.clone(), e.epoch, lock(&e.tag).clone()))
+            .collect()
+    }
+
     /// What runs now, for the hello after a reconnect.
     pub fn running(&self) -> Vec<RunningSegment> {
         lock(&self.slots)

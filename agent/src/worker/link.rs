@@ -44,6 +44,8 @@ pub struct LinkConfig {
     /// The CA, certificate and key files: the guard uses them to report
     /// this process's death (None: it does not report).
     pub tls_files: Option<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)>,
+    /// CPU for recordings, thousandths of a core (0: the machine's CPUs).
+    pub cpu_capacity_millicores: u32,
 }
 
 /// Why a session ended.
@@ -103,7 +105,7 @@ pub async fn run(
     drain: CancellationToken,
     shutdown: CancellationToken,
 ) {
-    let load = LoadWatch::start(engine.clone());
+    let load = LoadWatch::start(engine.clone(), config.cpu_capacity_millicores);
     let mut link = Link {
         status,
         drain,
@@ -510,7 +512,22 @@ impl Link {
             at: now_ms(),
             cpu_millicores: load.cpu_millicores,
             rss_bytes: load.rss_bytes,
-            slots: self.engine.progress(),
+            slots: self
+                .engine
+                .progress()
+                .into_iter()
+                .map(|mut p| {
+                    if let Some(c) = p
+                        .recording
+                        .clone()
+                        .and_then(|id| load.slots.get(&(id, p.epoch)))
+                    {
+                        p.cpu_millicores = c.cpu_millicores;
+                        p.memory_bytes = c.memory_bytes;
+                    }
+                    p
+                })
+                .collect(),
             upload_buffer_bytes,
             upload_buffer_full,
             ready: ReadySlots {
@@ -519,6 +536,7 @@ impl Link {
                 cpu_millicores: load.ready_cpu_millicores,
                 rss_bytes: load.ready_memory_bytes,
             },
+            capacity: load.capacity,
         }
     }
 

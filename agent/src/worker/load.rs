@@ -8,15 +8,27 @@
 //! link's frames back until the coordinator counted the worker silent
 //! (a false loss). The link sends the latest sample, however old.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use recfleet_protocol::{Epoch, MachineCapacity, RecordingId};
+
 use super::engine::Engine;
-use super::process;
-use super::usage::{PidMeter, UsageMeter};
+use super::process::{self, ProcessTree};
+use super::usage::{self, PidMeter, UsageMeter};
+
+/// What one recording's slot costs now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlotCost {
+    /// Its processes, thousandths of a core.
+    pub cpu_millicores: u32,
+    /// Their proportional memory, bytes.
+    pub memory_bytes: u64,
+}
 
 /// What the last sample measured.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Load {
     /// The worker and its slots, thousandths of a core.
     pub cpu_millicores: u32,
@@ -26,6 +38,10 @@ pub struct Load {
     pub ready_cpu_millicores: u32,
     /// The ready slots' proportional memory, bytes.
     pub ready_memory_bytes: u64,
+    /// Each running recording's slot.
+    pub slots: HashMap<(RecordingId, Epoch), SlotCost>,
+    /// What the machine offers.
+    pub capacity: MachineCapacity,
 }
 
 /// How often the load is sampled.
@@ -45,16 +61,38 @@ impl Drop for LoadWatch {
     }
 }
 
+/// The meters kept between samples.
+#[derive(Debug, Default)]
+struct Meters {
+    all: UsageMeter,
+    ready: PidMeter,
+    slots: HashMap<(RecordingId, Epoch), PidMeter>,
+    /// The last memory of each slot, refreshed every [`MEMORY_EVERY`]th
+    /// sample (reading a browser's memory walks its mappings).
+    memory: HashMap<(RecordingId, Epoch), u64>,
+    samples: u64,
+}
+
+/// Slot memory is read every this many samples.
+const MEMORY_EVERY: u64 = 5;
+
 impl LoadWatch {
-    /// Starts sampling `engine`'s processes.
-    pub fn start(engine: Arc<Engine>) -> LoadWatch {
+    /// Starts sampling `engine`'s processes; the worker may use
+    /// `cpu_capacity_millicores` of CPU (0: its CPUs, within its cgroup's
+    /// quota).
+    pub fn start(engine: Arc<Engine>, cpu_capacity_millicores: u32) -> LoadWatch {
         let latest = Arc::new(Mutex::new(Load::default()));
         let out = latest.clone();
+        let cpu_capacity = match cpu_capacity_millicores {
+            0 => std::thread::available_parallelism().map_or(1000, |n| n.get() as u32 * 1000),
+            c => c,
+        };
         let task = tokio::spawn(async move {
-            let mut meters = (UsageMeter::default(), PidMeter::default());
+            let mut meters = Meters::default();
             loop {
                 let e = engine.clone();
-                let sampled = tokio::task::spawn_blocking(move || sample(&e, meters)).await;
+                let sampled =
+                    tokio::task::spawn_blocking(move || sample(&e, meters, cpu_capacity)).await;
                 match sampled {
                     Ok((load, m)) => {
                         meters = m;
@@ -70,32 +108,78 @@ impl LoadWatch {
 
     /// The latest sample.
     pub fn latest(&self) -> Load {
-        *self.latest.lock().unwrap_or_else(|e| e.into_inner())
+        self.latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
-fn sample(
-    engine: &Engine,
-    (mut usage, mut ready_usage): (UsageMeter, PidMeter),
-) -> (Load, (UsageMeter, PidMeter)) {
-    let mut pids = process::tagged_pids(engine.instance_tag());
-    pids.push(std::process::id() as i32);
-    let (cpu_millicores, rss_bytes) = usage.sample(&pids);
+fn sample(engine: &Engine, mut meters: Meters, cpu_capacity: u32) -> (Load, Meters) {
+    let tree = ProcessTree::read();
+    let tagged = process::tagged_under(engine.instance_tag());
+    let mut all: Vec<i32> = tagged.iter().map(|(pid, _)| *pid).collect();
+    all = tree.with_descendants(&all);
+    all.push(std::process::id() as i32);
+    let (cpu_millicores, rss_bytes) = meters.all.sample(&all);
     let waiting: Vec<i32> = engine
         .pool()
         .tags
         .iter()
-        .flat_map(|t| process::tagged_pids(t))
+        .flat_map(|t| {
+            tagged
+                .iter()
+                .filter(move |(_, tag)| process::tag_is_under(tag, t))
+                .map(|(pid, _)| *pid)
+        })
         .collect();
     let (ready_cpu_millicores, ready_memory_bytes) =
-        ready_usage.sample(&process::with_descendants(&waiting));
+        meters.ready.sample(&tree.with_descendants(&waiting));
+    meters.samples += 1;
+    let with_memory = meters.samples % MEMORY_EVERY == 1;
+    let mut slots = HashMap::new();
+    let mut slot_meters = HashMap::new();
+    let mut slot_memory = HashMap::new();
+    for (id, epoch, tag) in engine.slot_tags() {
+        let pids: Vec<i32> = tagged
+            .iter()
+            .filter(|(_, t)| process::tag_is_under(t, &tag))
+            .map(|(pid, _)| *pid)
+            .collect();
+        let pids = tree.with_descendants(&pids);
+        let key = (id, epoch);
+        let mut meter = meters.slots.remove(&key).unwrap_or_default();
+        let cpu = meter.sample_cpu(&pids);
+        let memory = if with_memory {
+            pids.iter().filter_map(|p| usage::pss(*p)).sum()
+        } else {
+            meters.memory.get(&key).copied().unwrap_or(0)
+        };
+        slots.insert(
+            key.clone(),
+            SlotCost {
+                cpu_millicores: cpu,
+                memory_bytes: memory,
+            },
+        );
+        slot_memory.insert(key.clone(), memory);
+        slot_meters.insert(key, meter);
+    }
+    // Recordings gone since take their meters with them.
+    meters.slots = slot_meters;
+    meters.memory = slot_memory;
     (
         Load {
             cpu_millicores,
             rss_bytes,
             ready_cpu_millicores,
             ready_memory_bytes,
+            slots,
+            capacity: MachineCapacity {
+                cpu_millicores: cpu_capacity,
+                memory_available_bytes: usage::memory_available().unwrap_or(0),
+            },
         },
-        (usage, ready_usage),
+        meters,
     )
 }

@@ -163,11 +163,78 @@ pub fn tagged_pids(tag: &str) -> Vec<i32> {
         .collect()
 }
 
+/// Processes whose tag is `prefix` or under it, with their tags: one pass
+/// over /proc for all of a worker's slots.
+pub fn tagged_under(prefix: &str) -> Vec<(i32, String)> {
+    let var = format!("{TAG_VAR}=");
+    let me = std::process::id() as i32;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me)
+        .filter_map(|pid| {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let tag = env
+                .split(|b| *b == 0)
+                .find_map(|v| v.strip_prefix(var.as_bytes()))?;
+            let tag = String::from_utf8_lossy(tag).into_owned();
+            let under = tag == prefix
+                || tag
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with('/'));
+            under.then_some((pid, tag))
+        })
+        .collect()
+}
+
+/// Whether `tag` is `slot` or a tag under it.
+pub fn tag_is_under(tag: &str, slot: &str) -> bool {
+    tag == slot || tag.strip_prefix(slot).is_some_and(|r| r.starts_with('/'))
+}
+
+/// A snapshot of who is whose parent, to find the descendants of several
+/// groups with one pass over /proc.
+#[derive(Debug, Default)]
+pub struct ProcessTree {
+    parents: Vec<(i32, i32)>,
+}
+
+impl ProcessTree {
+    /// Reads every process's parent now.
+    pub fn read() -> ProcessTree {
+        ProcessTree {
+            parents: parent_pairs(),
+        }
+    }
+
+    /// `pids` and every process descending from them.
+    pub fn with_descendants(&self, pids: &[i32]) -> Vec<i32> {
+        let mut out: Vec<i32> = pids.to_vec();
+        let mut i = 0;
+        while i < out.len() {
+            let parent = out[i];
+            for (pid, ppid) in &self.parents {
+                if *ppid == parent && !out.contains(pid) {
+                    out.push(*pid);
+                }
+            }
+            i += 1;
+        }
+        out
+    }
+}
+
 /// `pids` and every process descending from them (Chromium's renderers
 /// rewrite their environment with their title, so the tag alone misses
 /// them; their parent does not).
 pub fn with_descendants(pids: &[i32]) -> Vec<i32> {
-    let parents: Vec<(i32, i32)> = std::fs::read_dir("/proc")
+    ProcessTree::read().with_descendants(pids)
+}
+
+/// (pid, parent pid) of every process.
+fn parent_pairs() -> Vec<(i32, i32)> {
+    std::fs::read_dir("/proc")
         .map(|d| {
             d.flatten()
                 .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
@@ -184,19 +251,7 @@ pub fn with_descendants(pids: &[i32]) -> Vec<i32> {
                 })
                 .collect()
         })
-        .unwrap_or_default();
-    let mut out: Vec<i32> = pids.to_vec();
-    let mut i = 0;
-    while i < out.len() {
-        let parent = out[i];
-        for (pid, ppid) in &parents {
-            if *ppid == parent && !out.contains(pid) {
-                out.push(*pid);
-            }
-        }
-        i += 1;
-    }
-    out
+        .unwrap_or_default()
 }
 
 /// SIGKILLs every process tagged `tag` (see [`tagged_pids`]), a few rounds so

@@ -25,6 +25,14 @@ pub fn pss(pid: i32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Memory available on the machine for new work (MemAvailable), bytes.
+pub fn memory_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// Turns successive samples into CPU in thousandths of a core.
 #[derive(Debug, Default)]
 pub struct UsageMeter {
@@ -63,13 +71,24 @@ impl PidMeter {
     /// Samples `pids` now; returns (millicores since the last call,
     /// proportional set size in bytes; see [`pss`]).
     pub fn sample(&mut self, pids: &[i32]) -> (u32, u64) {
+        self.measure(pids, true)
+    }
+
+    /// Samples `pids`' CPU only: millicores since the last call.
+    pub fn sample_cpu(&mut self, pids: &[i32]) -> u32 {
+        self.measure(pids, false).0
+    }
+
+    fn measure(&mut self, pids: &[i32], with_memory: bool) -> (u32, u64) {
         let now = std::time::Instant::now();
         let mut ticks = std::collections::HashMap::new();
         let mut memory = 0;
         for pid in pids {
             if let Some((t, rss)) = sample(*pid) {
                 ticks.insert(*pid, t);
-                memory += pss(*pid).unwrap_or(rss);
+                if with_memory {
+                    memory += pss(*pid).unwrap_or(rss);
+                }
             }
         }
         let cpu = match &self.last {

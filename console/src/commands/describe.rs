@@ -193,6 +193,28 @@ pub fn worker_text(w: &WorkerInfo, events: &[Event], now: u64) -> String {
             }
         ),
     );
+    let a = &w.admission;
+    field(
+        "Admission",
+        if a.measured {
+            format!(
+                "takes {} more{}; CPU {} of {} cores used, {} free; a recording is expected to cost {}; {} memory available",
+                a.takes,
+                if a.limit.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", a.limit)
+                },
+                format::cores(a.cpu_used_millicores),
+                format::cores(a.cpu_capacity_millicores),
+                format::cores(a.cpu_headroom_millicores),
+                format::cores(a.estimate_millicores),
+                format::bytes(a.memory_available_bytes),
+            )
+        } else {
+            format!("takes {} more (slots only: no measured cost)", a.takes)
+        },
+    );
     field(
         "Ready slots",
         match w.ready.target {

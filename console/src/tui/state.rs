@@ -73,7 +73,7 @@ pub enum ConnEvent {
         name: String,
     },
     /// A subscription frame.
-    Frame(SubscriptionFrame),
+    Frame(Box<SubscriptionFrame>),
     /// The connection failed or was lost.
     Disconnected {
         /// Why.
@@ -249,6 +249,13 @@ pub struct State {
     pub log: FollowedLog,
 }
 
+impl ConnEvent {
+    /// A subscription frame as an event.
+    pub fn frame(f: SubscriptionFrame) -> ConnEvent {
+        ConnEvent::Frame(Box::new(f))
+    }
+}
+
 impl State {
     /// An empty fleet, connecting to `addr`.
     pub fn new(addr: impl Into<String>, readonly_flag: bool, now: UnixMillis) -> State {
@@ -298,7 +305,7 @@ impl State {
                 self.role = Some(role.clone());
                 self.connection = ConnStatus::Connected { addr, role, name };
             }
-            ConnEvent::Frame(frame) => self.apply_frame(frame),
+            ConnEvent::Frame(frame) => self.apply_frame(*frame),
             ConnEvent::Disconnected { reason, retry_at } => {
                 self.log(None, "console", format!("disconnected: {reason}"));
                 let addr = self.addr().to_string();

@@ -35,6 +35,16 @@ pub fn worker(name: &str, state: WorkerState, used: u32, recs: &[&str]) -> Worke
         upload_buffer_bytes: 0,
         upload_buffer_full: false,
         ready: Default::default(),
+        admission: recfleet_protocol::Admission {
+            measured: true,
+            cpu_capacity_millicores: 4000,
+            cpu_used_millicores: 1250,
+            cpu_headroom_millicores: 2350,
+            memory_available_bytes: 6 << 30,
+            estimate_millicores: 600,
+            takes: 4u32.saturating_sub(used).min(3),
+            limit: String::new(),
+        },
     }
 }
 
@@ -102,7 +112,7 @@ pub fn snapshot() -> SubscriptionFrame {
 }
 
 pub fn event(seq: u64, kind: EventKind) -> ConnEvent {
-    ConnEvent::Frame(SubscriptionFrame::Event(Event {
+    ConnEvent::frame(SubscriptionFrame::Event(Event {
         seq,
         at: NOW - 1000 * (20 - seq),
         kind,
@@ -118,7 +128,7 @@ pub fn app(role: &str, readonly: bool) -> App {
         role: role.into(),
         name: "alice".into(),
     });
-    state.update(ConnEvent::Frame(snapshot()));
+    state.update(ConnEvent::frame(snapshot()));
     state.update(event(
         11,
         EventKind::RecordingChanged(recording("bio-7", RecordingState::Recording, Some("w1"), 3)),

@@ -99,6 +99,35 @@ pub struct WorkerInfo {
     /// and `rss_bytes`).
     #[serde(default)]
     pub ready: super::worker::ReadySlots,
+    /// Admission by measured cost: its headroom and how many more
+    /// recordings it takes now.
+    #[serde(default)]
+    pub admission: Admission,
+}
+
+/// What the scheduler makes of a worker's measured load.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Admission {
+    /// Measured (false: the worker reports no capacity, or admission by
+    /// cost is off: slots alone count).
+    pub measured: bool,
+    /// CPU the worker may use, thousandths of a core.
+    pub cpu_capacity_millicores: u32,
+    /// CPU it uses now (smoothed), thousandths of a core.
+    pub cpu_used_millicores: u32,
+    /// CPU still free for recordings below the target utilization, after
+    /// the estimates reserved for recordings not measured yet.
+    pub cpu_headroom_millicores: u32,
+    /// Memory available on its machine, bytes.
+    pub memory_available_bytes: u64,
+    /// What one more recording is expected to cost, thousandths of a core
+    /// (the fleet's measured average).
+    pub estimate_millicores: u32,
+    /// Recordings it takes now, beyond those it runs.
+    pub takes: u32,
+    /// Why it takes no more than `takes` (empty: its slots are the limit).
+    pub limit: String,
 }
 
 /// A recording, as listed.

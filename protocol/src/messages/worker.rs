@@ -127,6 +127,22 @@ pub struct WorkerTelemetry {
     /// Its warm pool: ready slots and what they cost while they wait.
     #[serde(default)]
     pub ready: ReadySlots,
+    /// What the machine offers, for admission by measured cost.
+    #[serde(default)]
+    pub capacity: MachineCapacity,
+}
+
+/// What a worker's machine offers: the CPU it may use and the memory
+/// still available. `cpu_millicores` 0: not measured (admission then
+/// counts slots only).
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct MachineCapacity {
+    /// CPU the worker may use, thousandths of a core (its CPUs, its
+    /// cgroup's quota or its setting).
+    pub cpu_millicores: u32,
+    /// Memory available on the machine now (MemAvailable), bytes.
+    pub memory_available_bytes: u64,
 }
 
 /// A worker's warm pool: slots started before a recording asks (display,
@@ -181,6 +197,26 @@ pub struct SlotProgress {
     /// Sound level of the last half second, dBFS (None: no sound measured).
     #[serde(default)]
     pub level_db: Option<i16>,
+    /// CPU of the slot's processes (browser, display, sound, encoder)
+    /// over the last second, thousandths of a core.
+    #[serde(default)]
+    pub cpu_millicores: u32,
+    /// Their proportional memory, bytes (sampled every 5 s).
+    #[serde(default)]
+    pub memory_bytes: u64,
+}
+
+/// Media time after which a part's cost counts as measured: a browser's
+/// start costs more than its steady state, so admission reserves an
+/// estimate until then (Egress reserves for 15 s).
+pub const COST_SETTLES_AFTER_MS: u64 = 10_000;
+
+impl SlotProgress {
+    /// Whether the slot's cost is measured: its part has captured
+    /// [`COST_SETTLES_AFTER_MS`] of media.
+    pub fn cost_settled(&self) -> bool {
+        self.media_ms >= COST_SETTLES_AFTER_MS
+    }
 }
 
 /// One stored object of a segment (its init or a chunk), as the worker

@@ -6,6 +6,7 @@
 //! once those writes are durable. Nothing here reads a clock, touches a
 //! socket or a file, so every scenario is a unit test in simulated time.
 
+pub mod admission;
 mod lifecycle;
 mod moves;
 pub mod placement;
@@ -227,6 +228,8 @@ pub struct FleetSettings {
     pub health: recfleet_protocol::HealthPolicy,
     /// Where webhook events go; empty: no webhook effects at all.
     pub webhook_urls: Vec<String>,
+    /// Admission by measured cost.
+    pub admission: admission::AdmissionConfig,
 }
 
 impl Default for FleetSettings {
@@ -242,6 +245,7 @@ impl Default for FleetSettings {
             allowed_destinations: Vec::new(),
             health: recfleet_protocol::HealthPolicy::default(),
             webhook_urls: Vec::new(),
+            admission: admission::AdmissionConfig::default(),
         }
     }
 }
@@ -253,6 +257,8 @@ struct WorkerEntry {
     session: Option<u64>,
     /// Monotonic time of the last WorkerChanged event (rate limit).
     last_event_at: u64,
+    /// What its telemetry measured, for admission (None: nothing yet).
+    measured: Option<admission::Measured>,
 }
 
 /// A recording and what is known of it beyond the stored row.
@@ -357,6 +363,8 @@ pub struct Fleet {
     recordings: BTreeMap<RecordingId, Recording>,
     /// Capacity per worker, kept current.
     placements: Placements,
+    /// What a recording costs, learned from the fleet's telemetry.
+    cost: admission::CostModel,
     /// Recordings waiting for a worker, in request order.
     queue: BTreeSet<(u64, RecordingId)>,
     /// Recordings with a move in progress.
@@ -418,6 +426,7 @@ impl Fleet {
     ) -> Fleet {
         let mut fleet = Fleet {
             actor: None,
+            cost: admission::CostModel::new(settings.admission.clone()),
             settings,
             version: env!("CARGO_PKG_VERSION").to_string(),
             seq: boot << 40,
@@ -577,10 +586,15 @@ impl Fleet {
         self.dirty |= self.placements.set_holds(id, holds);
     }
 
-    /// Keeps a worker's eligibility in the capacity index current.
+    /// Keeps a worker's eligibility in the capacity index current: its
+    /// slots, within what its measured cost leaves (admission).
     fn worker_touched(&mut self, name: &WorkerName) {
-        let cap = self.workers.get(name).and_then(|w| {
-            (w.session.is_some() && w.info.state == WorkerState::Ready).then_some(w.info.capacity)
+        let held = self.placements.used(name);
+        let cost = &self.cost;
+        let cap = self.workers.get_mut(name).and_then(|w| {
+            let (units, admission) = cost.offer(w.info.capacity, held, w.measured.as_ref());
+            w.info.admission = admission;
+            (w.session.is_some() && w.info.state == WorkerState::Ready).then_some(units)
         });
         self.placements.set_eligible(name, cap);
     }

@@ -7,7 +7,7 @@ use recfleet_protocol::{
 };
 
 use super::moves::Holder;
-use super::{Effect, Fleet, WorkerEntry};
+use super::{admission, Effect, Fleet, WorkerEntry};
 use crate::coordinator::metrics::label;
 
 /// A worker that said hello without a recording the store places on it
@@ -66,6 +66,7 @@ impl Fleet {
             upload_buffer_bytes: 0,
             upload_buffer_full: false,
             ready: Default::default(),
+            admission: Default::default(),
         };
         if let Some(old) = self.workers.insert(
             name.clone(),
@@ -73,6 +74,7 @@ impl Fleet {
                 info,
                 session: Some(session),
                 last_event_at: self.now.mono_ms,
+                measured: None,
             },
         ) {
             if let Some(old) = old.session {
@@ -196,7 +198,13 @@ impl Fleet {
         }
         match msg {
             WorkerMessage::Telemetry(t) => {
+                self.cost.learn(&t);
                 if let Some(w) = self.workers.get_mut(name) {
+                    w.measured = Some(admission::Measured::from_telemetry(
+                        &t,
+                        w.measured.as_ref(),
+                        self.cost.config(),
+                    ));
                     w.info.cpu_millicores = t.cpu_millicores;
                     w.info.rss_bytes = t.rss_bytes;
                     if w.info.upload_buffer_full != t.upload_buffer_full {
@@ -256,6 +264,14 @@ impl Fleet {
                         r.row.restarts = r.row.restarts.max(slot.restarts);
                     }
                     self.changed(&id);
+                }
+                // Admission follows the measured load: a worker whose
+                // recordings settled or ended may take what waits.
+                let takes = |f: &Self| f.workers.get(name).map(|w| w.info.admission.takes);
+                let before = takes(self);
+                self.worker_touched(name);
+                if takes(self) > before {
+                    self.dirty = true;
                 }
                 // Worker info at a modest rate: every 5 s unless it changes state.
                 if self

@@ -22,6 +22,16 @@ pub fn lines(app: &App) -> Vec<String> {
             format!("address  {}", w.address),
             format!("version  {}", w.version),
             format!("slots    {}/{} used", w.used, w.capacity),
+            if w.admission.measured {
+                format!(
+                    "takes    {} more   {} cores free of {}",
+                    w.admission.takes,
+                    format::cores(w.admission.cpu_headroom_millicores),
+                    format::cores(w.admission.cpu_capacity_millicores)
+                )
+            } else {
+                format!("takes    {} more (slots only)", w.admission.takes)
+            },
             format!(
                 "cpu      {} cores   mem {}",
                 format::cores(w.cpu_millicores),
@@ -34,9 +44,14 @@ pub fn lines(app: &App) -> Vec<String> {
                 format::age(s.now, w.last_seen)
             ),
             format!("labels   {}", format::labels(&w.labels)),
+        ];
+        if !w.admission.limit.is_empty() {
+            out.push(format!("limit    {}", w.admission.limit));
+        }
+        out.extend([
             String::new(),
             format!("recordings ({})", w.recordings.len()),
-        ];
+        ]);
         out.extend(w.recordings.iter().map(|r| {
             let st = s.recordings.get(r).map_or("?", |i| i.state.as_str());
             format!("  {r}  {st}")
