@@ -416,6 +416,12 @@ impl TestFleet {
         // pairs (testkit::netns): admitted on purpose, as an operator
         // admits an internal class server.
         cmd.env("RECFLEET_ALLOW_INTERNAL", TEST_ALLOW_INTERNAL);
+        // Every worker of a test shares this machine's two cores, so each
+        // one's measured headroom is what the others' browsers leave at
+        // that moment: placement by measured cost would make every test
+        // depend on it. Test fleets count slots; the admission test (and
+        // `coordinator_env`) turn measured admission on.
+        cmd.env("RECFLEET_ADMISSION", "slots");
         cmd.env("RECFLEET_LOG", &self.opts.log_filter)
             .envs(self.opts.coordinator_env.iter().map(|(k, v)| (k, v)))
             .kill_on_drop(true);

@@ -451,7 +451,7 @@ fn slate_is_encoded_like_the_capture() {
         ),
         "{line}"
     );
-    assert!(line.contains("-vf setsar=1 -c:v libx264 -preset veryfast -tune zerolatency -pix_fmt yuv420p -r 15 -crf 26 -g 30 -bf 0 -force_key_frames expr:gte(t,n_forced*2) -c:a aac -b:a 128k -f mp4 /w/s.mp4"), "{line}");
+    assert!(line.contains("-vf scale=flags=area,format=yuv420p,setsar=1 -c:v libx264 -preset veryfast -tune zerolatency -pix_fmt yuv420p -r 15 -crf 26 -g 30 -bf 0 -force_key_frames expr:gte(t,n_forced*2) -c:a aac -b:a 128k -f mp4 /w/s.mp4"), "{line}");
     let silent = slate_args(
         SlateParams {
             audio: false,
