@@ -71,8 +71,9 @@ KNOWN_ENV = {
     "RECFLEET_CHROMIUM_ARGS",
     # Issue 16: per-slot limits.
     "RECFLEET_SLOT_MEMORY_MIB", "RECFLEET_SLOT_CPU_MILLICORES", "RECFLEET_SLOT_PIDS_MAX",
-    # Issue 17: the warm pool.
-    "RECFLEET_READY_SLOTS",
+    # Issue 17: the warm pool, admission by measured cost.
+    "RECFLEET_READY_SLOTS", "RECFLEET_CPU_CAPACITY_MILLICORES", "RECFLEET_ADMISSION",
+    "RECFLEET_ADMISSION_ESTIMATE_MILLICORES", "RECFLEET_ADMISSION_TARGET_PERCENT",
     # Not the daemon's: the systemd unit's word list for flags without a
     # variable, the console's context file, Kubernetes' service link.
     "RECFLEET_WORKER_ARGS", "RECFLEET_CONTEXT", "RECFLEET_COORDINATOR_SERVICE_HOST",

@@ -353,7 +353,20 @@ pub async fn density(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Va
             tokio::time::sleep(Duration::from_secs(3)).await;
             let a = proc_sample(pid).context("worker gone")?;
             let ma = machine()?;
-            tokio::time::sleep(opts.density_secs()).await;
+            // What the worker measures of itself and its slots (what
+            // admission uses), every 2 s of the window.
+            let until = tokio::time::Instant::now() + opts.density_secs();
+            let mut measured = Vec::new();
+            while tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_secs(2).min(until - tokio::time::Instant::now()))
+                    .await;
+                if let ConsoleResponse::Workers(ws) =
+                    fleet.request(ConsoleRequest::ListWorkers).await?
+                {
+                    measured.extend(ws.iter().map(|w| f64::from(w.cpu_millicores) / 1000.0));
+                }
+            }
+            let worker_measured = measured.iter().sum::<f64>() / measured.len().max(1) as f64;
             let b = proc_sample(pid).context("worker gone")?;
             let mb = machine()?;
             let mut per = Vec::new();
@@ -394,7 +407,8 @@ pub async fn density(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Va
             let machine_cores = machine_cores_between(&ma, &mb);
             let per_recording = (machine_cores - idle_machine).max(0.0) / k as f64;
             println!(
-                "    {key} x{k}: worst frames/expected {worst:.3}, new pictures/expected {worst_new:.3} ({vs_alone:.3} of one alone), restarts {restarts}, machine {machine_cores:.2} cores ({per_recording:.3} per recording), worker process {cores:.4} cores, {:.1} MB -> {}",
+                "    {key} x{k}: worst frames/expected {worst:.3}, new pictures/expected {worst_new:.3} ({vs_alone:.3} of one alone), restarts {restarts}, machine {machine_cores:.2} cores ({per_recording:.3} per recording), measured by the worker {worker_measured:.2} cores ({:.3} per recording), worker process {cores:.4} cores, {:.1} MB -> {}",
+                worker_measured / k as f64,
                 b.rss_bytes as f64 / 1048576.0,
                 if held { "held" } else { "frames dropped" }
             );
@@ -406,6 +420,8 @@ pub async fn density(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Va
                 "worst_new_pictures_vs_one_alone": vs_alone,
                 "machine_cpu_cores": machine_cores,
                 "cpu_cores_per_recording": per_recording,
+                "worker_measured_cpu_cores": worker_measured,
+                "worker_measured_cpu_cores_per_recording": worker_measured / k as f64,
                 "worker_process_cpu_cores": cores,
                 "worker_process_rss_mb": b.rss_bytes as f64 / 1048576.0,
                 "worker_process_cpu_cores_per_recording": (cores - idle_cores).max(0.0) / k as f64,

@@ -68,12 +68,15 @@ struct Meters {
     ready: PidMeter,
     slots: HashMap<(RecordingId, Epoch), PidMeter>,
     /// The last memory of each slot, refreshed every [`MEMORY_EVERY`]th
-    /// sample (reading a browser's memory walks its mappings).
+    /// sample.
     memory: HashMap<(RecordingId, Epoch), u64>,
+    ready_memory: u64,
     samples: u64,
 }
 
-/// Slot memory is read every this many samples.
+/// Memory (of slots and ready slots) is read every this many samples:
+/// reading a browser's proportional memory walks all its mappings, and
+/// every second that cost the worker a tenth of a core.
 const MEMORY_EVERY: u64 = 5;
 
 impl LoadWatch {
@@ -133,10 +136,16 @@ fn sample(engine: &Engine, mut meters: Meters, cpu_capacity: u32) -> (Load, Mete
                 .map(|(pid, _)| *pid)
         })
         .collect();
-    let (ready_cpu_millicores, ready_memory_bytes) =
-        meters.ready.sample(&tree.with_descendants(&waiting));
     meters.samples += 1;
     let with_memory = meters.samples % MEMORY_EVERY == 1;
+    let waiting = tree.with_descendants(&waiting);
+    let ready_cpu_millicores = meters.ready.sample(&waiting);
+    let ready_memory_bytes = if with_memory {
+        meters.ready_memory = waiting.iter().filter_map(|p| usage::pss(*p)).sum();
+        meters.ready_memory
+    } else {
+        meters.ready_memory
+    };
     let mut slots = HashMap::new();
     let mut slot_meters = HashMap::new();
     let mut slot_memory = HashMap::new();
@@ -149,7 +158,7 @@ fn sample(engine: &Engine, mut meters: Meters, cpu_capacity: u32) -> (Load, Mete
         let pids = tree.with_descendants(&pids);
         let key = (id, epoch);
         let mut meter = meters.slots.remove(&key).unwrap_or_default();
-        let cpu = meter.sample_cpu(&pids);
+        let cpu = meter.sample(&pids);
         let memory = if with_memory {
             pids.iter().filter_map(|p| usage::pss(*p)).sum()
         } else {

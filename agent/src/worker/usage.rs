@@ -59,38 +59,22 @@ impl UsageMeter {
     }
 }
 
-/// CPU of a set of processes that changes between samples (ready slots
-/// come and go): only processes seen in both samples count, so that a
-/// slot's start-up CPU is not taken for its idle cost.
+/// CPU of a set of processes that changes between samples (slots and
+/// ready slots come and go): only processes seen in both samples count, so
+/// that a slot's start-up CPU is not taken for its idle cost.
 #[derive(Debug, Default)]
 pub struct PidMeter {
     last: Option<(std::time::Instant, std::collections::HashMap<i32, u64>)>,
 }
 
 impl PidMeter {
-    /// Samples `pids` now; returns (millicores since the last call,
-    /// proportional set size in bytes; see [`pss`]).
-    pub fn sample(&mut self, pids: &[i32]) -> (u32, u64) {
-        self.measure(pids, true)
-    }
-
-    /// Samples `pids`' CPU only: millicores since the last call.
-    pub fn sample_cpu(&mut self, pids: &[i32]) -> u32 {
-        self.measure(pids, false).0
-    }
-
-    fn measure(&mut self, pids: &[i32], with_memory: bool) -> (u32, u64) {
+    /// Samples `pids` now: thousandths of a core since the last call.
+    pub fn sample(&mut self, pids: &[i32]) -> u32 {
         let now = std::time::Instant::now();
-        let mut ticks = std::collections::HashMap::new();
-        let mut memory = 0;
-        for pid in pids {
-            if let Some((t, rss)) = sample(*pid) {
-                ticks.insert(*pid, t);
-                if with_memory {
-                    memory += pss(*pid).unwrap_or(rss);
-                }
-            }
-        }
+        let ticks: std::collections::HashMap<i32, u64> = pids
+            .iter()
+            .filter_map(|pid| sample(*pid).map(|(t, _)| (*pid, t)))
+            .collect();
         let cpu = match &self.last {
             Some((at, before)) => {
                 let used: u64 = ticks
@@ -103,7 +87,7 @@ impl PidMeter {
             None => 0,
         };
         self.last = Some((now, ticks));
-        (cpu, memory)
+        cpu
     }
 }
 
