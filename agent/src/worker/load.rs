@@ -16,7 +16,7 @@ use recfleet_protocol::{Epoch, MachineCapacity, RecordingId};
 
 use super::engine::Engine;
 use super::process::{self, ProcessTree};
-use super::usage::{self, PidMeter, UsageMeter};
+use super::usage::{self, PidMeter};
 
 /// What one recording's slot costs now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -64,7 +64,7 @@ impl Drop for LoadWatch {
 /// The meters kept between samples.
 #[derive(Debug, Default)]
 struct Meters {
-    all: UsageMeter,
+    all: PidMeter,
     ready: PidMeter,
     slots: HashMap<(RecordingId, Epoch), PidMeter>,
     /// The last memory of each slot, refreshed every [`MEMORY_EVERY`]th
@@ -124,7 +124,14 @@ fn sample(engine: &Engine, mut meters: Meters, cpu_capacity: u32) -> (Load, Mete
     let mut all: Vec<i32> = tagged.iter().map(|(pid, _)| *pid).collect();
     all = tree.with_descendants(&all);
     all.push(std::process::id() as i32);
-    let (cpu_millicores, rss_bytes) = meters.all.sample(&all);
+    // Processes come and go (Chromium's renderers, parts that end): only
+    // those seen in both samples count, so a process's lifetime CPU is
+    // never taken for a second's.
+    let cpu_millicores = meters.all.sample(&all);
+    let rss_bytes = all
+        .iter()
+        .filter_map(|p| usage::sample(*p).map(|(_, rss)| rss))
+        .sum();
     let waiting: Vec<i32> = engine
         .pool()
         .tags

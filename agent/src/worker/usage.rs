@@ -33,32 +33,6 @@ pub fn memory_available() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Turns successive samples into CPU in thousandths of a core.
-#[derive(Debug, Default)]
-pub struct UsageMeter {
-    last: Option<(std::time::Instant, u64)>,
-}
-
-impl UsageMeter {
-    /// Samples `pids` now; returns (millicores since the last call, rss bytes).
-    pub fn sample(&mut self, pids: &[i32]) -> (u32, u64) {
-        let (ticks, rss) = pids
-            .iter()
-            .filter_map(|p| sample(*p))
-            .fold((0, 0), |(t, r), (t2, r2)| (t + t2, r + r2));
-        let now = std::time::Instant::now();
-        let cpu = match self.last {
-            Some((at, before)) if ticks >= before => {
-                let secs = now.duration_since(at).as_secs_f64().max(0.001);
-                (((ticks - before) as f64 / TICKS_PER_SEC as f64) / secs * 1000.0) as u32
-            }
-            _ => 0,
-        };
-        self.last = Some((now, ticks));
-        (cpu, rss)
-    }
-}
-
 /// CPU of a set of processes that changes between samples (slots and
 /// ready slots come and go): only processes seen in both samples count, so
 /// that a slot's start-up CPU is not taken for its idle cost.
@@ -98,15 +72,17 @@ mod tests {
     #[test]
     fn measures_this_process() {
         let me = std::process::id() as i32;
-        let mut m = UsageMeter::default();
-        let (_, rss) = m.sample(&[me]);
+        let (_, rss) = sample(me).unwrap();
         assert!(rss > 1_000_000, "rss {rss}");
+        let mut m = PidMeter::default();
+        assert_eq!(m.sample(&[me]), 0, "nothing to compare with yet");
         let until = std::time::Instant::now() + std::time::Duration::from_millis(300);
         let mut x = 0u64;
         while std::time::Instant::now() < until {
             x = x.wrapping_add(1);
         }
-        let (cpu, _) = m.sample(&[me, -1]);
+        // A pid that does not exist counts for nothing.
+        let cpu = m.sample(&[me, -1]);
         assert!(x > 0 && cpu > 300, "busy loop measured as {cpu} millicores");
     }
 }
