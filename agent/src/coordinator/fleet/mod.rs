@@ -583,7 +583,21 @@ impl Fleet {
             self.ended.insert((self.now.mono_ms, id.clone()));
         }
         let holds = r.holds();
+        let old = self.placements.holds_of(id);
+        if old == holds.as_slice() {
+            return;
+        }
+        // The workers whose holds change: their offers are recomputed, so
+        // that what admission says of them (takes N more) is current.
+        let touched: BTreeSet<WorkerName> = old
+            .iter()
+            .chain(holds.iter())
+            .map(|h| h.worker.clone())
+            .collect();
         self.dirty |= self.placements.set_holds(id, holds);
+        for w in &touched {
+            self.worker_touched(w);
+        }
     }
 
     /// Keeps a worker's eligibility in the capacity index current: its

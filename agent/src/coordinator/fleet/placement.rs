@@ -94,6 +94,11 @@ impl Placements {
         })
     }
 
+    /// What `id` holds now.
+    pub fn holds_of(&self, id: &RecordingId) -> &[Hold] {
+        self.holds.get(id).map_or(&[], Vec::as_slice)
+    }
+
     /// Replaces what `id` holds. Returns true when capacity was freed
     /// somewhere (the scheduler has something to try).
     pub fn set_holds(&mut self, id: &RecordingId, new: Vec<Hold>) -> bool {

@@ -906,3 +906,97 @@ fn a_request_may_name_only_the_coordinators_output_or_an_allowed_one() {
         );
     }
 }
+
+/// A worker's telemetry: its CPU, what it may use, and its recordings'
+/// costs as (id, epoch, media ms, cpu, repeated per mille).
+fn telemetry(cpu: u32, capacity: u32, slots: &[(&str, Epoch, u64, u32, u16)]) -> WorkerMessage {
+    WorkerMessage::Telemetry(recfleet_protocol::WorkerTelemetry {
+        at: T0,
+        cpu_millicores: cpu,
+        rss_bytes: 0,
+        slots: slots
+            .iter()
+            .map(
+                |(id, epoch, media_ms, cpu, repeated)| recfleet_protocol::SlotProgress {
+                    recording: Some(rid(id)),
+                    epoch: *epoch,
+                    media_ms: *media_ms,
+                    cpu_millicores: *cpu,
+                    repeated_permille: *repeated,
+                    ..Default::default()
+                },
+            )
+            .collect(),
+        upload_buffer_bytes: 0,
+        upload_buffer_full: false,
+        ready: Default::default(),
+        capacity: recfleet_protocol::MachineCapacity {
+            cpu_millicores: capacity,
+            memory_available_bytes: 16 << 30,
+        },
+    })
+}
+
+#[test]
+fn admission_places_by_measured_cost_within_the_slots() {
+    let mut sim = Sim::new();
+    sim.hello("w1", 8);
+    // Two cores, nearly idle: by the default estimate (0.7 core) two
+    // recordings fit below 90%, though eight slots are free.
+    sim.from("w1", telemetry(100, 2000, &[]));
+    for id in ["r1", "r2", "r3"] {
+        sim.start(id);
+    }
+    assert_eq!(
+        sim.starts("w1"),
+        vec![(rid("r1"), Epoch(1)), (rid("r2"), Epoch(1))]
+    );
+    let info = sim.fleet.info(&rid("r3")).unwrap();
+    assert_eq!(info.state, RecordingState::Pending, "{info:?}");
+    let w1 = &sim.fleet.workers[&w("w1")].info.admission;
+    assert_eq!((w1.takes, w1.estimate_millicores), (0, 700), "{w1:?}");
+    assert!(w1.limit.starts_with("CPU"), "{w1:?}");
+
+    // Measured: the two cost 0.45 core each, the worker 1 core in all.
+    // The estimate follows what is measured and room opens for a third.
+    for _ in 0..10 {
+        sim.from(
+            "w1",
+            telemetry(
+                1000,
+                2000,
+                &[
+                    ("r1", Epoch(1), 20_000, 450, 0),
+                    ("r2", Epoch(1), 20_000, 450, 0),
+                ],
+            ),
+        );
+    }
+    assert_eq!(sim.starts("w1"), vec![(rid("r3"), Epoch(1))]);
+    let w1 = sim.fleet.workers[&w("w1")].info.admission.clone();
+    assert!(w1.measured && w1.estimate_millicores == 450, "{w1:?}");
+
+    // One of them repeats frames: the worker takes nothing more, whatever
+    // its figures say, and the next goes to a worker that measures nothing
+    // (its slots alone count).
+    sim.from(
+        "w1",
+        telemetry(
+            900,
+            2000,
+            &[
+                ("r1", Epoch(1), 30_000, 300, 120),
+                ("r2", Epoch(1), 30_000, 300, 0),
+                ("r3", Epoch(1), 10_000, 300, 0),
+            ],
+        ),
+    );
+    let w1 = sim.fleet.workers[&w("w1")].info.admission.clone();
+    assert_eq!(w1.takes, 0, "{w1:?}");
+    assert!(w1.limit.contains("r1 repeats 12.0%"), "{w1:?}");
+    sim.start("r4");
+    assert!(sim.starts("w1").is_empty());
+    sim.hello("w2", 1);
+    assert_eq!(sim.starts("w2"), vec![(rid("r4"), Epoch(1))]);
+    assert!(!sim.fleet.workers[&w("w2")].info.admission.measured);
+}
