@@ -270,6 +270,10 @@ fn new_pictures(file: &Path) -> anyhow::Result<u64> {
     Ok(n)
 }
 
+/// How long the density benchmark lets recordings run before measuring
+/// them: as long as admission waits before it counts a start as measured.
+const SETTLE: Duration = Duration::from_millis(recfleet_protocol::COST_SETTLES_AFTER_MS);
+
 /// One density series: the page, its frame rate, how far to go.
 struct Series {
     key: &'static str,
@@ -350,7 +354,10 @@ pub async fn density(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<Va
                     })
                     .await?;
             }
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            // The window starts once the starts are over: an encoder that
+            // fell behind while its page loaded catches up faster than
+            // real time for a while, at more than its steady cost.
+            tokio::time::sleep(SETTLE).await;
             let a = proc_sample(pid).context("worker gone")?;
             let ma = machine()?;
             // What the worker measures of itself and its slots (what
