@@ -161,7 +161,12 @@ async fn browser_records_the_demo_page_with_moving_picture_and_sound() {
     assert!(level > -50.0, "the sound is silent: {level:.1} dBFS");
     assert!(media::tone_power(&samples, 440.0) > 10.0 * media::tone_power(&samples, 660.0));
     // Sound and picture in sync: each beep is heard when its dot lights
-    // (at 1280x720 the dot's corner is at 845,16), not half a second early.
+    // (at 1280x720 the dot's corner is at 845,16), not half a second early
+    // (the bug this guards against: PulseAudio's input latency). The page's
+    // beep goes straight to the speakers while its dot waits for a paint,
+    // a composite and the grab, so the sound leads by 80-200 ms here
+    // (through the old in-page WebRTC call it took a jitter buffer too:
+    // 80 ms).
     let mut leads = media::beep_leads(&file, (845, 16)).unwrap();
     assert!(leads.len() >= 5, "the beep dot lit {} times", leads.len());
     leads.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -172,7 +177,7 @@ async fn browser_records_the_demo_page_with_moving_picture_and_sound() {
         leads.len()
     );
     assert!(
-        (-0.1..=0.25).contains(&median),
+        (-0.1..=0.3).contains(&median),
         "sound and picture out of sync by {median:.2} s: {leads:?}"
     );
     assert_eq!(mp4.bytes, std::fs::metadata(&file).unwrap().len());
