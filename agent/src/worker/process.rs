@@ -146,21 +146,7 @@ impl SlotProcess {
 /// Pids of processes whose environment holds `TAG_VAR=<value>` with `value`
 /// equal to `tag` or starting with `tag` followed by `/`.
 pub fn tagged_pids(tag: &str) -> Vec<i32> {
-    let exact = format!("{TAG_VAR}={tag}");
-    let nested = format!("{TAG_VAR}={tag}/");
-    let me = std::process::id() as i32;
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| *pid != me)
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-                env.split(|b| *b == 0)
-                    .any(|var| var == exact.as_bytes() || var.starts_with(nested.as_bytes()))
-            })
-        })
-        .collect()
+    tagged_under(tag).into_iter().map(|(pid, _)| pid).collect()
 }
 
 /// Processes whose tag is `prefix` or under it, with their tags: one pass
@@ -179,11 +165,7 @@ pub fn tagged_under(prefix: &str) -> Vec<(i32, String)> {
                 .split(|b| *b == 0)
                 .find_map(|v| v.strip_prefix(var.as_bytes()))?;
             let tag = String::from_utf8_lossy(tag).into_owned();
-            let under = tag == prefix
-                || tag
-                    .strip_prefix(prefix)
-                    .is_some_and(|rest| rest.starts_with('/'));
-            under.then_some((pid, tag))
+            tag_is_under(&tag, prefix).then_some((pid, tag))
         })
         .collect()
 }
