@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,25 +77,7 @@ impl DemoServer {
         });
         let (addr, task) = http::spawn(addr, move |path: String| {
             let clip = clip.clone();
-            async move {
-            if path == "/teacher.webm" {
-                match clip.get_or_init(teacher_clip).await {
-                    Some(bytes) => Response::ok("video/webm", bytes.clone()),
-                    None => Response::text(
-                        503,
-                        "the teacher clip could not be made: is ffmpeg (with libvpx) installed? See the agent's log\n",
-                    ),
-                }
-            } else if path == "/" || path == "/class.html" {
-                Response::ok("text/html; charset=utf-8", CLASS_HTML)
-            } else if path == "/health.html" {
-                Response::ok("text/html; charset=utf-8", HEALTH_HTML)
-            } else if path == "/events.html" {
-                Response::ok("text/html; charset=utf-8", EVENTS_HTML)
-            } else {
-                Response::text(404, "not found\n")
-            }
-            }
+            async move { page(&path, &clip).await }
         })
         .await?;
         Ok(DemoServer {
@@ -129,6 +112,25 @@ impl DemoServer {
     }
 }
 
+/// What the server answers for `path`.
+async fn page(path: &str, clip: &Clip) -> Response {
+    const HTML: &str = "text/html; charset=utf-8";
+    match path {
+        "/" | "/class.html" => Response::ok(HTML, CLASS_HTML),
+        "/health.html" => Response::ok(HTML, HEALTH_HTML),
+        "/events.html" => Response::ok(HTML, EVENTS_HTML),
+        "/teacher.webm" => match clip.get_or_init(teacher_clip).await {
+            Some(bytes) => Response::ok("video/webm", bytes.clone()),
+            None => Response::text(503, NO_CLIP),
+        },
+        _ => Response::text(404, "not found\n"),
+    }
+}
+
+/// Why the camera panel stays empty.
+const NO_CLIP: &str =
+    "the teacher clip could not be made: is ffmpeg (with libvpx) installed? See the log\n";
+
 impl Drop for DemoServer {
     fn drop(&mut self) {
         self.task.abort();
@@ -160,7 +162,11 @@ async fn teacher_clip() -> Option<Bytes> {
 /// processes making the clip at once never read half of one.
 async fn make_clip(dir: &Path, path: &Path) -> std::io::Result<()> {
     tokio::fs::create_dir_all(dir).await?;
-    let partial: PathBuf = dir.join(format!("{CLIP_NAME}.{}.part", std::process::id()));
+    // Its own name in this process too: test binaries start several
+    // demo servers at once.
+    static MAKING: AtomicU64 = AtomicU64::new(0);
+    let n = MAKING.fetch_add(1, Ordering::Relaxed);
+    let partial: PathBuf = dir.join(format!("{CLIP_NAME}.{}-{n}.part", std::process::id()));
     let mut cmd = tokio::process::Command::new("ffmpeg");
     cmd.args(["-y", "-v", "error", "-nostdin"])
         .args(CLIP_ARGS)
@@ -187,4 +193,39 @@ async fn make_clip(dir: &Path, path: &Path) -> std::io::Result<()> {
         let _ = tokio::fs::remove_file(&partial).await;
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: SocketAddr, path: &str) -> Vec<u8> {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn serves_the_page_and_the_teachers_camera_as_webm() {
+        let server = DemoServer::start(([127, 0, 0, 1], 0).into()).await.unwrap();
+        let page = get(server.addr(), "/class.html").await;
+        let page = String::from_utf8_lossy(&page);
+        assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+        assert!(page.contains("/teacher.webm"));
+        let clip = get(server.addr(), "/teacher.webm").await;
+        let head = clip.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(clip.starts_with(b"HTTP/1.1 200"));
+        // An EBML (WebM) header, and a clip of some size.
+        assert_eq!(&clip[head..head + 4], &[0x1a, 0x45, 0xdf, 0xa3]);
+        assert!(clip.len() - head > 100_000, "{} bytes", clip.len() - head);
+        let missing = get(server.addr(), "/nothing").await;
+        assert!(missing.starts_with(b"HTTP/1.1 404"));
+    }
 }
