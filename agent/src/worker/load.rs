@@ -127,11 +127,11 @@ fn sample(engine: &Engine, mut meters: Meters, cpu_capacity: u32) -> (Load, Mete
     // Processes come and go (Chromium's renderers, parts that end): only
     // those seen in both samples count, so a process's lifetime CPU is
     // never taken for a second's.
-    let cpu_millicores = meters.all.sample(&all);
-    let rss_bytes = all
-        .iter()
-        .filter_map(|p| usage::sample(*p).map(|(_, rss)| rss))
-        .sum();
+    // Each process's /proc/PID/stat is read once for every meter: the
+    // slots' and the ready slots' processes are among `all`.
+    let stats = usage::stats(&all);
+    let cpu_millicores = meters.all.sample_from(&stats, &all);
+    let rss_bytes = stats.values().map(|(_, rss)| rss).sum();
     let waiting: Vec<i32> = engine
         .pool()
         .tags
@@ -146,7 +146,7 @@ fn sample(engine: &Engine, mut meters: Meters, cpu_capacity: u32) -> (Load, Mete
     meters.samples += 1;
     let with_memory = meters.samples % MEMORY_EVERY == 1;
     let waiting = tree.with_descendants(&waiting);
-    let ready_cpu_millicores = meters.ready.sample(&waiting);
+    let ready_cpu_millicores = meters.ready.sample_from(&stats, &waiting);
     let ready_memory_bytes = if with_memory {
         meters.ready_memory = waiting.iter().filter_map(|p| usage::pss(*p)).sum();
         meters.ready_memory
@@ -165,7 +165,7 @@ fn sample(engine: &Engine, mut meters: Meters, cpu_capacity: u32) -> (Load, Mete
         let pids = tree.with_descendants(&pids);
         let key = (id, epoch);
         let mut meter = meters.slots.remove(&key).unwrap_or_default();
-        let cpu = meter.sample(&pids);
+        let cpu = meter.sample_from(&stats, &pids);
         let memory = if with_memory {
             pids.iter().filter_map(|p| usage::pss(*p)).sum()
         } else {

@@ -33,6 +33,16 @@ pub fn memory_available() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// CPU ticks and resident bytes of processes, by pid (see [`sample`]).
+pub type Stats = std::collections::HashMap<i32, (u64, u64)>;
+
+/// Reads [`sample`] of each of `pids` once.
+pub fn stats(pids: &[i32]) -> Stats {
+    pids.iter()
+        .filter_map(|pid| sample(*pid).map(|s| (*pid, s)))
+        .collect()
+}
+
 /// CPU of a set of processes that changes between samples (slots and
 /// ready slots come and go): only processes seen in both samples count, so
 /// that a slot's start-up CPU is not taken for its idle cost.
@@ -42,13 +52,19 @@ pub struct PidMeter {
 }
 
 impl PidMeter {
-    /// Samples `pids` now: thousandths of a core since the last call.
-    pub fn sample(&mut self, pids: &[i32]) -> u32 {
+    /// Takes `pids` out of `stats` (CPU ticks and resident bytes per pid,
+    /// read once for several meters): thousandths of a core since the last
+    /// call.
+    pub fn sample_from(&mut self, stats: &Stats, pids: &[i32]) -> u32 {
+        self.take(
+            pids.iter()
+                .filter_map(|pid| stats.get(pid).map(|(t, _)| (*pid, *t)))
+                .collect(),
+        )
+    }
+
+    fn take(&mut self, ticks: std::collections::HashMap<i32, u64>) -> u32 {
         let now = std::time::Instant::now();
-        let ticks: std::collections::HashMap<i32, u64> = pids
-            .iter()
-            .filter_map(|pid| sample(*pid).map(|(t, _)| (*pid, t)))
-            .collect();
         let cpu = match &self.last {
             Some((at, before)) => {
                 let used: u64 = ticks
@@ -75,14 +91,18 @@ mod tests {
         let (_, rss) = sample(me).unwrap();
         assert!(rss > 1_000_000, "rss {rss}");
         let mut m = PidMeter::default();
-        assert_eq!(m.sample(&[me]), 0, "nothing to compare with yet");
+        assert_eq!(
+            m.sample_from(&stats(&[me]), &[me]),
+            0,
+            "nothing to compare with yet"
+        );
         let until = std::time::Instant::now() + std::time::Duration::from_millis(300);
         let mut x = 0u64;
         while std::time::Instant::now() < until {
             x = x.wrapping_add(1);
         }
         // A pid that does not exist counts for nothing.
-        let cpu = m.sample(&[me, -1]);
+        let cpu = m.sample_from(&stats(&[me, -1]), &[me, -1]);
         assert!(x > 0 && cpu > 300, "busy loop measured as {cpu} millicores");
     }
 }
