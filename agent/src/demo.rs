@@ -221,7 +221,11 @@ mod tests {
         assert!(page.contains("/teacher.webm"));
         let clip = get(server.addr(), "/teacher.webm").await;
         let head = clip.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        assert!(clip.starts_with(b"HTTP/1.1 200"));
+        assert!(
+            clip.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&clip[..head])
+        );
         // An EBML (WebM) header, and a clip of some size.
         assert_eq!(&clip[head..head + 4], &[0x1a, 0x45, 0xdf, 0xa3]);
         assert!(clip.len() - head > 100_000, "{} bytes", clip.len() - head);

@@ -16,3 +16,11 @@ pub mod record;
 pub mod settings;
 pub mod signals;
 pub mod worker;
+
+/// This machine's host name, if it has one.
+pub fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}

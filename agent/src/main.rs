@@ -35,7 +35,7 @@ enum Command {
     /// Run the coordinator: registry, store, scheduler, failover, events.
     Coordinator(Box<coordinator::CoordinatorArgs>),
     /// Run a worker: records what the coordinator places on it.
-    Worker(worker::daemon::WorkerArgs),
+    Worker(Box<worker::daemon::WorkerArgs>),
     /// A local fleet for a first run: CA, coordinator, workers, demo page.
     Dev(dev::DevArgs),
     /// Record one page on this machine (no coordinator) and write a manifest.
@@ -94,7 +94,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Coordinator(args) => coordinator::main(*args).await,
-            Command::Worker(args) => worker::daemon::main(args).await,
+            Command::Worker(args) => worker::daemon::main(*args).await,
             Command::Dev(args) => dev::main(args).await,
             Command::Record(args) => record::run(args).await,
             Command::Guard { .. } => Ok(()),

@@ -78,7 +78,8 @@ pub enum Update {
     /// the consumer knew), `SnapshotMore` (adds to it), `Event`, `Lagged`
     /// (a fresh `Snapshot` follows on the same stream) or `Refused`
     /// (followed by [`Update::Disconnected`]).
-    Frame(SubscriptionFrame),
+    /// (Boxed: a frame is large, the other updates small.)
+    Frame(Box<SubscriptionFrame>),
     /// The connection or the subscription failed or was refused; the next
     /// attempt starts after `retry_in`.
     Disconnected {
@@ -185,7 +186,7 @@ async fn session(
             // A working subscription: the next loss starts from the base delay.
             *attempt = 0;
         }
-        if tx.send(Update::Frame(frame)).await.is_err() {
+        if tx.send(Update::Frame(Box::new(frame))).await.is_err() {
             return Ok(());
         }
         if let Some(e) = after.ends {
@@ -349,6 +350,7 @@ mod tests {
             upload_buffer_full: false,
             ready: Default::default(),
             admission: Default::default(),
+            host: String::new(),
         }
     }
 
@@ -371,6 +373,7 @@ mod tests {
             upload_lag_ms: 0,
             health: Default::default(),
             level_db: None,
+            copy: None,
         }
     }
 

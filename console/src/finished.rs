@@ -47,6 +47,7 @@ mod tests {
             upload_lag_ms: 0,
             health: Default::default(),
             level_db: None,
+            copy: None,
         }
     }
 

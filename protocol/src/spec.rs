@@ -135,6 +135,16 @@ pub struct RecordingSpec {
     /// the spec rides in messages whose other variants are small.)
     #[serde(default)]
     pub events: Box<crate::events::EventOptions>,
+    /// Copies recorded at once, 1 or 2. With 2 a second worker (on another
+    /// host when there is one) records the same page all along, so a
+    /// worker's death costs no moment of the recording; it costs twice the
+    /// capacity.
+    #[serde(default = "one_copy")]
+    pub redundancy: u8,
+}
+
+fn one_copy() -> u8 {
+    1
 }
 
 impl RecordingSpec {
@@ -154,6 +164,7 @@ impl RecordingSpec {
             destination: None,
             health: Box::default(),
             events: Box::default(),
+            redundancy: 1,
         }
     }
 
@@ -194,6 +205,15 @@ impl RecordingSpec {
                     format!("{d} is not allowed: expected 1 to 86400 seconds"),
                 );
             }
+        }
+        if !(1..=2).contains(&self.redundancy) {
+            p.add(
+                "redundancy",
+                format!(
+                    "{} is not allowed: expected 1 (one copy) or 2 (two copies on two workers)",
+                    self.redundancy
+                ),
+            );
         }
         if let Some(t) = self.stop.empty_room_timeout_secs {
             if t == 0 || t > 86_400 {

@@ -11,7 +11,9 @@
 /// `OpenStream::Events`).
 /// `recfleet/5`: the coordinator's URL policy in the worker's welcome
 /// (egress enforced where the browser resolves).
-/// `recfleet/6`: the warm pool in worker telemetry and infos.
+/// `recfleet/6`: the warm pool, measured cost and admission in worker
+/// telemetry and infos; redundancy in specs, the host in hellos and infos,
+/// the second copy in recording infos.
 pub const ALPN: &[u8] = b"recfleet/6";
 
 /// The version as text.

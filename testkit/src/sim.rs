@@ -86,6 +86,7 @@ pub async fn connect(
         labels: BTreeMap::new(),
         running: Vec::new(),
         draining: false,
+        host: String::new(),
     };
     quic::write_frame(&mut send, &OpenStream::Worker(hello)).await?;
     let interval = match quic::read_frame::<CoordinatorMessage>(&mut recv).await? {

@@ -282,6 +282,7 @@ async fn roles_are_enforced_by_the_coordinator() {
         labels: Default::default(),
         running: vec![],
         draining: false,
+        host: String::new(),
     };
     match quic::request::<_, CoordinatorMessage>(&conn, &OpenStream::Worker(hello.clone()))
         .await

@@ -42,6 +42,7 @@ async fn worker(fleet: &TestFleet) -> (quinn::Endpoint, Connection, SendStream, 
         labels: Default::default(),
         running: vec![],
         draining: false,
+        host: String::new(),
     };
     quic::write_frame(&mut send, &OpenStream::Worker(hello))
         .await

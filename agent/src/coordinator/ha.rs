@@ -414,11 +414,7 @@ impl Ha {
 
 /// This machine's host name (the default coordinator name).
 fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "coordinator".into())
+    crate::host_name().unwrap_or_else(|| "coordinator".into())
 }
 
 /// The address clients are told: the listen address, or the host name with

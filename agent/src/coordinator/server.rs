@@ -646,6 +646,7 @@ mod tests {
             labels: Default::default(),
             running: vec![],
             draining: false,
+            host: String::new(),
         };
         assert!(authorize_worker(&id(Role::Agent, "w1"), &hello).is_ok());
         assert!(authorize_worker(&id(Role::Agent, "w2"), &hello).is_err());

@@ -82,6 +82,11 @@ pub struct WorkerSettings {
     /// coordinator admits recordings by their measured cost within it (0:
     /// the machine's CPUs, within the cgroup's quota).
     pub cpu_capacity_millicores: u32,
+    /// The machine this worker runs on, as the coordinator compares it:
+    /// the two copies of a recording with redundancy 2 go to different
+    /// hosts (empty: the host name; on Kubernetes give the node's name,
+    /// since a pod's host name is its own).
+    pub host: String,
 }
 
 impl Default for WorkerSettings {
@@ -111,6 +116,7 @@ impl Default for WorkerSettings {
             slot_pids_max: crate::worker::config::DEFAULT_SLOT_PIDS,
             ready_slots: 1,
             cpu_capacity_millicores: 0,
+            host: String::new(),
         }
     }
 }
@@ -188,6 +194,10 @@ pub struct WorkerArgs {
     /// CPU for recordings, thousandths of a core (0: the machine's CPUs).
     #[arg(long, env = "RECFLEET_CPU_CAPACITY_MILLICORES")]
     pub cpu_capacity_millicores: Option<u32>,
+    /// The machine it runs on (default: the host name; on Kubernetes the
+    /// node's name): a recording's two copies go to different hosts.
+    #[arg(long, env = "RECFLEET_HOST")]
+    pub host: Option<String>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -227,6 +237,7 @@ impl WorkerArgs {
         o.set("slot_pids_max", self.slot_pids_max);
         o.set("ready_slots", self.ready_slots);
         o.set("cpu_capacity_millicores", self.cpu_capacity_millicores);
+        o.set("host", self.host.clone());
         let args: Vec<String> = self
             .chromium_args
             .iter()
@@ -329,6 +340,10 @@ pub async fn main(args: WorkerArgs) -> Result<(), Failure> {
         drain_grace_secs: s.drain_grace_secs,
         tls_files: Some((s.ca.clone(), s.cert.clone(), s.key.clone())),
         cpu_capacity_millicores: s.cpu_capacity_millicores,
+        host: match s.host.trim() {
+            "" => crate::host_name().unwrap_or_default(),
+            h => h.to_string(),
+        },
     };
     let shutdown = CancellationToken::new();
     let drain = CancellationToken::new();

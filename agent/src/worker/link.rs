@@ -46,6 +46,8 @@ pub struct LinkConfig {
     pub tls_files: Option<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)>,
     /// CPU for recordings, thousandths of a core (0: the machine's CPUs).
     pub cpu_capacity_millicores: u32,
+    /// The machine it runs on.
+    pub host: String,
 }
 
 /// Why a session ended.
@@ -254,6 +256,7 @@ impl Link {
             labels: self.config.labels.clone(),
             running: self.engine.running(),
             draining: self.draining,
+            host: self.config.host.clone(),
         }
     }
 

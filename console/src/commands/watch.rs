@@ -44,7 +44,7 @@ pub(super) async fn watch(s: &Session, filter: &EventFilter) -> Result<(), Conso
                 }
                 continue;
             }
-            Some(Update::Frame(frame)) => frame,
+            Some(Update::Frame(frame)) => *frame,
         };
         match frame {
             SubscriptionFrame::Snapshot {

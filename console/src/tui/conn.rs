@@ -73,7 +73,7 @@ pub async fn run(
                             name: identity.name,
                         }
                     }
-                    Some(Update::Frame(f)) => ConnEvent::frame(f),
+                    Some(Update::Frame(f)) => ConnEvent::frame(*f),
                     Some(Update::Disconnected { error, retry_in }) => {
                         connected = false;
                         let err = ConsoleError::from(error);

@@ -45,6 +45,7 @@ pub fn worker(name: &str, state: WorkerState, used: u32, recs: &[&str]) -> Worke
             takes: 4u32.saturating_sub(used).min(3),
             limit: String::new(),
         },
+        host: format!("host-{name}"),
     }
 }
 
@@ -90,6 +91,7 @@ pub fn recording(
             recfleet_protocol::Health::default()
         },
         level_db: (state == RecordingState::Recording).then_some(-18),
+        copy: None,
     }
 }
 

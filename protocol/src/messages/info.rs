@@ -103,6 +103,10 @@ pub struct WorkerInfo {
     /// recordings it takes now.
     #[serde(default)]
     pub admission: Admission,
+    /// The machine it runs on (the second copy of a recording goes to
+    /// another host when there is one).
+    #[serde(default)]
+    pub host: String,
 }
 
 /// What the scheduler makes of a worker's measured load.
@@ -174,6 +178,24 @@ pub struct RecordingInfo {
     /// Sound level of the last half second, dBFS.
     #[serde(default)]
     pub level_db: Option<i16>,
+    /// Its second copy (redundancy 2): the worker recording it too, and
+    /// whether that copy has captured its first frame. (Boxed: most
+    /// recordings have none, and infos ride in every event.)
+    #[serde(default)]
+    pub copy: Option<Box<CopyInfo>>,
+}
+
+/// The second copy of a recording.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyInfo {
+    /// The worker recording it.
+    pub worker: WorkerName,
+    /// Its placement.
+    pub epoch: Epoch,
+    /// It has captured its first frame (until then a death of the first
+    /// copy's worker still costs a failover's gap).
+    pub capturing: bool,
 }
 
 /// A recording with everything known of it.

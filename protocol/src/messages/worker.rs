@@ -28,6 +28,10 @@ pub struct WorkerHello {
     pub running: Vec<RunningSegment>,
     /// Whether it is draining itself (SIGTERM) and takes no new work.
     pub draining: bool,
+    /// The machine it runs on (a node name, a hostname): the two copies of
+    /// a recording with redundancy 2 go to different hosts when they can.
+    #[serde(default)]
+    pub host: String,
 }
 
 /// A segment a worker runs, as reported in hello and reconciled by epoch.

@@ -6,6 +6,7 @@ use recfleet_protocol::{
     ChunkReport, CoordinatorMessage, EventKind, RecordingId, RecordingState, WorkerName,
 };
 
+use super::copies::CopyGone;
 use super::placement::NoPlace;
 use super::{Effect, Fleet, StoredSegment};
 
@@ -104,6 +105,9 @@ impl Fleet {
                 }
             }
         }
+        if !self.uncopied.is_empty() {
+            self.place_copies();
+        }
     }
 
     /// Places one waiting recording, or says why not (and shows it).
@@ -198,11 +202,33 @@ impl Fleet {
         why: SegmentEndReason,
         avoid: Option<WorkerName>,
     ) {
+        // With a second copy there is no interruption: it takes over.
+        if self.promote_copy(id, &why) {
+            return;
+        }
         let Some(r) = self.recordings.get_mut(id) else {
             return;
         };
         let epoch = r.row.epoch;
         let last = r.last_frame_at;
+        r.avoid = avoid;
+        self.close_segments(id, epoch, last, why.clone());
+        self.set_state(id, RecordingState::Interrupted, Some(why.describe()));
+    }
+
+    /// Closes the open segments of placement `epoch` of `id`, whose worker
+    /// will not report their end: at their last frame known (`last` if they
+    /// know none).
+    pub(super) fn close_segments(
+        &mut self,
+        id: &RecordingId,
+        epoch: recfleet_protocol::Epoch,
+        last: Option<u64>,
+        why: SegmentEndReason,
+    ) {
+        let Some(r) = self.recordings.get_mut(id) else {
+            return;
+        };
         for s in r
             .segments
             .iter_mut()
@@ -212,7 +238,6 @@ impl Fleet {
             s.last_frame_at = s.last_frame_at.or(last);
             s.end_reason = Some(why.clone());
         }
-        r.avoid = avoid;
         let segs: Vec<_> = r
             .segments
             .iter()
@@ -222,7 +247,6 @@ impl Fleet {
         for s in segs {
             self.out.push(Effect::PutSegment(id.clone(), s));
         }
-        self.set_state(id, RecordingState::Interrupted, Some(why.describe()));
     }
 
     /// Ends a recording: completed if anything was captured, else failed
@@ -231,6 +255,12 @@ impl Fleet {
         if self.recordings.get(id).is_some_and(|r| r.moving.is_some()) {
             self.cancel_move(id, "the recording is ending");
         }
+        self.drop_copy(
+            id,
+            "the recording is ending",
+            CopyGone::Stop(SegmentEndReason::Stopped),
+            false,
+        );
         let Some(r) = self.recordings.get(id) else {
             return;
         };

@@ -7,6 +7,7 @@
 //! socket or a file, so every scenario is a unit test in simulated time.
 
 pub mod admission;
+mod copies;
 mod lifecycle;
 mod moves;
 pub mod placement;
@@ -290,6 +291,12 @@ struct Recording {
     health: recfleet_protocol::Health,
     /// Its sound level, dBFS.
     level_db: Option<i16>,
+    /// Its second copy (redundancy 2).
+    copy: Option<copies::Copy>,
+    /// No second copy is placed before this (monotonic).
+    copy_rest_until: u64,
+    /// The worker its last second copy failed on (not asked again next).
+    copy_avoid: Option<WorkerName>,
 }
 
 impl Recording {
@@ -311,6 +318,9 @@ impl Recording {
             manifest_written: 0,
             health: recfleet_protocol::Health::default(),
             level_db: None,
+            copy: None,
+            copy_rest_until: 0,
+            copy_avoid: None,
         }
     }
 
@@ -330,6 +340,14 @@ impl Recording {
         if let Some(m) = &self.moving {
             out.push(Hold {
                 worker: m.to.clone(),
+                cost,
+                incoming: true,
+            });
+        }
+        if let Some(c) = &self.copy {
+            // It holds capacity; the recording runs "on" its first copy.
+            out.push(Hold {
+                worker: c.worker.clone(),
                 cost,
                 incoming: true,
             });
@@ -371,6 +389,10 @@ pub struct Fleet {
     moving: BTreeSet<RecordingId>,
     /// Recordings a worker did not report in its hello.
     suspects: BTreeSet<RecordingId>,
+    /// Recordings that should have a second copy and have none.
+    uncopied: BTreeSet<RecordingId>,
+    /// Recordings with a second copy.
+    copied: BTreeSet<RecordingId>,
     /// Ended recordings by monotonic end time (retention).
     ended: BTreeSet<(u64, RecordingId)>,
     /// Why the head of the queue waits (shown for every waiting recording
@@ -436,6 +458,8 @@ impl Fleet {
             queue: BTreeSet::new(),
             moving: BTreeSet::new(),
             suspects: BTreeSet::new(),
+            uncopied: BTreeSet::new(),
+            copied: BTreeSet::new(),
             ended: BTreeSet::new(),
             blocked: None,
             started: None,
@@ -559,6 +583,8 @@ impl Fleet {
             self.placements.set_holds(id, Vec::new());
             self.moving.remove(id);
             self.suspects.remove(id);
+            self.uncopied.remove(id);
+            self.copied.remove(id);
             return;
         };
         let key = (r.row.created_at, id.clone());
@@ -577,6 +603,16 @@ impl Fleet {
             self.suspects.insert(id.clone());
         } else {
             self.suspects.remove(id);
+        }
+        if r.wants_copy() {
+            self.dirty |= self.uncopied.insert(id.clone());
+        } else {
+            self.uncopied.remove(id);
+        }
+        if r.copy.is_some() {
+            self.copied.insert(id.clone());
+        } else {
+            self.copied.remove(id);
         }
         if r.row.state.is_terminal() && r.ended_mono.is_none() {
             r.ended_mono = Some(self.now.mono_ms);
@@ -629,6 +665,7 @@ impl Fleet {
         }
         self.interrupt_vanished();
         self.tick_moves();
+        self.tick_copies();
         let since_start = self
             .now
             .mono_ms

@@ -42,6 +42,8 @@ pub(super) enum Holder {
     Incoming,
     /// An old placement still stopping after a move or a fence.
     Old,
+    /// The second copy of a recording with redundancy 2.
+    Copy,
 }
 
 /// Migrations one drain runs at once.
@@ -65,7 +67,8 @@ impl Recording {
             .max()
             .unwrap_or_default();
         let moving = self.moving.as_ref().map(|m| m.epoch).unwrap_or_default();
-        self.row.epoch.max(seen).max(moving).next()
+        let copy = self.copy.as_ref().map(|c| c.epoch).unwrap_or_default();
+        self.row.epoch.max(seen).max(moving).max(copy).next()
     }
 }
 
@@ -86,6 +89,12 @@ impl Fleet {
             .is_some_and(|m| m.epoch == epoch && &m.to == worker)
         {
             return Some(Holder::Incoming);
+        }
+        if r.copy
+            .as_ref()
+            .is_some_and(|c| c.epoch == epoch && &c.worker == worker)
+        {
+            return Some(Holder::Copy);
         }
         if r.old_placements
             .iter()
@@ -346,6 +355,13 @@ impl Fleet {
                 if r.moving.is_some() || r.row.state != RecordingState::Recording {
                     continue;
                 }
+                if r.copy.is_some() {
+                    // Its second copy takes over once it captures.
+                    if self.swap_copy(id) {
+                        slots -= 1;
+                    }
+                    continue;
+                }
                 match self.move_target(id, Some(worker), None) {
                     Ok(to) => {
                         self.start_move(id, &to);
@@ -355,6 +371,27 @@ impl Fleet {
                 }
             }
         }
+        // Second copies on it give way (they are placed again elsewhere);
+        // in a drain that waits they record on to their recording's end.
+        let copies = self.copies_on(worker);
+        if migrate {
+            for id in &copies {
+                self.drop_copy(
+                    id,
+                    &format!("{worker} drains"),
+                    super::copies::CopyGone::Stop(SegmentEndReason::Reassigned),
+                    false,
+                );
+            }
+        }
+        let stopping = if migrate {
+            self.recordings
+                .values()
+                .filter(|r| r.old_placements.iter().any(|(w, _)| w == worker))
+                .count()
+        } else {
+            stopping + copies.len()
+        };
         let complete = on_it.is_empty() && stopping == 0;
         let message = if complete {
             format!("{worker} is drained: no recording runs on it and every slot process is reaped")

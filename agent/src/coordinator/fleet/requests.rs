@@ -8,6 +8,7 @@ use recfleet_protocol::{
     WireError, WorkerState, LIST_MAX,
 };
 
+use super::copies::CopyGone;
 use super::{Effect, Fleet, PendingPing, Recording, ReplyTo};
 use crate::coordinator::store::RecordingRow;
 
@@ -332,6 +333,12 @@ impl Fleet {
                 if self.recordings.get(id).is_some_and(|r| r.moving.is_some()) {
                     self.cancel_move(id, "the recording was stopped");
                 }
+                self.drop_copy(
+                    id,
+                    "the recording was stopped",
+                    CopyGone::Stop(SegmentEndReason::Stopped),
+                    false,
+                );
                 self.stop_old_placements_now(id);
                 self.set_state(id, RecordingState::Stopping, None);
                 let sent = worker.as_ref().is_some_and(|w| {
@@ -381,6 +388,26 @@ impl Fleet {
             );
         }
         let from = r.row.worker.clone();
+        if let Some((copy_worker, capturing)) =
+            r.copy.as_ref().map(|c| (c.worker.clone(), c.capturing))
+        {
+            // Its second copy's worker already records it: that copy
+            // becomes the first at once (no new browser, no gap).
+            if capturing && to.is_none_or(|t| *t == copy_worker) && self.swap_copy(id) {
+                let from = from
+                    .map(|w| w.to_string())
+                    .unwrap_or_else(|| "its worker".into());
+                return ConsoleResponse::Accepted {
+                    message: format!("{id} now records on {copy_worker}, which recorded it already as its second copy; {from} stops shortly and a new second copy is placed"),
+                };
+            }
+            if to.is_some_and(|t| *t == copy_worker) {
+                return error(
+                    ErrorCode::Conflict,
+                    format!("{id}'s second copy on {copy_worker} has not captured yet; try again when it has"),
+                );
+            }
+        }
         match self.move_target(id, from.as_ref(), to) {
             Err(why) => {
                 let code = if why.contains("capacity") {
@@ -396,6 +423,14 @@ impl Fleet {
                 error(code, format!("cannot move {id}: {why}"))
             }
             Ok(target) => {
+                // One extra placement at a time: the second copy gives way
+                // to the move, and is placed again once it is done.
+                self.drop_copy(
+                    id,
+                    &format!("{id} moves to {target}"),
+                    CopyGone::Stop(SegmentEndReason::Reassigned),
+                    false,
+                );
                 self.start_move(id, &target);
                 let from = from
                     .map(|w| w.to_string())

@@ -37,6 +37,8 @@ struct Sim {
     finalizes: Vec<RecordingId>,
     /// The writer does not answer (its queue was full, or it went away).
     writer_silent: bool,
+    /// Each worker's host (default: a host of its own, `host-NAME`).
+    hosts: HashMap<String, String>,
 }
 
 fn w(n: &str) -> WorkerName {
@@ -81,6 +83,7 @@ impl Sim {
             stitch_error: None,
             finalizes: Vec::new(),
             writer_silent: false,
+            hosts: HashMap::new(),
         }
     }
 
@@ -177,6 +180,11 @@ impl Sim {
                 labels: BTreeMap::new(),
                 running,
                 draining: false,
+                host: self
+                    .hosts
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| format!("host-{name}")),
             },
             reply,
         });
@@ -999,4 +1007,286 @@ fn admission_places_by_measured_cost_within_the_slots() {
     sim.hello("w2", 1);
     assert_eq!(sim.starts("w2"), vec![(rid("r4"), Epoch(1))]);
     assert!(!sim.fleet.workers[&w("w2")].info.admission.measured);
+}
+
+/// The frames of a segment that captured from `from` to `to` (wall ms):
+/// the worker's report of its end.
+fn segment_ended(
+    id: &RecordingId,
+    epoch: Epoch,
+    from: u64,
+    to: u64,
+    reason: SegmentEndReason,
+) -> WorkerMessage {
+    WorkerMessage::SegmentEnded(recfleet_protocol::SegmentReport {
+        recording: id.clone(),
+        epoch,
+        part: 0,
+        file: format!("{id}/{id}-e{}-p0.mp4", epoch.0),
+        bytes: 1000,
+        sha256: "00".into(),
+        started_at: from,
+        ended_at: to,
+        first_frame_at: Some(from),
+        last_frame_at: Some(to),
+        reason,
+    })
+}
+
+fn redundant_spec(id: &str) -> RecordingSpec {
+    let mut spec = RecordingSpec::new(rid(id), "https://class.example/room");
+    spec.redundancy = 2;
+    spec
+}
+
+#[test]
+fn redundancy_two_records_on_another_host_and_a_death_costs_no_gap() {
+    let mut sim = Sim::new();
+    // w1 and w2 share a machine; w3 runs on another.
+    sim.hosts.insert("w1".into(), "rack-a".into());
+    sim.hosts.insert("w2".into(), "rack-a".into());
+    sim.hosts.insert("w3".into(), "rack-b".into());
+    sim.hello("w1", 2);
+    sim.start("warm-up");
+    sim.hello("w2", 2);
+    sim.hello("w3", 2);
+    let _ = (sim.starts("w1"), sim.starts("w2"), sim.starts("w3"));
+    let id = rid("r1");
+    sim.request(ConsoleRequest::StartRecording(redundant_spec("r1")));
+    let first = sim.worker_of(&id).expect("placed");
+    let e1 = sim.fleet.recordings[&id].row.epoch;
+    sim.capture(first.as_str(), &id, e1);
+    let t0 = sim.now.wall_ms;
+    // The second copy goes to the other machine, never beside the first.
+    let copy = sim.fleet.info(&id).unwrap().copy.expect("a second copy");
+    let first_host = &sim.fleet.workers[&first].info.host;
+    let copy_host = &sim.fleet.workers[&copy.worker].info.host;
+    assert_ne!(
+        first_host, copy_host,
+        "first on {first}, copy on {}",
+        copy.worker
+    );
+    assert!(!copy.capturing);
+    assert_eq!(
+        sim.starts(copy.worker.as_str()),
+        vec![(id.clone(), copy.epoch)]
+    );
+    sim.advance(500);
+    sim.capture(copy.worker.as_str(), &id, copy.epoch);
+    let t1 = sim.now.wall_ms;
+    assert!(sim.fleet.info(&id).unwrap().copy.unwrap().capturing);
+    assert!(sim.events.iter().any(
+        |e| matches!(e, EventKind::Notice { message, .. } if message.contains("recorded twice"))
+    ));
+
+    // The first copy's worker dies: the recording goes on where its copy
+    // runs, without an interruption, and a new second copy is placed.
+    sim.advance(10_000);
+    let webhooks_before = sim.webhooks.len();
+    let lost_at = sim.now.wall_ms;
+    sim.close(first.as_str(), "connection lost: timed out");
+    assert_eq!(sim.state(&id), RecordingState::Recording);
+    assert_eq!(sim.worker_of(&id), Some(copy.worker.clone()));
+    assert_eq!(sim.fleet.recordings[&id].row.epoch, copy.epoch);
+    assert_eq!(
+        sim.webhooks.len(),
+        webhooks_before,
+        "no interrupted webhook"
+    );
+    let new_copy = sim
+        .fleet
+        .info(&id)
+        .unwrap()
+        .copy
+        .expect("a new second copy");
+    assert_ne!(new_copy.worker, copy.worker);
+    assert_ne!(new_copy.worker, first);
+    assert!(new_copy.epoch > copy.epoch);
+
+    // Stopped: both copies are told, and the manifest has no gap.
+    sim.advance(5_000);
+    sim.capture(new_copy.worker.as_str(), &id, new_copy.epoch);
+    sim.request(ConsoleRequest::StopRecording { id: id.clone() });
+    let stop_at = sim.now.wall_ms;
+    for (w, e) in [
+        (&copy.worker, copy.epoch),
+        (&new_copy.worker, new_copy.epoch),
+    ] {
+        let stops = sim.stops(w.as_str());
+        assert_eq!(stops.len(), 1, "{w}: {stops:?}");
+        assert_eq!((stops[0].0.clone(), stops[0].1), (id.clone(), e));
+    }
+    // The lost worker's segment: what its telemetry last said (t0 + 3 s).
+    if let Some(s) = sim
+        .fleet
+        .recordings
+        .get_mut(&id)
+        .and_then(|r| r.segments.iter_mut().find(|s| s.epoch == e1))
+    {
+        s.last_frame_at = Some(t0 + 3_000);
+    }
+    let _ = lost_at;
+    sim.from(
+        copy.worker.as_str(),
+        segment_ended(&id, copy.epoch, t1, stop_at, SegmentEndReason::Stopped),
+    );
+    sim.ended(
+        copy.worker.as_str(),
+        &id,
+        copy.epoch,
+        SegmentEndReason::Stopped,
+    );
+    let t2 = sim.fleet.recordings[&id]
+        .segments
+        .iter()
+        .find(|s| s.epoch == new_copy.epoch)
+        .and_then(|s| s.first_frame_at)
+        .unwrap();
+    sim.from(
+        new_copy.worker.as_str(),
+        segment_ended(&id, new_copy.epoch, t2, stop_at, SegmentEndReason::Stopped),
+    );
+    sim.ended(
+        new_copy.worker.as_str(),
+        &id,
+        new_copy.epoch,
+        SegmentEndReason::Stopped,
+    );
+    assert_eq!(sim.state(&id), RecordingState::Completed);
+    let m = sim.fleet.manifest(&id).unwrap();
+    assert!(m.gaps.is_empty(), "{:?}", m.gaps);
+    assert_eq!(m.segments.len(), 3);
+}
+
+#[test]
+fn a_second_copy_shares_a_machine_only_when_no_other_exists_and_waits_for_room_there() {
+    let mut sim = Sim::new();
+    for n in ["w1", "w2"] {
+        sim.hosts.insert(n.into(), "one-box".into());
+    }
+    sim.hello("w1", 1);
+    sim.hello("w2", 1);
+    let id = rid("r1");
+    sim.request(ConsoleRequest::StartRecording(redundant_spec("r1")));
+    let first = sim.worker_of(&id).unwrap();
+    sim.capture(first.as_str(), &id, Epoch(1));
+    let copy = sim
+        .fleet
+        .info(&id)
+        .unwrap()
+        .copy
+        .expect("on the same machine: none other");
+    assert_ne!(copy.worker, first);
+
+    // With a full worker on another machine, the copy waits for room there.
+    let mut sim = Sim::new();
+    sim.hosts.insert("w1".into(), "a".into());
+    sim.hosts.insert("w2".into(), "a".into());
+    sim.hosts.insert("w3".into(), "b".into());
+    sim.hello("w3", 1);
+    sim.start("busy");
+    sim.hello("w1", 1);
+    sim.hello("w2", 1);
+    sim.request(ConsoleRequest::StartRecording(redundant_spec("r1")));
+    let first = sim.worker_of(&id).unwrap();
+    assert_ne!(first, w("w3"));
+    let e = sim.fleet.recordings[&id].row.epoch;
+    sim.capture(first.as_str(), &id, e);
+    sim.advance(1_000);
+    assert!(sim.fleet.info(&id).unwrap().copy.is_none());
+    let busy = rid("busy");
+    sim.capture("w3", &busy, Epoch(1));
+    sim.request(ConsoleRequest::StopRecording { id: busy.clone() });
+    sim.ended("w3", &busy, Epoch(1), SegmentEndReason::Stopped);
+    sim.advance(250);
+    assert_eq!(
+        sim.fleet.info(&id).unwrap().copy.map(|c| c.worker),
+        Some(w("w3"))
+    );
+}
+
+#[test]
+fn a_failed_second_copy_is_replaced_and_a_drain_hands_over_to_it() {
+    let (mut sim, id) = {
+        let mut sim = Sim::new();
+        sim.hello("w1", 2);
+        sim.hello("w2", 2);
+        sim.hello("w3", 2);
+        sim.request(ConsoleRequest::StartRecording(redundant_spec("r1")));
+        (sim, rid("r1"))
+    };
+    let first = sim.worker_of(&id).unwrap();
+    sim.capture(first.as_str(), &id, Epoch(1));
+    let copy = sim.fleet.info(&id).unwrap().copy.unwrap();
+    // Its slot gives up: the recording does not notice, a new copy comes
+    // after a rest, and not on the worker that failed.
+    sim.ended(
+        copy.worker.as_str(),
+        &id,
+        copy.epoch,
+        SegmentEndReason::GaveUp {
+            reason: "3 restarts in 60 s".into(),
+        },
+    );
+    assert_eq!(sim.state(&id), RecordingState::Recording);
+    assert_eq!(sim.fleet.recordings[&id].row.failed_placements, 0);
+    assert!(sim.fleet.info(&id).unwrap().copy.is_none());
+    sim.advance(6_000);
+    let again = sim.fleet.info(&id).unwrap().copy.expect("placed again");
+    assert_ne!(again.worker, copy.worker);
+    assert_ne!(again.worker, first);
+    sim.capture(again.worker.as_str(), &id, again.epoch);
+
+    // Draining the first copy's worker hands the recording to its copy at
+    // once (it captures already): no new browser, the old one stops later.
+    let _ = sim.starts(first.as_str());
+    drain(&mut sim, first.as_str(), DrainMode::Migrate, None);
+    assert_eq!(sim.worker_of(&id), Some(again.worker.clone()));
+    assert_eq!(sim.state(&id), RecordingState::Recording);
+    sim.advance(2_500);
+    let stops = sim.stops(first.as_str());
+    assert_eq!(stops.len(), 1, "{stops:?}");
+    assert!(!drain_complete(&sim, first.as_str()));
+    sim.ended(first.as_str(), &id, Epoch(1), SegmentEndReason::Reassigned);
+    sim.advance(250);
+    assert!(drain_complete(&sim, first.as_str()));
+    // The new second copy goes to the worker left.
+    sim.advance(5_500);
+    let third = sim.fleet.info(&id).unwrap().copy.expect("a third copy");
+    assert_eq!(third.worker, copy.worker);
+}
+
+#[test]
+fn a_restarted_coordinator_adopts_the_second_copy_its_worker_reports() {
+    let mut sim = Sim::new();
+    sim.hello("w1", 2);
+    sim.hello("w2", 2);
+    let id = rid("r1");
+    sim.request(ConsoleRequest::StartRecording(redundant_spec("r1")));
+    let first = sim.worker_of(&id).unwrap();
+    sim.capture(first.as_str(), &id, Epoch(1));
+    let copy = sim.fleet.info(&id).unwrap().copy.unwrap();
+    sim.capture(copy.worker.as_str(), &id, copy.epoch);
+    let r = &sim.fleet.recordings[&id];
+    let loaded = vec![(r.row.clone(), r.segments.clone())];
+    let mut sim = Sim::with(FleetSettings::default(), 2, loaded);
+    let running = |epoch| {
+        vec![RunningSegment {
+            recording: id.clone(),
+            epoch,
+            part: 0,
+            started_at: T0,
+            last_frame_at: Some(T0 + 1000),
+        }]
+    };
+    sim.hello_with(copy.worker.as_str(), 2, running(copy.epoch));
+    sim.hello_with(first.as_str(), 2, running(Epoch(1)));
+    assert!(sim.stops(copy.worker.as_str()).is_empty(), "not fenced");
+    assert!(sim.starts(copy.worker.as_str()).is_empty());
+    let info = sim.fleet.info(&id).unwrap();
+    assert_eq!(info.worker, Some(first));
+    assert_eq!(
+        info.copy.map(|c| (c.worker, c.capturing)),
+        Some((copy.worker, true))
+    );
 }

@@ -59,6 +59,7 @@ pub fn info_of(
         upload_lag_ms: 0,
         health: Default::default(),
         level_db: None,
+        copy: None,
     }
 }
 
@@ -81,6 +82,7 @@ impl Fleet {
             info.upload_lag_ms = r.upload_lag_ms;
             info.health = r.health.clone();
             info.level_db = r.level_db;
+            info.copy = r.copy_info();
         }
         info
     }

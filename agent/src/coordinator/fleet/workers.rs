@@ -6,6 +6,7 @@ use recfleet_protocol::{
     WireError, WorkerHello, WorkerInfo, WorkerMessage, WorkerName, WorkerState,
 };
 
+use super::copies::CopyGone;
 use super::moves::Holder;
 use super::{admission, Effect, Fleet, WorkerEntry};
 use crate::coordinator::metrics::label;
@@ -67,6 +68,7 @@ impl Fleet {
             upload_buffer_full: false,
             ready: Default::default(),
             admission: Default::default(),
+            host: hello.host.clone(),
         };
         if let Some(old) = self.workers.insert(
             name.clone(),
@@ -108,7 +110,10 @@ impl Fleet {
                     self.advance(&seg.recording, path);
                     tracing::info!(recording = %seg.recording, epoch = %seg.epoch, worker = %name, "reconciled: still running");
                 }
-                (Some(Holder::Incoming), _) => {}
+                (Some(Holder::Incoming | Holder::Copy), _) => {}
+                _ if self.adopt_copy(&seg.recording, seg, &name) => {
+                    tracing::info!(recording = %seg.recording, epoch = %seg.epoch, worker = %name, "reconciled: its second copy");
+                }
                 (Some(Holder::Old), _) => {
                     self.send_to(
                         &name,
@@ -218,8 +223,22 @@ impl Fleet {
                 }
                 for slot in t.slots {
                     let Some(id) = slot.recording else { continue };
-                    if self.holder(&id, slot.epoch, name) != Some(Holder::Current) {
-                        continue;
+                    match self.holder(&id, slot.epoch, name) {
+                        Some(Holder::Current) => {}
+                        Some(Holder::Copy) => {
+                            // Shown from the first copy; its segment's last
+                            // frame is kept, should its worker die.
+                            if let Some(s) = self.recordings.get_mut(&id).and_then(|r| {
+                                r.segments
+                                    .iter_mut()
+                                    .filter(|s| s.epoch == slot.epoch && s.ended_at.is_none())
+                                    .max_by_key(|s| s.part)
+                            }) {
+                                s.last_frame_at = s.last_frame_at.max(slot.last_frame_at);
+                            }
+                            continue;
+                        }
+                        _ => continue,
                     }
                     let lag_notice = self.recordings.get(&id).and_then(|r| {
                         let was = r.upload_lag_ms >= LAG_NOTICE_MS;
@@ -291,7 +310,10 @@ impl Fleet {
                 at,
             } => {
                 let holder = self.holder(&recording, epoch, name);
-                if !matches!(holder, Some(Holder::Current | Holder::Incoming)) {
+                if !matches!(
+                    holder,
+                    Some(Holder::Current | Holder::Incoming | Holder::Copy)
+                ) {
                     return;
                 }
                 let seg = ManifestSegment {
@@ -321,7 +343,10 @@ impl Fleet {
                 at,
             } => {
                 let holder = self.holder(&recording, epoch, name);
-                if !matches!(holder, Some(Holder::Current | Holder::Incoming)) {
+                if !matches!(
+                    holder,
+                    Some(Holder::Current | Holder::Incoming | Holder::Copy)
+                ) {
                     return;
                 }
                 if let Some(r) = self.recordings.get_mut(&recording) {
@@ -341,6 +366,8 @@ impl Fleet {
                 }
                 if holder == Some(Holder::Incoming) {
                     self.complete_move(&recording);
+                } else if holder == Some(Holder::Copy) {
+                    self.copy_capturing(&recording);
                 } else {
                     self.advance(
                         &recording,
@@ -422,6 +449,16 @@ impl Fleet {
                 match self.holder(&recording, epoch, name) {
                     Some(Holder::Current) => self.placement_ended(&recording, name, reason),
                     Some(Holder::Incoming) => self.cancel_move(&recording, &reason.describe()),
+                    Some(Holder::Copy) => {
+                        let crashed = !matches!(
+                            reason,
+                            SegmentEndReason::PageEnded
+                                | SegmentEndReason::EmptyRoom
+                                | SegmentEndReason::MaxDuration
+                                | SegmentEndReason::Stopped
+                        );
+                        self.drop_copy(&recording, &reason.describe(), CopyGone::Ended, crashed);
+                    }
                     Some(Holder::Old) => {
                         // Its slot is torn down and reaped: drains count on this.
                         if let Some(r) = self.recordings.get_mut(&recording) {
@@ -516,6 +553,9 @@ impl Fleet {
             | SegmentEndReason::MaxDuration
             | SegmentEndReason::PageEnded
             | SegmentEndReason::EmptyRoom => self.finalize(id, reason.describe()),
+            // A failure of the first copy: the second takes over, and the
+            // recording neither waits nor counts a failed placement.
+            _ if self.promote_copy(id, &reason) => {}
             SegmentEndReason::GaveUp { .. } | SegmentEndReason::StartFailed { .. } => {
                 let failed = self.recordings.get_mut(id).map(|r| {
                     r.row.failed_placements += 1;
@@ -550,6 +590,9 @@ impl Fleet {
 
     fn lose_worker(&mut self, name: &WorkerName, why: &str) {
         let expected = self.drains.get(name).is_some_and(|d| d.by_worker);
+        for id in self.copies_on(name) {
+            self.drop_copy(&id, &format!("{name} was lost"), CopyGone::Lost, false);
+        }
         let orphans = self.recordings_on(name);
         let Some(w) = self.workers.get_mut(name) else {
             return;
