@@ -141,7 +141,7 @@ pub fn recording_cells(r: &RecordingInfo, now: u64) -> Vec<String> {
         r.id.to_string(),
         r.state.as_str().to_string(),
         health_cell(r),
-        r.worker.as_ref().map_or("-".to_string(), |w| w.to_string()),
+        worker_cell(r),
         r.started_at.map_or("-".to_string(), format::clock),
         duration,
         format::bytes(r.bytes),
@@ -189,4 +189,15 @@ pub fn recording_wide_cells(r: &RecordingInfo, now: u64) -> Vec<String> {
     cells.push(r.url.clone());
     cells.push(r.reason.clone().unwrap_or_else(|| "-".to_string()));
     cells
+}
+
+/// Where a recording runs: its worker, and its second copy's after a `+`
+/// (in brackets while that copy starts).
+pub fn worker_cell(r: &RecordingInfo) -> String {
+    let first = r.worker.as_ref().map_or("-".to_string(), |w| w.to_string());
+    match &r.copy {
+        Some(c) if c.capturing => format!("{first}+{}", c.worker),
+        Some(c) => format!("{first}+({})", c.worker),
+        None => first,
+    }
 }

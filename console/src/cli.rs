@@ -353,6 +353,11 @@ pub struct StartArgs {
     /// Do not capture sound.
     #[arg(long)]
     pub no_audio: bool,
+    /// Copies recorded at once: 2 records on two workers (on two hosts
+    /// when there are), so that a worker's death costs no moment of the
+    /// recording; it takes twice the capacity.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub redundancy: u8,
     /// Where the recording goes: file:///DIR or s3://BUCKET/PREFIX
     /// [default: the coordinator's --output]. (Not `--output`: that is the
     /// console's output format, `-o json`.)

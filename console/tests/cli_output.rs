@@ -215,3 +215,43 @@ fn the_man_page_is_roff_naming_the_commands() {
         assert!(page.contains(word), "man page lacks {word}: {page}");
     }
 }
+
+#[test]
+fn a_recording_with_two_copies_shows_both_workers_and_parses_its_redundancy() {
+    let mut r = recording("r1", RecordingState::Recording, Some("w1"), 60);
+    r.copy = Some(Box::new(recfleet_protocol::CopyInfo {
+        worker: recfleet_protocol::WorkerName::new("w2").unwrap(),
+        epoch: recfleet_protocol::Epoch(2),
+        capturing: false,
+    }));
+    let t = recordings_table(std::slice::from_ref(&r), NOW, false);
+    assert!(t.contains(" w1+(w2) "), "the copy starting: {t}");
+    if let Some(c) = r.copy.as_mut() {
+        c.capturing = true;
+    }
+    let t = recordings_table(&[r], NOW, false);
+    assert!(t.contains(" w1+w2 "), "the copy capturing: {t}");
+
+    let cli = parse(&[
+        "record",
+        "start",
+        "https://class.example/a",
+        "--redundancy",
+        "2",
+    ])
+    .unwrap();
+    let Some(Cmd::Record(recfleet_console::cli::RecordCommand::Start(args))) = cli.command else {
+        panic!("not a start: {:?}", cli.command);
+    };
+    let spec = recfleet_console::commands::spec_from_args(&args).unwrap();
+    assert_eq!(spec.redundancy, 2);
+    let e = parse(&[
+        "record",
+        "start",
+        "https://class.example/a",
+        "--redundancy",
+        "3",
+    ])
+    .unwrap_err();
+    assert!(e.to_string().contains("3 is not in 1..=2"), "{e}");
+}

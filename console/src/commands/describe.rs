@@ -68,6 +68,17 @@ pub fn recording_text(
             .as_ref()
             .map_or("-".to_string(), |w| format!("{w} (epoch {})", i.epoch)),
     );
+    if d.spec.redundancy > 1 || i.copy.is_some() {
+        field(
+            "Copy",
+            match &i.copy {
+                Some(c) if c.capturing => format!("{} (epoch {}), capturing", c.worker, c.epoch),
+                Some(c) => format!("{} (epoch {}), starting", c.worker, c.epoch),
+                None if i.state.is_terminal() => "-".to_string(),
+                None => "none now: waiting for a worker (redundancy 2)".to_string(),
+            },
+        );
+    }
     field(
         "Health",
         if i.health.state == recfleet_protocol::HealthState::Unknown {
@@ -167,6 +178,7 @@ pub fn worker_text(w: &WorkerInfo, events: &[Event], now: u64) -> String {
     field("Worker", w.name.to_string());
     field("State", w.state.as_str().to_string());
     field("Address", w.address.clone());
+    field("Host", w.host.clone());
     field("Version", w.version.clone());
     field("Slots", format!("{}/{} used", w.used, w.capacity));
     field("CPU", format::cores(w.cpu_millicores));

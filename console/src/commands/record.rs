@@ -28,6 +28,7 @@ pub fn spec_from_args(args: &StartArgs) -> Result<RecordingSpec, ConsoleError> {
     spec.fps = args.fps;
     spec.viewport = args.size;
     spec.audio = !args.no_audio;
+    spec.redundancy = args.redundancy;
     spec.stop.max_duration_secs = args.max_duration.map(duration_secs);
     spec.labels = args.labels.iter().cloned().collect::<BTreeMap<_, _>>();
     spec.destination = args.destination.clone();

@@ -77,7 +77,7 @@ pub fn lines(app: &App) -> Vec<String> {
             format!("url       {}", r.url),
             format!(
                 "worker    {} (epoch {})",
-                r.worker.as_ref().map_or("-".to_string(), |w| w.to_string()),
+                crate::cells::worker_cell(r),
                 r.epoch
             ),
             format!("created   {}", format::clock(r.created_at)),
