@@ -264,3 +264,27 @@ pub fn flash_onsets(file: &Path) -> anyhow::Result<Vec<f64>> {
     }
     Ok(onsets)
 }
+
+/// Frames whose content comes back after something else was shown: the
+/// same moment shown twice. Consecutive equal frames (a still picture) are
+/// one run; positions inside `skip` (a slate, all black) are ignored.
+pub fn repeated_frames(hashes: &[String], fps: u32, skip: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut seen: std::collections::HashMap<&str, f64> = Default::default();
+    let mut repeats = Vec::new();
+    let mut prev: Option<&str> = None;
+    for (n, h) in hashes.iter().enumerate() {
+        let t = n as f64 / f64::from(fps);
+        if skip.iter().any(|(a, b)| t >= *a && t < *b) {
+            prev = None;
+            continue;
+        }
+        if prev != Some(h.as_str()) {
+            if let Some(first) = seen.get(h.as_str()) {
+                repeats.push((*first, t));
+            }
+            seen.insert(h, t);
+        }
+        prev = Some(h);
+    }
+    repeats
+}

@@ -42,3 +42,20 @@ pub fn small_spec(id: &RecordingId, url: String) -> RecordingSpec {
     spec.stop.max_duration_secs = Some(600);
     spec
 }
+
+/// Wall-clock time from the first frame any segment captured to the last.
+pub fn wall_span_ms(m: &Manifest) -> u64 {
+    let first = m
+        .segments
+        .iter()
+        .filter_map(|s| s.first_frame_at)
+        .min()
+        .unwrap();
+    let last = m
+        .segments
+        .iter()
+        .filter_map(|s| s.last_frame_at)
+        .max()
+        .unwrap();
+    last - first
+}

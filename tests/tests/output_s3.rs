@@ -17,7 +17,8 @@ use recfleet_protocol::{
 use recfleet_testkit::{FleetOptions, S3Server, TestFleet};
 use recfleet_tests::hooks::receiver;
 use recfleet_tests::media;
-use recfleet_tests::recordings::stop_and_complete;
+use recfleet_tests::media::repeated_frames;
+use recfleet_tests::recordings::{stop_and_complete, wall_span_ms};
 
 const BUCKET: &str = "recordings";
 const PREFIX: &str = "classes";
@@ -125,46 +126,6 @@ fn stored_outputs(s3: &S3Server, id: &RecordingId, dir: &Path) -> (Manifest, Pat
 }
 
 /// Wall-clock span from the first captured frame to the last.
-fn wall_span_ms(m: &Manifest) -> u64 {
-    let first = m
-        .segments
-        .iter()
-        .filter_map(|s| s.first_frame_at)
-        .min()
-        .unwrap();
-    let last = m
-        .segments
-        .iter()
-        .filter_map(|s| s.last_frame_at)
-        .max()
-        .unwrap();
-    last - first
-}
-
-/// Frames whose content comes back after something else was shown: the
-/// same moment shown twice. Consecutive equal frames (a still picture) are
-/// one run; positions inside `skip` (a slate, all black) are ignored.
-fn repeated_frames(hashes: &[String], fps: u32, skip: &[(f64, f64)]) -> Vec<(f64, f64)> {
-    let mut seen: std::collections::HashMap<&str, f64> = Default::default();
-    let mut repeats = Vec::new();
-    let mut prev: Option<&str> = None;
-    for (n, h) in hashes.iter().enumerate() {
-        let t = n as f64 / f64::from(fps);
-        if skip.iter().any(|(a, b)| t >= *a && t < *b) {
-            prev = None;
-            continue;
-        }
-        if prev != Some(h.as_str()) {
-            if let Some(first) = seen.get(h.as_str()) {
-                repeats.push((*first, t));
-            }
-            seen.insert(h, t);
-        }
-        prev = Some(h);
-    }
-    repeats
-}
-
 /// Mean brightness (0-255) of the frame at `t`.
 fn brightness(file: &Path, t: f64) -> f64 {
     let (r, g, b) = media::mean_color(file, t).unwrap();
