@@ -195,7 +195,9 @@ pub async fn failover(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<V
         fleet.wait_workers(2, 30).await?;
     }
     let end = stop(&mut fleet, &id).await?;
+    let twice = redundancy_trials(opts, &mut fleet, &page, &ready).await;
     fleet.shutdown().await;
+    let twice = twice?;
     let gaps: Vec<f64> = end
         .manifest
         .gaps
@@ -205,12 +207,73 @@ pub async fn failover(opts: &Opts, agent: &Path, dir: &Path) -> anyhow::Result<V
     let f = Summary::of(&to_frame);
     let g = Summary::of(&gaps);
     Ok(json!({
+        "redundancy2": twice,
         "what": "kill -9 of the worker holding a 720p15 recording -> first frame of the new segment on the other worker (manifest first_frame_at - kill time); the killed worker's guard reports its death, the other worker has a ready slot",
         "coordinator_idle_timeout_ms": idle_timeout_ms,
         "kill_to_first_frame_ms": to_frame,
         "n": f.n, "p50_ms": f.p50, "p95_ms": f.p95, "max_ms": f.max,
         "manifest_gaps_ms": gaps,
         "gap_p50_ms": g.p50, "gap_max_ms": g.max,
+        "final_state": end.info.state.to_string(),
+    }))
+}
+
+/// The same kill -9 with redundancy 2: the first copy's worker dies while
+/// the second copy records; what the manifest lost, whether the recording
+/// was ever interrupted, and how long until it had two capturing copies
+/// again (the killed worker comes back to take the new copy).
+async fn redundancy_trials(
+    opts: &Opts,
+    fleet: &mut Fleet,
+    page: &DemoServer,
+    ready: &[(&str, &str)],
+) -> anyhow::Result<Value> {
+    let id = RecordingId::new("failover-twice")?;
+    let mut s = spec(id.as_str(), page, 15)?;
+    s.redundancy = 2;
+    start(fleet, s).await?;
+    let two_copies = |d: &recfleet_protocol::RecordingDetail| {
+        d.info.state == RecordingState::Recording
+            && d.info.copy.as_ref().is_some_and(|c| c.capturing)
+    };
+    fleet.wait_for_polling(&id, 120, POLL, two_copies).await?;
+    let mut again_ms = Vec::new();
+    let mut interrupted = 0;
+    for trial in 0..opts.redundancy_trials() {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let d = fleet.show(&id).await?;
+        let holder = d.info.worker.clone().context("not placed")?;
+        let killed = std::time::Instant::now();
+        fleet.kill_worker(holder.as_str()).await?;
+        // Right after the kill the other copy holds it, still recording.
+        let d = fleet
+            .wait_for_polling(&id, 30, POLL, |d| d.info.worker.as_ref() != Some(&holder))
+            .await?;
+        if d.info.state != RecordingState::Recording {
+            interrupted += 1;
+        }
+        fleet.add_worker_with(holder.as_str()[1..].parse()?, 1, ready)?;
+        fleet.wait_workers(2, 30).await?;
+        fleet.wait_for_polling(&id, 120, POLL, two_copies).await?;
+        let ms = killed.elapsed().as_millis() as f64;
+        println!(
+            "    redundancy 2, trial {trial}: kill -9 {holder}: held by {} ({}); two copies again after {ms:.0} ms",
+            d.info.worker.as_ref().map(|w| w.to_string()).unwrap_or_default(),
+            d.info.state
+        );
+        again_ms.push(ms);
+    }
+    let end = stop(fleet, &id).await?;
+    let gaps: Vec<u64> = end.manifest.gaps.iter().map(|g| g.duration_ms).collect();
+    let a = Summary::of(&again_ms);
+    Ok(json!({
+        "what": "kill -9 of the worker holding the first copy of a 720p15 recording with redundancy 2 (the second copy records on the other worker)",
+        "trials": again_ms.len(),
+        "manifest_gaps_ms": gaps,
+        "gap_total_ms": gaps.iter().sum::<u64>(),
+        "interrupted": interrupted,
+        "two_copies_again_ms": again_ms,
+        "two_copies_again_p50_ms": a.p50, "two_copies_again_max_ms": a.max,
         "final_state": end.info.state.to_string(),
     }))
 }

@@ -124,6 +124,9 @@ impl Opts {
     fn failover_trials(&self) -> usize {
         self.pick(1, 20)
     }
+    fn redundancy_trials(&self) -> usize {
+        self.pick(1, 5)
+    }
     fn density_max(&self) -> usize {
         self.pick(1, 4)
     }
@@ -426,6 +429,11 @@ fn table(r: &Value) -> String {
         line(format!(
             "4. Failover (kill -9 -> first frame elsewhere, n={}): p50 {} ms, p95 {} ms, max {} ms; manifest gap p50 {} ms, max {} ms",
             f["n"], num(&f["p50_ms"], 0), num(&f["p95_ms"], 0), num(&f["max_ms"], 0), num(&f["gap_p50_ms"], 0), num(&f["gap_max_ms"], 0)
+        ));
+        let t = &f["redundancy2"];
+        line(format!(
+            "4. Failover with redundancy 2 (kill -9 of the first copy's worker, n={}): gap {} ms in the manifest; interrupted {} time(s); two copies again after p50 {} ms, max {} ms",
+            t["trials"], t["gap_total_ms"], t["interrupted"], num(&t["two_copies_again_p50_ms"], 0), num(&t["two_copies_again_max_ms"], 0)
         ));
     }
     if let Some(by) = r["density"]["by_fps"].as_object() {
