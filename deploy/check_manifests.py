@@ -74,6 +74,8 @@ KNOWN_ENV = {
     # Issue 17: the warm pool, admission by measured cost.
     "RECFLEET_READY_SLOTS", "RECFLEET_CPU_CAPACITY_MILLICORES", "RECFLEET_ADMISSION",
     "RECFLEET_ADMISSION_ESTIMATE_MILLICORES", "RECFLEET_ADMISSION_TARGET_PERCENT",
+    # Redundancy 2: the worker's host.
+    "RECFLEET_HOST",
     # Not the daemon's: the systemd unit's word list for flags without a
     # variable, the console's context file, Kubernetes' service link.
     "RECFLEET_WORKER_ARGS", "RECFLEET_CONTEXT", "RECFLEET_COORDINATOR_SERVICE_HOST",
