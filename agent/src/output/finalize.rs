@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::destination::{Destination, DestinationError};
 use super::events;
-use super::hls::{vod_playlist, HlsSegment};
+use super::hls::{as_played, vod_playlist, HlsSegment};
 use super::remux::{remux_with, video_duration_ms, RemuxError, SlateParams, Tools};
 use super::stitch::{plan, timeline, Span, Timeline};
 use recfleet_protocol::events::{CHAPTERS_KEY, EVENTS_KEY, JOIN_MAX_BYTES};
@@ -189,16 +189,19 @@ async fn make(
         let Some(duration_ms) = video_duration_ms(tools, &file).await? else {
             continue;
         };
-        if chunks.first().is_some_and(|c| c.seq.is_none()) {
-            hls.push(HlsSegment {
-                init: chunks[0].key.clone(),
-                chunks: chunks
-                    .iter()
-                    .filter(|c| c.seq.is_some())
-                    .map(|c| (c.key.clone(), c.duration_ms.max(1)))
-                    .collect(),
-            });
-        }
+        hls.push(chunks.first().is_some_and(|c| c.seq.is_none()).then(|| {
+            let media = chunks.iter().filter(|c| c.seq.is_some());
+            (
+                HlsSegment {
+                    init: chunks[0].key.clone(),
+                    chunks: media
+                        .clone()
+                        .map(|c| (c.key.clone(), c.duration_ms.max(1)))
+                        .collect(),
+                },
+                media.map(|c| c.media_start_ms).collect::<Vec<u64>>(),
+            )
+        }));
         spans.push(Span {
             label: events::segment_name(seg.epoch.0, seg.part),
             first_frame_at,
@@ -225,8 +228,9 @@ async fn make(
             false => Ok(()),
         };
     }
-    if !hls.is_empty() {
-        outputs.playlist = Some(put_text(dest, dir, PLAYLIST_KEY, vod_playlist(&hls), 0).await?);
+    let played = as_played(&hls, &pieces);
+    if !played.is_empty() {
+        outputs.playlist = Some(put_text(dest, dir, PLAYLIST_KEY, vod_playlist(&played), 0).await?);
     }
     if !options.stitch {
         return Ok(());

@@ -44,6 +44,34 @@ pub fn vod_playlist(segments: &[HlsSegment]) -> String {
     out
 }
 
+/// The playlist's segments as the stitched file plays them. `pieces` is
+/// [`super::stitch::plan`] over the same segments; `segments[i]` is span
+/// `i` in HLS form with each chunk's media start (None: it has no init
+/// section stored). A segment another one covers (the second copy of a
+/// recording with redundancy 2, a fenced duplicate) is left out, and a cut
+/// one ends with the chunk the cut falls in: HLS cuts only between chunks,
+/// so up to one chunk (about 2 s) plays twice there, never a whole copy.
+pub fn as_played(
+    segments: &[Option<(HlsSegment, Vec<u64>)>],
+    pieces: &[super::stitch::Piece],
+) -> Vec<HlsSegment> {
+    pieces
+        .iter()
+        .filter_map(|p| match p {
+            super::stitch::Piece::Segment { index, outpoint_ms } => {
+                let (seg, starts) = segments.get(*index)?.as_ref()?;
+                let mut seg = seg.clone();
+                if let Some(cut) = outpoint_ms {
+                    let keep = starts.iter().take_while(|s| *s < cut).count();
+                    seg.chunks.truncate(keep);
+                }
+                Some(seg)
+            }
+            super::stitch::Piece::Slate { .. } => None,
+        })
+        .collect()
+}
+
 /// What ffmpeg's `local.m3u8` says so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LocalPlaylist {
@@ -201,5 +229,51 @@ mod tests {
         assert!(text.contains("#EXT-X-TARGETDURATION:1\n"));
         assert!(text.ends_with("#EXT-X-ENDLIST\n"));
         assert!(!text.contains("DISCONTINUITY"));
+    }
+
+    #[test]
+    fn the_playlist_plays_a_moment_once_when_two_copies_recorded_it() {
+        use crate::output::stitch::{plan, Span};
+        let seg = |name: &str, n: u64| {
+            let chunks: Vec<(String, u64)> =
+                (0..n).map(|i| (format!("{name}/{i}.m4s"), 2000)).collect();
+            let starts = (0..n).map(|i| i * 2000).collect();
+            Some((
+                HlsSegment {
+                    init: format!("{name}/init.mp4"),
+                    chunks,
+                },
+                starts,
+            ))
+        };
+        // The first copy from 0 to 10 s (its worker died), the second from
+        // 0.5 s to 20 s: the first plays to 0.5 s (its first chunk), then
+        // the second to the end; a third copy from 12 s to 19 s is covered.
+        let spans = [
+            Span {
+                label: "e1-p0".into(),
+                first_frame_at: 0,
+                duration_ms: 10_000,
+            },
+            Span {
+                label: "e2-p0".into(),
+                first_frame_at: 500,
+                duration_ms: 19_500,
+            },
+            Span {
+                label: "e3-p0".into(),
+                first_frame_at: 12_000,
+                duration_ms: 7_000,
+            },
+        ];
+        let hls = [seg("e1", 5), seg("e2", 10), seg("e3", 4)];
+        let played = as_played(&hls, &plan(&spans));
+        assert_eq!(played.len(), 2, "{played:#?}");
+        assert_eq!(played[0].chunks.len(), 1);
+        assert_eq!(played[1].init, "e2/init.mp4");
+        assert_eq!(played[1].chunks.len(), 10);
+        let text = vod_playlist(&played);
+        assert!(!text.contains("e3/"), "{text}");
+        assert_eq!(text.matches("#EXT-X-DISCONTINUITY").count(), 1);
     }
 }
