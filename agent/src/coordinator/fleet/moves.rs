@@ -335,12 +335,27 @@ impl Fleet {
             return;
         };
         let on_it: Vec<RecordingId> = self.recordings_on(worker);
-        let stopping = self
-            .recordings
-            .values()
-            .filter(|r| r.old_placements.iter().any(|(w, _)| w == worker))
-            .count();
         let migrate = d.mode == DrainMode::Migrate || now >= d.deadline_at;
+        // Second copies on it give way (they are placed again elsewhere);
+        // in a drain that waits they record on to their recording's end.
+        let copies = self.copies_on(worker);
+        if migrate {
+            for id in &copies {
+                self.drop_copy(
+                    id,
+                    &format!("{worker} drains"),
+                    super::copies::CopyGone::Stop(SegmentEndReason::Reassigned),
+                    false,
+                );
+            }
+        }
+        let copies_left = if migrate { 0 } else { copies.len() };
+        let stopping = copies_left
+            + self
+                .recordings
+                .values()
+                .filter(|r| r.old_placements.iter().any(|(w, _)| w == worker))
+                .count();
         let mut waiting_for_capacity = false;
         if migrate {
             let moving = on_it.iter().filter(|id| self.moving.contains(*id)).count();
@@ -371,27 +386,6 @@ impl Fleet {
                 }
             }
         }
-        // Second copies on it give way (they are placed again elsewhere);
-        // in a drain that waits they record on to their recording's end.
-        let copies = self.copies_on(worker);
-        if migrate {
-            for id in &copies {
-                self.drop_copy(
-                    id,
-                    &format!("{worker} drains"),
-                    super::copies::CopyGone::Stop(SegmentEndReason::Reassigned),
-                    false,
-                );
-            }
-        }
-        let stopping = if migrate {
-            self.recordings
-                .values()
-                .filter(|r| r.old_placements.iter().any(|(w, _)| w == worker))
-                .count()
-        } else {
-            stopping + copies.len()
-        };
         let complete = on_it.is_empty() && stopping == 0;
         let message = if complete {
             format!("{worker} is drained: no recording runs on it and every slot process is reaped")
@@ -401,7 +395,7 @@ impl Fleet {
                 on_it.len()
             )
         } else if stopping > 0 && on_it.is_empty() {
-            format!("{worker} drains: {stopping} moved recording(s) still stopping")
+            format!("{worker} drains: {stopping} old placement(s) or second copies still on it")
         } else if migrate {
             format!("{worker} drains: migrating {} recording(s)", on_it.len())
         } else {

@@ -1257,6 +1257,28 @@ fn a_failed_second_copy_is_replaced_and_a_drain_hands_over_to_it() {
 }
 
 #[test]
+fn a_restarted_worker_that_no_longer_runs_the_second_copy_gets_it_replaced() {
+    let mut sim = Sim::new();
+    sim.hello("w1", 2);
+    sim.hello("w2", 2);
+    sim.hello("w3", 2);
+    let id = rid("r1");
+    sim.request(ConsoleRequest::StartRecording(redundant_spec("r1")));
+    let first = sim.worker_of(&id).unwrap();
+    sim.capture(first.as_str(), &id, Epoch(1));
+    let copy = sim.fleet.info(&id).unwrap().copy.unwrap();
+    sim.capture(copy.worker.as_str(), &id, copy.epoch);
+    // Its worker restarts and says hello without it.
+    sim.hello(copy.worker.as_str(), 2);
+    assert!(sim.fleet.info(&id).unwrap().copy.is_none());
+    assert_eq!(sim.state(&id), RecordingState::Recording);
+    sim.advance(5_250);
+    let again = sim.fleet.info(&id).unwrap().copy.expect("placed again");
+    assert!(again.epoch > copy.epoch);
+    assert_ne!(again.worker, first);
+}
+
+#[test]
 fn a_restarted_coordinator_adopts_the_second_copy_its_worker_reports() {
     let mut sim = Sim::new();
     sim.hello("w1", 2);

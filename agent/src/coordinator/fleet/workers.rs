@@ -143,6 +143,21 @@ impl Fleet {
                 }
             }
         }
+        // A second copy it no longer runs (it restarted) is gone: another
+        // is placed. Its end, if it reports one, is kept as a fact.
+        let lost_copies: Vec<_> = self
+            .copies_on(&name)
+            .into_iter()
+            .filter(|id| !reported.contains(id))
+            .collect();
+        for id in lost_copies {
+            self.drop_copy(
+                &id,
+                &format!("{name} no longer runs it"),
+                CopyGone::Lost,
+                false,
+            );
+        }
         let vanished: Vec<_> = self
             .recordings_on(&name)
             .into_iter()
