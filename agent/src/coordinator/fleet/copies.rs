@@ -147,10 +147,7 @@ impl Fleet {
             capturing: false,
         });
         let spec = r.row.spec.clone();
-        let deadline = match (r.row.started_at, spec.stop.max_duration_secs) {
-            (Some(start), Some(max)) => Some(start + u64::from(max) * 1000),
-            _ => None,
-        };
+        let deadline = r.deadline();
         tracing::info!(recording = %id, %worker, %epoch, "placing its second copy");
         self.reindex(id);
         self.send_to(

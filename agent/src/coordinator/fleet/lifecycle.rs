@@ -143,12 +143,7 @@ impl Fleet {
         let epoch = r.row.epoch;
         let spec = r.row.spec.clone();
         let created_at = r.row.created_at;
-        // Max duration counts from the recording's first frame, across
-        // placements; the first placement sets it at its first frame.
-        let deadline = match (r.row.started_at, spec.stop.max_duration_secs) {
-            (Some(start), Some(max)) => Some(start + u64::from(max) * 1000),
-            _ => None,
-        };
+        let deadline = r.deadline();
         if !self.set_state(id, RecordingState::Assigned, None) {
             return Ok(());
         }

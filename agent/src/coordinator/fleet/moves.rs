@@ -57,6 +57,16 @@ const HANDOVER_OVERLAP_MS: u64 = 2_000;
 pub(super) const DEFAULT_DRAIN_DEADLINE_SECS: u32 = 4 * 3600;
 
 impl Recording {
+    /// When its max duration ends: it counts from the recording's first
+    /// frame, across placements (the first placement sets it at its first
+    /// frame, so it has none).
+    pub(super) fn deadline(&self) -> Option<u64> {
+        match (self.row.started_at, self.row.spec.stop.max_duration_secs) {
+            (Some(start), Some(max)) => Some(start + u64::from(max) * 1000),
+            _ => None,
+        }
+    }
+
     /// The next epoch never issued for this recording (moves that failed
     /// and fenced placements count too).
     pub(super) fn next_epoch(&self) -> Epoch {
@@ -117,10 +127,7 @@ impl Fleet {
             since: self.now.mono_ms,
         });
         let spec = r.row.spec.clone();
-        let deadline = match (r.row.started_at, spec.stop.max_duration_secs) {
-            (Some(start), Some(max)) => Some(start + u64::from(max) * 1000),
-            _ => None,
-        };
+        let deadline = r.deadline();
         let from = r.row.worker.clone();
         tracing::info!(recording = %id, from = ?from, %to, %epoch, "moving (make-before-break)");
         self.reindex(id);
