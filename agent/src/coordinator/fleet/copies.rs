@@ -384,6 +384,14 @@ impl Fleet {
         }
     }
 
+    /// Stops the second copies of `ids` (their worker drains); others are
+    /// placed elsewhere.
+    pub(super) fn stop_copies(&mut self, ids: &[RecordingId], why: &str) {
+        for id in ids {
+            self.drop_copy(id, why, CopyGone::Stop(SegmentEndReason::Reassigned), false);
+        }
+    }
+
     /// The recordings whose second copy runs on `worker`.
     pub(super) fn copies_on(&self, worker: &WorkerName) -> Vec<RecordingId> {
         self.copied

@@ -347,14 +347,7 @@ impl Fleet {
         // in a drain that waits they record on to their recording's end.
         let copies = self.copies_on(worker);
         if migrate {
-            for id in &copies {
-                self.drop_copy(
-                    id,
-                    &format!("{worker} drains"),
-                    super::copies::CopyGone::Stop(SegmentEndReason::Reassigned),
-                    false,
-                );
-            }
+            self.stop_copies(&copies, &format!("{worker} drains"));
         }
         let copies_left = if migrate { 0 } else { copies.len() };
         let stopping = copies_left
