@@ -87,6 +87,12 @@ impl Fleet {
             .cloned()
             .collect();
         for id in due {
+            // A full fleet costs O(1) here, not a scan of the workers for
+            // each recording that waits for its second copy.
+            let cost = self.recordings.get(&id).map_or(1, |r| r.row.spec.cost);
+            if !self.placements.room_for(cost) {
+                continue;
+            }
             match self.pick_copy_worker(&id) {
                 Ok(worker) => self.start_copy(&id, &worker),
                 Err(NoPlace::NoWorkers) => break,
