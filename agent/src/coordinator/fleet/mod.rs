@@ -555,6 +555,10 @@ impl Fleet {
                     r.repeated_permille = old.repeated_permille;
                     r.health = old.health.clone();
                     r.level_db = old.level_db;
+                    // The second copy is not in the store: it still runs.
+                    r.copy = old.copy.clone();
+                    r.copy_rest_until = old.copy_rest_until;
+                    r.copy_avoid = old.copy_avoid.clone();
                 }
                 self.recordings.insert(id.clone(), r);
             }
