@@ -182,6 +182,7 @@ pub struct RecordingInfo {
     /// whether that copy has captured its first frame. (Boxed: most
     /// recordings have none, and infos ride in every event.)
     #[serde(default)]
+    #[cfg_attr(test, proptest(strategy = "copy_strategy()"))]
     pub copy: Option<Box<CopyInfo>>,
 }
 
@@ -262,4 +263,21 @@ pub struct WebhookDelivery {
     pub delivered_at: Option<UnixMillis>,
     /// The next attempt is due at (pending only).
     pub next_attempt_at: Option<UnixMillis>,
+}
+
+/// A flat strategy for `RecordingInfo.copy`: the derived one nests deep
+/// enough, inside the console responses that hold many infos, to overflow a
+/// test thread's stack while the strategy is built.
+#[cfg(test)]
+fn copy_strategy() -> impl proptest::strategy::Strategy<Value = Option<Box<CopyInfo>>> {
+    use proptest::prelude::*;
+    proptest::option::of(
+        ("[a-z][a-z0-9-]{0,20}", any::<u64>(), any::<bool>()).prop_map(|(w, e, capturing)| {
+            Box::new(CopyInfo {
+                worker: WorkerName::new(w).expect("a valid name"),
+                epoch: Epoch(e),
+                capturing,
+            })
+        }),
+    )
 }
