@@ -1279,6 +1279,43 @@ fn a_restarted_worker_that_no_longer_runs_the_second_copy_gets_it_replaced() {
 }
 
 #[test]
+fn a_second_copy_given_up_is_stopped_again_when_its_worker_reports_it() {
+    let mut sim = Sim::new();
+    sim.hello("w1", 2);
+    sim.hello("w2", 2);
+    let id = rid("r1");
+    sim.request(ConsoleRequest::StartRecording(redundant_spec("r1")));
+    let first = sim.worker_of(&id).unwrap();
+    sim.capture(first.as_str(), &id, Epoch(1));
+    let copy = sim.fleet.info(&id).unwrap().copy.unwrap();
+    // It never captures: given up after 60 s and told to stop.
+    sim.advance(61_000);
+    let stops = sim.stops(copy.worker.as_str());
+    assert_eq!(stops.len(), 1, "{stops:?}");
+    // Its worker reconnects still running it: stopped again, not adopted.
+    sim.hello_with(
+        copy.worker.as_str(),
+        2,
+        vec![RunningSegment {
+            recording: id.clone(),
+            epoch: copy.epoch,
+            part: 0,
+            started_at: T0,
+            last_frame_at: None,
+        }],
+    );
+    let stops = sim.stops(copy.worker.as_str());
+    assert_eq!(stops.len(), 1, "{stops:?}");
+    assert_eq!(stops[0].1, copy.epoch);
+    assert!(sim
+        .fleet
+        .info(&id)
+        .unwrap()
+        .copy
+        .is_none_or(|c| c.epoch != copy.epoch));
+}
+
+#[test]
 fn a_restarted_coordinator_adopts_the_second_copy_its_worker_reports() {
     let mut sim = Sim::new();
     sim.hello("w1", 2);

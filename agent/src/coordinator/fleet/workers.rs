@@ -111,9 +111,6 @@ impl Fleet {
                     tracing::info!(recording = %seg.recording, epoch = %seg.epoch, worker = %name, "reconciled: still running");
                 }
                 (Some(Holder::Incoming | Holder::Copy), _) => {}
-                _ if self.adopt_copy(&seg.recording, seg, &name) => {
-                    tracing::info!(recording = %seg.recording, epoch = %seg.epoch, worker = %name, "reconciled: its second copy");
-                }
                 (Some(Holder::Old), _) => {
                     self.send_to(
                         &name,
@@ -123,6 +120,10 @@ impl Fleet {
                             reason: SegmentEndReason::Reassigned,
                         },
                     );
+                }
+                // Unknown to a restarted coordinator: its second copy.
+                (None, _) if self.adopt_copy(&seg.recording, seg, &name) => {
+                    tracing::info!(recording = %seg.recording, epoch = %seg.epoch, worker = %name, "reconciled: its second copy");
                 }
                 _ => {
                     // Superseded, finished, or unknown: fence it.
@@ -465,14 +466,8 @@ impl Fleet {
                     Some(Holder::Current) => self.placement_ended(&recording, name, reason),
                     Some(Holder::Incoming) => self.cancel_move(&recording, &reason.describe()),
                     Some(Holder::Copy) => {
-                        let crashed = !matches!(
-                            reason,
-                            SegmentEndReason::PageEnded
-                                | SegmentEndReason::EmptyRoom
-                                | SegmentEndReason::MaxDuration
-                                | SegmentEndReason::Stopped
-                        );
-                        self.drop_copy(&recording, &reason.describe(), CopyGone::Ended, crashed);
+                        let failed = !ends_the_recording(&reason);
+                        self.drop_copy(&recording, &reason.describe(), CopyGone::Ended, failed);
                     }
                     Some(Holder::Old) => {
                         // Its slot is torn down and reaped: drains count on this.
@@ -564,10 +559,7 @@ impl Fleet {
         reason: SegmentEndReason,
     ) {
         match &reason {
-            SegmentEndReason::Stopped
-            | SegmentEndReason::MaxDuration
-            | SegmentEndReason::PageEnded
-            | SegmentEndReason::EmptyRoom => self.finalize(id, reason.describe()),
+            r if ends_the_recording(r) => self.finalize(id, reason.describe()),
             // A failure of the first copy: the second takes over, and the
             // recording neither waits nor counts a failed placement.
             _ if self.promote_copy(id, &reason) => {}
@@ -697,4 +689,16 @@ impl Fleet {
             }
         }
     }
+}
+
+/// Whether a placement's end is the recording's (stopped, its page ended or
+/// emptied, its time is up), not a failure of the placement.
+fn ends_the_recording(reason: &SegmentEndReason) -> bool {
+    matches!(
+        reason,
+        SegmentEndReason::Stopped
+            | SegmentEndReason::MaxDuration
+            | SegmentEndReason::PageEnded
+            | SegmentEndReason::EmptyRoom
+    )
 }
